@@ -1,0 +1,38 @@
+# All set-up lives here: a fresh Debian machine with Python 3.11 needs only
+# `make demo` or `make test`. The virtualenv is kept in .venv.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CORO := $(VENV)/bin/coro
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-fast demo bench soak clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop while developing: everything but the slow tests.
+test-fast: venv
+	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+demo: venv
+	$(CORO) demo
+
+bench: venv
+	$(CORO) bench ipc
+
+soak: venv
+	CORO_SOAK=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""objdb package."""

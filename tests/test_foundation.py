@@ -1,0 +1,73 @@
+"""The layout, the entry point and the leak audit itself."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import conftest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_required_layout_exists():
+    for name in ("setup.cfg", "Makefile", "README.md", "docs/architecture.md", ".ci/run"):
+        assert (ROOT / name).is_file(), name
+    for name in ("coroipc", "totemd", "objdb", "clients", "tests", "scripts"):
+        assert (ROOT / name).is_dir(), name
+
+
+def test_coro_help_lists_subcommands():
+    result = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "--help"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: coro" in result.stdout
+    assert "bench" in result.stdout
+
+
+def test_coro_without_command_prints_help_and_fails():
+    result = subprocess.run(
+        [sys.executable, "-m", "clients.cli"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "usage: coro" in result.stdout
+
+
+def test_leak_audit_sees_tagged_segment(resource_tag):
+    path = f"/dev/shm/coro-audit-{resource_tag}-{os.getpid()}"
+    with open(path, "wb"):
+        pass
+    try:
+        assert any(line.endswith(os.path.basename(path)) for line in conftest.leftovers(None))
+    finally:
+        os.unlink(path)
+    assert not any(os.path.basename(path) in line for line in conftest.leftovers(None))
+
+
+def test_leak_audit_sees_tagged_process():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert any(str(proc.pid) in line for line in conftest.leftovers(None))
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert not any(f"process: {proc.pid} " in line for line in conftest.leftovers(None))
+
+
+def test_leak_audit_sees_socket_file(tmp_path):
+    path = tmp_path / "s.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        assert any(str(path) in line for line in conftest.leftovers(tmp_path))
+    finally:
+        sock.close()
+        path.unlink()
+    assert not any(str(path) in line for line in conftest.leftovers(tmp_path))
