@@ -1,0 +1,251 @@
+"""UDP transports for the Totem daemon: ``udpu`` (unicast to every node) and
+``udp`` (IP multicast).
+
+The protocol core never touches a socket; the daemon hands it the bytes this
+module receives and executes its send actions through it. The transport knows
+nothing of Totem beyond one fact: it must be able to unicast the token to a
+node id and multicast a frame to every node.
+
+- ``udpu`` sends a multicast frame once per configured peer (corosync's udpu
+  does the same), and accepts packets only from nodelist addresses: a packet
+  from anywhere else is counted and dropped before it reaches the core.
+- ``udp`` joins a multicast group; the group delivers to every node, the sender
+  included (IP_MULTICAST_LOOP), so discovery needs no nodelist. Unicast
+  addresses of peers are learned from the source of their packets.
+
+Self-delivery: the core delivers its own multicasts without a round trip
+through the network, so the transport never needs to loop frames back; for
+``udp`` the looped-back copy is recognised by source address and dropped.
+
+Socket buffers are sized for ``window_size x netmtu`` frames with headroom
+(corosync sizes them the same way), clamped by what the kernel allows.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Iterable
+
+__all__ = ["TransportError", "TransportStats", "UdpTransport", "socket_buffer_bytes"]
+
+# Headroom over one window of frames: the token, retransmissions and a second
+# rotation may all be in flight while the daemon is busy.
+BUFFER_WINDOWS = 4
+RECEIVE_BATCH_MAX = 256
+
+
+class TransportError(Exception):
+    """The transport could not be set up (address, bind, multicast join)."""
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Counters, readable by local programs through the daemon's statistics."""
+
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    packets_received: int = 0
+    bytes_received: int = 0
+    dropped_unknown_source: int = 0
+    dropped_own_loopback: int = 0
+    send_errors: int = 0
+    last_send_error: str = ""
+    receive_buffer_bytes: int = 0
+    send_buffer_bytes: int = 0
+
+
+def socket_buffer_bytes(window_size: int, netmtu: int) -> int:
+    """Bytes of socket buffer that hold BUFFER_WINDOWS windows of full frames."""
+    if window_size <= 0 or netmtu <= 0:
+        raise ValueError(f"window_size ({window_size}) and netmtu ({netmtu}) must be positive")
+    return BUFFER_WINDOWS * window_size * netmtu
+
+
+def _family(address: str) -> socket.AddressFamily:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise TransportError(f"{address!r} is not an IP address") from exc
+    return socket.AF_INET6 if parsed.version == 6 else socket.AF_INET
+
+
+@dataclass(slots=True)
+class UdpTransport:
+    """One bound UDP socket plus the node id -> address map.
+
+    Args:
+        mode: "udpu" or "udp".
+        bind_address: local address to bind (from the nodelist entry that
+            matches a local address, or totem.interface.bindnetaddr).
+        port: UDP port (corosync's mcastport, default 5405).
+        peers: node id -> address for every node of the nodelist (udpu);
+            may be empty for udp, where peers are learned.
+        multicast_group: the group address (udp mode only).
+        window_size, netmtu: for socket buffer sizing.
+        multicast_ttl: hops for multicast frames (udp mode).
+    """
+
+    mode: str
+    bind_address: str
+    port: int
+    peers: dict[int, str] = field(default_factory=dict)
+    multicast_group: str | None = None
+    window_size: int = 50
+    netmtu: int = 1500
+    multicast_ttl: int = 1
+    stats: TransportStats = field(default_factory=TransportStats)
+    _socket: socket.socket | None = None
+    _peer_endpoints: dict[int, tuple[str, int]] = field(default_factory=dict)
+    _known_sources: set[str] = field(default_factory=set)
+
+    def open(self) -> "UdpTransport":
+        """Create and bind the socket. Raises TransportError with the reason."""
+        if self.mode not in ("udpu", "udp"):
+            raise TransportError(f"transport {self.mode!r} is not one of udpu, udp")
+        if self.mode == "udp" and not self.multicast_group:
+            raise TransportError("transport udp needs a multicast group (totem.interface.mcastaddr)")
+        family = _family(self.bind_address)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self._configure(sock, family)
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
+        for node_id, address in self.peers.items():
+            self.learn_peer(node_id, address)
+        return self
+
+    def _configure(self, sock: socket.socket, family: socket.AddressFamily) -> None:
+        wanted = socket_buffer_bytes(self.window_size, self.netmtu)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, wanted)
+            except OSError:
+                pass  # the kernel clamps; what we got is recorded below
+        # Linux reports double the requested size (bookkeeping overhead).
+        self.stats.receive_buffer_bytes = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.stats.send_buffer_bytes = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        if self.mode == "udp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bind_host = self.multicast_group if self.mode == "udp" else self.bind_address
+        try:
+            sock.bind((bind_host, self.port))
+        except OSError as exc:
+            raise TransportError(f"cannot bind {bind_host}:{self.port}: {exc.strerror}") from exc
+        if self.mode == "udp":
+            self._join_group(sock, family)
+        sock.setblocking(False)
+
+    def _join_group(self, sock: socket.socket, family: socket.AddressFamily) -> None:
+        assert self.multicast_group is not None
+        if family != socket.AF_INET:
+            raise TransportError("transport udp supports IPv4 multicast groups only")
+        group = socket.inet_aton(self.multicast_group)
+        local = socket.inet_aton(self.bind_address)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group + local)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, local)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.multicast_ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        except OSError as exc:
+            raise TransportError(
+                f"cannot join multicast group {self.multicast_group} on {self.bind_address}: "
+                f"{exc.strerror} (is multicast enabled on the interface and routed?)"
+            ) from exc
+
+    # -- addresses ---------------------------------------------------------
+
+    def learn_peer(self, node_id: int, address: str) -> None:
+        """Record where node_id is reached (nodelist, or a udp packet's source)."""
+        self._peer_endpoints[node_id] = (address, self.port)
+        self._known_sources.add(address)
+
+    def peer_ids(self) -> list[int]:
+        return sorted(self._peer_endpoints)
+
+    # -- sending -----------------------------------------------------------
+
+    def fileno(self) -> int:
+        if self._socket is None:
+            raise TransportError("transport is not open")
+        return self._socket.fileno()
+
+    def _send(self, data: bytes, endpoint: tuple[str, int]) -> None:
+        assert self._socket is not None
+        try:
+            self._socket.sendto(data, endpoint)
+        except OSError as exc:
+            # A full send buffer or an unreachable peer is a lost packet, which
+            # Totem recovers from; it is counted, never raised into the loop.
+            if exc.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                                 errno.ENETUNREACH, errno.EPERM):
+                raise
+            self.stats.send_errors += 1
+            self.stats.last_send_error = f"{endpoint[0]}: {exc.strerror}"
+            return
+        self.stats.packets_sent += 1
+        self.stats.bytes_sent += len(data)
+
+    def unicast(self, node_id: int, data: bytes) -> bool:
+        """Send to one node. Returns False if the node's address is unknown."""
+        endpoint = self._peer_endpoints.get(node_id)
+        if endpoint is None:
+            return False
+        self._send(data, endpoint)
+        return True
+
+    def multicast(self, data: bytes, exclude: Iterable[int] = ()) -> None:
+        """Send to every node (never back to ourselves; the core self-delivers)."""
+        if self.mode == "udp":
+            assert self.multicast_group is not None
+            self._send(data, (self.multicast_group, self.port))
+            return
+        skip = set(exclude)
+        for node_id, endpoint in self._peer_endpoints.items():
+            if node_id not in skip and endpoint[0] != self.bind_address:
+                self._send(data, endpoint)
+
+    # -- receiving ---------------------------------------------------------
+
+    def receive_batch(self, max_packets: int = RECEIVE_BATCH_MAX) -> list[tuple[bytes, str]]:
+        """Drain up to max_packets waiting packets: (data, source address).
+
+        Packets from addresses outside the nodelist (udpu) and our own looped
+        back multicasts (udp) are counted and dropped here.
+        """
+        assert self._socket is not None
+        received: list[tuple[bytes, str]] = []
+        recvfrom = self._socket.recvfrom
+        for _ in range(max_packets):
+            try:
+                data, (source, _port, *_rest) = recvfrom(65536)
+            except BlockingIOError:
+                break
+            except ConnectionRefusedError:
+                continue  # an ICMP error for an earlier send; nothing to read
+            self.stats.packets_received += 1
+            self.stats.bytes_received += len(data)
+            if source == self.bind_address and self.mode == "udp":
+                self.stats.dropped_own_loopback += 1
+                continue
+            if self.mode == "udpu" and source not in self._known_sources:
+                self.stats.dropped_unknown_source += 1
+                continue
+            received.append((data, source))
+        return received
+
+    def close(self) -> None:
+        """Close the socket; idempotent."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def __enter__(self) -> "UdpTransport":
+        return self.open()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
