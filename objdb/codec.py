@@ -1,0 +1,457 @@
+"""Wire codec of the cmap service (version 1), spoken over coroipc.
+
+coroipc carries (function, payload); this module owns the payload. Every
+payload starts with the same 4-byte header, little-endian like every field::
+
+    magic    u16   0xC3A9
+    version  u8    1
+    kind     u8    1 request, 2 response, 3 event
+
+Fields that follow:
+
+- key / prefix: ``u8 length`` + ASCII bytes (a key is at most 255 characters);
+- value: ``u8 type`` (``objdb.types.ValueType``) + ``u32 length`` + bytes;
+  numbers are fixed-width little-endian (length must be the type's size),
+  ``str`` is UTF-8, ``bin`` raw;
+- response: header + ``u8 status``; status 0 is followed by the function's
+  result, any other status by ``u16 length`` + a UTF-8 message, and maps to
+  the exception class with that ``status`` in ``objdb.errors``.
+
+Requests (function: fields -> result):
+
+=====  ============  =====================================  ==========================
+ 1     HELLO         u32 options (bit 0: internal)           u32 version, u8 privileged,
+                                                             u32 max value bytes
+ 2     GET           key                                     value
+ 3     SET           u8 flags (bit 0: force type), key,      (nothing)
+                     value
+ 4     DELETE        key                                     (nothing)
+ 5     ADJUST        key, i64 step                           value (the new one)
+ 6     ITERATE       prefix, u8 has_after, [key], u16 max    u16 count, count x (key,
+                                                             value), u8 more
+ 7     TRACK_ADD     u32 flags, key or prefix                u64 tracker id
+ 8     TRACK_DELETE  u64 tracker id                          (nothing)
+=====  ============  =====================================  ==========================
+
+Event (function 64, NOTIFY): ``u64 tracker id, u8 event, key, u8 has_new,
+[value], u8 has_old, [value]``.
+
+``decode_*`` check every length, code and count and raise one
+:class:`~objdb.errors.DecodeError`; trailing bytes are an error too.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Union
+
+from objdb.errors import ERROR_BY_STATUS, CmapError, DecodeError
+from objdb.store import Entry, TrackFlags
+from objdb.types import NUMERIC_STRUCTS, Value, ValueType
+
+MAGIC = 0xC3A9
+VERSION = 1
+KIND_REQUEST = 1
+KIND_RESPONSE = 2
+KIND_EVENT = 3
+
+HELLO_INTERNAL = 0x1
+SET_FORCE_TYPE = 0x1
+#: Most entries one ITERATE reply carries.
+MAX_ITERATE_COUNT = 1024
+
+_HEADER = struct.Struct("<HBB")
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+_VALUE_HEAD = struct.Struct("<BI")
+_HELLO_REPLY = struct.Struct("<IBI")
+_NOTIFY_HEAD = struct.Struct("<QB")
+
+REQUEST_HEADER = _HEADER.pack(MAGIC, VERSION, KIND_REQUEST)
+RESPONSE_HEADER = _HEADER.pack(MAGIC, VERSION, KIND_RESPONSE)
+EVENT_HEADER = _HEADER.pack(MAGIC, VERSION, KIND_EVENT)
+RESPONSE_OK = RESPONSE_HEADER + b"\x00"
+_VALUE_TYPES = {int(value_type): value_type for value_type in ValueType}
+_EVENTS = {int(event): event for event in (TrackFlags.ADD, TrackFlags.DELETE, TrackFlags.MODIFY)}
+
+
+class Function(enum.IntEnum):
+    """coroipc function numbers of the cmap service."""
+
+    HELLO = 1
+    GET = 2
+    SET = 3
+    DELETE = 4
+    ADJUST = 5
+    ITERATE = 6
+    TRACK_ADD = 7
+    TRACK_DELETE = 8
+    NOTIFY = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    options: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Get:
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Set:
+    key: str
+    value_type: ValueType
+    value: Value
+    force_type: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adjust:
+    key: str
+    step: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Iterate:
+    prefix: str
+    after: str | None
+    max_count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackAdd:
+    key: str
+    flags: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackDelete:
+    tracker_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyEvent:
+    """A change notification as the client receives it."""
+
+    tracker_id: int
+    event: TrackFlags
+    key: str
+    new: Entry | None
+    old: Entry | None
+
+
+Request = Union[Hello, Get, Set, Delete, Adjust, Iterate, TrackAdd, TrackDelete]
+
+
+class _Reader:
+    """Cursor over a payload; every read checks the length first."""
+
+    __slots__ = ("data", "offset")
+
+    def __init__(self, data: bytes | memoryview, offset: int = 0) -> None:
+        self.data = data
+        self.offset = offset
+
+    def take(self, size: int) -> bytes | memoryview:
+        end = self.offset + size
+        if end > len(self.data):
+            raise DecodeError(f"message truncated: needs {end} bytes, has {len(self.data)}")
+        chunk = self.data[self.offset:end]
+        self.offset = end
+        return chunk
+
+    def unpack(self, layout: struct.Struct) -> tuple:
+        end = self.offset + layout.size
+        if end > len(self.data):
+            raise DecodeError(f"message truncated: needs {end} bytes, has {len(self.data)}")
+        fields = layout.unpack_from(self.data, self.offset)
+        self.offset = end
+        return fields
+
+    def key(self) -> str:
+        (length,) = self.unpack(_U8)
+        raw = bytes(self.take(length))
+        if not raw.isascii():
+            raise DecodeError("key is not ASCII")
+        return raw.decode("ascii")
+
+    def value(self) -> Entry:
+        type_code, length = self.unpack(_VALUE_HEAD)
+        value_type = _VALUE_TYPES.get(type_code)
+        if value_type is None:
+            raise DecodeError(f"unknown value type {type_code}")
+        raw = self.take(length)
+        layout = NUMERIC_STRUCTS.get(value_type)
+        if layout is not None:
+            if length != layout.size:
+                raise DecodeError(f"{value_type.short_name} value is {length} bytes, not {layout.size}")
+            return Entry(value_type=value_type, value=layout.unpack(raw)[0])
+        if value_type is ValueType.STRING:
+            try:
+                return Entry(value_type=value_type, value=bytes(raw).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise DecodeError("str value is not valid UTF-8") from None
+        return Entry(value_type=value_type, value=bytes(raw))
+
+    def end(self) -> None:
+        if self.offset != len(self.data):
+            raise DecodeError(f"{len(self.data) - self.offset} unexpected bytes at the end")
+
+
+def _check_header(payload: bytes | memoryview, kind: int) -> _Reader:
+    if len(payload) < _HEADER.size:
+        raise DecodeError(f"message of {len(payload)} bytes is shorter than the header")
+    magic, version, found_kind = _HEADER.unpack_from(payload, 0)
+    if magic != MAGIC:
+        raise DecodeError(f"bad magic {magic:#06x}")
+    if version != VERSION:
+        raise DecodeError(f"cmap codec version {version}, this side speaks {VERSION}")
+    if found_kind != kind:
+        raise DecodeError(f"message kind {found_kind}, expected {kind}")
+    return _Reader(payload, _HEADER.size)
+
+
+# -- encoding fields ---------------------------------------------------------
+
+def encode_key(key: str) -> bytes:
+    """A key or prefix as ``u8 length`` + ASCII. Raises DecodeError if it cannot be."""
+    try:
+        raw = key.encode("ascii")
+    except UnicodeEncodeError:
+        raise DecodeError(f"key {key!r} is not ASCII") from None
+    if len(raw) > 255:
+        raise DecodeError(f"key of {len(raw)} characters does not fit the wire (255)")
+    return _U8.pack(len(raw)) + raw
+
+
+def encode_value(value_type: ValueType, value: Value) -> bytes:
+    """A typed value as ``u8 type`` + ``u32 length`` + bytes (value already checked)."""
+    layout = NUMERIC_STRUCTS.get(value_type)
+    if layout is not None:
+        raw = layout.pack(value)
+    elif value_type is ValueType.STRING:
+        assert isinstance(value, str)
+        raw = value.encode("utf-8")
+    else:
+        raw = bytes(value)  # type: ignore[arg-type]
+    return _VALUE_HEAD.pack(int(value_type), len(raw)) + raw
+
+
+# -- requests ----------------------------------------------------------------
+
+def encode_request(request: Request) -> tuple[int, bytes]:
+    """(function, payload) for a request."""
+    if isinstance(request, Get):
+        return Function.GET, REQUEST_HEADER + encode_key(request.key)
+    if isinstance(request, Set):
+        flags = SET_FORCE_TYPE if request.force_type else 0
+        return Function.SET, (REQUEST_HEADER + _U8.pack(flags) + encode_key(request.key)
+                              + encode_value(request.value_type, request.value))
+    if isinstance(request, Delete):
+        return Function.DELETE, REQUEST_HEADER + encode_key(request.key)
+    if isinstance(request, Adjust):
+        return Function.ADJUST, REQUEST_HEADER + encode_key(request.key) + _I64.pack(request.step)
+    if isinstance(request, Iterate):
+        after = b"\x00" if request.after is None else b"\x01" + encode_key(request.after)
+        return Function.ITERATE, (REQUEST_HEADER + encode_key(request.prefix) + after
+                                  + _U16.pack(request.max_count))
+    if isinstance(request, TrackAdd):
+        return Function.TRACK_ADD, REQUEST_HEADER + _U32.pack(request.flags) + encode_key(request.key)
+    if isinstance(request, TrackDelete):
+        return Function.TRACK_DELETE, REQUEST_HEADER + _U64.pack(request.tracker_id)
+    if isinstance(request, Hello):
+        return Function.HELLO, REQUEST_HEADER + _U32.pack(request.options)
+    raise TypeError(f"not a cmap request: {request!r}")
+
+
+def decode_request(function: int, payload: bytes | memoryview) -> Request:
+    """The request in ``payload`` sent as ``function``.
+
+    Raises:
+        DecodeError: unknown function, bad header, bad field or trailing bytes.
+    """
+    reader = _check_header(payload, KIND_REQUEST)
+    request: Request
+    if function == Function.GET:
+        request = Get(key=reader.key())
+    elif function == Function.SET:
+        (flags,) = reader.unpack(_U8)
+        if flags & ~SET_FORCE_TYPE:
+            raise DecodeError(f"unknown set flags {flags:#x}")
+        key = reader.key()
+        entry = reader.value()
+        request = Set(key=key, value_type=entry.value_type, value=entry.value,
+                      force_type=bool(flags & SET_FORCE_TYPE))
+    elif function == Function.DELETE:
+        request = Delete(key=reader.key())
+    elif function == Function.ADJUST:
+        key = reader.key()
+        (step,) = reader.unpack(_I64)
+        request = Adjust(key=key, step=step)
+    elif function == Function.ITERATE:
+        request = _decode_iterate(reader)
+    elif function == Function.TRACK_ADD:
+        (flags,) = reader.unpack(_U32)
+        request = TrackAdd(key=reader.key(), flags=flags)
+    elif function == Function.TRACK_DELETE:
+        (tracker_id,) = reader.unpack(_U64)
+        request = TrackDelete(tracker_id=tracker_id)
+    elif function == Function.HELLO:
+        (options,) = reader.unpack(_U32)
+        request = Hello(options=options)
+    else:
+        raise DecodeError(f"unknown cmap function {function}")
+    reader.end()
+    return request
+
+
+def _decode_iterate(reader: _Reader) -> Iterate:
+    prefix = reader.key()
+    (has_after,) = reader.unpack(_U8)
+    if has_after not in (0, 1):
+        raise DecodeError(f"has_after is {has_after}, not 0 or 1")
+    after = reader.key() if has_after else None
+    (max_count,) = reader.unpack(_U16)
+    if not 1 <= max_count <= MAX_ITERATE_COUNT:
+        raise DecodeError(f"iterate max_count {max_count} is not 1..{MAX_ITERATE_COUNT}")
+    return Iterate(prefix=prefix, after=after, max_count=max_count)
+
+
+# -- responses ---------------------------------------------------------------
+
+def encode_error(error: CmapError) -> bytes:
+    """A failure response carrying the error's status and message."""
+    message = str(error).encode("utf-8")[:4000]
+    return RESPONSE_HEADER + _U8.pack(error.status) + _U16.pack(len(message)) + message
+
+
+def decode_response(payload: bytes | memoryview) -> _Reader:
+    """Check a response; return a reader positioned at its result.
+
+    Raises:
+        CmapError: (the subclass for its status) the request was refused.
+        DecodeError: the response is malformed.
+    """
+    reader = _check_header(payload, KIND_RESPONSE)
+    (status,) = reader.unpack(_U8)
+    if status == 0:
+        return reader
+    error_class = ERROR_BY_STATUS.get(status)
+    if error_class is None:
+        raise DecodeError(f"unknown status {status}")
+    (length,) = reader.unpack(_U16)
+    raw = bytes(reader.take(length))
+    reader.end()
+    raise error_class(raw.decode("utf-8", errors="replace"))
+
+
+def encode_value_response(entry: Entry) -> bytes:
+    return RESPONSE_OK + encode_value(entry.value_type, entry.value)
+
+
+def decode_value_response(payload: bytes | memoryview) -> Entry:
+    reader = decode_response(payload)
+    entry = reader.value()
+    reader.end()
+    return entry
+
+
+def decode_empty_response(payload: bytes | memoryview) -> None:
+    decode_response(payload).end()
+
+
+def encode_hello_response(privileged: bool, max_value_bytes: int) -> bytes:
+    return RESPONSE_OK + _HELLO_REPLY.pack(VERSION, int(privileged), max_value_bytes)
+
+
+def decode_hello_response(payload: bytes | memoryview) -> tuple[int, bool, int]:
+    """(server version, privileged, max value bytes)."""
+    reader = decode_response(payload)
+    version, privileged, max_value_bytes = reader.unpack(_HELLO_REPLY)
+    reader.end()
+    if privileged not in (0, 1):
+        raise DecodeError(f"privileged is {privileged}, not 0 or 1")
+    return version, bool(privileged), max_value_bytes
+
+
+def encode_u64_response(number: int) -> bytes:
+    return RESPONSE_OK + _U64.pack(number)
+
+
+def decode_u64_response(payload: bytes | memoryview) -> int:
+    reader = decode_response(payload)
+    (number,) = reader.unpack(_U64)
+    reader.end()
+    return number
+
+
+def encode_iterate_response(items: list[tuple[str, Entry]], more: bool) -> bytes:
+    parts = [RESPONSE_OK, _U16.pack(len(items))]
+    for key, entry in items:
+        parts.append(encode_key(key))
+        parts.append(encode_value(entry.value_type, entry.value))
+    parts.append(_U8.pack(int(more)))
+    return b"".join(parts)
+
+
+def decode_iterate_response(payload: bytes | memoryview) -> tuple[list[tuple[str, Entry]], bool]:
+    """(items, more): ``more`` means ask again with ``after`` = the last key."""
+    reader = decode_response(payload)
+    (count,) = reader.unpack(_U16)
+    if count > MAX_ITERATE_COUNT:
+        raise DecodeError(f"iterate reply with {count} items (limit {MAX_ITERATE_COUNT})")
+    items = [(reader.key(), reader.value()) for _index in range(count)]
+    (more,) = reader.unpack(_U8)
+    reader.end()
+    if more not in (0, 1):
+        raise DecodeError(f"more is {more}, not 0 or 1")
+    return items, bool(more)
+
+
+# -- events ------------------------------------------------------------------
+
+def encode_notify(tracker_id: int, event: TrackFlags, key: str,
+                  new: Entry | None, old: Entry | None) -> bytes:
+    """A NOTIFY event payload (function :attr:`Function.NOTIFY`)."""
+    parts = [EVENT_HEADER, _U64.pack(tracker_id), _U8.pack(int(event)), encode_key(key)]
+    for entry in (new, old):
+        if entry is None:
+            parts.append(b"\x00")
+        else:
+            parts.append(b"\x01")
+            parts.append(encode_value(entry.value_type, entry.value))
+    return b"".join(parts)
+
+
+def decode_notify(payload: bytes | memoryview) -> NotifyEvent:
+    """The notification in an event payload.
+
+    Raises:
+        DecodeError: malformed.
+    """
+    reader = _check_header(payload, KIND_EVENT)
+    tracker_id, event_code = reader.unpack(_NOTIFY_HEAD)
+    event = _EVENTS.get(event_code)
+    if event is None:
+        raise DecodeError(f"unknown track event {event_code}")
+    key = reader.key()
+    entries: list[Entry | None] = []
+    for _index in range(2):
+        (present,) = reader.unpack(_U8)
+        if present not in (0, 1):
+            raise DecodeError(f"value presence flag is {present}, not 0 or 1")
+        entries.append(reader.value() if present else None)
+    reader.end()
+    return NotifyEvent(tracker_id=tracker_id, event=event, key=key, new=entries[0], old=entries[1])

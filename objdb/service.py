@@ -1,0 +1,227 @@
+"""The cmap service: the store behind coroipc.
+
+One :class:`CmapService` serves every connection of the objdb process. It
+decodes a request (``objdb.codec``), applies it to the
+:class:`~objdb.store.Store`, answers, and sends the notifications a change
+caused to the connections that track the key, as coroipc events.
+
+Privilege. A connection is unprivileged until it sends HELLO with the
+``internal`` option *and* its peer uid (SO_PEERCRED, from coroipc) is the
+daemon's own effective uid or root. Privileged connections may change
+read-only keys; that is how totemd, the quorum service and the supervisor
+publish ``runtime.*`` keys. Anyone else asking for ``internal`` gets a
+:class:`~objdb.errors.ReadOnly` error from HELLO.
+
+Bounds. Each connection may hold at most ``max_trackers`` trackers.
+Notifications go out through coroipc's bounded event ring: when a tracker's
+ring is full (it stopped reading), ``send_event`` raises WouldBlock and the
+service drops that connection (its trackers are removed, it is counted in
+``dropped_slow``); other connections are unaffected. A request that does
+not decode is answered with InvalidRequest and counted; after
+``max_bad_requests`` of them the connection is dropped (``dropped_garbage``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from objdb import codec
+from objdb.errors import CmapError, DecodeError, InvalidRequest, LimitReached, ReadOnly
+from objdb.store import Notification, Store
+from objdb.types import MAX_VALUE_BYTES
+
+LOG = logging.getLogger("objdb.service")
+
+SERVICE_NAME = "cmap"
+DEFAULT_MAX_TRACKERS = 1024
+DEFAULT_MAX_BAD_REQUESTS = 8
+
+
+def _ipc_error_types() -> tuple[type[BaseException], type[BaseException]]:
+    from coroipc import errors as ipc_errors
+
+    return ipc_errors.WouldBlock, ipc_errors.IpcError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceStats:
+    """Counters of the cmap service since start."""
+
+    connections: int
+    requests: int
+    refused: int
+    bad_requests: int
+    events_sent: int
+    dropped_slow: int
+    dropped_garbage: int
+
+
+class _ConnectionState:
+    """What the service knows about one connection (also the store's tracker owner)."""
+
+    __slots__ = ("connection", "privileged", "bad_requests", "dropped")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.privileged = False
+        self.bad_requests = 0
+        self.dropped = False
+
+
+class CmapService:
+    """coroipc service ``cmap`` over a :class:`Store`.
+
+    Args:
+        store: the store it serves.
+        max_trackers: most trackers one connection may hold.
+        max_bad_requests: malformed requests tolerated per connection before it is dropped.
+        daemon_uid: the uid whose connections may become privileged (default: ours).
+    """
+
+    name = SERVICE_NAME
+
+    def __init__(self, store: Store, *, max_trackers: int = DEFAULT_MAX_TRACKERS,
+                 max_bad_requests: int = DEFAULT_MAX_BAD_REQUESTS,
+                 daemon_uid: int | None = None) -> None:
+        self.store = store
+        self._max_trackers = max_trackers
+        self._max_bad_requests = max_bad_requests
+        self._daemon_uid = os.geteuid() if daemon_uid is None else daemon_uid
+        self._states: dict[int, _ConnectionState] = {}
+        self._counts = {"requests": 0, "refused": 0, "bad_requests": 0, "events_sent": 0,
+                        "dropped_slow": 0, "dropped_garbage": 0}
+        self._would_block, self._ipc_error = _ipc_error_types()
+        self._handlers: dict[type, Callable[[_ConnectionState, Any], bytes]] = {
+            codec.Get: self._get, codec.Set: self._set, codec.Delete: self._delete,
+            codec.Adjust: self._adjust, codec.Iterate: self._iterate,
+            codec.TrackAdd: self._track_add, codec.TrackDelete: self._track_delete,
+            codec.Hello: self._hello,
+        }
+
+    # -- coroipc Service interface ---------------------------------------------
+
+    def on_connect(self, connection: Any) -> None:
+        self._states[id(connection)] = _ConnectionState(connection)
+
+    def on_disconnect(self, connection: Any) -> None:
+        state = self._states.pop(id(connection), None)
+        if state is not None:
+            state.dropped = True
+            self.store.drop_owner(state)
+
+    def on_request(self, connection: Any, function: int, payload: Any) -> bytes | None:
+        """Answer one request. Never raises for anything the client sent."""
+        state = self._states.get(id(connection))
+        if state is None:  # a server that did not call on_connect: adopt it
+            state = _ConnectionState(connection)
+            self._states[id(connection)] = state
+        self._counts["requests"] += 1
+        try:
+            request = codec.decode_request(function, payload)
+        except DecodeError as error:
+            return self._bad_request(state, error)
+        try:
+            reply = self._handlers[type(request)](state, request)
+        except CmapError as error:
+            self._counts["refused"] += 1
+            return codec.encode_error(error)
+        return reply
+
+    # -- handlers ----------------------------------------------------------------
+
+    def _hello(self, state: _ConnectionState, request: codec.Hello) -> bytes:
+        if request.options & ~codec.HELLO_INTERNAL:
+            raise InvalidRequest(f"unknown hello options {request.options:#x}")
+        if request.options & codec.HELLO_INTERNAL:
+            uid = getattr(state.connection, "uid", None)
+            if uid not in (0, self._daemon_uid):
+                raise ReadOnly(f"uid {uid} may not open an internal (privileged) cmap connection")
+            state.privileged = True
+        return codec.encode_hello_response(state.privileged, MAX_VALUE_BYTES)
+
+    def _get(self, state: _ConnectionState, request: codec.Get) -> bytes:
+        return codec.encode_value_response(self.store.get(request.key))
+
+    def _set(self, state: _ConnectionState, request: codec.Set) -> bytes:
+        notifications = self.store.set(request.key, request.value_type, request.value,
+                                       privileged=state.privileged, force_type=request.force_type)
+        if notifications:
+            self._deliver(notifications)
+        return codec.RESPONSE_OK
+
+    def _delete(self, state: _ConnectionState, request: codec.Delete) -> bytes:
+        self._deliver(self.store.delete(request.key, privileged=state.privileged))
+        return codec.RESPONSE_OK
+
+    def _adjust(self, state: _ConnectionState, request: codec.Adjust) -> bytes:
+        entry, notifications = self.store.adjust(request.key, request.step,
+                                                 privileged=state.privileged)
+        self._deliver(notifications)
+        return codec.encode_value_response(entry)
+
+    def _iterate(self, state: _ConnectionState, request: codec.Iterate) -> bytes:
+        items = self.store.items(request.prefix, after=request.after, limit=request.max_count + 1)
+        more = len(items) > request.max_count
+        return codec.encode_iterate_response(items[:request.max_count], more)
+
+    def _track_add(self, state: _ConnectionState, request: codec.TrackAdd) -> bytes:
+        if len(self.store.trackers(state)) >= self._max_trackers:
+            raise LimitReached(f"a connection may hold at most {self._max_trackers} trackers")
+        tracker = self.store.track_add(state, request.key, request.flags)
+        return codec.encode_u64_response(tracker.tracker_id)
+
+    def _track_delete(self, state: _ConnectionState, request: codec.TrackDelete) -> bytes:
+        self.store.track_delete(request.tracker_id, owner=state)
+        return codec.RESPONSE_OK
+
+    # -- delivery and dropping ---------------------------------------------------
+
+    def _deliver(self, notifications: list[Notification]) -> None:
+        for note in notifications:
+            state = note.owner
+            assert isinstance(state, _ConnectionState)
+            if state.dropped:
+                continue
+            payload = codec.encode_notify(note.tracker_id, note.event, note.key, note.new, note.old)
+            try:
+                state.connection.send_event(codec.Function.NOTIFY, payload)
+            except self._would_block:
+                LOG.warning("dropping cmap connection (pid %s): it does not read its events",
+                            getattr(state.connection, "pid", "?"))
+                self._counts["dropped_slow"] += 1
+                self._drop(state)
+            except self._ipc_error:
+                self._drop(state)
+            else:
+                self._counts["events_sent"] += 1
+
+    def _bad_request(self, state: _ConnectionState, error: DecodeError) -> bytes | None:
+        self._counts["bad_requests"] += 1
+        state.bad_requests += 1
+        if state.bad_requests > self._max_bad_requests:
+            LOG.warning("dropping cmap connection (pid %s) after %d malformed requests",
+                        getattr(state.connection, "pid", "?"), state.bad_requests)
+            self._counts["dropped_garbage"] += 1
+            self._drop(state)
+            return None
+        return codec.encode_error(InvalidRequest(f"malformed request: {error}"))
+
+    def _drop(self, state: _ConnectionState) -> None:
+        if state.dropped:
+            return
+        state.dropped = True
+        self.store.drop_owner(state)
+        self._states.pop(id(state.connection), None)
+        close = getattr(state.connection, "close", None)
+        if close is not None:
+            try:
+                close()
+            except self._ipc_error:
+                pass
+
+    def stats(self) -> ServiceStats:
+        """The service's counters."""
+        return ServiceStats(connections=len(self._states), **self._counts)

@@ -1,0 +1,149 @@
+"""The cmap wire codec: every message round-trips, and garbage raises DecodeError only."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from objdb import codec
+from objdb.errors import DecodeError, InvalidKey, NoSuchKey, ReadOnly, TooLong, WrongType
+from objdb.store import Entry, TrackFlags
+from objdb.types import ValueType
+
+KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-/:", min_size=3, max_size=255)
+
+_ENTRIES = st.one_of(
+    st.integers(-128, 127).map(lambda v: Entry(value_type=ValueType.INT8, value=v)),
+    st.integers(0, 2**64 - 1).map(lambda v: Entry(value_type=ValueType.UINT64, value=v)),
+    st.integers(-(2**31), 2**31 - 1).map(lambda v: Entry(value_type=ValueType.INT32, value=v)),
+    st.floats(allow_nan=False).map(lambda v: Entry(value_type=ValueType.DOUBLE, value=v)),
+    st.text(max_size=64).filter(lambda s: "\0" not in s).map(
+        lambda v: Entry(value_type=ValueType.STRING, value=v)),
+    st.binary(max_size=64).map(lambda v: Entry(value_type=ValueType.BINARY, value=v)),
+)
+
+
+def _requests() -> st.SearchStrategy:
+    return st.one_of(
+        KEYS.map(lambda k: codec.Get(key=k)),
+        st.builds(lambda k, e, f: codec.Set(key=k, value_type=e.value_type, value=e.value, force_type=f),
+                  KEYS, _ENTRIES, st.booleans()),
+        KEYS.map(lambda k: codec.Delete(key=k)),
+        st.builds(lambda k, s: codec.Adjust(key=k, step=s), KEYS, st.integers(-(2**63), 2**63 - 1)),
+        st.builds(lambda p, a, n: codec.Iterate(prefix=p, after=a, max_count=n),
+                  st.text(alphabet="abc.", max_size=20), st.none() | KEYS,
+                  st.integers(1, codec.MAX_ITERATE_COUNT)),
+        st.builds(lambda k, f: codec.TrackAdd(key=k, flags=f), KEYS, st.integers(0, 2**32 - 1)),
+        st.integers(0, 2**64 - 1).map(lambda t: codec.TrackDelete(tracker_id=t)),
+        st.integers(0, 2**32 - 1).map(lambda o: codec.Hello(options=o)),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_requests())
+def test_requests_round_trip(request: codec.Request) -> None:
+    function, payload = codec.encode_request(request)
+    assert codec.decode_request(function, payload) == request
+
+
+@settings(max_examples=200, deadline=None)
+@given(KEYS, st.sampled_from(list(codec._EVENTS.values())), st.none() | _ENTRIES, st.none() | _ENTRIES,
+       st.integers(0, 2**64 - 1))
+def test_notify_round_trip(key, event, new, old, tracker_id) -> None:
+    payload = codec.encode_notify(tracker_id, event, key, new, old)
+    assert codec.decode_notify(payload) == codec.NotifyEvent(
+        tracker_id=tracker_id, event=event, key=key, new=new, old=old)
+
+
+def test_responses_round_trip() -> None:
+    entry = Entry(value_type=ValueType.UINT32, value=3000)
+    assert codec.decode_value_response(codec.encode_value_response(entry)) == entry
+    items = [("a.b", entry), ("a.c", Entry(value_type=ValueType.STRING, value="x"))]
+    assert codec.decode_iterate_response(codec.encode_iterate_response(items, True)) == (items, True)
+    assert codec.decode_u64_response(codec.encode_u64_response(2**64 - 1)) == 2**64 - 1
+    assert codec.decode_hello_response(codec.encode_hello_response(True, 16384)) == (1, True, 16384)
+    codec.decode_empty_response(codec.RESPONSE_OK)
+
+
+@pytest.mark.parametrize("error", [NoSuchKey("no key 'a.b'"), ReadOnly("key 'x' is read-only"),
+                                   WrongType("w"), TooLong("t"), InvalidKey("k")])
+def test_errors_cross_the_wire_with_their_class_and_message(error) -> None:
+    with pytest.raises(type(error), match=f"^{str(error)}$"):
+        codec.decode_value_response(codec.encode_error(error))
+
+
+def test_byte_order_is_little_endian() -> None:
+    _function, payload = codec.encode_request(
+        codec.Set(key="abc", value_type=ValueType.UINT32, value=0x01020304))
+    assert payload[:4] == struct.pack("<HBB", codec.MAGIC, codec.VERSION, codec.KIND_REQUEST)
+    assert payload.endswith(b"\x06\x04\x00\x00\x00\x04\x03\x02\x01")
+
+
+@pytest.mark.parametrize("payload, match", [
+    (b"", "shorter than the header"),
+    (b"\x00\x00\x01\x01\x03abc", "bad magic"),
+    (struct.pack("<HBB", codec.MAGIC, 2, 1) + b"\x03abc", "version 2"),
+    (struct.pack("<HBB", codec.MAGIC, 1, 2) + b"\x03abc", "kind 2"),
+    (codec.REQUEST_HEADER + b"\x09abc", "truncated"),
+    (codec.REQUEST_HEADER + b"\x03abcXX", "unexpected bytes"),
+    (codec.REQUEST_HEADER + b"\x03a\xffc", "not ASCII"),
+])
+def test_malformed_get_requests(payload: bytes, match: str) -> None:
+    with pytest.raises(DecodeError, match=match):
+        codec.decode_request(codec.Function.GET, payload)
+
+
+def test_malformed_values() -> None:
+    head = codec.REQUEST_HEADER + b"\x00\x03abc"
+    with pytest.raises(DecodeError, match="unknown value type 13"):
+        codec.decode_request(codec.Function.SET, head + struct.pack("<BI", 13, 0))
+    with pytest.raises(DecodeError, match="u32 value is 3 bytes, not 4"):
+        codec.decode_request(codec.Function.SET, head + struct.pack("<BI", 6, 3) + b"abc")
+    with pytest.raises(DecodeError, match="not valid UTF-8"):
+        codec.decode_request(codec.Function.SET, head + struct.pack("<BI", 11, 1) + b"\xff")
+    with pytest.raises(DecodeError, match="truncated"):
+        codec.decode_request(codec.Function.SET, head + struct.pack("<BI", 12, 2**32 - 1) + b"ab")
+    with pytest.raises(DecodeError, match="unknown set flags"):
+        codec.decode_request(codec.Function.SET, codec.REQUEST_HEADER + b"\x02\x03abc"
+                             + struct.pack("<BI", 2, 1) + b"\x01")
+    with pytest.raises(DecodeError, match="unknown cmap function 99"):
+        codec.decode_request(99, codec.REQUEST_HEADER)
+    with pytest.raises(DecodeError, match="max_count 0"):
+        codec.decode_request(codec.Function.ITERATE, codec.REQUEST_HEADER + b"\x00\x00\x00\x00")
+
+
+def _decode_quietly(decode, payload) -> None:
+    """Decode; a DecodeError or a well-formed refusal is fine, anything else is a bug."""
+    try:
+        decode(payload)
+    except DecodeError:
+        pass
+    except Exception as error:
+        if type(error).__module__ != "objdb.errors":
+            raise
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 70), st.binary(max_size=64))
+def test_garbage_raises_decode_error_only(function: int, body: bytes) -> None:
+    for payload in (body, codec.REQUEST_HEADER + body):
+        _decode_quietly(lambda data: codec.decode_request(function, data), payload)
+    for decode in (codec.decode_notify, codec.decode_iterate_response, codec.decode_value_response,
+                   codec.decode_hello_response, codec.decode_u64_response):
+        for header in (codec.EVENT_HEADER, codec.RESPONSE_OK, codec.RESPONSE_HEADER):
+            _decode_quietly(decode, header + body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_requests(), st.data())
+def test_mutated_requests_raise_decode_error_or_decode(request, data) -> None:
+    function, payload = codec.encode_request(request)
+    position = data.draw(st.integers(0, len(payload) - 1))
+    mutated = bytearray(payload)
+    mutated[position] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(0, len(mutated)))
+    for candidate in (bytes(mutated), bytes(mutated[:cut])):
+        _decode_quietly(lambda raw: codec.decode_request(function, raw), candidate)
