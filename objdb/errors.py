@@ -96,7 +96,9 @@ class DecodeError(ObjdbError):
 
 
 class NotConnected(ObjdbError):
-    """The client was used before connecting or after ``close()`` (our own misuse)."""
+    """The client is not connected: it was closed (our own misuse), or at
+    ``connect()`` no objdb answered in the run directory (start the node, or
+    check ``--run-dir`` / ``CORO_RUN_DIR``)."""
 
 
 class ConnectionLost(ObjdbError):

@@ -1,0 +1,349 @@
+"""The cmap client API: libcmap's shape, in Python.
+
+::
+
+    from clients.cmap import CmapClient, TrackFlags, ValueType
+
+    with CmapClient.connect(run_dir="/run/coro") as cmap:
+        value, value_type = cmap.get("totem.token")       # (3000, ValueType.UINT32)
+        token = cmap.get_u32("totem.token")                # WrongType if it is not u32
+        cmap.set("my.counter", 0, ValueType.UINT64)
+        cmap.inc("my.counter")                             # -> 1
+        for key, value, value_type in cmap.iter("nodelist."):
+            ...
+        handle = cmap.track_add("totem.", TrackFlags.all_changes() | TrackFlags.PREFIX,
+                                on_change)                 # on_change(notification)
+        cmap.dispatch(timeout=1.0)                         # runs on_change for waiting events
+
+Callbacks run on the thread that calls :meth:`CmapClient.dispatch`, never
+elsewhere; a notification carries the tracker handle, the event (ADD, DELETE
+or MODIFY), the key, and the new and old value (``None`` where there is none).
+
+asyncio: the client is not thread-safe and does no I/O of its own in the
+background, so give its descriptor to the loop and dispatch when it is
+readable::
+
+    loop.add_reader(cmap.fileno(), cmap.dispatch)
+
+Requests (get, set, ...) block for their reply (microseconds on a live
+daemon); run them in the loop's thread or use one client per thread.
+
+Errors: every failure is an :class:`objdb.errors.ObjdbError` subclass:
+:class:`NoSuchKey`, :class:`WrongType`, :class:`ReadOnly`, :class:`TooLong`,
+:class:`InvalidKey`, :class:`InvalidValue`, :class:`LimitReached`,
+:class:`NotConnected` (closed, or nothing to connect to) and
+:class:`ConnectionLost` (the daemon died or dropped us, e.g. because a
+tracker stopped reading its events).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator
+
+from objdb import codec
+from objdb.errors import (CmapError, ConnectionLost, DecodeError, InvalidKey, InvalidValue,
+                          LimitReached, NoSuchKey, NotConnected, ObjdbError, ReadOnly, TooLong,
+                          WrongType)
+from objdb.keys import check_key, check_prefix
+from objdb.service import SERVICE_NAME
+from objdb.store import Entry, TrackFlags
+from objdb.types import Value, ValueType, check_value
+
+__all__ = [
+    "CmapClient", "Notification", "TrackFlags", "ValueType", "Entry", "CmapError",
+    "ConnectionLost", "InvalidKey", "InvalidValue", "LimitReached", "NoSuchKey",
+    "NotConnected", "ObjdbError", "ReadOnly", "TooLong", "WrongType", "run_dir_from_env",
+]
+
+#: A change notification: ``tracker_id`` (the handle), ``event``, ``key``, ``new``, ``old``.
+Notification = codec.NotifyEvent
+Callback = Callable[[Notification], None]
+
+#: Entries fetched per ITERATE round trip.
+ITERATE_PAGE = 256
+RUN_DIR_ENV = "CORO_RUN_DIR"
+
+
+def run_dir_from_env() -> str | None:
+    """The run directory named by env ``CORO_RUN_DIR``, if set."""
+    return os.environ.get(RUN_DIR_ENV) or None
+
+
+class CmapClient:
+    """A connection to the node's objdb (the ``cmap`` coroipc service).
+
+    Make one with :meth:`connect`; use it as a context manager or call
+    :meth:`close`.
+    """
+
+    def __init__(self, ipc_client: object, *, privileged: bool) -> None:
+        self._ipc = ipc_client
+        self._privileged = privileged
+        self._callbacks: dict[int, Callback] = {}
+        self.unknown_events = 0   # notifications for handles already deleted (a benign race)
+
+    @classmethod
+    def connect(cls, run_dir: str | os.PathLike[str] | None = None, *, internal: bool = False,
+                timeout: float = 5.0) -> "CmapClient":
+        """Connect to objdb.
+
+        Args:
+            run_dir: the node's run directory (default: env ``CORO_RUN_DIR``).
+            internal: ask for a privileged connection that may write read-only
+                keys; granted only to the daemon's own uid or root.
+            timeout: seconds to wait for the daemon.
+
+        Raises:
+            NotConnected: no objdb answers in ``run_dir``.
+            ReadOnly: ``internal`` was asked for by a uid that may not have it.
+        """
+        from coroipc import IpcClient
+        from coroipc import errors as ipc_errors
+
+        directory = run_dir if run_dir is not None else run_dir_from_env()
+        if directory is None:
+            raise NotConnected("no run directory: pass run_dir or set CORO_RUN_DIR")
+        try:
+            ipc = IpcClient.connect(SERVICE_NAME, run_dir=os.fspath(directory), timeout=timeout)
+        except (ipc_errors.IpcError, OSError) as error:
+            raise NotConnected(f"cannot reach objdb in {os.fspath(directory)}: {error}") from error
+        client = cls(ipc, privileged=False)
+        try:
+            options = codec.HELLO_INTERNAL if internal else 0
+            reply = client._call(codec.Hello(options=options))
+            _version, client._privileged, _max_value = codec.decode_hello_response(reply)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _call(self, request: codec.Request) -> bytes:
+        from coroipc import errors as ipc_errors
+
+        if self._ipc is None:
+            raise NotConnected("the cmap client is closed")
+        function, payload = codec.encode_request(request)
+        try:
+            return self._ipc.request(function, payload)  # type: ignore[attr-defined]
+        except ipc_errors.NotConnected as error:
+            raise NotConnected(str(error)) from error
+        except ipc_errors.IpcError as error:
+            raise ConnectionLost(f"objdb connection lost: {error}") from error
+
+    def close(self) -> None:
+        """Disconnect (idempotent). The daemon removes this client's trackers."""
+        ipc, self._ipc = self._ipc, None
+        self._callbacks.clear()
+        if ipc is not None:
+            ipc.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> "CmapClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def privileged(self) -> bool:
+        """True if this connection may change read-only keys."""
+        return self._privileged
+
+    # -- reading -----------------------------------------------------------------
+
+    def get_entry(self, key: str) -> Entry:
+        """The typed entry under ``key``.
+
+        Raises:
+            InvalidKey: not a valid key name (checked before anything is sent).
+            NoSuchKey: no such key.
+        """
+        check_key(key)
+        return codec.decode_value_response(self._call(codec.Get(key=key)))
+
+    def get(self, key: str) -> tuple[Value, ValueType]:
+        """(value, type) of ``key``; raises like :meth:`get_entry`."""
+        entry = self.get_entry(key)
+        return entry.value, entry.value_type
+
+    def get_typed(self, key: str, value_type: ValueType) -> Value:
+        """The value of ``key``, which must have type ``value_type``.
+
+        Raises:
+            WrongType: the key has another type.
+            NoSuchKey, InvalidKey: as :meth:`get_entry`.
+        """
+        entry = self.get_entry(key)
+        if entry.value_type is not value_type:
+            raise WrongType(f"key {key!r} is {entry.value_type.short_name}, "
+                            f"not {value_type.short_name}")
+        return entry.value
+
+    def get_i8(self, key: str) -> int: return self.get_typed(key, ValueType.INT8)  # type: ignore[return-value]
+    def get_u8(self, key: str) -> int: return self.get_typed(key, ValueType.UINT8)  # type: ignore[return-value]
+    def get_i16(self, key: str) -> int: return self.get_typed(key, ValueType.INT16)  # type: ignore[return-value]
+    def get_u16(self, key: str) -> int: return self.get_typed(key, ValueType.UINT16)  # type: ignore[return-value]
+    def get_i32(self, key: str) -> int: return self.get_typed(key, ValueType.INT32)  # type: ignore[return-value]
+    def get_u32(self, key: str) -> int: return self.get_typed(key, ValueType.UINT32)  # type: ignore[return-value]
+    def get_i64(self, key: str) -> int: return self.get_typed(key, ValueType.INT64)  # type: ignore[return-value]
+    def get_u64(self, key: str) -> int: return self.get_typed(key, ValueType.UINT64)  # type: ignore[return-value]
+    def get_float(self, key: str) -> float: return self.get_typed(key, ValueType.FLOAT)  # type: ignore[return-value]
+    def get_double(self, key: str) -> float: return self.get_typed(key, ValueType.DOUBLE)  # type: ignore[return-value]
+    def get_string(self, key: str) -> str: return self.get_typed(key, ValueType.STRING)  # type: ignore[return-value]
+    def get_binary(self, key: str) -> bytes: return self.get_typed(key, ValueType.BINARY)  # type: ignore[return-value]
+
+    def iter(self, prefix: str = "") -> Iterator[tuple[str, Value, ValueType]]:
+        """(key, value, type) for every key starting with ``prefix``, sorted.
+
+        Fetched in pages of :data:`ITERATE_PAGE`; a key added or removed
+        during the iteration may or may not be seen, as with corosync.
+
+        Raises:
+            InvalidKey: the prefix is not valid.
+        """
+        check_prefix(prefix)
+        after: str | None = None
+        while True:
+            reply = self._call(codec.Iterate(prefix=prefix, after=after, max_count=ITERATE_PAGE))
+            items, more = codec.decode_iterate_response(reply)
+            for key, entry in items:
+                yield key, entry.value, entry.value_type
+            if not more or not items:
+                return
+            after = items[-1][0]
+
+    # -- changing ----------------------------------------------------------------
+
+    def set(self, key: str, value: Value, value_type: ValueType | str, *,
+            force_type: bool = False) -> None:
+        """Store ``value`` of ``value_type`` under ``key``.
+
+        Args:
+            key: the key (created if missing).
+            value: a Python value fitting the type.
+            value_type: a :class:`ValueType` or its name (``"u32"``).
+            force_type: allow changing an existing key's type.
+
+        Raises:
+            InvalidKey, InvalidValue, TooLong: checked here before sending.
+            ReadOnly: read-only key on an unprivileged connection.
+            WrongType: the key has another type and ``force_type`` is False.
+        """
+        check_key(key)
+        if not isinstance(value_type, ValueType):
+            value_type = ValueType.from_name(str(value_type))
+        value = check_value(value_type, value)
+        codec.decode_empty_response(self._call(codec.Set(
+            key=key, value_type=value_type, value=value, force_type=force_type)))
+
+    def set_i8(self, key: str, value: int) -> None: self.set(key, value, ValueType.INT8)
+    def set_u8(self, key: str, value: int) -> None: self.set(key, value, ValueType.UINT8)
+    def set_i16(self, key: str, value: int) -> None: self.set(key, value, ValueType.INT16)
+    def set_u16(self, key: str, value: int) -> None: self.set(key, value, ValueType.UINT16)
+    def set_i32(self, key: str, value: int) -> None: self.set(key, value, ValueType.INT32)
+    def set_u32(self, key: str, value: int) -> None: self.set(key, value, ValueType.UINT32)
+    def set_i64(self, key: str, value: int) -> None: self.set(key, value, ValueType.INT64)
+    def set_u64(self, key: str, value: int) -> None: self.set(key, value, ValueType.UINT64)
+    def set_float(self, key: str, value: float) -> None: self.set(key, value, ValueType.FLOAT)
+    def set_double(self, key: str, value: float) -> None: self.set(key, value, ValueType.DOUBLE)
+    def set_string(self, key: str, value: str) -> None: self.set(key, value, ValueType.STRING)
+    def set_binary(self, key: str, value: bytes) -> None: self.set(key, value, ValueType.BINARY)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``. Raises NoSuchKey, ReadOnly, InvalidKey."""
+        check_key(key)
+        codec.decode_empty_response(self._call(codec.Delete(key=key)))
+
+    def adjust(self, key: str, step: int) -> Value:
+        """Add ``step`` to an integer key (wrapping like corosync); returns the new value.
+
+        Raises:
+            NoSuchKey, ReadOnly, InvalidKey: as for set.
+            WrongType: the key is not of an integer type.
+        """
+        check_key(key)
+        return codec.decode_value_response(self._call(codec.Adjust(key=key, step=step))).value
+
+    def inc(self, key: str) -> Value:
+        """Increment an integer key by one; returns the new value."""
+        return self.adjust(key, 1)
+
+    def dec(self, key: str) -> Value:
+        """Decrement an integer key by one; returns the new value."""
+        return self.adjust(key, -1)
+
+    # -- tracking ----------------------------------------------------------------
+
+    def track_add(self, key_or_prefix: str, flags: int, callback: Callback) -> int:
+        """Call ``callback(notification)`` on changes of a key or of keys under a prefix.
+
+        Args:
+            key_or_prefix: an exact key, or a prefix when ``flags`` has PREFIX.
+            flags: ADD / DELETE / MODIFY (at least one), optionally PREFIX.
+            callback: run by :meth:`dispatch` for each notification.
+
+        Returns:
+            The tracker handle (for :meth:`track_delete`).
+
+        Raises:
+            InvalidKey: bad key or prefix.
+            InvalidRequest: bad flags.
+            LimitReached: this connection already holds the most trackers allowed.
+        """
+        if int(flags) & TrackFlags.PREFIX:
+            check_prefix(key_or_prefix)
+        else:
+            check_key(key_or_prefix)
+        reply = self._call(codec.TrackAdd(key=key_or_prefix, flags=int(flags)))
+        handle = codec.decode_u64_response(reply)
+        self._callbacks[handle] = callback
+        return handle
+
+    def track_delete(self, handle: int) -> None:
+        """Stop a tracker. Raises NoSuchKey for an unknown handle."""
+        codec.decode_empty_response(self._call(codec.TrackDelete(tracker_id=handle)))
+        self._callbacks.pop(handle, None)
+
+    def fileno(self) -> int:
+        """A descriptor that polls readable when notifications are waiting."""
+        if self._ipc is None:
+            raise NotConnected("the cmap client is closed")
+        return self._ipc.fileno()  # type: ignore[attr-defined]
+
+    def dispatch(self, max_count: int | None = None, timeout: float = 0.0) -> int:
+        """Run the callbacks of waiting notifications.
+
+        Args:
+            max_count: at most this many (None: all that are waiting).
+            timeout: seconds to wait for the first one (0: do not wait).
+
+        Returns:
+            How many notifications were handled.
+
+        Raises:
+            ConnectionLost: the daemon went away or dropped this connection.
+            DecodeError: the daemon sent a malformed event (a bug; not expected).
+        """
+        from coroipc import errors as ipc_errors
+
+        if self._ipc is None:
+            raise NotConnected("the cmap client is closed")
+        try:
+            return self._ipc.dispatch(self._on_event, max_count=max_count,  # type: ignore[attr-defined]
+                                      timeout=timeout)
+        except ipc_errors.NotConnected as error:
+            raise NotConnected(str(error)) from error
+        except ipc_errors.IpcError as error:
+            raise ConnectionLost(f"objdb connection lost: {error}") from error
+
+    def _on_event(self, function: int, payload: bytes | memoryview) -> None:
+        if function != codec.Function.NOTIFY:
+            raise DecodeError(f"unexpected cmap event function {function}")
+        notification = codec.decode_notify(payload)
+        callback = self._callbacks.get(notification.tracker_id)
+        if callback is None:
+            self.unknown_events += 1
+            return
+        callback(notification)

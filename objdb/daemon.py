@@ -1,0 +1,123 @@
+"""The objdb process: the store, loaded from the configuration, served over coroipc.
+
+``python -m objdb -c corosync.conf [--run-dir DIR]`` runs it in the
+foreground with the process title ``coro: objdb``. It:
+
+1. loads the configuration as cmap items (``objdb.config``) into a fresh
+   :class:`~objdb.store.Store`, with privilege (read-only keys included);
+2. serves the ``cmap`` service (:class:`~objdb.service.CmapService`) on a
+   coroipc server in the run directory;
+3. when ready, writes ``ready <pid>\\n`` to ``--ready-fd`` if given (the
+   supervisor waits for that line rather than polling for a socket);
+4. stops on SIGTERM or SIGINT: closes the server (socket file and every
+   shared segment removed) and exits 0.
+
+A start-up failure (bad configuration, no run directory, a second objdb on
+the same run directory) exits 1 with one line on stderr saying what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from objdb.config import ConfigUnavailable, items_from_config, run_dir_from_items
+from objdb.errors import CmapError
+from objdb.service import CmapService
+from objdb.store import Store
+
+PROCESS_TITLE = "coro: objdb"
+LOG = logging.getLogger("objdb")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m objdb",
+                                     description="the coro object database (cmap service)")
+    parser.add_argument("-c", "--config", metavar="FILE", help="corosync.conf to load")
+    parser.add_argument("--run-dir", help="run directory for the coroipc socket "
+                                          "(default: system.run_dir of the configuration)")
+    parser.add_argument("--ready-fd", type=int, default=None,
+                        help="write 'ready PID' to this descriptor once serving")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def _set_title() -> None:
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - a declared dependency
+        return
+    setproctitle.setproctitle(PROCESS_TITLE)
+
+
+def _signal_ready(ready_fd: int | None) -> None:
+    if ready_fd is None:
+        return
+    try:
+        os.write(ready_fd, f"ready {os.getpid()}\n".encode())
+    finally:
+        os.close(ready_fd)
+
+
+def serve(store: Store, run_dir: str, stop: threading.Event, *,
+          ready_fd: int | None = None) -> int:
+    """Serve ``store`` as the cmap service in ``run_dir`` until ``stop`` is set.
+
+    Returns:
+        The exit status (0).
+    """
+    from coroipc import IpcServer
+
+    service = CmapService(store)
+    server = IpcServer(run_dir, [service])
+    try:
+        server.start()
+        _signal_ready(ready_fd)
+        server.serve_forever(stop_event=stop)
+    finally:
+        server.close()
+    stats = service.stats()
+    LOG.info("objdb stopping: %s", stats)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m objdb``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="objdb[%(process)d] %(levelname)s %(message)s")
+    _set_title()
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    store = Store()
+    try:
+        items = items_from_config(args.config) if args.config else []
+        store.load(items)
+    except (ConfigUnavailable, CmapError) as error:
+        print(f"objdb: cannot load the configuration: {error}", file=sys.stderr)
+        return 1
+    run_dir = args.run_dir or run_dir_from_items(items)
+    if not run_dir:
+        print("objdb: no run directory: pass --run-dir or set system.run_dir in the "
+              "configuration", file=sys.stderr)
+        return 1
+    try:
+        os.makedirs(run_dir, mode=0o755, exist_ok=True)
+        return serve(store, run_dir, stop, ready_fd=args.ready_fd)
+    except Exception as error:
+        # Start-up failures (another objdb on this run directory, permissions)
+        # are the operator's to fix: one line, no traceback.
+        if type(error).__module__.startswith("coroipc") or isinstance(error, OSError):
+            print(f"objdb: cannot serve in {run_dir}: {error}", file=sys.stderr)
+            return 1
+        raise

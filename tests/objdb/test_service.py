@@ -1,0 +1,148 @@
+"""The cmap service logic with stand-in connections (no processes): privilege,
+garbage, the bound on trackers that do not read."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from coroipc import errors as ipc_errors
+from objdb import codec
+from objdb.errors import InvalidRequest, LimitReached, NoSuchKey, ReadOnly
+from objdb.service import CmapService
+from objdb.store import Store, TrackFlags
+from objdb.types import ValueType
+
+
+class FakeConnection:
+    """What the service uses of a coroipc connection; an event backlog bounded at ``capacity``."""
+
+    def __init__(self, uid: int | None = None, capacity: int = 1000) -> None:
+        self.uid = os.geteuid() if uid is None else uid
+        self.pid = 4242
+        self.events: list[tuple[int, bytes]] = []
+        self.capacity = capacity
+        self.closed = False
+
+    def send_event(self, function: int, payload: bytes) -> None:
+        if self.closed:
+            raise ipc_errors.ConnectionLost("closed")
+        if len(self.events) >= self.capacity:
+            raise ipc_errors.WouldBlock("event backlog full")
+        self.events.append((function, payload))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def call(service: CmapService, connection: FakeConnection, request: codec.Request) -> bytes | None:
+    function, payload = codec.encode_request(request)
+    return service.on_request(connection, function, memoryview(payload))
+
+
+@pytest.fixture
+def service() -> CmapService:
+    store = Store()
+    store.load([("totem.token", "u32", 3000), ("runtime.members.1.status", "str", "joined")])
+    return service_for(store)
+
+
+def service_for(store: Store, **options) -> CmapService:
+    return CmapService(store, **options)
+
+
+def connect(service: CmapService, **options) -> FakeConnection:
+    connection = FakeConnection(**options)
+    service.on_connect(connection)
+    return connection
+
+
+def test_get_set_round_trip_through_the_service(service: CmapService) -> None:
+    client = connect(service)
+    codec.decode_empty_response(call(service, client, codec.Set(
+        key="totem.token", value_type=ValueType.UINT32, value=5000)))
+    entry = codec.decode_value_response(call(service, client, codec.Get(key="totem.token")))
+    assert entry.value == 5000
+    with pytest.raises(NoSuchKey):
+        codec.decode_value_response(call(service, client, codec.Get(key="totem.none")))
+
+
+def test_internal_hello_grants_privilege_only_to_the_daemon_uid(service: CmapService) -> None:
+    plain = connect(service)
+    with pytest.raises(ReadOnly, match="read-only"):
+        codec.decode_empty_response(call(service, plain, codec.Set(
+            key="runtime.members.1.status", value_type=ValueType.STRING, value="left")))
+    stranger = connect(service, uid=os.geteuid() + 1)
+    if os.geteuid() != 0:
+        with pytest.raises(ReadOnly, match="may not open an internal"):
+            codec.decode_hello_response(call(service, stranger, codec.Hello(options=1)))
+    internal = connect(service)
+    assert codec.decode_hello_response(call(service, internal, codec.Hello(options=1)))[1] is True
+    codec.decode_empty_response(call(service, internal, codec.Set(
+        key="runtime.members.1.status", value_type=ValueType.STRING, value="left")))
+    assert service.store.get("runtime.members.1.status").value == "left"
+
+
+def test_garbage_is_answered_then_the_connection_is_dropped(service: CmapService) -> None:
+    noisy = connect(service)
+    quiet = connect(service)
+    for _index in range(8):
+        with pytest.raises(InvalidRequest, match="malformed request"):
+            codec.decode_empty_response(service.on_request(noisy, 2, memoryview(b"\x01\x02garbage")))
+    assert not noisy.closed
+    assert service.on_request(noisy, 77, memoryview(b"")) is None
+    assert noisy.closed
+    stats = service.stats()
+    assert (stats.bad_requests, stats.dropped_garbage) == (9, 1)
+    # Everyone else is still served.
+    assert codec.decode_value_response(call(service, quiet, codec.Get(key="totem.token"))).value == 3000
+
+
+def test_notifications_carry_old_and_new_values(service: CmapService) -> None:
+    tracker = connect(service)
+    writer = connect(service)
+    handle = codec.decode_u64_response(call(service, tracker, codec.TrackAdd(
+        key="totem.token", flags=int(TrackFlags.all_changes()))))
+    call(service, writer, codec.Set(key="totem.token", value_type=ValueType.UINT32, value=7))
+    [(function, payload)] = tracker.events
+    assert function == codec.Function.NOTIFY
+    note = codec.decode_notify(payload)
+    assert (note.tracker_id, note.event, note.key) == (handle, TrackFlags.MODIFY, "totem.token")
+    assert (note.old.value, note.new.value) == (3000, 7)
+
+
+def test_a_tracker_that_does_not_read_is_dropped_and_others_keep_going(service: CmapService) -> None:
+    slow = connect(service, capacity=3)
+    healthy = connect(service)
+    for connection in (slow, healthy):
+        call(service, connection, codec.TrackAdd(key="totem.token", flags=int(TrackFlags.MODIFY)))
+    writer = connect(service)
+    for value in range(10):
+        call(service, writer, codec.Set(key="totem.token", value_type=ValueType.UINT32, value=value))
+    assert slow.closed and len(slow.events) == 3
+    assert [codec.decode_notify(p).new.value for _f, p in healthy.events] == list(range(10))
+    assert service.stats().dropped_slow == 1
+    assert len(service.store.trackers()) == 1
+
+
+def test_disconnect_removes_trackers_and_limits_apply() -> None:
+    service = service_for(Store(), max_trackers=2)
+    client = connect(service)
+    flags = int(TrackFlags.ADD)
+    call(service, client, codec.TrackAdd(key="a.one", flags=flags))
+    call(service, client, codec.TrackAdd(key="a.two", flags=flags))
+    with pytest.raises(LimitReached):
+        codec.decode_u64_response(call(service, client, codec.TrackAdd(key="a.three", flags=flags)))
+    service.on_disconnect(client)
+    assert service.store.trackers() == []
+
+
+def test_track_delete_is_per_connection(service: CmapService) -> None:
+    owner = connect(service)
+    other = connect(service)
+    handle = codec.decode_u64_response(call(service, owner, codec.TrackAdd(
+        key="totem.token", flags=int(TrackFlags.ADD))))
+    with pytest.raises(NoSuchKey):
+        codec.decode_empty_response(call(service, other, codec.TrackDelete(tracker_id=handle)))
+    codec.decode_empty_response(call(service, owner, codec.TrackDelete(tracker_id=handle)))
