@@ -42,7 +42,7 @@ import os
 from typing import Callable, Iterator
 
 from objdb import codec
-from objdb.errors import (CmapError, ConnectionLost, DecodeError, InvalidKey, InvalidValue,
+from objdb.errors import (ERROR_BY_STATUS, CmapError, ConnectionLost, DecodeError, InvalidKey, InvalidValue,
                           LimitReached, NoSuchKey, NotConnected, ObjdbError, ReadOnly, TooLong,
                           WrongType)
 from objdb.keys import check_key, check_prefix
@@ -237,6 +237,40 @@ class CmapClient:
         value = check_value(value_type, value)
         codec.decode_empty_response(self._call(codec.Set(
             key=key, value_type=value_type, value=value, force_type=force_type)))
+
+    def set_many(self, items: "list[tuple[str, Value, ValueType | str]]", *,
+                 force_type: bool = False) -> list[CmapError | None]:
+        """Set many keys in one round trip (in order; each succeeds or fails on its own).
+
+        Args:
+            items: (key, value, type) triples, at most ``codec.MAX_SET_MANY_COUNT``
+                per round trip (longer lists are sent in chunks).
+            force_type: allow changing existing keys' types.
+
+        Returns:
+            One entry per item: None if it was set, else the error it got.
+
+        Raises:
+            InvalidKey, InvalidValue, TooLong: an item is invalid (checked before
+                anything is sent, so then nothing is set).
+        """
+        sets = []
+        for key, value, value_type in items:
+            check_key(key)
+            if not isinstance(value_type, ValueType):
+                value_type = ValueType.from_name(str(value_type))
+            sets.append(codec.Set(key=key, value_type=value_type,
+                                  value=check_value(value_type, value), force_type=force_type))
+        results: list[CmapError | None] = []
+        for start in range(0, len(sets), codec.MAX_SET_MANY_COUNT):
+            chunk = tuple(sets[start:start + codec.MAX_SET_MANY_COUNT])
+            statuses = codec.decode_statuses_response(self._call(codec.SetMany(sets=chunk)))
+            if len(statuses) != len(chunk):
+                raise DecodeError(f"{len(statuses)} statuses for {len(chunk)} sets")
+            for item, status in zip(chunk, statuses):
+                results.append(None if status == 0 else
+                               ERROR_BY_STATUS[status](f"set of {item.key!r} refused"))
+        return results
 
     def set_i8(self, key: str, value: int) -> None: self.set(key, value, ValueType.INT8)
     def set_u8(self, key: str, value: int) -> None: self.set(key, value, ValueType.UINT8)

@@ -31,7 +31,13 @@ Requests (function: fields -> result):
                                                              value), u8 more
  7     TRACK_ADD     u32 flags, key or prefix                u64 tracker id
  8     TRACK_DELETE  u64 tracker id                          (nothing)
+ 9     SET_MANY      u16 count, count x (u8 flags, key,      u16 count, count x u8 status
+                     value)                                  (0 or an error status)
 =====  ============  =====================================  ==========================
+
+SET_MANY applies its sets in order, each on its own (one failing does not
+stop the rest); it is how a node process publishes many statistics keys in
+one round trip.
 
 Event (function 64, NOTIFY): ``u64 tracker id, u8 event, key, u8 has_new,
 [value], u8 has_old, [value]``.
@@ -61,6 +67,8 @@ HELLO_INTERNAL = 0x1
 SET_FORCE_TYPE = 0x1
 #: Most entries one ITERATE reply carries.
 MAX_ITERATE_COUNT = 1024
+#: Most sets one SET_MANY request carries.
+MAX_SET_MANY_COUNT = 1024
 
 _HEADER = struct.Struct("<HBB")
 _U8 = struct.Struct("<B")
@@ -91,6 +99,7 @@ class Function(enum.IntEnum):
     ITERATE = 6
     TRACK_ADD = 7
     TRACK_DELETE = 8
+    SET_MANY = 9
     NOTIFY = 64
 
 
@@ -142,6 +151,11 @@ class TrackDelete:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SetMany:
+    sets: tuple[Set, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NotifyEvent:
     """A change notification as the client receives it."""
 
@@ -152,7 +166,7 @@ class NotifyEvent:
     old: Entry | None
 
 
-Request = Union[Hello, Get, Set, Delete, Adjust, Iterate, TrackAdd, TrackDelete]
+Request = Union[Hello, Get, Set, Delete, Adjust, Iterate, TrackAdd, TrackDelete, SetMany]
 
 
 class _Reader:
@@ -256,9 +270,13 @@ def encode_request(request: Request) -> tuple[int, bytes]:
     if isinstance(request, Get):
         return Function.GET, REQUEST_HEADER + encode_key(request.key)
     if isinstance(request, Set):
-        flags = SET_FORCE_TYPE if request.force_type else 0
-        return Function.SET, (REQUEST_HEADER + _U8.pack(flags) + encode_key(request.key)
-                              + encode_value(request.value_type, request.value))
+        return Function.SET, REQUEST_HEADER + _encode_set_fields(request)
+    if isinstance(request, SetMany):
+        if len(request.sets) > MAX_SET_MANY_COUNT:
+            raise DecodeError(f"{len(request.sets)} sets in one request (limit {MAX_SET_MANY_COUNT})")
+        return Function.SET_MANY, b"".join(
+            [REQUEST_HEADER, _U16.pack(len(request.sets))]
+            + [_encode_set_fields(item) for item in request.sets])
     if isinstance(request, Delete):
         return Function.DELETE, REQUEST_HEADER + encode_key(request.key)
     if isinstance(request, Adjust):
@@ -276,6 +294,22 @@ def encode_request(request: Request) -> tuple[int, bytes]:
     raise TypeError(f"not a cmap request: {request!r}")
 
 
+def _encode_set_fields(request: Set) -> bytes:
+    flags = SET_FORCE_TYPE if request.force_type else 0
+    return (_U8.pack(flags) + encode_key(request.key)
+            + encode_value(request.value_type, request.value))
+
+
+def _decode_set_fields(reader: _Reader) -> Set:
+    (flags,) = reader.unpack(_U8)
+    if flags & ~SET_FORCE_TYPE:
+        raise DecodeError(f"unknown set flags {flags:#x}")
+    key = reader.key()
+    entry = reader.value()
+    return Set(key=key, value_type=entry.value_type, value=entry.value,
+               force_type=bool(flags & SET_FORCE_TYPE))
+
+
 def decode_request(function: int, payload: bytes | memoryview) -> Request:
     """The request in ``payload`` sent as ``function``.
 
@@ -287,13 +321,12 @@ def decode_request(function: int, payload: bytes | memoryview) -> Request:
     if function == Function.GET:
         request = Get(key=reader.key())
     elif function == Function.SET:
-        (flags,) = reader.unpack(_U8)
-        if flags & ~SET_FORCE_TYPE:
-            raise DecodeError(f"unknown set flags {flags:#x}")
-        key = reader.key()
-        entry = reader.value()
-        request = Set(key=key, value_type=entry.value_type, value=entry.value,
-                      force_type=bool(flags & SET_FORCE_TYPE))
+        request = _decode_set_fields(reader)
+    elif function == Function.SET_MANY:
+        (count,) = reader.unpack(_U16)
+        if count > MAX_SET_MANY_COUNT:
+            raise DecodeError(f"{count} sets in one request (limit {MAX_SET_MANY_COUNT})")
+        request = SetMany(sets=tuple(_decode_set_fields(reader) for _index in range(count)))
     elif function == Function.DELETE:
         request = Delete(key=reader.key())
     elif function == Function.ADJUST:
@@ -370,6 +403,22 @@ def decode_value_response(payload: bytes | memoryview) -> Entry:
 
 def decode_empty_response(payload: bytes | memoryview) -> None:
     decode_response(payload).end()
+
+
+def encode_statuses_response(statuses: list[int]) -> bytes:
+    return RESPONSE_OK + _U16.pack(len(statuses)) + bytes(statuses)
+
+
+def decode_statuses_response(payload: bytes | memoryview) -> list[int]:
+    """The per-item statuses of a SET_MANY reply (0 = done)."""
+    reader = decode_response(payload)
+    (count,) = reader.unpack(_U16)
+    statuses = list(bytes(reader.take(count)))
+    reader.end()
+    for status in statuses:
+        if status and status not in ERROR_BY_STATUS:
+            raise DecodeError(f"unknown status {status}")
+    return statuses
 
 
 def encode_hello_response(privileged: bool, max_value_bytes: int) -> bytes:

@@ -98,7 +98,7 @@ class CmapService:
             codec.Get: self._get, codec.Set: self._set, codec.Delete: self._delete,
             codec.Adjust: self._adjust, codec.Iterate: self._iterate,
             codec.TrackAdd: self._track_add, codec.TrackDelete: self._track_delete,
-            codec.Hello: self._hello,
+            codec.Hello: self._hello, codec.SetMany: self._set_many,
         }
 
     # -- coroipc Service interface ---------------------------------------------
@@ -151,6 +151,22 @@ class CmapService:
         if notifications:
             self._deliver(notifications)
         return codec.RESPONSE_OK
+
+    def _set_many(self, state: _ConnectionState, request: codec.SetMany) -> bytes:
+        statuses = []
+        for item in request.sets:
+            try:
+                notifications = self.store.set(item.key, item.value_type, item.value,
+                                               privileged=state.privileged,
+                                               force_type=item.force_type)
+            except CmapError as error:
+                self._counts["refused"] += 1
+                statuses.append(error.status)
+                continue
+            statuses.append(0)
+            if notifications:
+                self._deliver(notifications)
+        return codec.encode_statuses_response(statuses)
 
     def _delete(self, state: _ConnectionState, request: codec.Delete) -> bytes:
         self._deliver(self.store.delete(request.key, privileged=state.privileged))

@@ -39,6 +39,9 @@ def _requests() -> st.SearchStrategy:
         st.builds(lambda k, f: codec.TrackAdd(key=k, flags=f), KEYS, st.integers(0, 2**32 - 1)),
         st.integers(0, 2**64 - 1).map(lambda t: codec.TrackDelete(tracker_id=t)),
         st.integers(0, 2**32 - 1).map(lambda o: codec.Hello(options=o)),
+        st.lists(st.builds(lambda k, e, f: codec.Set(key=k, value_type=e.value_type, value=e.value,
+                                                     force_type=f), KEYS, _ENTRIES, st.booleans()),
+                 max_size=5).map(lambda sets: codec.SetMany(sets=tuple(sets))),
     )
 
 
@@ -66,6 +69,7 @@ def test_responses_round_trip() -> None:
     assert codec.decode_u64_response(codec.encode_u64_response(2**64 - 1)) == 2**64 - 1
     assert codec.decode_hello_response(codec.encode_hello_response(True, 16384)) == (1, True, 16384)
     codec.decode_empty_response(codec.RESPONSE_OK)
+    assert codec.decode_statuses_response(codec.encode_statuses_response([0, 2, 4])) == [0, 2, 4]
 
 
 @pytest.mark.parametrize("error", [NoSuchKey("no key 'a.b'"), ReadOnly("key 'x' is read-only"),

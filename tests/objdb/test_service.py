@@ -9,7 +9,7 @@ import pytest
 
 from coroipc import errors as ipc_errors
 from objdb import codec
-from objdb.errors import InvalidRequest, LimitReached, NoSuchKey, ReadOnly
+from objdb.errors import InvalidRequest, LimitReached, NoSuchKey, ReadOnly, WrongType
 from objdb.service import CmapService
 from objdb.store import Store, TrackFlags
 from objdb.types import ValueType
@@ -146,3 +146,16 @@ def test_track_delete_is_per_connection(service: CmapService) -> None:
     with pytest.raises(NoSuchKey):
         codec.decode_empty_response(call(service, other, codec.TrackDelete(tracker_id=handle)))
     codec.decode_empty_response(call(service, owner, codec.TrackDelete(tracker_id=handle)))
+
+
+def test_set_many_applies_each_item_on_its_own(service: CmapService) -> None:
+    client = connect(service)
+    sets = (
+        codec.Set(key="a.one", value_type=ValueType.UINT8, value=1),
+        codec.Set(key="runtime.members.1.status", value_type=ValueType.STRING, value="x"),
+        codec.Set(key="totem.token", value_type=ValueType.STRING, value="x"),
+        codec.Set(key="a.two", value_type=ValueType.UINT8, value=2),
+    )
+    statuses = codec.decode_statuses_response(call(service, client, codec.SetMany(sets=sets)))
+    assert statuses == [0, ReadOnly.status, WrongType.status, 0]
+    assert service.store.keys("a.") == ["a.one", "a.two"]
