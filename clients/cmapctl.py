@@ -132,12 +132,12 @@ def resolve_run_dir(args: argparse.Namespace) -> str:
     if os.environ.get("CORO_RUN_DIR"):
         return os.environ["CORO_RUN_DIR"]
     if getattr(args, "config", None):
-        from objdb.config import run_dir_from_config
+        from objdb.config import ConfigUnavailable, run_dir_from_config
 
-        run_dir = run_dir_from_config(args.config)
-        if run_dir:
-            return run_dir
-        raise UsageError(f"{args.config} sets no system.run_dir; pass --run-dir")
+        try:
+            return run_dir_from_config(args.config)
+        except ConfigUnavailable as error:
+            raise UsageError(f"cannot find the node from {args.config}: {error}") from None
     raise UsageError("no node to talk to: pass --run-dir DIR, set CORO_RUN_DIR, "
                      "or -c corosync.conf with system.run_dir")
 
@@ -220,6 +220,9 @@ def _track(cmap: CmapClient, keys: list[str], *, prefix: bool, args: argparse.Na
         cmap.track_add(key, flags, on_change)
     if watch_stdin:
         _print(out, 'Type "q" to finish')
+    else:
+        # On stderr, so stdout stays pure data; scripts can wait for this line.
+        print(f"coro cmap: tracking {' '.join(keys)}", file=sys.stderr, flush=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     while count is None or seen < count:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -26,7 +26,7 @@ import sys
 import threading
 from typing import Sequence
 
-from objdb.config import ConfigUnavailable, items_from_config, run_dir_from_items
+from objdb.config import ConfigUnavailable, load_config
 from objdb.errors import CmapError
 from objdb.service import CmapService
 from objdb.store import Store
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", metavar="FILE", help="corosync.conf to load")
     parser.add_argument("--run-dir", help="run directory for the coroipc socket "
                                           "(default: system.run_dir of the configuration)")
+    parser.add_argument("--local-address", action="append", default=None, metavar="ADDR",
+                        help="an address of this node in the nodelist (repeatable; "
+                             "default: this host's addresses)")
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="write 'ready PID' to this descriptor once serving")
     parser.add_argument("--log-level", default="WARNING",
@@ -100,13 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     store = Store()
+    config_run_dir = None
     try:
-        items = items_from_config(args.config) if args.config else []
-        store.load(items)
+        if args.config:
+            loaded = load_config(args.config, args.local_address)
+            store.load(loaded.items)
+            config_run_dir = loaded.run_dir
     except (ConfigUnavailable, CmapError) as error:
         print(f"objdb: cannot load the configuration: {error}", file=sys.stderr)
         return 1
-    run_dir = args.run_dir or run_dir_from_items(items)
+    run_dir = args.run_dir or config_run_dir
     if not run_dir:
         print("objdb: no run directory: pass --run-dir or set system.run_dir in the "
               "configuration", file=sys.stderr)
