@@ -60,7 +60,7 @@ def _integer(spec: KeySpec, value: str, key: str, section: str, *, filename: str
     if spec.kind == "flag":
         expected = f"0 (off) or 1 (on), or a number up to {high}"
     else:
-        unit = f" {spec.unit_words}" if spec.unit else ""
+        unit = f" of {spec.unit_words}" if spec.unit else ""
         expected = f"a whole number{unit} from {low} to {high}"
     if not _DECIMAL.fullmatch(value) or not low <= int(value) <= high:
         raise ConfigValueError(
