@@ -40,6 +40,7 @@ class ObjdbProcess:
     @classmethod
     def start(cls, *, run_dir: str | os.PathLike[str] | None = None,
               config_path: str | os.PathLike[str] | None = None,
+              local_addresses: list[str] | None = None,
               ready_timeout: float = 15.0, log_level: str = "WARNING",
               env: dict[str, str] | None = None) -> "ObjdbProcess":
         """Start ``python -m objdb`` and wait until it serves.
@@ -47,6 +48,8 @@ class ObjdbProcess:
         Args:
             run_dir: where to serve (default: the configuration's system.run_dir).
             config_path: corosync.conf to load (None: start empty).
+            local_addresses: this node's addresses in the nodelist (default:
+                the host's; pass them when several nodes share a host).
             ready_timeout: seconds to wait for readiness.
             log_level: the daemon's log level.
             env: environment for the child (default: ours).
@@ -59,6 +62,8 @@ class ObjdbProcess:
             command += ["-c", os.fspath(config_path)]
         if run_dir is not None:
             command += ["--run-dir", os.fspath(run_dir)]
+        for address in local_addresses or ():
+            command += ["--local-address", address]
         read_end, write_end = os.pipe()
         stderr_file = tempfile.TemporaryFile()
         try:
@@ -72,6 +77,13 @@ class ObjdbProcess:
             raise
         os.close(write_end)
         process = cls(popen, os.fspath(run_dir) if run_dir is not None else "", stderr_file)
+        if run_dir is None and config_path is not None:
+            from objdb.config import ConfigUnavailable, run_dir_from_config
+
+            try:
+                process.run_dir = run_dir_from_config(config_path)
+            except ConfigUnavailable:
+                pass  # the daemon reports the bad file itself
         try:
             line = _read_line(read_end, ready_timeout)
         finally:
@@ -109,8 +121,10 @@ class ObjdbProcess:
         return self._popen.wait()
 
     def close(self) -> None:
+        """Stop (if running) and release the stderr capture. Idempotent."""
         self.stop()
-        self._stderr_file.close()  # type: ignore[attr-defined]
+        if not self._stderr_file.closed:  # type: ignore[attr-defined]
+            self._stderr_file.close()  # type: ignore[attr-defined]  # type: ignore[attr-defined]
 
     def __enter__(self) -> "ObjdbProcess":
         return self

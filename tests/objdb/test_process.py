@@ -1,0 +1,192 @@
+"""objdb as a process: loaded from corosync.conf, used over coroipc by other processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from clients.cmap import (CmapClient, InvalidKey, NoSuchKey, NotConnected, ReadOnly, TrackFlags,
+                          ValueType, WrongType)
+from objdb.process import ObjdbProcess, ObjdbStartError
+
+pytestmark = pytest.mark.multiprocess
+
+
+def test_process_title_and_configuration_keys(node) -> None:
+    assert "coro: objdb" in " ".join(psutil.Process(node.process.pid).cmdline())
+    with CmapClient.connect(node.run_dir) as cmap:
+        assert cmap.get("totem.token") == (3000, ValueType.UINT32)
+        assert cmap.get("totem.cluster_name") == ("objdbtest", ValueType.STRING)
+        assert cmap.get("nodelist.node.1.ring0_addr") == ("127.0.0.2", ValueType.STRING)
+        assert cmap.get_u32("nodelist.local_node_pos") == 0
+        assert cmap.get_u32("runtime.config.totem.token") >= 3000
+        keys = [key for key, _value, _type in cmap.iter("nodelist.")]
+        assert keys == sorted(keys) and "nodelist.node.0.nodeid" in keys
+
+
+def test_set_in_one_client_get_in_another(node) -> None:
+    with CmapClient.connect(node.run_dir) as writer, CmapClient.connect(node.run_dir) as reader:
+        writer.set("app.counter", 41, ValueType.UINT64)
+        assert writer.inc("app.counter") == 42
+        assert reader.get("app.counter") == (42, ValueType.UINT64)
+        writer.set_binary("app.blob", b"\x00\xff")
+        assert reader.get_binary("app.blob") == b"\x00\xff"
+        writer.set_float("app.ratio", 0.5)
+        assert reader.get_float("app.ratio") == 0.5
+        with pytest.raises(WrongType):
+            reader.get_string("app.counter")
+        with pytest.raises(WrongType, match="pass force_type"):
+            writer.set("app.counter", "x", ValueType.STRING)
+        writer.set("app.counter", "x", "str", force_type=True)
+        assert reader.get("app.counter") == ("x", ValueType.STRING)
+        writer.delete("app.counter")
+        with pytest.raises(NoSuchKey, match="no key 'app.counter'"):
+            reader.get("app.counter")
+        with pytest.raises(ReadOnly, match="^key 'totem.cluster_name' is read-only$"):
+            writer.set("totem.cluster_name", "other", ValueType.STRING)
+        with pytest.raises(InvalidKey):
+            writer.get("x")
+
+
+def test_internal_connection_writes_runtime_keys(node) -> None:
+    with CmapClient.connect(node.run_dir, internal=True) as internal, \
+            CmapClient.connect(node.run_dir) as plain:
+        assert internal.privileged and not plain.privileged
+        internal.set("runtime.members.1.status", "joined", ValueType.STRING)
+        assert plain.get_string("runtime.members.1.status") == "joined"
+        with pytest.raises(ReadOnly):
+            plain.delete("runtime.members.1.status")
+        results = internal.set_many([("runtime.totem.pg.msg_queue_avail", 7, "u32"),
+                                     ("runtime.members.1.join_count", 1, "u32")])
+        assert results == [None, None]
+        assert plain.set_many([("runtime.members.1.join_count", 2, "u32")])[0].status == ReadOnly.status
+
+
+def test_track_sees_a_set_from_another_process(node) -> None:
+    seen = []
+    with CmapClient.connect(node.run_dir) as cmap:
+        handle = cmap.track_add("totem.", TrackFlags.all_changes() | TrackFlags.PREFIX, seen.append)
+        subprocess.run(node.coro("cmap", "set", "totem.token", "u32", "5000"), env=node.env(),
+                       check=True, timeout=60)
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            cmap.dispatch(timeout=0.5)
+        [note] = seen
+        assert (note.tracker_id, note.event, note.key) == (handle, TrackFlags.MODIFY, "totem.token")
+        assert (note.old.value, note.new.value) == (3000, 5000)
+        cmap.track_delete(handle)
+        with pytest.raises(NoSuchKey):
+            cmap.track_delete(handle)
+
+
+def test_coro_cmap_track_prints_a_set_made_elsewhere(node) -> None:
+    tracker = subprocess.Popen(
+        node.coro("cmap", "track", "app.watched", "--count", "2", "--timeout", "30", "--json"),
+        env=node.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tracker.stderr.readline().startswith("coro cmap: tracking app.watched")
+        with CmapClient.connect(node.run_dir) as cmap:
+            cmap.set("app.watched", 1, ValueType.UINT8)
+            cmap.set("app.watched", 2, ValueType.UINT8)
+        out, _err = tracker.communicate(timeout=30)
+    finally:
+        tracker.kill()
+        tracker.wait()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines == [
+        {"event": "create", "key": "app.watched", "type": "u8", "value": 1},
+        {"event": "modify", "key": "app.watched", "type": "u8", "value": 2,
+         "old_type": "u8", "old_value": 1},
+    ]
+    assert tracker.returncode == 0
+
+
+def test_corosync_cmapctl_compatible_output(node) -> None:
+    def coro(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(node.coro("cmap", *args), env=node.env(), capture_output=True,
+                              text=True, timeout=60, input=stdin)
+
+    dump = coro()
+    assert dump.returncode == 0
+    lines = dump.stdout.splitlines()
+    assert "totem.token (u32) = 3000" in lines
+    assert "totem.cluster_name (str) = objdbtest" in lines
+    assert [line.split(" ")[0] for line in lines] == sorted(line.split(" ")[0] for line in lines)
+    assert coro("totem.").stdout.splitlines() == [l for l in lines if l.startswith("totem.")]
+    assert coro("-g", "totem.token").stdout == "totem.token (u32) = 3000\n"
+    assert coro("-q", "-g", "totem.token").stdout == "3000\n"
+    missing = coro("-g", "totem.missing")
+    assert (missing.returncode, missing.stderr) == (1, "Can't get key totem.missing. Error CS_ERR_NOT_EXIST\n")
+    assert coro("-s", "app.x", "i8", "-5").returncode == 0
+    assert coro("-g", "app.x").stdout == "app.x (i8) = -5\n"
+    bad = coro("-s", "app.x", "u8", "300")
+    assert (bad.returncode, bad.stderr) == (1, "300 is not valid u8 type value\n")
+    readonly = coro("-s", "totem.secauth", "str", "on")
+    assert readonly.stderr == "Failed to set key totem.secauth. Error CS_ERR_ACCESS\n"
+    assert coro("-s", "app.dbl", "dbl", "2.5").returncode == 0
+    assert coro("-g", "app.dbl").stdout == "app.dbl (dbl) = 2.500000\n"
+    assert coro("-s", "app.bin", "bin", "-", stdin="a\\b\n").returncode == 0
+    assert coro("-g", "app.bin").stdout == "app.bin (bin)\n"
+    assert coro("-b", "-g", "app.bin").stdout == "app.bin (bin) = a\\\\b\\x0A\n"
+    assert coro("-D", "app.").returncode == 0
+    assert coro("app.").returncode == 1
+    assert coro("-g").stderr == "Expected key after options\n"
+
+
+def test_coro_cmap_verbs_and_json(node) -> None:
+    def coro(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(node.coro("cmap", *args), env=node.env(), capture_output=True,
+                              text=True, timeout=60)
+
+    assert coro("set", "app.n", "u32", "0x10").returncode == 0
+    assert json.loads(coro("get", "app.n", "--json").stdout) == {
+        "key": "app.n", "type": "u32", "value": 16}
+    assert coro("inc", "app.n").stdout == "17\n"
+    changed = coro("set", "app.n", "str", "x")
+    assert changed.returncode == 1 and "pass force_type" in changed.stderr
+    assert coro("set", "--force-type", "app.n", "str", "x").returncode == 0
+    dumped = [json.loads(line) for line in coro("dump", "app.", "--json").stdout.splitlines()]
+    assert dumped == [{"key": "app.n", "type": "str", "value": "x"}]
+    assert coro("delete", "app.n").returncode == 0
+    gone = coro("get", "app.n")
+    assert gone.returncode == 1 and "no key 'app.n'" in gone.stderr
+    # The run directory can also come from the configuration file.
+    env = node.env()
+    del env["CORO_RUN_DIR"]
+    by_config = subprocess.run(node.coro("cmap", "-c", str(node.config_path), "get", "totem.token"),
+                               env=env, capture_output=True, text=True, timeout=60)
+    assert by_config.stdout == "totem.token (u32) = 3000\n"
+
+
+def test_no_daemon_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(NotConnected, match="cannot reach objdb"):
+        CmapClient.connect(tmp_path, timeout=0.5)
+    result = subprocess.run([sys.executable, "-m", "clients.cli", "cmap", "--run-dir", str(tmp_path),
+                             "get", "totem.token"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "cannot reach objdb" in result.stderr
+
+
+def test_bad_configuration_fails_start_with_its_reason(tmp_path) -> None:
+    config = tmp_path / "corosync.conf"
+    config.write_text("totem {\n    tokn: 3000\n}\n")
+    with pytest.raises(ObjdbStartError, match="tokn"):
+        ObjdbProcess.start(config_path=config, run_dir=tmp_path / "run")
+
+
+def test_stop_removes_the_socket_and_segments(tmp_path_factory, resource_tag) -> None:
+    import os
+
+    run_dir = tmp_path_factory.mktemp("st")
+    process = ObjdbProcess.start(run_dir=run_dir)
+    with CmapClient.connect(run_dir) as cmap:
+        cmap.set("app.x", 1, ValueType.UINT8)
+    assert process.stop() == 0
+    process.close()
+    assert [name for name in os.listdir(run_dir)] == []
+    assert [name for name in os.listdir("/dev/shm") if resource_tag in name
+            and str(process.pid) in name] == []
