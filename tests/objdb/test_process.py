@@ -10,6 +10,11 @@ import time
 import psutil
 import pytest
 
+import coroipc
+
+if not hasattr(coroipc, "IpcClient"):
+    pytest.skip("coroipc's IpcServer/IpcClient are not in the tree yet", allow_module_level=True)
+
 from clients.cmap import (CmapClient, InvalidKey, NoSuchKey, NotConnected, ReadOnly, TrackFlags,
                           ValueType, WrongType)
 from objdb.process import ObjdbProcess, ObjdbStartError
@@ -190,3 +195,25 @@ def test_stop_removes_the_socket_and_segments(tmp_path_factory, resource_tag) ->
     assert [name for name in os.listdir(run_dir)] == []
     assert [name for name in os.listdir("/dev/shm") if resource_tag in name
             and str(process.pid) in name] == []
+
+
+def test_asyncio_add_reader_dispatches_notifications(node) -> None:
+    import asyncio
+
+    async def main() -> list:
+        loop = asyncio.get_running_loop()
+        received: asyncio.Queue = asyncio.Queue()
+        with CmapClient.connect(node.run_dir) as tracker, CmapClient.connect(node.run_dir) as writer:
+            tracker.track_add("app.async", TrackFlags.all_changes(), received.put_nowait)
+            loop.add_reader(tracker.fileno(), tracker.dispatch)
+            try:
+                for value in (1, 2, 3):
+                    writer.set("app.async", value, ValueType.UINT16)
+                notes = [await asyncio.wait_for(received.get(), timeout=10) for _index in range(3)]
+            finally:
+                loop.remove_reader(tracker.fileno())
+        return notes
+
+    notes = asyncio.run(main())
+    assert [(note.event, note.new.value) for note in notes] == [
+        (TrackFlags.ADD, 1), (TrackFlags.MODIFY, 2), (TrackFlags.MODIFY, 3)]
