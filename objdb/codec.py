@@ -474,7 +474,18 @@ def decode_iterate_response(payload: bytes | memoryview) -> tuple[list[tuple[str
 def encode_notify(tracker_id: int, event: TrackFlags, key: str,
                   new: Entry | None, old: Entry | None) -> bytes:
     """A NOTIFY event payload (function :attr:`Function.NOTIFY`)."""
-    parts = [EVENT_HEADER, _U64.pack(tracker_id), _U8.pack(int(event)), encode_key(key)]
+    return notify_prefix(tracker_id) + encode_notify_change(event, key, new, old)
+
+
+def notify_prefix(tracker_id: int) -> bytes:
+    """The per-tracker start of a NOTIFY payload (header and tracker id)."""
+    return EVENT_HEADER + _U64.pack(tracker_id)
+
+
+def encode_notify_change(event: TrackFlags, key: str, new: Entry | None,
+                         old: Entry | None) -> bytes:
+    """The part of a NOTIFY payload every tracker of one change shares (encode it once)."""
+    parts = [_U8.pack(int(event)), encode_key(key)]
     for entry in (new, old):
         if entry is None:
             parts.append(b"\x00")

@@ -196,12 +196,16 @@ class CmapService:
     # -- delivery and dropping ---------------------------------------------------
 
     def _deliver(self, notifications: list[Notification]) -> None:
+        # All notifications in the list come from one change: encode it once.
+        change = b""
         for note in notifications:
             state = note.owner
             assert isinstance(state, _ConnectionState)
             if state.dropped:
                 continue
-            payload = codec.encode_notify(note.tracker_id, note.event, note.key, note.new, note.old)
+            if not change:
+                change = codec.encode_notify_change(note.event, note.key, note.new, note.old)
+            payload = codec.notify_prefix(note.tracker_id) + change
             try:
                 state.connection.send_event(codec.Function.NOTIFY, payload)
             except self._would_block:
