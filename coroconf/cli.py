@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 
-from . import load, runtime_config_items, to_cmap_items
+from . import load, runtime_config_items, to_cmap_items, totem_params
 from .errors import ConfigError
 from .model import Config
 
@@ -43,11 +44,29 @@ def _summary(config: Config) -> str:
             f"consensus {totem.consensus_ms} ms")
 
 
+def _core_refusal(config: Config) -> str | None:
+    """The Totem core's objection to the timers, if the core is installed."""
+    try:
+        srp = importlib.import_module("totemd.srp")
+    except ImportError:
+        return None
+    try:
+        totem_params(config)
+    except srp.ParamsError as error:
+        return str(error)
+    return None
+
+
 def _check(args: argparse.Namespace) -> int:
     try:
         config = load(args.file)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    refusal = _core_refusal(config)
+    if refusal is not None:
+        print(f"error: {args.file}: the Totem core refuses these totem values: {refusal}",
+              file=sys.stderr)
         return 1
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -113,3 +132,11 @@ def run(args: argparse.Namespace) -> int:
         return _show(args)
     print("usage: coro config {check,show} FILE (see coro config --help)", file=sys.stderr)
     return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m coroconf ACTION FILE``: the same as ``coro config``."""
+    parser = argparse.ArgumentParser(prog="coro config",
+                                     description="check or show a corosync.conf")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,75 +1,73 @@
 """From the totem section to the Totem core's parameter object.
 
-The core (totemd.srp) takes a frozen ``TotemParams`` whose fields are named
-like corosync's with units last. :func:`totem_params_kwargs` gives every
-value the core may want; :func:`totem_params` builds the core's object from
-the fields it actually declares, so the two packages can evolve apart.
+The core (``totemd.srp.TotemParams``) takes the configured token with the
+coefficient and node count separately and derives the effective token
+itself; the values it would derive (token_retransmit, hold, consensus) are
+passed as corosync computes them (truncated to whole milliseconds), so the
+core runs with exactly the numbers ``coro config show`` prints and
+``runtime.config.totem.*`` publishes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from typing import Any
 
-from .model import Config, TotemConfig
+from .model import Config
 
 __all__ = ["totem_params_kwargs", "totem_params"]
 
 
-def totem_params_kwargs(config: Config | TotemConfig) -> dict[str, Any]:
-    """The Totem core's parameters, in milliseconds, from the config.
+def totem_params_kwargs(config: Config) -> dict[str, Any]:
+    """Keyword arguments for ``totemd.srp.TotemParams``, durations in ms.
 
     Args:
-        config: a whole Config, or its totem section.
+        config: from :func:`coroconf.load`.
 
     Returns:
-        A dict with keys token_ms (effective: token_coefficient already
-        added), token_retransmit_ms, token_retransmits_before_loss_const,
-        hold_ms, join_ms, send_join_ms, consensus_ms, merge_ms,
-        downcheck_ms, fail_recv_const, seqno_unchanged_const,
-        max_network_delay_ms, heartbeat_failures_allowed, window_size,
-        max_messages, miss_count_const, netmtu, token_warning_percent,
-        cancel_token_hold_on_retransmit.
+        token_ms (the file's token, before the coefficient),
+        token_coefficient_ms, nodes (nodelist size, at least 1), and the
+        effective token_retransmit_ms, hold_ms, consensus_ms, join_ms,
+        merge_ms, token_retransmits_before_loss_const, fail_recv_const,
+        seqno_unchanged_const, window_size, max_messages, miss_count_const,
+        netmtu and cancel_token_hold_on_retransmit. The other totem values
+        (send_join, downcheck, max_network_delay, ...) are on
+        ``config.totem``.
     """
-    totem = config.totem if isinstance(config, Config) else config
+    totem = config.totem
     return {
-        "token_ms": totem.token_ms,
-        "token_retransmit_ms": totem.token_retransmit_ms,
+        "token_ms": totem.token_base_ms,
+        "token_coefficient_ms": totem.token_coefficient_ms,
+        "nodes": max(1, len(config.nodelist)),
         "token_retransmits_before_loss_const": totem.token_retransmits_before_loss_const,
+        "token_retransmit_ms": totem.token_retransmit_ms,
         "hold_ms": totem.hold_ms,
         "join_ms": totem.join_ms,
-        "send_join_ms": totem.send_join_ms,
         "consensus_ms": totem.consensus_ms,
         "merge_ms": totem.merge_ms,
-        "downcheck_ms": totem.downcheck_ms,
         "fail_recv_const": totem.fail_recv_const,
         "seqno_unchanged_const": totem.seqno_unchanged_const,
-        "max_network_delay_ms": totem.max_network_delay_ms,
-        "heartbeat_failures_allowed": totem.heartbeat_failures_allowed,
         "window_size": totem.window_size,
         "max_messages": totem.max_messages,
         "miss_count_const": totem.miss_count_const,
         "netmtu": totem.netmtu,
-        "token_warning_percent": totem.token_warning_percent,
         "cancel_token_hold_on_retransmit": totem.cancel_token_hold_on_retransmit,
     }
 
 
-def totem_params(config: Config | TotemConfig, **overrides: Any) -> Any:
+def totem_params(config: Config, **overrides: Any) -> Any:
     """Build ``totemd.srp.TotemParams`` from the config.
 
-    Only the fields TotemParams declares are passed; ``overrides`` (for
-    example ``node_id``) are added as given.
+    Args:
+        config: from :func:`coroconf.load`.
+        overrides: fields to set besides (max_message_size, ...).
+
+    Returns:
+        The core's frozen parameter object.
 
     Raises:
-        ImportError: the Totem core is not installed in this tree.
-        TypeError: TotemParams needs a field neither the config nor
-            ``overrides`` provide.
+        ImportError: the Totem core is not in this tree.
+        totemd.srp.errors.ParamsError: the core refuses the values.
     """
-    module = importlib.import_module("totemd.srp")
-    params_class = module.TotemParams
-    names = {field.name for field in dataclasses.fields(params_class)}
-    kwargs = {key: value for key, value in totem_params_kwargs(config).items() if key in names}
-    kwargs.update(overrides)
-    return params_class(**kwargs)
+    params_class = importlib.import_module("totemd.srp").TotemParams
+    return params_class(**{**totem_params_kwargs(config), **overrides})
