@@ -1,0 +1,293 @@
+"""The Totem wire codec, version 1 (network byte order throughout).
+
+Every packet starts with a 9-byte header::
+
+    offset size field
+    0      2    magic      0xC071
+    2      1    version    1
+    3      1    type       PacketType (0..5)
+    4      1    flags      bit 0 ENCAPSULATED (MCAST only); other bits zero
+    5      4    sender     node id, 1 .. 2**32-1
+
+then, by type (RING = u32 rep + u64 ring seq)::
+
+    MCAST         RING | u32 seq | u8 safe | payload (to the end);
+                  encapsulated: payload is a whole non-encapsulated MCAST packet
+    ORF_TOKEN     RING | u32 seq | u32 token_seq | u32 aru | u32 aru_addr |
+                  u32 fcc | u32 backlog | u16 retrans_pending | u16 n | n x (RING | u32 seq)
+    JOIN          u64 ring_seq | u16 n_proc | u16 n_failed | u32 proc[] | u32 failed[]
+    COMMIT_TOKEN  RING | u32 token_seq | u16 memb_index | u16 n | u32 members[] |
+                  memb_index x (RING | u32 aru | u32 high_seq | u32 high_delivered |
+                  u32 safe_line | u8 received)
+    MERGE_DETECT  RING
+    TOKEN_HOLD_CANCEL RING
+
+``decode`` validates every field and raises only ``DecodeError``; nothing in a
+packet is trusted (sorted unique member lists, counts within bounds, no
+trailing bytes).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from totemd.srp.errors import DecodeError
+from totemd.srp.messages import (CommitEntry, CommitToken, Join, Mcast, MergeDetect, OrfToken,
+                                 Packet, PacketType, RingId, RtrEntry, TokenHoldCancel)
+from totemd.srp.params import RTR_LIST_MAX
+
+__all__ = ["MAGIC", "VERSION", "HEADER_SIZE", "MCAST_OVERHEAD", "MAX_NODES", "encode", "decode",
+           "packet_type", "encode_mcast", "DecodeError"]
+
+MAGIC = 0xC071
+VERSION = 1
+MAX_NODES = 384  # corosync's processor limit
+FLAG_ENCAPSULATED = 0x01
+
+_HEADER = struct.Struct("!HBBBI")
+HEADER_SIZE = _HEADER.size
+_RING = struct.Struct("!IQ")
+_MCAST = struct.Struct("!HBBBIIQIB")  # header + ring + seq + safe in one call
+MCAST_OVERHEAD = _MCAST.size
+_TOKEN = struct.Struct("!HBBBIIQIIIIIIHH")
+_RTR = struct.Struct("!IQI")
+_JOIN = struct.Struct("!HBBBIQHH")
+_COMMIT = struct.Struct("!HBBBIIQIHH")
+_ENTRY = struct.Struct("!IQIIIIB")
+_RING_ONLY = struct.Struct("!HBBBIIQ")
+_U32_MAX = 0xFFFFFFFF
+_U64_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+def packet_type(data: bytes) -> PacketType | None:
+    """The type of a packet from its header alone, or None if the header is bad.
+
+    Cheap enough for the simulator's token-only loss filter.
+    """
+    if len(data) < HEADER_SIZE or data[0] != 0xC0 or data[1] != 0x71 or data[2] != VERSION:
+        return None
+    try:
+        return PacketType(data[3])
+    except ValueError:
+        return None
+
+
+def encode_mcast(message: Mcast) -> bytes:
+    """Encode a frame (the hot path, so it skips the generic dispatch)."""
+    if message.inner is not None:
+        payload = encode_mcast(message.inner)
+        flags = FLAG_ENCAPSULATED
+    else:
+        payload = message.payload
+        flags = 0
+    rep, ring_seq = message.ring_id
+    return _MCAST.pack(MAGIC, VERSION, PacketType.MCAST, flags, message.sender, rep, ring_seq,
+                       message.seq, 1 if message.safe else 0) + payload
+
+
+def encode(message: Packet) -> bytes:
+    """Encode any Totem packet.
+
+    Args:
+        message: the packet value.
+
+    Returns:
+        The bytes to send.
+
+    Raises:
+        ValueError: a field does not fit its wire width (a local bug).
+    """
+    try:
+        return _ENCODERS[type(message)](message)
+    except struct.error as error:
+        raise ValueError(f"cannot encode {type(message).__name__}: {error}") from error
+
+
+def _encode_token(t: OrfToken) -> bytes:
+    head = _TOKEN.pack(MAGIC, VERSION, PacketType.ORF_TOKEN, 0, t.sender, t.ring_id[0],
+                       t.ring_id[1], t.seq, t.token_seq, t.aru, t.aru_addr, t.fcc, t.backlog,
+                       t.retrans_pending, len(t.rtr))
+    if not t.rtr:
+        return head
+    pack = _RTR.pack
+    return head + b"".join(pack(e.ring_id[0], e.ring_id[1], e.seq) for e in t.rtr)
+
+
+def _encode_join(j: Join) -> bytes:
+    proc = sorted(j.proc)
+    failed = sorted(j.failed)
+    head = _JOIN.pack(MAGIC, VERSION, PacketType.JOIN, 0, j.sender, j.ring_seq, len(proc),
+                      len(failed))
+    ids = proc + failed
+    return head + struct.pack(f"!{len(ids)}I", *ids)
+
+
+def _encode_commit(c: CommitToken) -> bytes:
+    head = _COMMIT.pack(MAGIC, VERSION, PacketType.COMMIT_TOKEN, 0, c.sender, c.ring_id[0],
+                        c.ring_id[1], c.token_seq, c.memb_index, len(c.members))
+    parts = [head, struct.pack(f"!{len(c.members)}I", *c.members)]
+    for e in c.entries:
+        parts.append(_ENTRY.pack(e.old_ring_id[0], e.old_ring_id[1], e.aru, e.high_seq,
+                                 e.high_delivered, e.safe_line, 1 if e.received else 0))
+    return b"".join(parts)
+
+
+def _encode_ring_only(kind: PacketType):
+    def encode_one(m: MergeDetect | TokenHoldCancel) -> bytes:
+        return _RING_ONLY.pack(MAGIC, VERSION, kind, 0, m.sender, m.ring_id[0], m.ring_id[1])
+    return encode_one
+
+
+_ENCODERS = {
+    Mcast: encode_mcast,
+    OrfToken: _encode_token,
+    Join: _encode_join,
+    CommitToken: _encode_commit,
+    MergeDetect: _encode_ring_only(PacketType.MERGE_DETECT),
+    TokenHoldCancel: _encode_ring_only(PacketType.TOKEN_HOLD_CANCEL),
+}
+
+
+def decode(data: bytes) -> Packet:
+    """Decode and validate one packet.
+
+    Args:
+        data: the bytes received.
+
+    Returns:
+        The packet value.
+
+    Raises:
+        DecodeError: anything is wrong with it (the caller counts and drops).
+    """
+    if len(data) < HEADER_SIZE:
+        raise DecodeError(f"packet of {len(data)} bytes is shorter than the header")
+    magic, version, kind, flags, sender = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError(f"bad magic 0x{magic:04x}")
+    if version != VERSION:
+        raise DecodeError(f"unsupported version {version}")
+    if sender == 0:
+        raise DecodeError("sender node id 0")
+    if kind == PacketType.MCAST:
+        return _decode_mcast(data, flags, allow_inner=True)
+    if flags:
+        raise DecodeError(f"flags 0x{flags:02x} on a packet of type {kind}")
+    try:
+        decoder = _DECODERS[kind]
+    except KeyError:
+        raise DecodeError(f"unknown packet type {kind}") from None
+    try:
+        return decoder(data, sender)
+    except struct.error as error:
+        raise DecodeError(f"truncated {PacketType(kind).name}: {error}") from None
+
+
+def _decode_mcast(data: bytes, flags: int, allow_inner: bool) -> Mcast:
+    if len(data) < MCAST_OVERHEAD:
+        raise DecodeError(f"MCAST of {len(data)} bytes is shorter than its header")
+    _m, _v, _k, flags, sender, rep, ring_seq, seq, safe = _MCAST.unpack_from(data)
+    if flags & ~FLAG_ENCAPSULATED:
+        raise DecodeError(f"unknown MCAST flags 0x{flags:02x}")
+    if safe > 1:
+        raise DecodeError(f"safe flag {safe} is not 0 or 1")
+    if rep == 0:
+        raise DecodeError("ring representative 0")
+    ring_id = RingId(rep, ring_seq)
+    if flags & FLAG_ENCAPSULATED:
+        if not allow_inner:
+            raise DecodeError("nested encapsulation")
+        body = data[MCAST_OVERHEAD:]
+        if len(body) < MCAST_OVERHEAD or packet_type(body) != PacketType.MCAST:
+            raise DecodeError("encapsulated MCAST does not carry an MCAST")
+        inner = _decode_mcast(body, body[4], allow_inner=False)
+        if inner.sender == 0:
+            raise DecodeError("inner sender node id 0")
+        return Mcast(sender=sender, ring_id=ring_id, seq=seq, safe=bool(safe), payload=b"",
+                     inner=inner)
+    return Mcast(sender=sender, ring_id=ring_id, seq=seq, safe=bool(safe),
+                 payload=data[MCAST_OVERHEAD:])
+
+
+def _check_ids(ids: tuple[int, ...], what: str, strictly_sorted: bool) -> None:
+    if 0 in ids:
+        raise DecodeError(f"node id 0 in {what}")
+    if strictly_sorted and any(a >= b for a, b in zip(ids, ids[1:])):
+        raise DecodeError(f"{what} is not sorted without duplicates")
+
+
+def _decode_token(data: bytes, sender: int) -> OrfToken:
+    fields = _TOKEN.unpack_from(data)
+    (rep, ring_seq, seq, token_seq, aru, aru_addr, fcc, backlog, retrans, count) = fields[5:]
+    if rep == 0:
+        raise DecodeError("ring representative 0")
+    if retrans > MAX_NODES:
+        raise DecodeError(f"retrans_pending {retrans} exceeds {MAX_NODES} nodes")
+    if count > RTR_LIST_MAX:
+        raise DecodeError(f"rtr list of {count} entries exceeds {RTR_LIST_MAX}")
+    if len(data) != _TOKEN.size + count * _RTR.size:
+        raise DecodeError(f"token length {len(data)} does not match {count} rtr entries")
+    rtr = tuple(RtrEntry(RingId(r, s), q)
+                for r, s, q in _RTR.iter_unpack(data[_TOKEN.size:]))
+    return OrfToken(sender=sender, ring_id=RingId(rep, ring_seq), seq=seq, token_seq=token_seq,
+                    aru=aru, aru_addr=aru_addr, fcc=fcc, backlog=backlog,
+                    retrans_pending=retrans, rtr=rtr)
+
+
+def _decode_join(data: bytes, sender: int) -> Join:
+    _m, _v, _k, _f, _s, ring_seq, n_proc, n_failed = _JOIN.unpack_from(data)
+    if n_proc > MAX_NODES or n_failed > MAX_NODES:
+        raise DecodeError(f"join lists of {n_proc}/{n_failed} entries exceed {MAX_NODES}")
+    if len(data) != _JOIN.size + 4 * (n_proc + n_failed):
+        raise DecodeError(f"join length {len(data)} does not match its lists")
+    ids = struct.unpack_from(f"!{n_proc + n_failed}I", data, _JOIN.size)
+    proc, failed = ids[:n_proc], ids[n_proc:]
+    _check_ids(proc, "join proc list", True)
+    _check_ids(failed, "join failed list", True)
+    if sender not in proc and sender not in failed:
+        raise DecodeError("join sender is neither in its proc nor its failed list")
+    return Join(sender=sender, ring_seq=ring_seq, proc=frozenset(proc), failed=frozenset(failed))
+
+
+def _decode_commit(data: bytes, sender: int) -> CommitToken:
+    fields = _COMMIT.unpack_from(data)
+    rep, ring_seq, token_seq, memb_index, count = fields[5:]
+    if count == 0 or count > MAX_NODES:
+        raise DecodeError(f"commit token with {count} members")
+    if memb_index > count:
+        raise DecodeError(f"commit memb_index {memb_index} beyond {count} members")
+    if len(data) != _COMMIT.size + 4 * count + memb_index * _ENTRY.size:
+        raise DecodeError(f"commit token length {len(data)} does not match its counts")
+    members = struct.unpack_from(f"!{count}I", data, _COMMIT.size)
+    _check_ids(members, "commit member list", True)
+    if rep not in members:
+        raise DecodeError("commit ring representative is not a member")
+    entries = []
+    for old_rep, old_seq, aru, high, delivered, safe_line, received in _ENTRY.iter_unpack(
+            data[_COMMIT.size + 4 * count:]):
+        if received > 1 or old_rep == 0:
+            raise DecodeError("bad commit token entry")
+        entries.append(CommitEntry(RingId(old_rep, old_seq), aru, high, delivered,
+                                   bool(received), safe_line))
+    return CommitToken(sender=sender, ring_id=RingId(rep, ring_seq), token_seq=token_seq,
+                       memb_index=memb_index, members=members, entries=tuple(entries))
+
+
+def _decode_ring_only(kind: type[MergeDetect] | type[TokenHoldCancel]):
+    def decode_one(data: bytes, sender: int) -> MergeDetect | TokenHoldCancel:
+        if len(data) != _RING_ONLY.size:
+            raise DecodeError(f"{kind.__name__} of {len(data)} bytes, expected {_RING_ONLY.size}")
+        rep, ring_seq = _RING_ONLY.unpack_from(data)[5:]
+        if rep == 0:
+            raise DecodeError("ring representative 0")
+        return kind(sender=sender, ring_id=RingId(rep, ring_seq))
+    return decode_one
+
+
+_DECODERS = {
+    PacketType.ORF_TOKEN: _decode_token,
+    PacketType.JOIN: _decode_join,
+    PacketType.COMMIT_TOKEN: _decode_commit,
+    PacketType.MERGE_DETECT: _decode_ring_only(MergeDetect),
+    PacketType.TOKEN_HOLD_CANCEL: _decode_ring_only(TokenHoldCancel),
+}

@@ -1,0 +1,393 @@
+"""``SrpCore``: the whole Totem SRP as a pure state machine.
+
+Events in, actions out (raft's Step/Ready, h11's sans-I/O). No sockets,
+threads, clocks or global randomness: the driver passes ``now_ms`` with every
+event and executes the actions of ``take_actions()`` in order.
+
+    core = SrpCore(node_id=1, params=TotemParams(nodes=3))
+    core.start(now_ms, persisted_ring_seq)      # None on a node's first start
+    core.receive(packet, now_ms)                # a packet from the network
+    core.timer_expired(Timer.JOIN, now_ms)      # a timer the core armed fired
+    core.submit(message, safe=False, handle=h)  # an application message
+    core.leave(now_ms)                          # graceful leave
+    for action in core.take_actions(): ...
+
+The protocol is split by sub-protocol into mixins that share this instance's
+state: ordering.py (regular token, frames, delivery, flow control, hold),
+membership.py (GATHER, joins, consensus, commit token), recovery.py
+(RECOVERY, install). Packets are decoded by totemd.codec; a malformed packet
+is counted and dropped, never asserted on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass, fields
+from typing import Any
+
+from totemd import codec
+from totemd.pg import MessageTooLarge, Packer, QueueFull, Unpacker
+from totemd.srp.actions import (Action, CancelTimer, GatherReason, PersistRingSeq, SetTimer,
+                                State, StateChanged, Timer)
+from totemd.srp.errors import DecodeError, NotStarted, SubmitRejected
+from totemd.srp.membership import MembershipMixin
+from totemd.srp.messages import (CommitToken, Join, Mcast, MergeDetect, OrfToken, RingId,
+                                 TokenHoldCancel)
+from totemd.srp.ordering import OrderingMixin
+from totemd.srp.params import TotemParams
+from totemd.srp.recovery import RecoveryMixin
+from totemd.srp.ringstate import RingState
+
+__all__ = ["SrpCore", "SrpStats"]
+
+log = logging.getLogger("totemd.srp")
+
+
+class _Counters:
+    """Mutable counters behind ``SrpStats`` (same field names)."""
+
+    __slots__ = ("orf_token_tx", "orf_token_rx", "mcast_tx", "mcast_rx", "mcast_retx",
+                 "mcast_duplicate", "memb_join_tx", "memb_join_rx", "join_ignored",
+                 "merge_detect_tx", "merge_detect_rx", "commit_token_tx", "commit_token_rx",
+                 "commit_token_dropped", "commit_tokens_created", "hold_cancel_tx",
+                 "hold_cancel_rx", "token_holds", "token_hold_releases", "token_retransmits",
+                 "token_duplicate", "token_dropped_wrong_ring", "operational_entered",
+                 "gather_entered", "commit_entered", "recovery_entered", "token_lost",
+                 "consensus_timeouts", "failed_to_receive", "leaves_received",
+                 "rx_malformed", "rx_from_self", "rx_foreign_ring", "rx_out_of_window",
+                 "rtr_foreign_dropped", "frames_delivered", "messages_delivered",
+                 "frames_freed", "recovery_frames_sent", "recovery_frames_dropped",
+                 "submit_rejected")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SrpStats:
+    """A snapshot of the core's counters (corosync's stats.srp.* in spirit).
+
+    Every field is a count since the core was created; ``state`` and
+    ``ring_id`` are the current values, ``sort_queue_frames`` the frames held.
+    """
+
+    state: str
+    ring_id: tuple[int, int]
+    sort_queue_frames: int
+    orf_token_tx: int
+    orf_token_rx: int
+    mcast_tx: int
+    mcast_rx: int
+    mcast_retx: int
+    mcast_duplicate: int
+    memb_join_tx: int
+    memb_join_rx: int
+    join_ignored: int
+    merge_detect_tx: int
+    merge_detect_rx: int
+    commit_token_tx: int
+    commit_token_rx: int
+    commit_token_dropped: int
+    commit_tokens_created: int
+    hold_cancel_tx: int
+    hold_cancel_rx: int
+    token_holds: int
+    token_hold_releases: int
+    token_retransmits: int
+    token_duplicate: int
+    token_dropped_wrong_ring: int
+    operational_entered: int
+    gather_entered: int
+    commit_entered: int
+    recovery_entered: int
+    token_lost: int
+    consensus_timeouts: int
+    failed_to_receive: int
+    leaves_received: int
+    rx_malformed: int
+    rx_from_self: int
+    rx_foreign_ring: int
+    rx_out_of_window: int
+    rtr_foreign_dropped: int
+    frames_delivered: int
+    messages_delivered: int
+    frames_freed: int
+    recovery_frames_sent: int
+    recovery_frames_dropped: int
+    submit_rejected: int
+
+
+class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
+    """One node's Totem SRP protocol engine.
+
+    Args:
+        node_id: this node's id (1 .. 2**32-1).
+        params: timers and constants.
+        rng: injected randomness (only used for jitter; None: seeded by node id).
+        initial_seq: the frame seq every new ring starts at (tests use a value
+            near 2**32 to exercise wrap-around).
+    """
+
+    def __init__(self, node_id: int, params: TotemParams | None = None,
+                 rng: random.Random | None = None, initial_seq: int = 0) -> None:
+        if not 0 < node_id <= 0xFFFFFFFF:
+            raise ValueError(f"node_id must be within 1..2**32-1, got {node_id}")
+        self._node_id = node_id
+        self._params = params if params is not None else TotemParams()
+        self._rng = rng if rng is not None else random.Random(node_id)
+        self._initial_seq = initial_seq & 0xFFFFFFFF
+        self._packer = Packer(self._params.frame_payload_max, self._params.max_message_size,
+                              self._params.max_queued_bytes)
+        self._unpacker = Unpacker(self._params.max_message_size)
+        self._counters = _Counters()
+        self._actions: list[Action] = []
+        self._now = 0.0
+        self._state = State.INITIAL
+        self._timers: dict[Timer, float] = {}
+        # Ring identity: my_ring_id is the ring I am in or forming (persisted).
+        self._ring_id = RingId(node_id, 0)
+        self._high_ring_seq_seen = 0
+        self._installed = RingState(self._ring_id, (node_id,), self._initial_seq)
+        self._ring: RingState | None = None
+        self._reg_delivered = False
+        # Membership.
+        self._proc: set[int] = {node_id}
+        self._failed: set[int] = set()
+        self._consensus: set[int] = {node_id}
+        # Recovery.
+        self._trans_members: tuple[int, ...] = ()
+        self._agreed_safe_line = 0
+        self._retransmit_queue: deque[Mcast] = deque()
+        self._reset_token_state()
+
+    def _reset_token_state(self) -> None:
+        """Per-ring token bookkeeping, reset when a new ring is adopted."""
+        self._token_seq_seen: int | None = None
+        self._commit_token_seq_seen: int | None = None
+        self._last_token: tuple[int, bytes] | None = None
+        self._held_token: OrfToken | None = None
+        self._previous_sent = 0
+        self._previous_backlog = 0
+        self._previous_token_aru: int | None = None
+        self._aru_stuck_rotations = 0
+        self._unchanged_rotations = 0
+        self._hold_cancel_sent = False
+        self._retrans_counted = False
+        self._recovery_visits = 0
+        self._install_seq: int | None = None
+        self._originated_orf_token = False
+
+    # ---- public interface -------------------------------------------------------
+
+    @property
+    def node_id(self) -> int:
+        """This node's id."""
+        return self._node_id
+
+    @property
+    def state(self) -> State:
+        """The current membership state."""
+        return self._state
+
+    @property
+    def ring_id(self) -> RingId:
+        """The ring this node is in (or forming)."""
+        return self._ring_id
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Members of the last installed ring."""
+        return self._installed.members
+
+    @property
+    def params(self) -> TotemParams:
+        """The timers and constants in force."""
+        return self._params
+
+    def start(self, now_ms: float, persisted_ring_seq: int | None) -> None:
+        """Start the node: load the ring seq, bump it, and enter GATHER.
+
+        Args:
+            now_ms: the driver's clock.
+            persisted_ring_seq: the ring seq stored by a previous incarnation,
+                or None if there is none (first start, or the file was lost).
+                It is bumped by one so a fast restart never reuses a ring id
+                (c:3675dace).
+
+        Raises:
+            RuntimeError: the core was already started.
+        """
+        if self._state is not State.INITIAL:
+            raise RuntimeError("start() called twice")
+        self._now = now_ms
+        seq = 0 if persisted_ring_seq is None else persisted_ring_seq + 1
+        self._ring_id = RingId(self._node_id, seq)
+        self._high_ring_seq_seen = seq
+        self._installed = RingState(self._ring_id, (self._node_id,), self._initial_seq)
+        self._actions.append(PersistRingSeq(seq))
+        self._gather_enter(GatherReason.STARTUP)
+
+    def receive(self, data: bytes, now_ms: float) -> None:
+        """Handle one packet from the network; bad packets are counted and dropped.
+
+        Args:
+            data: the packet bytes.
+            now_ms: the driver's clock.
+
+        Raises:
+            NotStarted: called before ``start``.
+        """
+        self._check_running(now_ms)
+        if self._state is State.LEFT:
+            return
+        try:
+            packet = codec.decode(data)
+        except DecodeError as error:
+            self._counters.rx_malformed += 1
+            log.debug("node %d dropped a malformed packet: %s", self._node_id, error)
+            return
+        if packet.sender == self._node_id and not isinstance(packet, (OrfToken, CommitToken)):
+            # Our own multicast looped back (we deliver our own frames
+            # directly); tokens to ourselves are legitimate in a singleton ring.
+            self._counters.rx_from_self += 1
+            return
+        kind = type(packet)
+        if kind is Mcast:
+            self._on_mcast(packet)
+        elif kind is OrfToken:
+            self._on_token(packet)
+        elif kind is Join:
+            self._on_join(packet)
+        elif kind is CommitToken:
+            self._on_commit_token(packet)
+        elif kind is MergeDetect:
+            self._on_merge_detect(packet)
+        elif kind is TokenHoldCancel:
+            self._on_hold_cancel(packet)
+
+    def timer_expired(self, timer: Timer, now_ms: float) -> None:
+        """A timer fired. Stale firings (cancelled, re-armed later) are ignored.
+
+        Args:
+            timer: which timer.
+            now_ms: the driver's clock.
+        """
+        self._check_running(now_ms)
+        deadline = self._timers.get(timer)
+        if deadline is None or now_ms + 1e-9 < deadline:
+            return
+        del self._timers[timer]
+        state = self._state
+        if timer is Timer.TOKEN_LOSS:
+            reason = {State.OPERATIONAL: GatherReason.TOKEN_LOST_OPERATIONAL,
+                      State.COMMIT: GatherReason.TOKEN_LOST_COMMIT,
+                      State.RECOVERY: GatherReason.TOKEN_LOST_RECOVERY}.get(state)
+            if reason is not None:
+                self._counters.token_lost += 1
+                self._gather_enter(reason)
+        elif timer is Timer.TOKEN_RETRANSMIT:
+            self._retransmit_token()
+        elif timer is Timer.TOKEN_HOLD:
+            self._release_held_token()
+        elif timer is Timer.JOIN:
+            if state is State.GATHER:
+                self._on_join_timer()
+        elif timer is Timer.CONSENSUS:
+            if state is State.GATHER:
+                self._on_consensus_timeout()
+        elif timer is Timer.MERGE_DETECT:
+            self._on_merge_timer()
+
+    def submit(self, message: bytes, safe: bool = False, handle: Any = None) -> None:
+        """Queue an application message for totally ordered delivery.
+
+        Args:
+            message: up to ``params.max_message_size`` bytes.
+            safe: deliver only once every member is known to have it.
+            handle: reported in ``Originated`` when its last part is stamped.
+
+        Raises:
+            SubmitRejected: too large, or the send queue is full.
+        """
+        try:
+            self._packer.submit(message, safe, handle)
+        except (MessageTooLarge, QueueFull) as error:
+            self._counters.submit_rejected += 1
+            raise SubmitRejected(str(error)) from error
+        if self._state is not State.INITIAL:
+            self._ask_hold_release()
+
+    def leave(self, now_ms: float) -> None:
+        """Leave the ring gracefully: multicast a leave, then ignore everything."""
+        self._check_running(now_ms)
+        if self._state is State.LEFT:
+            return
+        self._failed.add(self._node_id)
+        self._proc.discard(self._node_id)
+        leave = Join(sender=self._node_id, ring_seq=self._ring_id.seq,
+                     proc=frozenset(self._proc), failed=frozenset(self._failed))
+        self._actions.append(self._multicast(codec.encode(leave)))
+        for timer in list(self._timers):
+            self._cancel_timer(timer)
+        self._set_state(State.LEFT, None)
+
+    def take_actions(self) -> list[Action]:
+        """The actions produced since the last call, in order."""
+        actions = self._actions
+        self._actions = []
+        return actions
+
+    def queued_frames(self) -> int:
+        """Frames' worth of application data waiting to be originated."""
+        return self._packer.pending_frames()
+
+    def stats(self) -> SrpStats:
+        """A frozen snapshot of the counters."""
+        counters = self._counters
+        values = {name: getattr(counters, name) for name in _Counters.__slots__}
+        held = len(self._installed.queue) + (len(self._ring.queue) if self._ring is not None
+                                             and self._ring is not self._installed else 0)
+        return SrpStats(state=self._state.value, ring_id=tuple(self._ring_id),
+                        sort_queue_frames=held, **values)
+
+    # ---- helpers shared by the mixins ------------------------------------------
+
+    def _check_running(self, now_ms: float) -> None:
+        if self._state is State.INITIAL:
+            raise NotStarted("the core must be started before it gets events")
+        self._now = now_ms
+
+    @staticmethod
+    def _multicast(data: bytes):
+        from totemd.srp.actions import SendMulticast
+        return SendMulticast(data)
+
+    def _set_timer(self, timer: Timer, delay_ms: float) -> None:
+        deadline = self._now + delay_ms
+        self._timers[timer] = deadline
+        self._actions.append(SetTimer(timer, deadline))
+
+    def _cancel_timer(self, timer: Timer) -> None:
+        if self._timers.pop(timer, None) is not None:
+            self._actions.append(CancelTimer(timer))
+
+    def _set_state(self, new: State, reason: GatherReason | None) -> None:
+        old = self._state
+        self._state = new
+        if reason is not None:
+            text = f"node {self._node_id} entered {new.value}: {reason.value} in {old.value}" \
+                if reason is not GatherReason.STARTUP else \
+                f"node {self._node_id} entered {new.value}: {reason.value}"
+            if reason.value.endswith(old.value):
+                text = f"node {self._node_id} entered {new.value}: {reason.value}"
+        else:
+            text = f"node {self._node_id} entered {new.value} (ring {self._ring_id.rep}.{self._ring_id.seq})"
+        log.info(text)
+        self._actions.append(StateChanged(old=old, new=new, reason=reason, text=text))
+
+
+assert {f.name for f in fields(SrpStats)} == set(_Counters.__slots__) | {
+    "state", "ring_id", "sort_queue_frames"}

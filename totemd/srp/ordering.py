@@ -1,0 +1,369 @@
+"""Ordering and reliability: the regular token and frames (totem.md §2.2).
+
+A mixin of ``SrpCore``: the state lives on the core instance (see core.py for
+the fields). This module handles a regular token visit in OPERATIONAL and
+RECOVERY, the receipt of frames, agreed and safe delivery, garbage
+collection, the idle token hold, and FAILED TO RECEIVE.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from totemd.codec import encode_mcast, encode
+from totemd.srp import flow
+from totemd.srp.actions import (Deliver, GatherReason, Originated, SendMulticast, SendUnicast,
+                                State, Timer)
+from totemd.srp.messages import Mcast, OrfToken, RtrEntry, TokenHoldCancel
+from totemd.srp.params import RTR_LIST_MAX, SORT_QUEUE_MAX
+from totemd.srp.ringstate import RingState
+from totemd.srp.seqnum import SEQ_MASK, seq_diff, seq_ge, seq_lt, seq_min, seq_max
+
+if TYPE_CHECKING:
+    from totemd.srp.core import SrpCore
+
+__all__ = ["OrderingMixin"]
+
+
+class OrderingMixin:
+    """Regular token and frame handling of ``SrpCore``."""
+
+    # ---- frames -----------------------------------------------------------------
+
+    def _on_mcast(self: SrpCore, frame: Mcast) -> None:
+        self._counters.mcast_rx += 1
+        ring = self._ring
+        state = self._state
+        if ring is not None and frame.ring_id == ring.ring_id:
+            if seq_diff(frame.seq, ring.high_delivered) > SORT_QUEUE_MAX:
+                self._counters.rx_out_of_window += 1
+                return
+            if not ring.insert(frame):
+                self._counters.mcast_duplicate += 1
+                return
+            inner = frame.inner
+            if inner is not None and state is State.RECOVERY:
+                self._insert_old_ring_frame(inner)
+            if state is State.OPERATIONAL:
+                self._deliver_ready(ring)
+            return
+        installed = self._installed
+        if frame.ring_id == installed.ring_id:
+            # A late frame of the ring we left: still useful until we commit
+            # to a new ring (after that our commit-token entry is fixed).
+            if state is State.GATHER and frame.inner is None:
+                if seq_diff(frame.seq, installed.high_delivered) <= SORT_QUEUE_MAX:
+                    installed.insert(frame)
+            return
+        self._counters.rx_foreign_ring += 1
+        if state is State.OPERATIONAL and frame.sender not in installed.members:
+            self._merge_with(frame.sender, GatherReason.FOREIGN_MCAST)
+
+    def _insert_old_ring_frame(self: SrpCore, inner: Mcast) -> None:
+        """Keep an old-ring frame recovered through the new ring (RECOVERY)."""
+        installed = self._installed
+        if inner.ring_id != installed.ring_id:
+            return
+        if seq_diff(inner.seq, installed.high_delivered) > SORT_QUEUE_MAX:
+            return
+        installed.insert(inner)
+
+    def _deliver_ready(self: SrpCore, ring: RingState) -> None:
+        """Deliver in seq order: agreed up to aru, safe up to the safe line."""
+        nxt = (ring.high_delivered + 1) & SEQ_MASK
+        queue = ring.queue
+        aru = ring.aru
+        if not seq_ge(aru, nxt):
+            return
+        safe_line = ring.safe_line
+        ring_id = ring.ring_id
+        feed = self._unpacker.feed
+        emit = self._actions.append
+        counters = self._counters
+        while True:
+            frame = queue[nxt]
+            if frame.safe and seq_lt(safe_line, nxt):
+                break
+            ring.high_delivered = nxt
+            if frame.inner is None:
+                counters.frames_delivered += 1
+                for message in feed(frame.sender, frame.payload):
+                    emit(Deliver(frame.sender, ring_id, nxt, frame.safe, message))
+                    counters.messages_delivered += 1
+            if nxt == aru:
+                break
+            nxt = (nxt + 1) & SEQ_MASK
+
+    # ---- the regular token ----------------------------------------------------
+
+    def _on_token(self: SrpCore, token: OrfToken) -> None:
+        counters = self._counters
+        counters.orf_token_rx += 1
+        ring = self._ring
+        state = self._state
+        if (ring is None or token.ring_id != ring.ring_id
+                or (state is not State.OPERATIONAL and state is not State.RECOVERY)):
+            counters.token_dropped_wrong_ring += 1
+            return
+        seen = self._token_seq_seen
+        if seen is not None and not seq_lt(seen, token.token_seq):
+            # A retransmitted or duplicated token: it must not reset the timers
+            # nor move any aru bookkeeping (c:79c60fd0, c:b8878d2e).
+            counters.token_duplicate += 1
+            return
+        self._token_seq_seen = token.token_seq
+        self._visit_token(ring, token)
+
+    def _visit_token(self: SrpCore, ring: RingState, token: OrfToken) -> None:
+        """One visit of the regular token (steps 2-9 of totem.md §2.2)."""
+        params = self._params
+        me = self._node_id
+        operational = self._state is State.OPERATIONAL
+        self._cancel_timer(Timer.TOKEN_RETRANSMIT)
+        my_backlog = self._my_backlog()
+        allowed = flow.transmits_allowed(params.max_messages, params.window_size, token.fcc,
+                                         token.backlog, my_backlog, self._previous_backlog)
+        rtr, sent = self._serve_retransmit_requests(ring, token.rtr, allowed)
+        seq = token.seq
+        room = flow.sort_queue_room(seq, token.aru, params.window_size)
+        budget = min(allowed - sent, room)
+        if budget > 0:
+            if operational:
+                seq, count = self._originate_new(ring, seq, budget)
+            else:
+                seq, count = self._originate_recovery(ring, seq, budget)
+            sent += count
+        self._request_missing(ring, seq, rtr)
+        aru, aru_addr = token.aru, token.aru_addr
+        if seq_lt(ring.aru, aru) or aru_addr == me or aru_addr == 0:
+            aru = ring.aru
+            aru_addr = 0 if aru == seq else me
+        if self._check_failed_to_receive(token):
+            return
+        retrans_pending = self._update_retrans_pending(token.retrans_pending)
+        fcc = flow.update_fcc(token.fcc, sent, self._previous_sent)
+        self._previous_sent = sent
+        backlog_now = self._my_backlog()
+        backlog = flow.update_backlog(token.backlog, backlog_now, self._previous_backlog)
+        self._previous_backlog = backlog_now
+        last = ring.last_aru_forwarded
+        if last is not None:
+            line = seq_min(aru, last)
+            if seq_lt(ring.safe_line, line):
+                ring.safe_line = line
+        ring.last_aru_forwarded = aru
+        if seq == token.seq:
+            self._unchanged_rotations += 1
+        else:
+            self._unchanged_rotations = 0
+            self._hold_cancel_sent = False
+        out = OrfToken(sender=me, ring_id=ring.ring_id, seq=seq,
+                       token_seq=(token.token_seq + 1) & SEQ_MASK, aru=aru, aru_addr=aru_addr,
+                       fcc=fcc, backlog=backlog, retrans_pending=retrans_pending, rtr=tuple(rtr))
+        self._token_seq_seen = out.token_seq
+        self._set_timer(Timer.TOKEN_LOSS, params.effective_token_ms)
+        if operational:
+            self._deliver_ready(ring)
+            limit = seq_min(ring.safe_line, ring.high_delivered)
+            self._counters.frames_freed += ring.free_up_to(limit)
+        if self._should_hold(ring, out):
+            self._held_token = out
+            self._counters.token_holds += 1
+            self._set_timer(Timer.TOKEN_HOLD, params.hold_ms)
+        else:
+            self._forward_token(out)
+        if not operational:
+            self._maybe_install(ring, out)
+
+    def _serve_retransmit_requests(self: SrpCore, ring: RingState, requests: tuple[RtrEntry, ...],
+                                   allowed: int) -> tuple[list[RtrEntry], int]:
+        """Re-multicast requested frames we hold; the rest stay on the list."""
+        if not requests:
+            return [], 0
+        keep: list[RtrEntry] = []
+        sent = 0
+        queue = ring.queue
+        ring_id = ring.ring_id
+        for entry in requests:
+            if entry.ring_id != ring_id:
+                self._counters.rtr_foreign_dropped += 1
+                continue
+            frame = queue.get(entry.seq) if sent < allowed else None
+            if frame is None:
+                keep.append(entry)
+                continue
+            self._actions.append(SendMulticast(encode_mcast(frame)))
+            self._counters.mcast_retx += 1
+            sent += 1
+        return keep, sent
+
+    def _originate_new(self: SrpCore, ring: RingState, seq: int, budget: int) -> tuple[int, int]:
+        """Stamp up to ``budget`` packed frames with new seqs and multicast them."""
+        take = self._packer.take_frame
+        emit = self._actions.append
+        me = self._node_id
+        ring_id = ring.ring_id
+        count = 0
+        while count < budget:
+            frame = take()
+            if frame is None:
+                break
+            seq = (seq + 1) & SEQ_MASK
+            mcast = Mcast(sender=me, ring_id=ring_id, seq=seq, safe=frame.safe,
+                          payload=frame.payload)
+            ring.insert(mcast)
+            emit(SendMulticast(encode_mcast(mcast)))
+            if frame.completed:
+                emit(Originated(ring_id, seq, frame.completed))
+            count += 1
+        self._counters.mcast_tx += count
+        return seq, count
+
+    def _originate_recovery(self: SrpCore, ring: RingState, seq: int,
+                            budget: int) -> tuple[int, int]:
+        """Re-send old-ring frames, each wrapped in a new-ring frame."""
+        queue = self._retransmit_queue
+        emit = self._actions.append
+        count = 0
+        while queue and count < budget:
+            inner = queue.popleft()
+            seq = (seq + 1) & SEQ_MASK
+            mcast = Mcast(sender=self._node_id, ring_id=ring.ring_id, seq=seq, safe=False,
+                          payload=b"", inner=inner)
+            ring.insert(mcast)
+            emit(SendMulticast(encode_mcast(mcast)))
+            count += 1
+        self._counters.mcast_tx += count
+        self._counters.recovery_frames_sent += count
+        return seq, count
+
+    def _request_missing(self: SrpCore, ring: RingState, seq: int, rtr: list[RtrEntry]) -> None:
+        """Add my holes to the rtr list once seen missing miss_count_const times."""
+        if not seq_lt(ring.aru, seq) or len(rtr) >= RTR_LIST_MAX:
+            return
+        queue = ring.queue
+        misses = ring.miss_counts
+        threshold = self._params.miss_count_const
+        listed = {entry.seq for entry in rtr}
+        ring_id = ring.ring_id
+        s = ring.aru
+        while s != seq and len(rtr) < RTR_LIST_MAX:
+            s = (s + 1) & SEQ_MASK
+            if s in queue:
+                continue
+            count = misses.get(s, 0) + 1
+            misses[s] = count
+            if count >= threshold and s not in listed:
+                rtr.append(RtrEntry(ring_id, s))
+        if len(misses) > 4 * RTR_LIST_MAX:
+            aru = ring.aru
+            for stale in [k for k in misses if not seq_lt(aru, k)]:
+                del misses[stale]
+
+    def _check_failed_to_receive(self: SrpCore, token: OrfToken) -> bool:
+        """FAILED TO RECEIVE (corosync's self-accusing variant, c:d4db2ea5)."""
+        if (token.aru == self._previous_token_aru and token.aru_addr != 0
+                and token.aru != token.seq):
+            self._aru_stuck_rotations += 1
+        else:
+            self._aru_stuck_rotations = 0
+        self._previous_token_aru = token.aru
+        if (self._aru_stuck_rotations >= self._params.fail_recv_const
+                and token.aru_addr == self._node_id and self._state is State.OPERATIONAL):
+            self._counters.failed_to_receive += 1
+            self._failed.update(m for m in self._installed.members if m != self._node_id)
+            self._gather_enter(GatherReason.FAILED_TO_RECEIVE)
+            return True
+        return False
+
+    def _my_backlog(self: SrpCore) -> int:
+        if self._state is State.OPERATIONAL:
+            return self._packer.pending_frames()
+        return len(self._retransmit_queue)
+
+    # ---- forwarding, retransmission and the idle hold -------------------------
+
+    def _forward_token(self: SrpCore, token: OrfToken) -> None:
+        ring = self._ring
+        assert ring is not None
+        self._held_token = None
+        self._cancel_timer(Timer.TOKEN_HOLD)
+        data = encode(token)
+        dest = self._successor(ring.members)
+        self._last_token = (dest, data)
+        self._actions.append(SendUnicast(dest, data))
+        self._counters.orf_token_tx += 1
+        self._set_timer(Timer.TOKEN_RETRANSMIT, self._params.token_retransmit_ms)
+
+    def _successor(self: SrpCore, members: tuple[int, ...]) -> int:
+        index = members.index(self._node_id)
+        return members[(index + 1) % len(members)]
+
+    def _should_hold(self: SrpCore, ring: RingState, token: OrfToken) -> bool:
+        """The representative holds an idle token (corosync's extension)."""
+        if (self._state is not State.OPERATIONAL or ring.ring_id.rep != self._node_id
+                or self._unchanged_rotations < self._params.seqno_unchanged_const
+                or self._packer.pending_frames()):
+            return False
+        if token.rtr and self._params.cancel_token_hold_on_retransmit:
+            return False
+        return token.aru == token.seq
+
+    def _release_held_token(self: SrpCore) -> None:
+        held = self._held_token
+        if held is not None:
+            self._counters.token_hold_releases += 1
+            self._forward_token(held)
+
+    def _on_hold_cancel(self: SrpCore, message: TokenHoldCancel) -> None:
+        self._counters.hold_cancel_rx += 1
+        ring = self._ring
+        if ring is not None and message.ring_id == ring.ring_id:
+            self._unchanged_rotations = 0
+            self._release_held_token()
+
+    def _ask_hold_release(self: SrpCore) -> None:
+        """On submit: wake an idle ring (release our hold, or ask the rep)."""
+        ring = self._ring
+        if self._state is not State.OPERATIONAL or ring is None:
+            return
+        if self._held_token is not None:
+            self._unchanged_rotations = 0
+            self._release_held_token()
+            return
+        if (self._unchanged_rotations >= self._params.seqno_unchanged_const
+                and not self._hold_cancel_sent):
+            self._hold_cancel_sent = True
+            self._actions.append(SendMulticast(encode(
+                TokenHoldCancel(sender=self._node_id, ring_id=ring.ring_id))))
+            self._counters.hold_cancel_tx += 1
+
+    def _retransmit_token(self: SrpCore) -> None:
+        if self._last_token is None or self._state in (State.GATHER, State.LEFT):
+            return
+        dest, data = self._last_token
+        self._actions.append(SendUnicast(dest, data))
+        self._counters.token_retransmits += 1
+        self._set_timer(Timer.TOKEN_RETRANSMIT, self._params.token_retransmit_ms)
+
+    # ---- recovery bookkeeping on the token ------------------------------------
+
+    def _update_retrans_pending(self: SrpCore, pending: int) -> int:
+        """Count nodes that still hold old-ring frames to re-send (RECOVERY).
+
+        Our token carries a count instead of corosync's flag: a node adds one
+        while its queue is non-empty and removes it when the queue drains, so
+        zero on a visit after a full rotation means every node has sent
+        everything (a flag can be cleared by a node that set it earlier while
+        another still has frames).
+        """
+        if self._state is not State.RECOVERY:
+            return 0
+        if self._retransmit_queue and not self._retrans_counted:
+            self._retrans_counted = True
+            pending += 1
+        elif not self._retransmit_queue and self._retrans_counted:
+            self._retrans_counted = False
+            pending = max(0, pending - 1)
+        self._recovery_visits += 1
+        return pending
