@@ -328,3 +328,19 @@ def test_memory_event_logs_feed_the_checker_directly() -> None:
     # The same logs with node 2 missing the message break S9.
     del records[(2, 1)][1]
     assert check_records(records).violated == ("S9",)
+
+
+def test_long_cycle_is_found_without_recursion() -> None:
+    """S8 is iterative: a cycle through 20 000 messages (far past Python's
+    recursion limit) is found, and its witness is that cycle."""
+    h = History()
+    n1, n2 = h.node(1).reg(R4, [1, 2]), h.node(2).reg(R4, [1, 2])
+    messages = [n1.send(R4) for _ in range(20_000)]
+    n1.trans(R4, R8, [1]).deliver_all(messages).reg(R8, [1]).stop()
+    n2.trans(R4, (2, 8), [2]).deliver(messages[-1], seq=0).deliver(messages[0], seq=1)
+    n2.reg((2, 8), [2]).stop()
+    report = check_records(h.records())
+    s8 = report.result("S8")
+    assert not s8.ok
+    assert "cycle of 20000 edges" in s8.witness
+    assert "19991 more edges" in s8.witness and len(s8.witness) < 2000

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet-from", type=int, metavar="T_NS",
                         help="declare a quiet window from T_NS (records' clock) for L1-L3")
     parser.add_argument("--quiet-until", type=int, metavar="T_NS",
-                        help="end of that window (default: the last record's time)")
+                        help="end of that window (default: the first clean stop at or after "
+                             "its start, else the last record)")
     parser.add_argument("--quiet-drain", type=int, default=0, metavar="NS",
                         help="L2 ignores messages submitted in the last NS of the window")
     parser.add_argument("--ring-seq-not-persisted", action="store_true",
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if args.quiet_from is not None:
             end = args.quiet_until
             if end is None:
-                end = _last_time(args.directory)
+                end = _default_end(args.directory, args.quiet_from)
             if end < args.quiet_from or not 0 <= args.quiet_drain <= end - args.quiet_from:
                 print(f"coro check-evs: bad quiet window {args.quiet_from}..{end} "
                       f"(drain {args.quiet_drain})", file=sys.stderr)
@@ -59,9 +60,15 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _last_time(directory: str) -> int:
+def _default_end(directory: str, start: int) -> int:
+    """Where a window opened with --quiet-from ends by default: at the first
+    clean stop at or after ``start`` (the harness starts shutting the cluster
+    down there), else at the last record."""
     from .history import build_history, load_directory
 
     records, _windows, notes, sources = load_directory(directory)
     history = build_history(records, notes=notes, sources=sources)
+    stops = [i.end_t for i in history.incarnations if i.stopped and i.end_t >= start]
+    if stops:
+        return min(stops)
     return max(i.end_t for i in history.incarnations)

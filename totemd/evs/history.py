@@ -324,14 +324,19 @@ def _index_incarnation(
     current: Conf | None = None
     ended = False
     for number, record in enumerate(records, start=1):
-        check.line = record.get("__line", number) if isinstance(record, Mapping) else number
-        if not isinstance(record, Mapping):
+        if type(record) is not dict and not isinstance(record, Mapping):
+            check.line = number
             raise check.fail("a record must be a JSON object")
-        if check.integer(record, "node") != node or check.integer(record, "inc") != inc:
+        check.line = record.get("__line", number)
+        if record.get("node") != node or record.get("inc") != inc:
+            check.integer(record, "node")
+            check.integer(record, "inc")
             raise check.fail(
                 f"record of node {record['node']} inc {record['inc']} in the log of n{node}.{inc}"
             )
-        t = check.integer(record, "t")
+        t = record.get("t")
+        if type(t) is not int:
+            t = check.integer(record, "t")
         ev = check.field(record, "ev")
         if ev not in _EVENTS:
             raise check.fail(f"unknown event {ev!r}")
@@ -382,9 +387,45 @@ def _add_conf(check: _Checker, record: Mapping[str, Any], t: int, incarnation: I
     return conf
 
 
+def _fast_ring(value: Any) -> RingId | None:
+    if (type(value) is list or type(value) is tuple) and len(value) == 2:
+        rep, seq = value
+        if type(rep) is int and type(seq) is int:
+            return (rep, seq)
+    return None
+
+
+def _fast_delivery(record: Mapping[str, Any], t: int, line: int,
+                   current: Conf | None) -> Delivery | None:
+    """The common case without per-field calls; None sends the record to the
+    careful path, which names what is wrong."""
+    try:
+        mid, sender, sinc, sseq = record["mid"], record["sender"], record["sinc"], record["sseq"]
+        seq, safe, crc = record["seq"], record["safe"], record["crc"]
+        orig_ring, raw_conf = _fast_ring(record["orig_ring"]), record["in_conf"]
+    except KeyError:
+        return None
+    if not (type(mid) is str and mid and type(sender) is int and type(sinc) is int
+            and type(sseq) is int and type(seq) is int and type(safe) is bool
+            and type(crc) is int and orig_ring is not None):
+        return None
+    in_conf: ConfKey
+    reg = _fast_ring(raw_conf)
+    if reg is not None:
+        in_conf = ("REG", reg)
+    elif (type(raw_conf) is list or type(raw_conf) is tuple) and len(raw_conf) == 2:
+        old, new = _fast_ring(raw_conf[0]), _fast_ring(raw_conf[1])
+        if old is None or new is None:
+            return None
+        in_conf = ("TRANS", (old, new))
+    else:
+        return None
+    return Delivery(mid, sender, sinc, sseq, orig_ring, seq, safe, crc, in_conf, t, line, current)
+
+
 def _add_delivery(check: _Checker, record: Mapping[str, Any], t: int, incarnation: Incarnation,
                   current: Conf | None, history: History) -> None:
-    delivery = Delivery(
+    delivery = _fast_delivery(record, t, check.line, current) or Delivery(
         mid=check.string(record, "mid"),
         sender=check.integer(record, "sender"),
         sinc=check.integer(record, "sinc"),

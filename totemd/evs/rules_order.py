@@ -9,6 +9,9 @@ from typing import Any
 from .history import ConfKey, History, Incarnation, conf_label
 from .report import Findings, RuleResult
 
+# A longer cycle is shown as its first and last edges.
+MAX_CYCLE_STEPS_SHOWN = 12
+
 
 def _label(vertex: tuple[str, Any]) -> str:
     kind, value = vertex
@@ -61,6 +64,9 @@ def check_s8(history: History) -> RuleResult:
     steps = []
     for a, b in zip(cycle, cycle[1:]):
         steps.append(f"{_label(vertices[a])} -> {_label(vertices[b])} ({edge_source[(a, b)].name})")
+    if len(steps) > MAX_CYCLE_STEPS_SHOWN:
+        hidden = len(steps) - MAX_CYCLE_STEPS_SHOWN + 1
+        steps = [*steps[: MAX_CYCLE_STEPS_SHOWN - 3], f"... {hidden} more edges ...", *steps[-2:]]
     findings.add(f"cycle of {len(cycle) - 1} edges: " + "; ".join(steps))
     return findings.result()
 
