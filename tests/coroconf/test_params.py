@@ -1,0 +1,37 @@
+"""The Totem core's parameters from the config, checked against totemd.srp."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import coroconf
+
+from .helpers import load_udpu, nodes, udpu
+
+srp = pytest.importorskip("totemd.srp", reason="the Totem core (totemd.srp) is not in this tree")
+
+
+def test_every_kwarg_is_a_totem_params_field():
+    names = {field.name for field in dataclasses.fields(srp.TotemParams)}
+    assert set(coroconf.totem_params_kwargs(load_udpu())) <= names
+
+
+@pytest.mark.parametrize("count,extra", [(2, ""), (3, ""), (5, "\ttoken: 1000\n"),
+                                         (4, "\ttoken_retransmits_before_loss_const: 10\n")])
+def test_core_runs_with_corosyncs_numbers(count, extra):
+    config = coroconf.loads(udpu(extra, nodes(count)))
+    params = coroconf.totem_params(config)
+    assert params.effective_token_ms == config.totem.token_ms
+    assert (params.token_retransmit_ms, params.hold_ms, params.consensus_ms) == (
+        config.totem.token_retransmit_ms, config.totem.hold_ms, config.totem.consensus_ms)
+    assert (params.join_ms, params.merge_ms, params.window_size, params.netmtu) == (
+        config.totem.join_ms, config.totem.merge_ms, config.totem.window_size,
+        config.totem.netmtu)
+
+
+def test_core_objections_surface_as_its_error():
+    config = load_udpu("\twindow_size: 10\n\tmax_messages: 20\n")
+    with pytest.raises(srp.ParamsError, match="max_messages"):
+        coroconf.totem_params(config)
