@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from .errors import ConfigValueError
 from ._parser import RawItem, RawSection
 from ._values import convert_value, nearest
-from .schema import (FREEFORM_SECTIONS, LEGACY_SECTIONS, SECTIONS, SUBSECTIONS, KeySpec,
-                     key_spec)
+from .schema import (FREEFORM_SECTIONS, LEGACY_SECTIONS, MAX_RING_NUMBER, RING_ADDR, SECTIONS,
+                     SUBSECTIONS, KeySpec, key_spec)
 
 __all__ = ["SourceItem", "Flattened", "flatten"]
 
@@ -76,7 +76,10 @@ for _path, _keys in SECTIONS.items():
 def _unknown_key(item: RawItem, section: str, filename: str) -> ConfigValueError:
     keys = SECTIONS.get(section, {})
     where = f"in section '{section}'" if section else "outside any section"
-    if item.key in SUBSECTIONS.get(section, ()):
+    ring = RING_ADDR.fullmatch(item.key)
+    if section == "nodelist.node" and ring:
+        hint = f" (link numbers go from 0 to {MAX_RING_NUMBER})"
+    elif item.key in SUBSECTIONS.get(section, ()):
         hint = f" ('{item.key}' is a section: write '{item.key} {{')"
     elif item.key in _HOME and section not in _HOME[item.key]:
         hint = f" ('{item.key}' belongs in section '{_HOME[item.key][0]}')"

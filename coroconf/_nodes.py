@@ -84,12 +84,23 @@ def _check_links(src: Source, nodes: list[NodeConfig]) -> None:
                                f"{_describe(src, node.position)} has none",
                                f"nodelist.node.{node.position}.ring0_addr")
             if len(node.ring_addrs) != links or None in node.ring_addrs:
-                raise src.fail("not all nodes have the same links: "
-                               f"{_describe(src, node.position)} has an address on links "
-                               f"{[n for n, a in enumerate(node.ring_addrs) if a is not None]}"
-                               f" but some node has {links} links",
+                has = ", ".join(str(n) for n, a in enumerate(node.ring_addrs) if a is not None)
+                raise src.fail("every node needs an address on the same links, but "
+                               f"{_describe(src, node.position)} has links {has} while another "
+                               f"node has links 0 to {links - 1}",
                                f"nodelist.node.{node.position}.ring0_addr")
     for link in range(links):
+        owners: dict[str, NodeConfig] = {}
+        for node in nodes:
+            address = node.ring_addrs[link] if link < len(node.ring_addrs) else None
+            if address is None:
+                continue
+            other = owners.setdefault(address, node)
+            if other is not node:
+                raise src.fail(f"ring{link}_addr {address} is given to both "
+                               f"{_describe(src, other.position)} and "
+                               f"{_describe(src, node.position)}",
+                               f"nodelist.node.{node.position}.ring{link}_addr")
         families = {}
         for node in nodes:
             address = parse_ip(node.ring_addrs[link] or "")

@@ -106,3 +106,17 @@ def test_python_dash_m_exit_codes(tmp_path):
     assert done.returncode == 1
     assert done.stderr == (f"error: {tmp_path / 'bad.conf'}:2: totem.version must be 2 (write "
                            "'version: 2' in the totem section), not 3\n")
+
+
+def test_coro_config_entry_point(tmp_path, capsys):
+    cli = pytest.importorskip("clients.cli", reason="the coro entry point is not in this tree")
+    try:
+        cli.build_parser()
+    except ImportError as error:  # another subcommand's module is broken, not ours
+        pytest.skip(f"coro cannot build its parser because of another module: {error}")
+    good = _write(tmp_path, udpu())
+    assert cli.main(["config", "check", good]) == 0
+    assert capsys.readouterr().out.startswith(f"{good}: valid;")
+    (tmp_path / "bad.conf").write_text("totem {\n")
+    assert cli.main(["config", "check", str(tmp_path / "bad.conf")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'bad.conf'}:1: ")

@@ -115,9 +115,15 @@ def test_several_links_need_names_and_the_same_links():
     named = two_links.replace("nodeid: 1\n", "nodeid: 1\n\t\tname: a\n").replace(
         "nodeid: 2\n", "nodeid: 2\n\t\tname: b\n")
     _fails(KNET + named.replace("\t\tring1_addr: 10.1.0.2\n", ""),
-           "corosync.conf:15: not all nodes have the same links: node 2 of the nodelist (b) has "
-           "an address on links [0] but some node has 2 links")
+           "corosync.conf:15: every node needs an address on the same links, but node 2 of the "
+           "nodelist (b) has links 0 while another node has links 0 to 1")
     assert len(coroconf.loads(KNET + named).nodelist) == 2
+
+
+def test_one_address_for_two_nodes():
+    _fails(udpu(rest=UDPU_NODES.replace("10.0.0.2", "10.0.0.1")),
+           "corosync.conf:11: ring0_addr 10.0.0.1 is given to both node 1 of the nodelist "
+           "(10.0.0.1) and node 2 of the nodelist (10.0.0.1)")
 
 
 def test_one_link_mixes_ip_families():

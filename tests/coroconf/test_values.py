@@ -110,6 +110,12 @@ def test_bad_addresses(address):
                            f"an IP address or host name: '{address}'")
 
 
+def test_ring_addresses_stop_at_ring7():
+    _fails(udpu(rest=UDPU_NODES.replace("nodeid: 2", "nodeid: 2\n\t\tring8_addr: 10.8.0.2")),
+           "corosync.conf:13: unknown key 'ring8_addr' in section 'nodelist.node' (link numbers "
+           "go from 0 to 7)")
+
+
 def test_interface_numbers_are_range_checked():
     _fails(udpu("\tinterface {\n\t\tmcastport: 70000\n\t}\n"),
            "corosync.conf:5: 'mcastport' in section 'totem.interface' must be a whole number "
