@@ -214,3 +214,11 @@ def test_quorum_checks_and_warnings():
     config = coroconf.loads(udpu(rest=nodes(3)) + "quorum {\n\ttwo_node: 1\n}\n", "corosync.conf")
     assert config.warnings == ("corosync.conf:20: quorum.two_node is set but the nodelist has 3 "
                                "nodes; votequorum ignores two_node with more than 2 nodes",)
+
+
+def test_totem_options_without_an_implementation_are_reported():
+    config = coroconf.loads(udpu("\tdowncheck: 500\n\tsend_join: 0\n\theartbeat_failures_allowed: 3\n"),
+                            "corosync.conf")
+    assert config.warnings == ("corosync.conf:6: not implemented, so these totem options have no "
+                               "effect: heartbeat_failures_allowed, downcheck",)
+    assert coroconf.loads(udpu("\tsend_join: 0\n")).warnings == ()
