@@ -123,3 +123,26 @@ def test_values_written_are_the_values_read(text):
         assert config.totem.netmtu == int(written["netmtu"])
     if "cluster_name" in written:
         assert config.totem.cluster_name == written["cluster_name"]
+
+
+_PIECES = st.sampled_from([
+    "totem {", "}", "nodelist {", "node {", "interface {", "logging {", "logger_subsys {",
+    "quorum {", "device {", "net {", "uidgid {", "version: 2", "transport: udpu",
+    "transport: udp", "transport: knet", "ring0_addr: 10.0.0.1", "ring0_addr: 10.0.0.2",
+    "ring1_addr: 10.1.0.1", "nodeid: 1", "nodeid: 2", "nodeid: 0", "token: 10", "token: 3000",
+    "linknumber: 3", "linknumber: 9", "mcastaddr: 239.1.1.1", "bindnetaddr: 10.0.0.0",
+    "subsys: QUORUM", "cluster_name: x", "consensus: 40", "uid: 0", "two_node: 1",
+    "crypto_cipher: aes256", "member {", "memberaddr: 10.0.0.9", "# comment", "", "token=3",
+    ": x", "{", "ttl: 2", "name: a", "secauth: on", "broadcast: yes", "model: net",
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=15)), max_size=40))
+def test_any_text_gives_a_config_or_a_config_error(lines):
+    try:
+        config = coroconf.loads("\n".join(lines), "fuzz.conf")
+    except coroconf.ConfigError as error:
+        assert str(error).startswith("fuzz.conf")
+        return
+    assert coroconf.loads(coroconf.render(config), "fuzz.conf") == config
