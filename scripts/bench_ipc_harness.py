@@ -101,10 +101,18 @@ class PayloadTable:
             index.to_bytes(8, "little") + generator.randbytes(size - 8) for index in range(count)
         ]
 
-    def batch(self) -> list[bytes]:
-        """One producer batch: whole table cycles, about 256 messages or 1 MiB."""
-        cycles = max(1, 256 // len(self.payloads))
-        return self.payloads * cycles
+    def batches(self) -> list[list[bytes]]:
+        """The producer's batches for one or more whole table cycles, in order.
+
+        A batch is 256 messages or 256 KiB, whichever is less, for every
+        transport with a batched API (a quarter of the buffer budget, so a
+        batch always fits in every transport's buffer).
+        """
+        per_batch = max(1, min(256, (BUFFER_BYTES // 4) // self.size))
+        count = len(self.payloads)
+        if per_batch >= count:
+            return [self.payloads * (per_batch // count)]
+        return [self.payloads[start:start + per_batch] for start in range(0, count, per_batch)]
 
     def explain(self, index: int, data: Any) -> CorruptDelivery:
         """Describe how message ``index`` differs from what was sent.
@@ -224,10 +232,11 @@ def produce(channel: Any, table: PayloadTable, duration_s: float, batched: bool)
     deadline = time.monotonic() + duration_s
     if batched:
         send_many = channel.send_many
-        batch = table.batch()
+        batches = table.batches()
         while True:
-            send_many(batch)
-            sent += len(batch)
+            for batch in batches:
+                send_many(batch)
+                sent += len(batch)
             if time.monotonic() >= deadline:
                 break
     else:
