@@ -1,0 +1,896 @@
+"""Single-producer single-consumer ring of variable-length messages in POSIX shm.
+
+Byte layout of a segment (all integers little-endian; the module refuses to
+load on a big-endian host, so the native 8-byte loads and stores used for the
+shared words below are also little-endian)::
+
+    header, 4096 bytes (one page, so the data area is page aligned)
+      0  u32  magic            0x474E5243 (b"CRNG")
+      4  u16  layout version   1
+      6  u16  header size      4096
+      8  u64  capacity         bytes in the data area, multiple of 64, >= 4096
+     16  u32  creator pid
+     20  u32  header check     magic ^ version ^ capacity (low 32 bits) ^ 0x5A5A5A5A
+      -- writer-owned words (only the writer stores them), own cache line --
+     64  u64  write position   bytes ever written (monotonic; offset = pos % capacity)
+     72  u64  writer pid       set when a handle first writes
+     80  u64  writer flags     bit 0 SLEEPING (waits for space), bit 1 CLOSED
+     88  u64  writer epoch     +1 each time the writer goes to sleep
+      -- reader-owned words, own cache line --
+    128  u64  read position    bytes ever consumed (read <= write <= read + capacity)
+    136  u64  reader pid
+    144  u64  reader flags     bit 0 SLEEPING (waits for data), bit 1 CLOSED
+    152  u64  reader epoch
+    data area, capacity bytes, starting at offset 4096
+
+    frame (starts 16-byte aligned in the data area; never crosses its end)
+      0  u32  kind             0x41544144 DATA or 0x44444150 PAD
+      4  u32  count            messages in the frame (0 for PAD)
+      8  u32  payload bytes    sum of the message lengths
+     12  u32  check            kind ^ count ^ payload bytes ^ 0xC0C0C0C0
+     16  u32  length[count]    padded with zeros to a multiple of 8 bytes
+      .   payloads back to back (the first is 8-byte aligned)
+      .   zero padding to a multiple of 16 bytes
+    A PAD frame fills the rest of the data area when the next frame does not
+    fit before its end; the reader skips to offset 0.
+
+Python's mmap cannot map a segment twice back to back, so a frame never wraps:
+a frame is at most capacity / 2, which guarantees that it fits either before
+the end or, after a PAD, at the start. A batch write puts many messages in one
+frame (one header, one lengths array, one copy), which is where the
+throughput comes from; a single write is a frame of one message.
+
+Publication: the writer fills a frame, then stores the write position; the
+reader reads the write position, then the frame. Positions are 8-byte aligned
+words stored with one native store (memoryview 'Q' items), so a reader never
+sees a torn position. Wake-ups: see :mod:`coroipc._doorbell`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+from array import array
+from bisect import bisect_right
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import accumulate, pairwise
+from typing import Iterator, Sequence
+
+from coroipc import _shm
+from coroipc._doorbell import Doorbell, fence, ring_address, wait_readable
+from coroipc.errors import ConnectionLost, MessageTooLarge, NotConnected, RingCorrupted, Timeout, WouldBlock
+
+__all__ = ["Ring", "RingStats", "HEADER_SIZE", "MAGIC", "LAYOUT_VERSION", "frame_size"]
+
+if sys.byteorder != "little":  # pragma: no cover - the layout promises little-endian words
+    raise ImportError("coroipc rings need a little-endian host")
+
+MAGIC = 0x474E5243
+LAYOUT_VERSION = 1
+HEADER_SIZE = 4096
+_HEADER_CHECK = 0x5A5A5A5A
+_STATIC = struct.Struct("<IHHQII")
+# Indices of the shared u64 words (byte offset / 8).
+W_POS, W_PID, W_FLAGS, W_EPOCH = 8, 9, 10, 11
+R_POS, R_PID, R_FLAGS, R_EPOCH = 16, 17, 18, 19
+SLEEPING = 1
+CLOSED = 2
+
+KIND_DATA = 0x41544144
+KIND_PAD = 0x44444150
+_FRAME_CHECK = 0xC0C0C0C0
+_FRAME = struct.Struct("<IIII")
+_FRAME_ONE = struct.Struct("<IIIII")  # header plus the single length
+_ONE_OVERHEAD = 24  # header 16 + one length padded to 8
+_MIN_CAPACITY = 4096
+#: Below this average message size a batch is joined into one copy; above it
+#: each message is copied straight into the ring (the join would double copy).
+_JOIN_BELOW = 2048
+#: How long a blocking wait sleeps before re-checking the peer's liveness when
+#: no pidfd or watch descriptor can tell us sooner.
+_LIVENESS_SLICE_S = 0.25
+
+
+def frame_size(count: int, payload_bytes: int) -> int:
+    """Bytes a DATA frame of ``count`` messages totalling ``payload_bytes`` takes."""
+    return (16 + ((4 * count + 7) & ~7) + payload_bytes + 15) & ~15
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RingStats:
+    """Counters of one ring handle (this process's view) plus shared positions."""
+
+    name: str
+    capacity: int
+    used_bytes: int
+    peak_used_bytes: int
+    messages_written: int
+    messages_read: int
+    frames_written: int
+    frames_read: int
+    bytes_written: int
+    bytes_read: int
+    would_block: int
+    wakeups_sent: int
+    sleeps: int
+
+
+class Ring:
+    """One end (or both ends) of a shared SPSC message ring.
+
+    Create with :meth:`create` (owner, chooses the name) or :meth:`attach`
+    (by name) / :meth:`attach_fd` (by a descriptor received over a socket).
+    A handle becomes the writer when it first writes and the reader when it
+    first reads; at most one writer and one reader may use a ring at a time.
+    A handle is not thread-safe.
+    """
+
+    _mmap = None
+    _view: memoryview | None = None
+    _words: memoryview | None = None
+    _u32: memoryview | None = None
+    _reader_bell: Doorbell | None = None
+    _writer_bell: Doorbell | None = None
+    _closed = True
+    _owner = False
+    _is_writer = False
+    _is_reader = False
+    fd = -1
+
+    def __init__(self, name: str, mapping, *, owner: bool, spin_us: float = 50.0) -> None:
+        """Use :meth:`create`, :meth:`attach` or :meth:`attach_fd` instead."""
+        self.name = name
+        self._mmap = mapping
+        self._owner = owner
+        self._spin_ns = int(spin_us * 1000)
+        try:
+            self.capacity = self._validate_header(mapping)
+            self._view = memoryview(mapping)
+            self._words = self._view[:HEADER_SIZE].cast("Q")
+            self._u32 = self._view.cast("I")
+        except BaseException:
+            self._release_views()
+            raise
+        self.max_message_size = self.capacity // 2 - _ONE_OVERHEAD
+        self.batch_frame_limit = max(4096, self.capacity // 8)
+        address = b"\0" + name.lstrip("/").encode()
+        self._reader_address = address + b".r"
+        self._writer_address = address + b".w"
+        self.watch_fds: list[int] = []  # readable/hung-up => the peer is gone
+        self._is_writer = self._is_reader = False
+        self._wpos = self._words[W_POS]
+        self._rpos = self._words[R_POS]
+        self._read_cache = self._rpos
+        self._reserved: tuple[int, int] | None = None
+        self._pending: list[int] | None = None  # ends of a partly read frame
+        self._pending_index = 0
+        self._pending_next = 0
+        self._rung_reader_epoch = -1
+        self._rung_writer_epoch = -1
+        self._pidfds: dict[int, int] = {}
+        self._count = dict.fromkeys(
+            ("messages_written", "messages_read", "frames_written", "frames_read", "bytes_written",
+             "bytes_read", "would_block", "wakeups_sent", "sleeps", "peak_used_bytes"), 0)
+        self._closed = False
+
+    # ------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, capacity: int = 1 << 20, *, owner: tuple[int, int] | None = None,
+               spin_us: float = 50.0, keep_fd: bool = False) -> "Ring":
+        """Create a new ring in a fresh segment (mode 0600, unguessable tagged name).
+
+        Args:
+            capacity: data bytes; a multiple of 64, at least 4096.
+            owner: (uid, gid) the segment is chowned to when running as root.
+            spin_us: how long a blocking wait polls the ring before sleeping.
+            keep_fd: keep the segment's descriptor (``ring.fd``) open, e.g. to
+                pass it over a Unix socket; closed by :meth:`close`.
+
+        Raises:
+            ValueError: bad capacity. OSError: the segment could not be made.
+        """
+        if capacity < _MIN_CAPACITY or capacity % 64:
+            raise ValueError(f"ring capacity {capacity} must be a multiple of 64 and at least {_MIN_CAPACITY}")
+        name = _shm.new_name()
+        fd, mapping = _shm.create_segment(name, HEADER_SIZE + capacity, owner)
+        try:
+            check = MAGIC ^ LAYOUT_VERSION ^ (capacity & 0xFFFFFFFF) ^ _HEADER_CHECK
+            _STATIC.pack_into(mapping, 0, MAGIC, LAYOUT_VERSION, HEADER_SIZE, capacity, os.getpid(), check)
+            ring = cls(name, mapping, owner=True, spin_us=spin_us)
+        except BaseException:
+            mapping.close()
+            os.close(fd)
+            _shm.unlink(name)
+            raise
+        ring.fd = fd if keep_fd else -1
+        if not keep_fd:
+            os.close(fd)
+        return ring
+
+    @classmethod
+    def attach(cls, name: str, *, spin_us: float = 50.0) -> "Ring":
+        """Map an existing ring by name. Raises RingCorrupted on a bad header."""
+        fd, mapping = _shm.open_segment(name)
+        os.close(fd)
+        return cls._from_mapping(name, mapping, spin_us)
+
+    @classmethod
+    def attach_fd(cls, fd: int, name: str, *, spin_us: float = 50.0) -> "Ring":
+        """Map a ring from a descriptor (the caller keeps and closes ``fd``)."""
+        return cls._from_mapping(name, _shm.map_fd(fd), spin_us)
+
+    @classmethod
+    def _from_mapping(cls, name: str, mapping, spin_us: float) -> "Ring":
+        try:
+            ring = cls(name, mapping, owner=False, spin_us=spin_us)
+        except BaseException:
+            mapping.close()
+            raise
+        ring.fd = -1
+        return ring
+
+    @staticmethod
+    def _validate_header(mapping) -> int:
+        if len(mapping) < HEADER_SIZE + _MIN_CAPACITY:
+            raise RingCorrupted(f"segment of {len(mapping)} bytes is too small to be a ring")
+        magic, version, header_size, capacity, _pid, check = _STATIC.unpack_from(mapping, 0)
+        if magic != MAGIC:
+            raise RingCorrupted(f"bad ring magic 0x{magic:08x}")
+        if version != LAYOUT_VERSION or header_size != HEADER_SIZE:
+            raise RingCorrupted(f"unsupported ring layout version {version} (header {header_size} bytes)")
+        if check != MAGIC ^ version ^ (capacity & 0xFFFFFFFF) ^ _HEADER_CHECK:
+            raise RingCorrupted("ring header check word does not match")
+        if capacity % 64 or capacity < _MIN_CAPACITY or HEADER_SIZE + capacity != len(mapping):
+            raise RingCorrupted(f"ring capacity {capacity} does not match a {len(mapping)}-byte segment")
+        return capacity
+
+    def unlink(self) -> None:
+        """Remove the segment's name (idempotent). Existing mappings stay valid."""
+        _shm.unlink(self.name)
+
+    def close(self) -> None:
+        """Mark our end closed (waking the peer), then unmap. Idempotent.
+
+        The owner also unlinks the name, so a forgotten ``unlink`` leaks nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        words = self._words
+        if words is not None:
+            if self._is_writer:
+                words[W_FLAGS] = CLOSED
+                ring_address(self._reader_address)
+            if self._is_reader:
+                words[R_FLAGS] = CLOSED
+                ring_address(self._writer_address)
+        for bell in (self._reader_bell, self._writer_bell):
+            if bell is not None:
+                bell.close()
+        for pidfd in self._pidfds.values():
+            os.close(pidfd)
+        self._pidfds.clear()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self._release_views()
+        if self._owner:
+            self.unlink()
+
+    def _release_views(self) -> None:
+        for attribute in ("_u32", "_words", "_view"):
+            view = getattr(self, attribute)
+            if view is not None:
+                try:
+                    view.release()
+                except BufferError:  # a caller still holds a sub-buffer; the mmap keeps it alive
+                    pass
+                setattr(self, attribute, None)
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass
+            self._mmap = None
+
+    def __enter__(self) -> "Ring":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._closed:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"Ring(name={self.name!r}, capacity={getattr(self, 'capacity', 0)}, closed={self._closed})"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _require_open(self) -> memoryview:
+        if self._closed or self._words is None:
+            raise NotConnected(f"ring {self.name} is closed")
+        return self._words
+
+    # -------------------------------------------------------------- writing
+    def _become_writer(self) -> None:
+        words = self._require_open()
+        self._is_writer = True
+        words[W_PID] = os.getpid()
+        self._wpos = words[W_POS]
+        self._read_cache = words[R_POS]
+
+    def _claim(self, size: int) -> int:
+        """Data offset of ``size`` contiguous free bytes (PAD written if needed); -1 if full."""
+        capacity = self.capacity
+        wpos = self._wpos
+        offset = wpos % capacity
+        tail = capacity - offset
+        need = size if size <= tail else tail + size
+        if capacity - (wpos - self._read_cache) < need:
+            self._refresh_read_position()
+            if capacity - (wpos - self._read_cache) < need:
+                return -1
+        if size > tail:
+            _FRAME.pack_into(self._mmap, HEADER_SIZE + offset, KIND_PAD, 0, 0, KIND_PAD ^ _FRAME_CHECK)
+            self._wpos = wpos + tail
+            return 0
+        return offset
+
+    def _refresh_read_position(self) -> None:
+        read = self._words[R_POS]
+        if not self._read_cache <= read <= self._wpos:
+            raise RingCorrupted(f"ring {self.name}: read position moved from {self._read_cache} to {read}")
+        self._read_cache = read
+
+    def _publish_write(self) -> None:
+        words = self._words
+        words[W_POS] = self._wpos
+        fence()
+        if words[R_FLAGS] & SLEEPING:
+            epoch = words[R_EPOCH]
+            if epoch != self._rung_reader_epoch:
+                self._rung_reader_epoch = epoch
+                self._count["wakeups_sent"] += 1
+                ring_address(self._reader_address)
+        used = self._wpos - self._read_cache
+        if used > self._count["peak_used_bytes"]:
+            self._count["peak_used_bytes"] = used
+
+    def write_nowait(self, data) -> None:
+        """Write one message (a bytes-like object) or raise WouldBlock.
+
+        Raises:
+            MessageTooLarge: larger than ``max_message_size`` (nothing written).
+            WouldBlock: not enough free space now.
+            ConnectionLost: the reader closed the ring and it is full.
+            NotConnected: this handle is closed.
+        """
+        if not self._is_writer:
+            self._become_writer()
+        length = len(data)
+        if length > self.max_message_size:
+            raise MessageTooLarge(f"message of {length} bytes exceeds this ring's limit of {self.max_message_size}")
+        size = (length + _ONE_OVERHEAD + 15) & ~15
+        offset = self._claim(size)
+        if offset < 0:
+            self._full()
+        start = HEADER_SIZE + offset
+        _FRAME_ONE.pack_into(self._mmap, start, KIND_DATA, 1, length, KIND_DATA ^ 1 ^ length ^ _FRAME_CHECK, length)
+        self._view[start + _ONE_OVERHEAD:start + _ONE_OVERHEAD + length] = data
+        self._wpos += size
+        self._count["messages_written"] += 1
+        self._count["frames_written"] += 1
+        self._count["bytes_written"] += length
+        self._publish_write()
+
+    def _full(self):
+        self._count["would_block"] += 1
+        if self._words[R_FLAGS] & CLOSED:
+            raise ConnectionLost(f"ring {self.name}: the reader closed its end")
+        raise WouldBlock(f"ring {self.name} is full")
+
+    def write(self, data, timeout: float | None = None) -> None:
+        """Write one message, waiting up to ``timeout`` seconds for space.
+
+        Raises:
+            Timeout: no space in time. Others as :meth:`write_nowait`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return self.write_nowait(data)
+            except WouldBlock:
+                self._wait_writable(frame_size(1, len(data)), deadline)
+
+    def reserve_nowait(self, size: int) -> memoryview:
+        """Reserve room for one message of up to ``size`` bytes; fill it, then :meth:`commit`.
+
+        Returns:
+            a writable view into the ring, valid until :meth:`commit`.
+
+        Raises:
+            MessageTooLarge, WouldBlock, ConnectionLost, NotConnected.
+        """
+        if not self._is_writer:
+            self._become_writer()
+        if size > self.max_message_size:
+            raise MessageTooLarge(f"message of {size} bytes exceeds this ring's limit of {self.max_message_size}")
+        offset = self._claim((size + _ONE_OVERHEAD + 15) & ~15)
+        if offset < 0:
+            self._full()
+        start = HEADER_SIZE + offset + _ONE_OVERHEAD
+        self._reserved = (offset, size)
+        return self._view[start:start + size]
+
+    def reserve(self, size: int, timeout: float | None = None) -> memoryview:
+        """Blocking form of :meth:`reserve_nowait` (raises Timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return self.reserve_nowait(size)
+            except WouldBlock:
+                self._wait_writable(frame_size(1, size), deadline)
+
+    def commit(self, size: int) -> None:
+        """Publish the reserved message with its final length (<= reserved size)."""
+        reserved = self._reserved
+        if reserved is None:
+            raise RuntimeError("commit() without a reserve()")
+        offset, reserved_size = reserved
+        if not 0 <= size <= reserved_size:
+            raise ValueError(f"commit({size}) outside the reserved 0..{reserved_size} bytes")
+        self._reserved = None
+        _FRAME_ONE.pack_into(self._mmap, HEADER_SIZE + offset, KIND_DATA, 1, size,
+                             KIND_DATA ^ 1 ^ size ^ _FRAME_CHECK, size)
+        self._wpos += (size + _ONE_OVERHEAD + 15) & ~15
+        self._count["messages_written"] += 1
+        self._count["frames_written"] += 1
+        self._count["bytes_written"] += size
+        self._publish_write()
+
+    def write_batch(self, buffers: Sequence) -> int:
+        """Write as many leading messages of ``buffers`` as fit now (never blocks).
+
+        Returns:
+            how many were written (0 when the ring is full).
+
+        Raises:
+            MessageTooLarge: one of them exceeds ``max_message_size`` (nothing written).
+            ConnectionLost: the reader closed the ring and it is full.
+        """
+        if not self._is_writer:
+            self._become_writer()
+        total = len(buffers)
+        if total == 0:
+            return 0
+        lengths = list(map(len, buffers))
+        if max(lengths) > self.max_message_size:
+            raise MessageTooLarge(f"a message of {max(lengths)} bytes exceeds this ring's limit "
+                                  f"of {self.max_message_size}")
+        sums = list(accumulate(lengths, initial=0))
+        done = 0
+        while done < total:
+            count = self._write_frame(buffers, lengths, sums, done)
+            if count == 0:
+                break
+            done += count
+        if done:
+            self._publish_write()
+        elif self._words[R_FLAGS] & CLOSED:
+            raise ConnectionLost(f"ring {self.name}: the reader closed its end")
+        else:
+            self._count["would_block"] += 1
+        return done
+
+    def _write_frame(self, buffers: Sequence, lengths: list[int], sums: list[int], first: int) -> int:
+        """Write one frame of messages starting at ``first``; returns how many went in."""
+        capacity = self.capacity
+        wpos = self._wpos
+        offset = wpos % capacity
+        tail = capacity - offset
+        free = capacity - (wpos - self._read_cache)
+        one = frame_size(1, lengths[first])
+        wanted = tail + one if one > tail else min(tail, max(one, self.batch_frame_limit))
+        if free < wanted:
+            self._refresh_read_position()
+            free = capacity - (wpos - self._read_cache)
+        if one > tail:  # the next message does not fit before the end: pad, retry at 0
+            if free < tail + one:
+                return 0
+            self._claim(one)
+            return self._write_frame(buffers, lengths, sums, first)
+        limit = min(free, tail, max(one, self.batch_frame_limit))
+        base = sums[first]
+        count = bisect_right(range(1, len(lengths) - first + 1), limit,
+                             key=lambda k: (16 + ((4 * k + 7) & ~7) + sums[first + k] - base + 15) & ~15)
+        if count == 0:
+            return 0
+        last = first + count
+        payload = sums[last] - base
+        start = HEADER_SIZE + offset
+        _FRAME.pack_into(self._mmap, start, KIND_DATA, count, payload, KIND_DATA ^ count ^ payload ^ _FRAME_CHECK)
+        lengths_start = (start + 16) >> 2
+        self._u32[lengths_start:lengths_start + count] = array("I", lengths[first:last])
+        if count & 1:
+            self._u32[lengths_start + count] = 0
+        position = start + 16 + ((4 * count + 7) & ~7)
+        view = self._view
+        if payload < _JOIN_BELOW * count:
+            view[position:position + payload] = b"".join(buffers[first:last])
+        else:
+            for index in range(first, last):
+                end = position + lengths[index]
+                view[position:end] = buffers[index]
+                position = end
+        self._wpos = wpos + frame_size(count, payload)
+        counters = self._count
+        counters["messages_written"] += count
+        counters["frames_written"] += 1
+        counters["bytes_written"] += payload
+        return count
+
+    # -------------------------------------------------------------- reading
+    def _become_reader(self) -> None:
+        words = self._require_open()
+        self._is_reader = True
+        words[R_PID] = os.getpid()
+        self._rpos = words[R_POS]
+
+    def _next_frame(self) -> list[int] | None:
+        """Parse the next DATA frame at the read position (skipping PAD).
+
+        Returns:
+            the absolute mmap offsets [start0, end0 = start1, ..., endN], or
+            None when nothing is available. ``self._pending_next`` is set to
+            the read position after the frame.
+
+        Raises:
+            RingCorrupted: a header, length or position that cannot be valid.
+        """
+        capacity = self.capacity
+        while True:
+            rpos = self._rpos
+            available = self._words[W_POS] - rpos
+            if available <= 0:
+                if available < 0:
+                    raise RingCorrupted(f"ring {self.name}: write position is behind the read position")
+                return None
+            if available > capacity or available & 15:
+                raise RingCorrupted(f"ring {self.name}: impossible fill of {available} bytes")
+            offset = rpos % capacity
+            start = HEADER_SIZE + offset
+            kind, count, payload, check = _FRAME.unpack_from(self._mmap, start)
+            if check != kind ^ count ^ payload ^ _FRAME_CHECK:
+                raise RingCorrupted(f"ring {self.name}: bad frame check at offset {offset}")
+            if kind == KIND_PAD and count == 0 and payload == 0 and capacity - offset <= available:
+                self._rpos = rpos + capacity - offset
+                continue
+            size = frame_size(count, payload)
+            if kind != KIND_DATA or count == 0 or size > available or offset + size > capacity:
+                raise RingCorrupted(f"ring {self.name}: impossible frame (kind 0x{kind:08x}, {count} "
+                                    f"messages, {payload} bytes) at offset {offset}")
+            lengths_start = (start + 16) >> 2
+            ends = list(accumulate(self._u32[lengths_start:lengths_start + count],
+                                   initial=start + 16 + ((4 * count + 7) & ~7)))
+            if ends[-1] - ends[0] != payload:
+                raise RingCorrupted(f"ring {self.name}: message lengths do not add up to the frame's "
+                                    f"{payload} bytes at offset {offset}")
+            self._pending_next = rpos + size
+            counters = self._count
+            counters["frames_read"] += 1
+            counters["messages_read"] += count
+            counters["bytes_read"] += payload
+            return ends
+
+    def _take(self, max_count: int | None) -> list[tuple[int, int, list[int]]]:
+        """Claim up to ``max_count`` messages.
+
+        Returns:
+            (first index, stop index, frame ends) per frame touched; message i
+            of a frame spans ends[i]:ends[i + 1]. Read positions are advanced
+            locally; :meth:`_publish_read` makes them visible.
+        """
+        if not self._is_reader:
+            self._become_reader()
+        spans: list[tuple[int, int, list[int]]] = []
+        budget = sys.maxsize if max_count is None else max_count
+        while budget > 0:
+            ends = self._pending
+            if ends is None:
+                ends = self._next_frame()
+                if ends is None:
+                    break
+                self._pending, self._pending_index = ends, 0
+            index = self._pending_index
+            stop = min(len(ends) - 1, index + budget)
+            spans.append((index, stop, ends))
+            budget -= stop - index
+            if stop == len(ends) - 1:
+                self._pending = None
+                self._rpos = self._pending_next
+            else:
+                self._pending_index = stop
+        return spans
+
+    def _publish_read(self) -> None:
+        words = self._words
+        if words is None:
+            return
+        words[R_POS] = self._rpos
+        fence()
+        if words[W_FLAGS] & SLEEPING:
+            epoch = words[W_EPOCH]
+            if epoch != self._rung_writer_epoch:
+                self._rung_writer_epoch = epoch
+                self._count["wakeups_sent"] += 1
+                ring_address(self._writer_address)
+
+    def read_batch(self, max_count: int | None = None) -> list[bytes]:
+        """Copy out every available message (at most ``max_count``); never blocks.
+
+        Returns:
+            the messages in order; an empty list when the ring is empty.
+
+        Raises:
+            RingCorrupted, NotConnected.
+        """
+        spans = self._take(max_count)
+        if not spans:
+            if self._words[R_POS] != self._rpos:  # skipped a PAD frame: hand the space back
+                self._publish_read()
+            return []
+        mapping = self._mmap
+        if len(spans) == 1:
+            index, stop, ends = spans[0]
+            if index == 0 and stop == len(ends) - 1:
+                out = [mapping[a:b] for a, b in pairwise(ends)]
+            else:
+                out = [mapping[a:b] for a, b in pairwise(ends[index:stop + 1])]
+        else:
+            out = []
+            for index, stop, ends in spans:
+                out += [mapping[a:b] for a, b in pairwise(ends[index:stop + 1])]
+        self._publish_read()
+        return out
+
+    def read_nowait(self) -> bytes:
+        """Copy out the next message or raise WouldBlock (or ConnectionLost when
+        the writer closed the ring and nothing is left)."""
+        out = self.read_batch(1)
+        if not out:
+            if self._words[W_FLAGS] & CLOSED:
+                raise ConnectionLost(f"ring {self.name}: the writer closed its end")
+            raise WouldBlock(f"ring {self.name} is empty")
+        return out[0]
+
+    def read(self, timeout: float | None = None) -> bytes:
+        """Copy out the next message, waiting up to ``timeout`` seconds.
+
+        Raises:
+            Timeout, ConnectionLost (writer gone and ring drained), RingCorrupted.
+        """
+        out = self.read_batch(1)
+        if out:
+            return out[0]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.wait_readable(deadline=deadline)
+            out = self.read_batch(1)
+            if out:
+                return out[0]
+
+    @contextmanager
+    def peek(self, timeout: float | None = None) -> Iterator[memoryview]:
+        """Zero-copy read of one message: a view valid inside the ``with`` block.
+
+        The message is consumed when the block exits (also on an exception).
+        ``timeout=0`` makes it non-blocking (raises WouldBlock).
+        """
+        with self.peek_batch(1, timeout=timeout) as views:
+            yield views[0]
+
+    @contextmanager
+    def peek_batch(self, max_count: int | None = None, timeout: float | None = 0.0) -> Iterator[list[memoryview]]:
+        """Zero-copy read of every available message (at most ``max_count``).
+
+        Yields:
+            a list of views valid inside the ``with`` block, released after.
+            With the default ``timeout=0`` an empty ring raises WouldBlock.
+        """
+        spans = self._take(max_count)
+        if not spans and timeout != 0:
+            self.wait_readable(timeout=timeout)
+            spans = self._take(max_count)
+        if not spans:
+            self._count["would_block"] += 1
+            if self._words[R_POS] != self._rpos:
+                self._publish_read()
+            raise WouldBlock(f"ring {self.name} is empty")
+        view = self._view
+        views = [view[a:b] for index, stop, ends in spans for a, b in pairwise(ends[index:stop + 1])]
+        try:
+            yield views
+        finally:
+            for item in views:
+                item.release()
+            self._publish_read()
+
+    # -------------------------------------------------------------- waiting
+    def readable(self) -> bool:
+        """True when a message is waiting (cheap: one shared load)."""
+        words = self._require_open()
+        return self._pending is not None or words[W_POS] != self._rpos
+
+    def fileno(self) -> int:
+        """The reader's doorbell: pollable, readable after a wake-up.
+
+        Wake-ups are sent only while the reader is armed: call
+        :meth:`arm_reader` before waiting on this descriptor yourself.
+        """
+        return self._get_reader_bell().fileno()
+
+    def writer_fileno(self) -> int:
+        """The writer's doorbell (space freed), armed with :meth:`arm_writer`."""
+        return self._get_writer_bell().fileno()
+
+    def _get_reader_bell(self) -> Doorbell:
+        self._require_open()
+        if self._reader_bell is None:
+            self._reader_bell = Doorbell(self._reader_address)
+        return self._reader_bell
+
+    def _get_writer_bell(self) -> Doorbell:
+        self._require_open()
+        if self._writer_bell is None:
+            self._writer_bell = Doorbell(self._writer_address)
+        return self._writer_bell
+
+    def arm_reader(self) -> bool:
+        """Ask the writer to ring our doorbell on the next write.
+
+        Returns:
+            True if data is already waiting (then do not sleep: read it).
+        """
+        if not self._is_reader:
+            self._become_reader()
+        words = self._words
+        self._get_reader_bell().drain()
+        words[R_EPOCH] += 1
+        words[R_FLAGS] = SLEEPING
+        fence()
+        return self._pending is not None or words[W_POS] != self._rpos
+
+    def disarm_reader(self) -> None:
+        if self._words is not None and self._is_reader:
+            self._words[R_FLAGS] = 0
+
+    def arm_writer(self, needed: int = 1) -> bool:
+        """Ask the reader to ring our writer doorbell when it frees space.
+
+        Returns:
+            True if ``needed`` bytes (frame size) are already free.
+        """
+        if not self._is_writer:
+            self._become_writer()
+        words = self._words
+        self._get_writer_bell().drain()
+        words[W_EPOCH] += 1
+        words[W_FLAGS] = SLEEPING
+        fence()
+        self._refresh_read_position()
+        return self.capacity - (self._wpos - self._read_cache) >= needed
+
+    def disarm_writer(self) -> None:
+        if self._words is not None and self._is_writer:
+            self._words[W_FLAGS] = 0
+
+    def wait_readable(self, timeout: float | None = None, *, deadline: float | None = None) -> None:
+        """Return once a message is waiting; spin briefly, then sleep on the doorbell.
+
+        Raises:
+            Timeout: nothing arrived in time.
+            ConnectionLost: the writer closed, died, or a watch fd fired.
+        """
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
+        if self._spin(self.readable):
+            return
+        while True:
+            if self.arm_reader():
+                break
+            if self._words[W_FLAGS] & CLOSED:
+                self.disarm_reader()
+                raise ConnectionLost(f"ring {self.name}: the writer closed its end")
+            self._sleep(self._reader_bell, W_PID, deadline, "writer")
+        self.disarm_reader()
+
+    def _wait_writable(self, size: int, deadline: float | None) -> None:
+        capacity = self.capacity
+        tail = capacity - self._wpos % capacity
+        needed = size if size <= tail else tail + size  # a PAD first when it does not fit
+
+        def has_room() -> bool:
+            return capacity - (self._wpos - self._words[R_POS]) >= needed
+
+        if self._spin(has_room):
+            return
+        while True:
+            if self.arm_writer(needed):
+                break
+            if self._words[R_FLAGS] & CLOSED:
+                self.disarm_writer()
+                raise ConnectionLost(f"ring {self.name}: the reader closed its end")
+            self._sleep(self._writer_bell, R_PID, deadline, "reader")
+        self.disarm_writer()
+
+    def _spin(self, ready) -> bool:
+        if self._spin_ns <= 0:
+            return ready()
+        end = time.perf_counter_ns() + self._spin_ns
+        clock = time.perf_counter_ns
+        while True:
+            if ready():
+                return True
+            if clock() > end:
+                return False
+
+    def _sleep(self, bell: Doorbell, peer_pid_word: int, deadline: float | None, peer: str) -> None:
+        """One sleep on ``bell`` plus the peer's pidfd and watch fds."""
+        self._count["sleeps"] += 1
+        fds = [bell.fileno(), *self.watch_fds]
+        pidfd = self._peer_pidfd(self._words[peer_pid_word])
+        if pidfd >= 0:
+            fds.append(pidfd)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
+            raise Timeout(f"ring {self.name}: timed out waiting for the {peer}")
+        if pidfd < 0 or remaining is None:
+            remaining = _LIVENESS_SLICE_S if remaining is None else min(remaining, _LIVENESS_SLICE_S)
+        ready = wait_readable(fds, remaining)
+        if ready and ready != [bell.fileno()]:
+            if any(fd in ready for fd in self.watch_fds) or pidfd in ready:
+                self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
+                raise ConnectionLost(f"ring {self.name}: the {peer} went away")
+        if pidfd < 0 and not self._peer_alive(self._words[peer_pid_word]):
+            self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
+            raise ConnectionLost(f"ring {self.name}: the {peer} process died")
+
+    def _peer_pidfd(self, pid: int) -> int:
+        if pid <= 0 or pid == os.getpid():
+            return -1
+        pidfd = self._pidfds.get(pid)
+        if pidfd is None:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return -1  # dead: _peer_alive reports it
+            except OSError:
+                pidfd = -1  # other pid namespace or old kernel: fall back to polling
+            self._pidfds[pid] = pidfd
+        return pidfd
+
+    @staticmethod
+    def _peer_alive(pid: int) -> bool:
+        if pid <= 0 or pid == os.getpid():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def stats(self) -> RingStats:
+        """A snapshot of this handle's counters and the shared fill level."""
+        words = self._require_open()
+        return RingStats(name=self.name, capacity=self.capacity, used_bytes=words[W_POS] - words[R_POS],
+                         **self._count)

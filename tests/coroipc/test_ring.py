@@ -1,0 +1,239 @@
+"""The shared-memory ring: layout, wrap-around, batches, zero-copy, blocking."""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from coroipc import Ring, errors
+from coroipc.ring import HEADER_SIZE, KIND_DATA, KIND_PAD, LAYOUT_VERSION, MAGIC, R_POS, W_POS, frame_size
+
+
+@pytest.fixture
+def pair():
+    writer = Ring.create(8192)
+    reader = Ring.attach(writer.name)
+    yield writer, reader
+    reader.close()
+    writer.close()
+
+
+def _shm_path(ring: Ring) -> str:
+    return "/dev/shm" + ring.name
+
+
+def test_header_layout_is_documented_values(pair, resource_tag):
+    writer, _reader = pair
+    magic, version, header_size, capacity = struct.unpack_from("<IHHQ", writer._mmap, 0)
+    assert (magic, version, header_size, capacity) == (MAGIC, LAYOUT_VERSION, HEADER_SIZE, 8192)
+    assert resource_tag in writer.name and str(os.getpid()) in writer.name
+    mode = os.stat(_shm_path(writer)).st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_single_message_frame_layout(pair):
+    writer, reader = pair
+    writer.write(b"abc")
+    kind, count, payload, _check, length = struct.unpack_from("<IIIII", writer._mmap, HEADER_SIZE)
+    assert (kind, count, payload, length) == (KIND_DATA, 1, 3, 3)
+    assert bytes(writer._mmap[HEADER_SIZE + 24:HEADER_SIZE + 27]) == b"abc"
+    assert writer._words[W_POS] == frame_size(1, 3) == 32
+    assert reader.read_nowait() == b"abc"
+    assert writer._words[R_POS] == 32
+
+
+def test_owner_close_unlinks_and_attach_after_close_fails():
+    ring = Ring.create(4096)
+    path = _shm_path(ring)
+    assert os.path.exists(path)
+    ring.close()
+    ring.close()  # idempotent
+    assert not os.path.exists(path)
+    with pytest.raises(FileNotFoundError):
+        Ring.attach(ring.name)
+    with pytest.raises(errors.NotConnected):
+        ring.write_nowait(b"x")
+
+
+@pytest.mark.parametrize("capacity", [0, 1000, 4096 + 8])
+def test_bad_capacity_is_refused(capacity):
+    with pytest.raises(ValueError, match="multiple of 64"):
+        Ring.create(capacity)
+
+
+def test_wrap_around_uses_a_pad_frame(pair):
+    writer, reader = pair
+    message = b"m" * 1000  # frame of 1024 bytes: 8 fit exactly
+    for _ in range(7):
+        writer.write_nowait(message)
+    assert len(reader.read_batch()) == 7
+    writer.write_nowait(b"x" * 1500)  # offset 7168: needs 1536, only 1024 left before the end
+    kind = struct.unpack_from("<I", writer._mmap, HEADER_SIZE + 7168)[0]
+    assert kind == KIND_PAD
+    assert reader.read_nowait() == b"x" * 1500
+    assert writer._words[W_POS] == writer._words[R_POS] == 8192 + 1536
+
+
+def test_would_block_when_full_and_empty(pair):
+    writer, reader = pair
+    with pytest.raises(errors.WouldBlock, match="is empty$"):
+        reader.read_nowait()
+    written = 0
+    with pytest.raises(errors.WouldBlock, match="is full$"):
+        while written < 1000:
+            writer.write_nowait(b"z" * 100)
+            written += 1
+    assert written == 8192 // frame_size(1, 100)
+    assert len(reader.read_batch()) == written
+
+
+def test_message_too_large_writes_nothing(pair):
+    writer, reader = pair
+    assert writer.max_message_size == 8192 // 2 - 24
+    writer.write(b"y" * writer.max_message_size)
+    with pytest.raises(errors.MessageTooLarge):
+        writer.write_nowait(b"y" * (writer.max_message_size + 1))
+    with pytest.raises(errors.MessageTooLarge):
+        writer.write_batch([b"a", b"y" * (writer.max_message_size + 1)])
+    assert reader.read_batch() == [b"y" * writer.max_message_size]
+
+
+def test_batch_write_read_and_partial_batches(pair):
+    writer, reader = pair
+    messages = [bytes([index % 256]) * (index % 50) for index in range(300)]
+    written = writer.write_batch(messages)
+    assert 0 < written < 300  # the ring holds fewer than all of them
+    first = reader.read_batch(max_count=5)
+    assert first == messages[:5]
+    rest = reader.read_batch()
+    assert rest == messages[5:written]
+    assert writer.write_batch(messages[written:]) == 300 - written
+    assert reader.read_batch() == messages[written:]
+    assert writer.write_batch([]) == 0
+
+
+def test_reserve_commit_is_zero_copy(pair):
+    writer, reader = pair
+    view = writer.reserve(16)
+    view[:4] = b"abcd"
+    assert reader.read_batch() == []  # nothing visible before commit
+    writer.commit(4)
+    with reader.peek() as message:
+        assert isinstance(message, memoryview) and bytes(message) == b"abcd"
+    assert reader.read_batch() == []
+    with pytest.raises(RuntimeError):
+        writer.commit(1)
+    writer.reserve(8)
+    with pytest.raises(ValueError):
+        writer.commit(9)
+
+
+def test_peek_batch_views_are_released_after_block(pair):
+    writer, reader = pair
+    writer.write_batch([b"one", b"two", b"three"])
+    with reader.peek_batch() as views:
+        assert [bytes(view) for view in views] == [b"one", b"two", b"three"]
+    with pytest.raises(ValueError):
+        views[0].tobytes()  # released
+    with pytest.raises(errors.WouldBlock):
+        with reader.peek_batch():
+            pass
+
+
+def test_blocking_forms_time_out(pair):
+    writer, reader = pair
+    start = time.monotonic()
+    with pytest.raises(errors.Timeout):
+        reader.read(timeout=0.05)
+    assert 0.04 <= time.monotonic() - start < 2.0
+    while True:
+        try:
+            writer.write_nowait(b"f" * 500)
+        except errors.WouldBlock:
+            break
+    with pytest.raises(errors.Timeout):
+        writer.write(b"f" * 500, timeout=0.05)
+    reader.read_nowait()
+    writer.write(b"f" * 500, timeout=1.0)  # space freed: succeeds
+
+
+def test_closed_writer_ends_the_stream_after_drain(pair):
+    writer, reader = pair
+    writer.write(b"last")
+    writer.close()
+    assert reader.read(timeout=1.0) == b"last"
+    with pytest.raises(errors.ConnectionLost, match="writer closed"):
+        reader.read(timeout=1.0)
+
+
+def test_corrupt_frame_is_detected(pair):
+    writer, reader = pair
+    writer.write(b"hello")
+    struct.pack_into("<I", writer._mmap, HEADER_SIZE + 8, 1 << 30)  # impossible payload size
+    with pytest.raises(errors.RingCorrupted):
+        reader.read_nowait()
+
+
+def test_corrupt_header_refuses_attach():
+    ring = Ring.create(4096)
+    try:
+        struct.pack_into("<I", ring._mmap, 0, 0xDEADBEEF)
+        with pytest.raises(errors.RingCorrupted, match="bad ring magic"):
+            Ring.attach(ring.name)
+    finally:
+        ring.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["write", "batch", "read", "read_batch", "reserve"]),
+                          st.lists(st.integers(0, 1500), min_size=1, max_size=12)), max_size=40))
+def test_random_operations_match_a_fifo_model(operations):
+    """Random record sizes through a small ring behave like a bounded FIFO."""
+    writer = Ring.create(4096)
+    reader = Ring.attach(writer.name)
+    model: list[bytes] = []
+    serial = 0
+    try:
+        for operation, sizes in operations:
+            messages = []
+            for size in sizes:
+                serial += 1
+                messages.append(serial.to_bytes(4, "little")[: min(size, 4)] + b"p" * max(0, size - 4))
+            if operation == "write":
+                try:
+                    writer.write_nowait(messages[0])
+                    model.append(messages[0])
+                except errors.WouldBlock:
+                    assert model, "an empty ring must accept any message within the limit"
+            elif operation == "batch":
+                count = writer.write_batch(messages)
+                model.extend(messages[:count])
+                assert count > 0 or model
+            elif operation == "reserve":
+                try:
+                    view = writer.reserve_nowait(len(messages[0]))
+                except errors.WouldBlock:
+                    assert model
+                    continue
+                view[:] = messages[0]
+                writer.commit(len(messages[0]))
+                model.append(messages[0])
+            elif operation == "read":
+                if model:
+                    assert reader.read_nowait() == model.pop(0)
+                else:
+                    with pytest.raises(errors.WouldBlock):
+                        reader.read_nowait()
+            else:
+                got = reader.read_batch(max_count=len(sizes))
+                assert got == model[: len(sizes)]
+                del model[: len(sizes)]
+        assert reader.read_batch() == model
+    finally:
+        reader.close()
+        writer.close()

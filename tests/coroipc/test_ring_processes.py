@@ -1,0 +1,56 @@
+"""The ring between two real processes: batches, wake-ups, a writer that dies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from coroipc import Ring, errors
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.multiprocess
+
+
+def _child(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.coroipc.ring_child", *args], cwd=ROOT)
+
+
+def test_batches_cross_processes_intact():
+    messages = [bytes([index % 251]) * (index % 700) for index in range(5000)]
+    with Ring.create(1 << 16) as outbound, Ring.create(4096) as inbound:
+        child = _child("echo", outbound.name, inbound.name, str(len(messages)))
+        try:
+            sent = 0
+            deadline = time.monotonic() + 30
+            while sent < len(messages) and time.monotonic() < deadline:
+                written = outbound.write_batch(messages[sent:])
+                if written == 0:
+                    outbound.write(messages[sent], timeout=10.0)  # sleeps until the reader frees space
+                    written = 1
+                sent += written
+            summary = inbound.read(timeout=20.0)
+        finally:
+            assert child.wait(timeout=20) == 0
+    crc = 0
+    for message in messages:
+        crc = zlib.crc32(message, crc)
+    assert summary == f"{len(messages)} {crc}".encode()
+
+
+def test_dead_writer_wakes_blocked_reader_and_partial_record_is_invisible():
+    with Ring.create(4096) as ring:
+        child = _child("die", ring.name)
+        try:
+            assert ring.read(timeout=20.0) == b"complete"
+            start = time.monotonic()
+            with pytest.raises(errors.ConnectionLost, match="writer"):
+                ring.read(timeout=20.0)
+            assert time.monotonic() - start < 10.0
+        finally:
+            child.wait(timeout=20)
+        assert child.returncode == -9
