@@ -35,22 +35,22 @@ def _device(src: Source) -> QuorumDeviceConfig | None:
                                                         "sync_timeout", "master_wins")) \
             and not settings:
         return None
-    model = src.str("quorum.device.model")
+    model = src.text("quorum.device.model")
     src.warn(f"quorum.device (model {model}): qdevice is not implemented; the device casts "
              "no votes", "quorum.device.model")
     return QuorumDeviceConfig(
-        model=model, votes=src.int("quorum.device.votes", d.DEVICE_VOTES),
-        timeout_ms=src.int("quorum.device.timeout", d.DEVICE_TIMEOUT_MS),
-        sync_timeout_ms=src.int("quorum.device.sync_timeout", d.DEVICE_SYNC_TIMEOUT_MS),
-        master_wins=bool(src.int("quorum.device.master_wins", 0)), settings=settings)
+        model=model, votes=src.integer("quorum.device.votes", d.DEVICE_VOTES),
+        timeout_ms=src.integer("quorum.device.timeout", d.DEVICE_TIMEOUT_MS),
+        sync_timeout_ms=src.integer("quorum.device.sync_timeout", d.DEVICE_SYNC_TIMEOUT_MS),
+        master_wins=bool(src.integer("quorum.device.master_wins", 0)), settings=settings)
 
 
 def _quorum(src: Source, node_count: int) -> QuorumConfig:
-    two_node = bool(src.int("quorum.two_node", 0))
+    two_node = bool(src.integer("quorum.two_node", 0))
     if two_node and node_count > 2:
         src.warn(f"quorum.two_node is set but the nodelist has {node_count} nodes; votequorum "
                  "ignores two_node with more than 2 nodes", "quorum.two_node")
-    atb_node = src.str("quorum.auto_tie_breaker_node", d.AUTO_TIE_BREAKER_NODE) or "lowest"
+    atb_node = src.text("quorum.auto_tie_breaker_node", d.AUTO_TIE_BREAKER_NODE) or "lowest"
     if atb_node not in ("lowest", "highest") and not re.fullmatch(r"\d+( +\d+)*", atb_node):
         raise src.fail(f"auto_tie_breaker_node must be lowest, highest or a list of node ids, "
                        f"not '{atb_node}'", "quorum.auto_tie_breaker_node")
@@ -58,18 +58,18 @@ def _quorum(src: Source, node_count: int) -> QuorumConfig:
     votes = src.get("quorum.votes")
     leaving = src.get("quorum.leaving_timeout")
     return QuorumConfig(
-        provider=src.str("quorum.provider"),
+        provider=src.text("quorum.provider"),
         expected_votes=None if expected is None else int(str(expected)),
         votes=None if votes is None else int(str(votes)),
         two_node=two_node,
-        wait_for_all=bool(src.int("quorum.wait_for_all", int(two_node))),
-        last_man_standing=bool(src.int("quorum.last_man_standing", 0)),
-        last_man_standing_window_ms=src.int("quorum.last_man_standing_window",
+        wait_for_all=bool(src.integer("quorum.wait_for_all", int(two_node))),
+        last_man_standing=bool(src.integer("quorum.last_man_standing", 0)),
+        last_man_standing_window_ms=src.integer("quorum.last_man_standing_window",
                                             d.LAST_MAN_STANDING_WINDOW_MS),
-        auto_tie_breaker=bool(src.int("quorum.auto_tie_breaker", 0)),
+        auto_tie_breaker=bool(src.integer("quorum.auto_tie_breaker", 0)),
         auto_tie_breaker_node=atb_node,
-        allow_downscale=bool(src.int("quorum.allow_downscale", 0)),
-        expected_votes_tracking=bool(src.int("quorum.expected_votes_tracking", 0)),
+        allow_downscale=bool(src.integer("quorum.allow_downscale", 0)),
+        expected_votes_tracking=bool(src.integer("quorum.expected_votes_tracking", 0)),
         leaving_timeout_ms=None if leaving is None else int(str(leaving)),
         device=_device(src))
 
@@ -84,49 +84,49 @@ def _subsystems(src: Source) -> tuple[LoggerSubsysConfig, ...]:
         found.append(LoggerSubsysConfig(
             subsys=match.group(1), to_stderr=_optional_switch(src, f"{prefix}.to_stderr"),
             to_logfile=to_logfile, to_syslog=_optional_switch(src, f"{prefix}.to_syslog"),
-            logfile=src.str(f"{prefix}.logfile"),
-            logfile_priority=src.str(f"{prefix}.logfile_priority"),
-            syslog_facility=src.str(f"{prefix}.syslog_facility"),
-            syslog_priority=src.str(f"{prefix}.syslog_priority",
-                                    src.str(f"{prefix}.syslog_level")),
-            debug=src.str(f"{prefix}.debug")))
+            logfile=src.text(f"{prefix}.logfile"),
+            logfile_priority=src.text(f"{prefix}.logfile_priority"),
+            syslog_facility=src.text(f"{prefix}.syslog_facility"),
+            syslog_priority=src.text(f"{prefix}.syslog_priority",
+                                    src.text(f"{prefix}.syslog_level")),
+            debug=src.text(f"{prefix}.debug")))
     return tuple(found)
 
 
 def _logging(src: Source) -> LoggingConfig:
     to_logfile = _switch(src, "logging.to_logfile", _switch(src, "logging.to_file", d.TO_LOGFILE))
     return LoggingConfig(
-        timestamp=src.str("logging.timestamp", d.TIMESTAMP) or d.TIMESTAMP,
+        timestamp=src.text("logging.timestamp", d.TIMESTAMP) or d.TIMESTAMP,
         fileline=_switch(src, "logging.fileline", d.FILELINE),
         function_name=_switch(src, "logging.function_name", d.FUNCTION_NAME),
         blackbox=_switch(src, "logging.blackbox", d.BLACKBOX),
         to_stderr=_switch(src, "logging.to_stderr", d.TO_STDERR),
         to_logfile=to_logfile,
         to_syslog=_switch(src, "logging.to_syslog", d.TO_SYSLOG),
-        logfile=src.str("logging.logfile"),
-        logfile_priority=src.str("logging.logfile_priority", d.LOGFILE_PRIORITY) or "info",
-        syslog_facility=src.str("logging.syslog_facility", d.SYSLOG_FACILITY) or "daemon",
-        syslog_priority=(src.str("logging.syslog_priority") or src.str("logging.syslog_level")
+        logfile=src.text("logging.logfile"),
+        logfile_priority=src.text("logging.logfile_priority", d.LOGFILE_PRIORITY) or "info",
+        syslog_facility=src.text("logging.syslog_facility", d.SYSLOG_FACILITY) or "daemon",
+        syslog_priority=(src.text("logging.syslog_priority") or src.text("logging.syslog_level")
                          or d.SYSLOG_PRIORITY),
-        debug=src.str("logging.debug", d.DEBUG) or d.DEBUG,
+        debug=src.text("logging.debug", d.DEBUG) or d.DEBUG,
         subsystems=_subsystems(src))
 
 
 def _system(src: Source) -> SystemConfig:
     return SystemConfig(
-        qb_ipc_type=src.str("system.qb_ipc_type", d.QB_IPC_TYPE) or d.QB_IPC_TYPE,
+        qb_ipc_type=src.text("system.qb_ipc_type", d.QB_IPC_TYPE) or d.QB_IPC_TYPE,
         sched_rr=_switch(src, "system.sched_rr", d.SCHED_RR),
-        priority=src.str("system.priority"),
-        move_to_root_cgroup=src.str("system.move_to_root_cgroup", d.MOVE_TO_ROOT_CGROUP)
+        priority=src.text("system.priority"),
+        move_to_root_cgroup=src.text("system.move_to_root_cgroup", d.MOVE_TO_ROOT_CGROUP)
         or d.MOVE_TO_ROOT_CGROUP,
         allow_knet_handle_fallback=_switch(src, "system.allow_knet_handle_fallback",
                                            d.ALLOW_KNET_HANDLE_FALLBACK),
-        state_dir=src.str("system.state_dir", d.STATE_DIR) or d.STATE_DIR,
-        run_dir=src.str("system.run_dir", d.RUN_DIR) or d.RUN_DIR)
+        state_dir=src.text("system.state_dir", d.STATE_DIR) or d.STATE_DIR,
+        run_dir=src.text("system.run_dir", d.RUN_DIR) or d.RUN_DIR)
 
 
 def _resources(src: Source) -> ResourcesConfig:
-    device = src.str("resources.watchdog_device")
+    device = src.text("resources.watchdog_device")
     if device not in (None, "", "off"):
         src.warn(f"resources.watchdog_device {device}: no watchdog is driven (not implemented)",
                  "resources.watchdog_device")
@@ -143,8 +143,8 @@ def _nozzle(src: Source) -> NozzleConfig | None:
     if not keys:
         return None
     src.warn("nozzle: the knet tap device is not implemented; no device is created", keys[0])
-    return NozzleConfig(name=src.str("nozzle.name"), ipaddr=src.str("nozzle.ipaddr"),
-                        ipprefix=src.str("nozzle.ipprefix"), macaddr=src.str("nozzle.macaddr"))
+    return NozzleConfig(name=src.text("nozzle.name"), ipaddr=src.text("nozzle.ipaddr"),
+                        ipprefix=src.text("nozzle.ipprefix"), macaddr=src.text("nozzle.macaddr"))
 
 
 def _uidgid(src: Source) -> UidGidConfig:

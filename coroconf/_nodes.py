@@ -23,16 +23,16 @@ def _positions(src: Source) -> list[int]:
 
 
 def _describe(src: Source, position: int) -> str:
-    name = src.str(f"nodelist.node.{position}.name")
-    addr = src.str(f"nodelist.node.{position}.ring0_addr")
+    name = src.text(f"nodelist.node.{position}.name")
+    addr = src.text(f"nodelist.node.{position}.ring0_addr")
     label = name or addr
     return f"node {position + 1} of the nodelist" + (f" ({label})" if label else "")
 
 
 def _nodeid(src: Source, position: int, transport: str, clear_high_bit: bool) -> tuple[int, bool]:
     prefix = f"nodelist.node.{position}"
-    given = src.int(f"{prefix}.nodeid", 0)
-    ring0 = src.str(f"{prefix}.ring0_addr") or ""
+    given = src.integer(f"{prefix}.nodeid", 0)
+    ring0 = src.text(f"{prefix}.ring0_addr") or ""
     if given:  # 0 is reserved and means "none given", as in corosync
         if transport == "knet" and given >= KNET_MAX_HOST:
             raise src.fail(f"transport knet needs node ids below {KNET_MAX_HOST}, but "
@@ -101,11 +101,12 @@ def _check_links(src: Source, nodes: list[NodeConfig]) -> None:
                                f"{_describe(src, other.position)} and "
                                f"{_describe(src, node.position)}",
                                f"nodelist.node.{node.position}.ring{link}_addr")
-        families = {}
+        families: dict[int, str] = {}
         for node in nodes:
-            address = parse_ip(node.ring_addrs[link] or "")
-            if address is not None:
-                families.setdefault(address.version, node.ring_addrs[link])
+            text = node.ring_addrs[link] if link < len(node.ring_addrs) else None
+            parsed = parse_ip(text or "")
+            if parsed is not None and text is not None:
+                families.setdefault(parsed.version, text)
         if len(families) > 1:
             raise src.fail(f"the nodes on link {link} mix IPv4 and IPv6 addresses "
                            f"({families[4]} and {families[6]})")
@@ -126,8 +127,8 @@ def build_nodelist(src: Source, transport: str, clear_high_bit: bool) -> Nodelis
         ring_addrs = _ring_addrs(src, position)
         nodeid, generated = _nodeid(src, position, transport, clear_high_bit)
         nodes.append(NodeConfig(position=position, nodeid=nodeid, nodeid_generated=generated,
-                                name=src.str(f"{prefix}.name"), ring_addrs=ring_addrs,
-                                quorum_votes=src.int(f"{prefix}.quorum_votes", 1)))
+                                name=src.text(f"{prefix}.name"), ring_addrs=ring_addrs,
+                                quorum_votes=src.integer(f"{prefix}.quorum_votes", 1)))
     if nodes:
         _check_duplicates(src, nodes)
         _check_links(src, nodes)

@@ -24,18 +24,18 @@ class Source:
         item = self.flat.by_key.get(key)
         return default if item is None else item.value
 
-    def int(self, key: str, default: int) -> int:
+    def integer(self, key: str, default: int) -> int:
         value = self.get(key, default)
         assert isinstance(value, int), key  # integer keys are converted in _flatten
         return value
 
     def nonzero(self, key: str, default: int) -> int:
-        """Like :meth:`int`, but 0 means the default (corosync's rule for
+        """Like :meth:`integer`, but 0 means the default (corosync's rule for
         most totem timers and counters)."""
-        value = self.int(key, default)
+        value = self.integer(key, default)
         return value if value else default
 
-    def str(self, key: str, default: str | None = None) -> str | None:
+    def text(self, key: str, default: str | None = None) -> str | None:
         value = self.get(key, default)
         return None if value is None else str(value)
 

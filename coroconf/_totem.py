@@ -14,18 +14,18 @@ __all__ = ["build_totem", "transport_of"]
 
 def transport_of(src: Source) -> str:
     """The transport the file asks for (corosync 3 defaults to knet)."""
-    return src.str("totem.transport", d.TRANSPORT) or d.TRANSPORT
+    return src.text("totem.transport", d.TRANSPORT) or d.TRANSPORT
 
 
 def _crypto(src: Source, transport: str) -> dict[str, object]:
-    secauth = src.str("totem.secauth")
+    secauth = src.text("totem.secauth")
     cipher, hash_ = d.CRYPTO_CIPHER, d.CRYPTO_HASH
     if secauth is not None and secauth not in ("on", "off"):
         src.warn(f"secauth '{secauth}' is read as off (only 'on' turns it on)", "totem.secauth")
     if secauth == "on":
         cipher, hash_ = d.SECAUTH_CIPHER, d.SECAUTH_HASH
-    cipher = src.str("totem.crypto_cipher", cipher) or cipher
-    hash_ = src.str("totem.crypto_hash", hash_) or hash_
+    cipher = src.text("totem.crypto_cipher", cipher) or cipher
+    hash_ = src.text("totem.crypto_hash", hash_) or hash_
     if cipher != "none" and hash_ == "none":
         raise src.fail(f"crypto_cipher {cipher} needs a crypto_hash other than none",
                        "totem.crypto_cipher" if src.has("totem.crypto_cipher")
@@ -43,33 +43,33 @@ def _crypto(src: Source, transport: str) -> dict[str, object]:
         src.warn(f"crypto_hash {hash_}: authentication is not implemented, packets are not "
                  "signed", "totem.crypto_hash" if src.has("totem.crypto_hash")
                  else "totem.secauth")
-    return {"crypto_model": src.str("totem.crypto_model", d.CRYPTO_MODEL),
+    return {"crypto_model": src.text("totem.crypto_model", d.CRYPTO_MODEL),
             "crypto_cipher": cipher, "crypto_hash": hash_,
-            "keyfile": src.str("totem.keyfile"), "has_inline_key": src.has("totem.key")}
+            "keyfile": src.text("totem.keyfile"), "has_inline_key": src.has("totem.key")}
 
 
 def _timers(src: Source, node_count: int) -> dict[str, int]:
     base = src.nonzero("totem.token", d.TOKEN_MS)
-    coefficient = src.int("totem.token_coefficient", d.TOKEN_COEFFICIENT_MS)
+    coefficient = src.integer("totem.token_coefficient", d.TOKEN_COEFFICIENT_MS)
     token = effective_token_ms(base, coefficient, node_count)
     retransmits = src.nonzero("totem.token_retransmits_before_loss_const",
                               d.TOKEN_RETRANSMITS_BEFORE_LOSS_CONST)
     retransmit = src.nonzero("totem.token_retransmit", token_retransmit_ms(token, retransmits))
     return {
         "token_ms": token, "token_base_ms": base, "token_coefficient_ms": coefficient,
-        "token_warning_percent": src.int("totem.token_warning", d.TOKEN_WARNING_PERCENT),
+        "token_warning_percent": src.integer("totem.token_warning", d.TOKEN_WARNING_PERCENT),
         "token_retransmits_before_loss_const": retransmits,
         "token_retransmit_ms": retransmit,
         "hold_ms": src.nonzero("totem.hold", hold_ms(retransmit)),
         "join_ms": src.nonzero("totem.join", d.JOIN_MS),
-        "send_join_ms": src.int("totem.send_join", d.SEND_JOIN_MS),
+        "send_join_ms": src.integer("totem.send_join", d.SEND_JOIN_MS),
         "consensus_ms": src.nonzero("totem.consensus", consensus_ms(token)),
         "merge_ms": src.nonzero("totem.merge", d.MERGE_MS),
         "downcheck_ms": src.nonzero("totem.downcheck", d.DOWNCHECK_MS),
         "fail_recv_const": src.nonzero("totem.fail_recv_const", d.FAIL_RECV_CONST),
         "seqno_unchanged_const": src.nonzero("totem.seqno_unchanged_const",
                                              d.SEQNO_UNCHANGED_CONST),
-        "heartbeat_failures_allowed": src.int("totem.heartbeat_failures_allowed",
+        "heartbeat_failures_allowed": src.integer("totem.heartbeat_failures_allowed",
                                               d.HEARTBEAT_FAILURES_ALLOWED),
         "max_network_delay_ms": src.nonzero("totem.max_network_delay", d.MAX_NETWORK_DELAY_MS),
         "window_size": src.nonzero("totem.window_size", d.WINDOW_SIZE),
@@ -77,10 +77,10 @@ def _timers(src: Source, node_count: int) -> dict[str, int]:
         "miss_count_const": src.nonzero("totem.miss_count_const", d.MISS_COUNT_CONST),
         "knet_pmtud_interval_s": src.nonzero("totem.knet_pmtud_interval",
                                              d.KNET_PMTUD_INTERVAL_S),
-        "knet_mtu": src.int("totem.knet_mtu", d.KNET_MTU),
-        "knet_compression_threshold": src.int("totem.knet_compression_threshold",
+        "knet_mtu": src.integer("totem.knet_mtu", d.KNET_MTU),
+        "knet_compression_threshold": src.integer("totem.knet_compression_threshold",
                                               d.KNET_COMPRESSION_THRESHOLD_BYTES),
-        "knet_compression_level": src.int("totem.knet_compression_level",
+        "knet_compression_level": src.integer("totem.knet_compression_level",
                                           d.KNET_COMPRESSION_LEVEL),
     }
 
@@ -144,8 +144,8 @@ def _udp_mcastaddr(src: Source, link: int, cluster_name: str | None) -> str:
     prefix = f"totem.interface.{link}"
     if src.get(f"{prefix}.broadcast") == "yes":
         return "255.255.255.255"
-    given = src.str(f"{prefix}.mcastaddr")
-    bindnet = parse_ip(src.str(f"{prefix}.bindnetaddr") or "")
+    given = src.text(f"{prefix}.mcastaddr")
+    bindnet = parse_ip(src.text(f"{prefix}.bindnetaddr") or "")
     if given is None:
         if cluster_name is None:
             raise src.fail(f"transport udp needs a multicast address for link {link}: set "
@@ -165,22 +165,22 @@ def _interface(src: Source, link: int, transport: str, timers: dict[str, int],
                cluster_name: str | None) -> InterfaceConfig:
     prefix = f"totem.interface.{link}"
     broadcast = src.get(f"{prefix}.broadcast") == "yes"
-    ttl = src.int(f"{prefix}.ttl", d.TTL)
+    ttl = src.integer(f"{prefix}.ttl", d.TTL)
     if transport != "udp" and ttl != 1:
         raise src.fail(f"ttl can only be set with transport udp (link {link} sets {ttl})",
                        f"{prefix}.ttl")
-    priority = src.int(f"{prefix}.knet_link_priority", d.KNET_LINK_PRIORITY)
+    priority = src.integer(f"{prefix}.knet_link_priority", d.KNET_LINK_PRIORITY)
     if transport != "knet" and priority != 1:
         raise src.fail(f"knet_link_priority can only be set with transport knet (link {link})",
                        f"{prefix}.knet_link_priority")
     pongs = src.nonzero(f"{prefix}.knet_pong_count", d.KNET_PONG_COUNT)
-    port = src.int(f"{prefix}.mcastport", d.MCASTPORT + (2 if broadcast else 1) * link)
+    port = src.integer(f"{prefix}.mcastport", d.MCASTPORT + (2 if broadcast else 1) * link)
     if port == 0:
         raise src.fail(f"mcastport of link {link} must not be 0", f"{prefix}.mcastport")
     return InterfaceConfig(
-        linknumber=link, bindnetaddr=src.str(f"{prefix}.bindnetaddr"),
+        linknumber=link, bindnetaddr=src.text(f"{prefix}.bindnetaddr"),
         mcastaddr=(_udp_mcastaddr(src, link, cluster_name) if transport == "udp"
-                   else src.str(f"{prefix}.mcastaddr")),
+                   else src.text(f"{prefix}.mcastaddr")),
         broadcast=broadcast, mcastport=port, ttl=ttl, knet_link_priority=priority,
         knet_ping_interval_ms=src.nonzero(f"{prefix}.knet_ping_interval",
                                           knet_ping_interval_ms(timers["token_ms"], pongs)),
@@ -188,7 +188,7 @@ def _interface(src: Source, link: int, transport: str, timers: dict[str, int],
                                          knet_ping_timeout_ms(timers["token_ms"], pongs)),
         knet_ping_precision=src.nonzero(f"{prefix}.knet_ping_precision", d.KNET_PING_PRECISION),
         knet_pong_count=pongs,
-        knet_transport=src.str(f"{prefix}.knet_transport", d.KNET_TRANSPORT) or "udp")
+        knet_transport=src.text(f"{prefix}.knet_transport", d.KNET_TRANSPORT) or "udp")
 
 
 def _check_network(src: Source, transport: str, nodes: Nodelist, links: list[int]) -> None:
@@ -256,7 +256,7 @@ def build_totem(src: Source, nodes: Nodelist) -> TotemConfig:
     Raises:
         ConfigConsistencyError: see :class:`coroconf.errors.ConfigConsistencyError`.
     """
-    version = src.int("totem.version", 0)
+    version = src.integer("totem.version", 0)
     if version != d.VERSION:
         raise src.fail("totem.version must be 2 (write 'version: 2' in the totem section)"
                        + (f", not {version}" if src.has("totem.version") else ""),
@@ -267,23 +267,23 @@ def build_totem(src: Source, nodes: Nodelist) -> TotemConfig:
     _check_network(src, transport, nodes, links)
     timers = _timers(src, sum(1 for node in nodes if node.ring0_addr))
     _check_timers(src, timers, len(nodes))
-    cluster_name = src.str("totem.cluster_name")
+    cluster_name = src.text("totem.cluster_name")
     interfaces = tuple(_interface(src, link, transport, timers, cluster_name) for link in links)
     _report_unimplemented(src, transport, nodes, links)
-    if src.int("totem.ip_dscp", 0):
+    if src.integer("totem.ip_dscp", 0):
         src.warn("ip_dscp is not applied: packets keep the default TOS", "totem.ip_dscp")
     return TotemConfig(
-        version=version, cluster_name=cluster_name, cluster_uuid=src.str("totem.cluster_uuid"),
-        config_version=src.int("totem.config_version", d.CONFIG_VERSION),
+        version=version, cluster_name=cluster_name, cluster_uuid=src.text("totem.cluster_uuid"),
+        config_version=src.integer("totem.config_version", d.CONFIG_VERSION),
         transport=transport, network_transport="udp" if transport == "udp" else "udpu",
-        ip_version=src.str("totem.ip_version") or (d.IP_VERSION_UDP if transport == "udp"
+        ip_version=src.text("totem.ip_version") or (d.IP_VERSION_UDP if transport == "udp"
                                                    else d.IP_VERSION_OTHER),
-        ip_dscp=src.int("totem.ip_dscp", d.IP_DSCP),
+        ip_dscp=src.integer("totem.ip_dscp", d.IP_DSCP),
         clear_node_high_bit=src.get("totem.clear_node_high_bit") == "yes",
-        link_mode=src.str("totem.link_mode", d.LINK_MODE) or d.LINK_MODE,
+        link_mode=src.text("totem.link_mode", d.LINK_MODE) or d.LINK_MODE,
         netmtu=src.nonzero("totem.netmtu", d.NETMTU_UDP),
         block_unlisted_ips=src.get("totem.block_unlisted_ips", "yes") == "yes",
         cancel_token_hold_on_retransmit=src.get("totem.cancel_token_hold_on_retransmit") == "yes",
-        knet_compression_model=src.str("totem.knet_compression_model",
+        knet_compression_model=src.text("totem.knet_compression_model",
                                        d.KNET_COMPRESSION_MODEL) or "none",
         interfaces=interfaces, **crypto, **timers)  # type: ignore[arg-type]

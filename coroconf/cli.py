@@ -115,11 +115,11 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    warnings = data.pop("warnings")
+    data.pop("warnings")
     lines: list[str] = []
     _flat_lines("", data, lines)
     print("\n".join(lines))
-    for warning in warnings:  # type: ignore[union-attr]
+    for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 
