@@ -89,15 +89,20 @@ class Row:
         row: dict[str, Any] = {"impl": self.impl, "mode": self.mode, "size": self.size,
                                "msgs_per_s": None, "mb_per_s": None}
         if self.result is not None:
-            row["msgs_per_s"] = round(self.result.msgs_per_s, 1)
-            row["mb_per_s"] = round(self.result.mb_per_s, 3)
+            row["msgs_per_s"] = _significant(self.result.msgs_per_s)
+            row["mb_per_s"] = _significant(self.result.mb_per_s)
             if self.mode == "latency":
-                row["p50_us"] = round(self.result.percentile_us(0.50), 2)
-                row["p99_us"] = round(self.result.percentile_us(0.99), 2)
+                row["p50_us"] = _significant(self.result.percentile_us(0.50))
+                row["p99_us"] = _significant(self.result.percentile_us(0.99))
         for key in ("skipped", "error", "note"):
             if getattr(self, key):
                 row[key] = getattr(self, key)
         return row
+
+
+def _significant(value: float, digits: int = 6) -> float:
+    """``value`` to ``digits`` significant digits (JSON stays short, small values stay non-zero)."""
+    return float(f"{value:.{digits}g}")
 
 
 def _parse_size(text: str) -> int:
