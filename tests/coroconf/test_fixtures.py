@@ -120,3 +120,12 @@ def test_old_openais_style_file_loads_with_every_ignored_part_reported():
                      "bindnetaddr is ignored"):
         assert sum(fragment in warning for warning in warnings) == 1, fragment
     assert len(warnings) == 9
+
+
+def test_debian_single_node_default():
+    config = _load("debian_default.conf")
+    assert config.system.allow_knet_handle_fallback is True
+    assert [(node.nodeid, node.ring0_addr) for node in config.nodelist] == [(1, "127.0.0.1")]
+    assert config.local_node(["127.0.0.1/8"]).name == "node1"
+    assert coroconf.totem_params_kwargs(config)["nodes"] == 1
+    assert _names(config) == ["debian_default.conf: transport knet: running as udpu over link 0"]
