@@ -118,6 +118,10 @@ def _check_timers(src: Source, timers: dict[str, int], node_count: int) -> None:
     if timers["token_warning_percent"] > 100:
         raise src.fail(f"token_warning ({timers['token_warning_percent']}%) must be between 0 "
                        "(no warnings) and 100 percent of token", "totem.token_warning")
+    if timers["consensus_ms"] < timers["join_ms"] and not src.has("totem.consensus"):
+        raise src.fail(f"consensus, derived as 1.2 x token ({timers['token_ms']} ms) = "
+                       f"{timers['consensus_ms']} ms, is below join ({timers['join_ms']} ms); "
+                       "set consensus or lower join", "totem.join")
     if timers["consensus_ms"] < timers["join_ms"]:
         raise src.fail(f"consensus ({timers['consensus_ms']} ms) must be at least join "
                        f"({timers['join_ms']} ms)", "totem.consensus")

@@ -44,6 +44,9 @@ def test_version_is_required():
                                  "30 ms"),
     ("\tconsensus: 25\n", "corosync.conf:4: consensus (25 ms) must be at least 30 ms"),
     ("\tconsensus: 40\n", "corosync.conf:4: consensus (40 ms) must be at least join (50 ms)"),
+    ("\ttoken: 100\n\ttoken_retransmit: 30\n\tjoin: 500\n",
+     "corosync.conf:6: consensus, derived as 1.2 x token (100 ms) = 120 ms, is below join "
+     "(500 ms); set consensus or lower join"),
     ("\ttoken_warning: 150\n", "corosync.conf:4: token_warning (150%) must be between 0 (no "
                                "warnings) and 100 percent of token"),
     ("\ttoken: 100\n", "corosync.conf:4: token_retransmit, derived as token (100 ms) / "
