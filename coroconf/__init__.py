@@ -1,10 +1,9 @@
 """coroconf: corosync.conf parsed once into one frozen, validated object.
 
-    >>> config = coroconf.load("/etc/corosync/corosync.conf")
-    >>> config.totem.token_ms, config.totem.network_transport
-    (3000, 'udpu')
-    >>> config.warnings
-    ("corosync.conf:4: transport knet: running as udpu over link 0; ring1_addr ignored",)
+    config = coroconf.load("/etc/corosync/corosync.conf")
+    config.totem.token_ms, config.totem.network_transport   # (3000, 'udpu')
+    config.warnings   # ('/etc/corosync/corosync.conf:4: transport knet: running as udpu
+                      #   over link 0; ring1_addr ignored',)
 
 The stages: :mod:`._parser` (text to a tree, with lines), :mod:`._flatten`
 (tree to cmap keys, as corosync's coroparse does, refusing unknown keys),
