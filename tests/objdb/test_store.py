@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from objdb.errors import (InvalidKey, InvalidRequest, InvalidValue, LimitReached, NoSuchKey,
                           ReadOnly, TooLong, WrongType)
@@ -266,3 +268,40 @@ def test_max_keys_bound() -> None:
     store.set("a.two", ValueType.UINT8, 2)   # changing an existing key still works
     assert store.stats().keys == 2
     assert store.stats().refused == 1
+
+
+_OPS = st.lists(st.tuples(
+    st.sampled_from(["set", "delete", "adjust"]),
+    st.sampled_from(["a.x", "a.y", "b.x", "ab.z"]),
+    st.sampled_from([ValueType.UINT8, ValueType.INT16, ValueType.STRING]),
+    st.integers(-300, 300),
+), max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_replaying_notifications_rebuilds_the_store(operations) -> None:
+    """A tracker of everything sees each change with the right old value, and
+    applying its notifications to an empty map gives the store's content."""
+    store = Store()
+    store.track_add("watcher", "", ALL | TrackFlags.PREFIX)
+    replica: dict[str, Entry] = {}
+    for operation, key, value_type, number in operations:
+        value: object = str(number) if value_type is ValueType.STRING else number
+        try:
+            if operation == "set":
+                notes = store.set(key, value_type, value, force_type=number % 2 == 0)
+            elif operation == "delete":
+                notes = store.delete(key)
+            else:
+                notes = store.adjust(key, number)[1]
+        except (InvalidValue, WrongType, NoSuchKey):
+            continue
+        for note in notes:
+            assert note.old == replica.get(note.key)
+            if note.event is TrackFlags.DELETE:
+                del replica[note.key]
+            else:
+                assert note.new is not None
+                replica[note.key] = note.new
+    assert replica == {key: entry for key, entry in store.items("")}
