@@ -49,9 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         if not _available(module):
             continue
+        try:
+            add_arguments = importlib.import_module(module).add_arguments
+        except Exception as exc:  # one broken tool must not take the others down
+            broken = f"{type(exc).__name__}: {exc}"
+            command_parser = sub.add_parser(name, help=f"(unavailable: {broken})", add_help=False)
+            command_parser.set_defaults(_module=module, _broken=broken)
+            command_parser.add_argument("_ignored", nargs=argparse.REMAINDER)
+            continue
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         command_parser.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(command_parser)
+        add_arguments(command_parser)
     return parser
 
 
@@ -61,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    broken = getattr(args, "_broken", None)
+    if broken:
+        print(f"coro {args.command}: this tool cannot load ({broken})", file=sys.stderr)
+        return 1
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except KeyboardInterrupt:

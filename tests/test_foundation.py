@@ -71,3 +71,34 @@ def test_leak_audit_sees_socket_file(tmp_path):
         sock.close()
         path.unlink()
     assert not any(str(path) in line for line in conftest.leftovers(tmp_path))
+
+
+def _present_commands() -> list[str]:
+    from clients.cli import COMMANDS, _available
+    return [name for name, (module, _help) in COMMANDS.items() if _available(module)]
+
+
+@pytest.mark.parametrize("command", _present_commands())
+def test_every_present_subcommand_loads_and_has_help(command):
+    """A tool whose module is in the tree must load: a broken one fails here, not silently."""
+    result = subprocess.run(
+        [sys.executable, "-m", "clients.cli", command, "--help"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"usage: coro {command}" in result.stdout
+
+
+def test_broken_subcommand_is_reported_not_fatal(monkeypatch):
+    from clients import cli
+    monkeypatch.setitem(cli.COMMANDS, "broken", ("tests.no_such_module_for_coro", "x"))
+    monkeypatch.setattr(cli, "_available", lambda module: True)
+    real_import = cli.importlib.import_module
+
+    def fake_import(name):
+        if name == "tests.no_such_module_for_coro":
+            raise ImportError("missing dependency xyz")
+        return real_import(name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", fake_import)
+    assert cli.main(["broken"]) == 1
