@@ -92,7 +92,9 @@ def test_every_present_subcommand_loads_and_has_help(command):
 def test_broken_subcommand_is_reported_not_fatal(monkeypatch):
     from clients import cli
     monkeypatch.setitem(cli.COMMANDS, "broken", ("tests.no_such_module_for_coro", "x"))
-    monkeypatch.setattr(cli, "_available", lambda module: True)
+    original_available = cli._available
+    monkeypatch.setattr(cli, "_available",
+                        lambda module: module == "tests.no_such_module_for_coro" or original_available(module))
     real_import = cli.importlib.import_module
 
     def fake_import(name):
