@@ -319,7 +319,8 @@ class Ring:
         return self._words
 
     # -------------------------------------------------------------- writing
-    def _become_writer(self) -> None:
+    def become_writer(self) -> None:
+        """Claim the writer role (records our pid for the reader's liveness checks)."""
         words = self._require_open()
         self._is_writer = True
         words[W_PID] = os.getpid()
@@ -373,7 +374,7 @@ class Ring:
             NotConnected: this handle is closed.
         """
         if not self._is_writer:
-            self._become_writer()
+            self.become_writer()
         length = len(data)
         if length > self.max_message_size:
             raise MessageTooLarge(f"message of {length} bytes exceeds this ring's limit of {self.max_message_size}")
@@ -419,7 +420,7 @@ class Ring:
             MessageTooLarge, WouldBlock, ConnectionLost, NotConnected.
         """
         if not self._is_writer:
-            self._become_writer()
+            self.become_writer()
         if size > self.max_message_size:
             raise MessageTooLarge(f"message of {size} bytes exceeds this ring's limit of {self.max_message_size}")
         offset = self._claim((size + _ONE_OVERHEAD + 15) & ~15)
@@ -466,7 +467,7 @@ class Ring:
             ConnectionLost: the reader closed the ring and it is full.
         """
         if not self._is_writer:
-            self._become_writer()
+            self.become_writer()
         total = len(buffers)
         if total == 0:
             return 0
@@ -537,7 +538,8 @@ class Ring:
         return count
 
     # -------------------------------------------------------------- reading
-    def _become_reader(self) -> None:
+    def become_reader(self) -> None:
+        """Claim the reader role (records our pid for the writer's liveness checks)."""
         words = self._require_open()
         self._is_reader = True
         words[R_PID] = os.getpid()
@@ -598,7 +600,7 @@ class Ring:
             locally; :meth:`_publish_read` makes them visible.
         """
         if not self._is_reader:
-            self._become_reader()
+            self.become_reader()
         spans: list[tuple[int, int, list[int]]] = []
         budget = sys.maxsize if max_count is None else max_count
         while budget > 0:
@@ -759,7 +761,7 @@ class Ring:
             True if data is already waiting (then do not sleep: read it).
         """
         if not self._is_reader:
-            self._become_reader()
+            self.become_reader()
         words = self._words
         self._get_reader_bell().drain()
         words[R_EPOCH] += 1
@@ -778,7 +780,7 @@ class Ring:
             True if ``needed`` bytes (frame size) are already free.
         """
         if not self._is_writer:
-            self._become_writer()
+            self.become_writer()
         words = self._words
         self._get_writer_bell().drain()
         words[W_EPOCH] += 1
@@ -810,6 +812,14 @@ class Ring:
                 raise ConnectionLost(f"ring {self.name}: the writer closed its end")
             self._sleep(self._reader_bell, W_PID, deadline, "writer")
         self.disarm_reader()
+
+    def wait_writable(self, size: int, timeout: float | None = None) -> None:
+        """Return once a message of ``size`` payload bytes would fit.
+
+        Raises:
+            Timeout, ConnectionLost (reader closed or died, or a watch fd fired).
+        """
+        self._wait_writable(frame_size(1, size), None if timeout is None else time.monotonic() + timeout)
 
     def _wait_writable(self, size: int, deadline: float | None) -> None:
         capacity = self.capacity
@@ -894,3 +904,17 @@ class Ring:
         words = self._require_open()
         return RingStats(name=self.name, capacity=self.capacity, used_bytes=words[W_POS] - words[R_POS],
                          **self._count)
+
+    def check_header(self) -> None:
+        """Re-validate the static header (magic, version, capacity).
+
+        A peer with write access could overwrite it at any time; a server
+        calls this before trusting a ring for another batch.
+
+        Raises:
+            RingCorrupted: the header no longer matches what was attached.
+        """
+        if self._mmap is None:
+            raise NotConnected(f"ring {self.name} is closed")
+        if self._validate_header(self._mmap) != self.capacity:
+            raise RingCorrupted(f"ring {self.name}: capacity changed under us")

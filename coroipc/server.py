@@ -1,0 +1,756 @@
+"""The coroipc server: Unix-socket handshakes, per-connection rings, dispatch.
+
+One :class:`IpcServer` listens on ``<run_dir>/<service>.sock`` for each of its
+services and runs single-threaded: :meth:`IpcServer.process` does one turn
+of work (accept, handshakes, requests, event backlogs, time-outs), and
+:meth:`IpcServer.fileno` (an epoll descriptor) becomes readable when there
+is work, so the server fits any event loop (``attach`` wires it to asyncio).
+
+Connection life: accept -> read HELLO (deadline) -> check version, service,
+uid/gid -> create three rings (0600, chowned to the client when root) ->
+ACCEPT with the segment descriptors -> READY -> unlink the segments ->
+established. Any failure on the way closes the rings, which unlinks them.
+
+Event flow control (the policy, see docs/architecture.md): ``send_event``
+never blocks. When the event ring is full, events wait in a per-connection
+backlog bounded in messages and bytes; when that is full too, ``send_event``
+raises WouldBlock to the service. A client whose backlog makes no progress
+for ``event_stall_timeout_s``, or that had ``event_refusal_limit`` events
+refused in a row, is disconnected with a GOODBYE saying why.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import selectors
+import socket
+import time
+from dataclasses import dataclass, field
+
+from coroipc import _shm, codec
+from coroipc._wire import HandshakeBuffer, parse_message, peer_credentials, put_message, send_handshake
+from coroipc.errors import (ConnectionLost, IpcError, MessageTooLarge, NotConnected, ProtocolError,
+                            RingCorrupted, WouldBlock)
+from coroipc.ring import Ring
+
+__all__ = ["Service", "Connection", "IpcServer", "ServerStats", "ConnectionStats", "socket_path"]
+
+log = logging.getLogger("coroipc.server")
+RefuseCode = codec.RefuseCode
+_MIN_RING = 4096
+_MAX_RING = 1 << 28
+
+
+def socket_path(run_dir: str | os.PathLike, service: str) -> str:
+    """Where the server for ``service`` listens inside ``run_dir``."""
+    return os.path.join(os.fspath(run_dir), f"{service}.sock")
+
+
+class Service:
+    """Subclass to offer a service; the server calls these on its own thread.
+
+    Attributes:
+        name: the service name clients connect to (also the socket name).
+    """
+
+    name: str = "service"
+
+    def on_connect(self, conn: "Connection") -> None:
+        """A client finished its handshake."""
+
+    def on_request(self, conn: "Connection", function: int, payload: memoryview) -> bytes | None:
+        """Handle one request.
+
+        ``payload`` is a view into the request ring, valid only during this
+        call (copy it to keep it). Return the response payload, or None to
+        answer later with ``conn.respond(conn.current_request_id, ...)``
+        (or not at all, for one-way messages). An exception becomes a
+        ServiceError at the client; the connection stays up.
+        """
+        return None
+
+    def on_disconnect(self, conn: "Connection") -> None:
+        """The connection is gone (client closed or died, or the server ended it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionStats:
+    connection_id: int
+    service: str
+    pid: int
+    uid: int
+    gid: int
+    requests: int
+    responses: int
+    events_sent: int
+    event_backlog: int
+    event_backlog_peak: int
+    events_refused: int
+    response_backlog: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStats:
+    connections: int
+    connections_total: int
+    handshakes_pending: int
+    refused: int
+    handshakes_failed: int
+    disconnects: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    events_sent: int = 0
+    events_refused: int = 0
+
+
+class Connection:
+    """The server's side of one client connection (given to the service)."""
+
+    current_request_id = 0
+
+    def __init__(self, server: "IpcServer", connection_id: int, service: Service, sock: socket.socket,
+                 credentials: tuple[int, int, int], rings: tuple[Ring, Ring, Ring], max_message_size: int) -> None:
+        self._server = server
+        self.id = connection_id
+        self.service = service
+        self.sock = sock
+        self.pid, self.uid, self.gid = credentials
+        self.request_ring, self.response_ring, self.event_ring = rings
+        self.max_message_size = max_message_size
+        self.closed = False
+        self.event_backlog: collections.deque[bytes] = collections.deque()
+        self.event_backlog_bytes = 0
+        self.response_backlog: collections.deque[bytes] = collections.deque()
+        self.stalled_since: float | None = None
+        self.refused_in_a_row = 0
+        self.armed = False
+        self.selector_fds: list[int] = []  # registered with the server's selector
+        self._event_sequence = itertools.count(1)
+        self.counts = dict.fromkeys(("requests", "responses", "events_sent", "events_refused",
+                                     "event_backlog_peak"), 0)
+
+    def __repr__(self) -> str:
+        return f"Connection(id={self.id}, service={self.service.name!r}, pid={self.pid}, uid={self.uid})"
+
+    def send_event(self, function: int, payload=b"") -> None:
+        """Queue an event for the client; never blocks.
+
+        Raises:
+            WouldBlock: the event ring and the bounded backlog are both full.
+            MessageTooLarge: larger than the agreed maximum.
+            NotConnected: the connection is closed.
+        """
+        if self.closed:
+            raise NotConnected(f"connection {self.id} is closed")
+        if len(payload) > self.max_message_size:
+            raise MessageTooLarge(f"event of {len(payload)} bytes exceeds the agreed {self.max_message_size}")
+        sequence = next(self._event_sequence)
+        if not self.event_backlog:
+            try:
+                put_message(self.event_ring, function, 0, sequence, payload)
+                self.counts["events_sent"] += 1
+                return
+            except WouldBlock:
+                pass
+        self._server._backlog_event(self, codec.MESSAGE_HEADER.pack(function, 0, sequence) + bytes(payload))
+
+    def respond(self, request_id: int, payload=b"", status: int = 0, function: int = 0) -> None:
+        """Answer a request later (after ``on_request`` returned None)."""
+        if self.closed:
+            raise NotConnected(f"connection {self.id} is closed")
+        self._server._respond(self, function, status, request_id, payload)
+
+    def close(self, reason: str = "closed by the service") -> None:
+        """Disconnect this client (it gets ConnectionLost with ``reason``)."""
+        self._server._disconnect(self, RefuseCode.SHUTTING_DOWN, reason)
+
+    def stats(self) -> ConnectionStats:
+        return ConnectionStats(connection_id=self.id, service=self.service.name, pid=self.pid, uid=self.uid,
+                               gid=self.gid, event_backlog=len(self.event_backlog),
+                               response_backlog=len(self.response_backlog), **self.counts)
+
+
+class _Handshake:
+    """A connection between accept and READY."""
+
+    def __init__(self, sock: socket.socket, credentials: tuple[int, int, int], deadline: float) -> None:
+        self.sock = sock
+        self.credentials = credentials
+        self.deadline = deadline
+        self.buffer = HandshakeBuffer()
+        self.rings: tuple[Ring, Ring, Ring] | None = None
+        self.service: Service | None = None
+        self.max_message_size = 0
+
+
+class IpcServer:
+    """Serve one or more :class:`Service` objects over coroipc.
+
+    Args:
+        run_dir: directory for the sockets (created if missing).
+        services: the services offered; names must be unique.
+        allowed_uids, allowed_gids: who may connect. When both are None,
+            root and the server's own effective uid may.
+        ring_size: default bytes per ring (request, response, event).
+        max_message_size: largest payload in either direction (default: what
+            the rings allow).
+        event_backlog_messages, event_backlog_bytes: per-connection bound on
+            events waiting for room in the event ring.
+        event_stall_timeout_s: disconnect a client whose full backlog makes no
+            progress for this long.
+        event_refusal_limit: ... or that had this many events refused in a row.
+        handshake_timeout_s: drop a client that does not finish the handshake.
+        max_connections: refuse beyond this many.
+        requests_per_turn: fairness: requests taken from one client per turn.
+        spin_us: how long ``process(timeout>0)`` polls the rings before sleeping.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, services: list[Service], *,
+                 allowed_uids: set[int] | None = None, allowed_gids: set[int] | None = None,
+                 ring_size: int = 1 << 20, max_message_size: int | None = None,
+                 event_ring_size: int | None = None, event_backlog_messages: int = 1024,
+                 event_backlog_bytes: int = 4 << 20, event_stall_timeout_s: float = 10.0,
+                 event_refusal_limit: int = 10_000, handshake_timeout_s: float = 5.0,
+                 max_connections: int = 1024, requests_per_turn: int = 256, spin_us: float = 50.0) -> None:
+        names = [service.name for service in services]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"services must be a non-empty list with unique names, got {names}")
+        for size in (ring_size, event_ring_size or ring_size):
+            if not _MIN_RING <= size <= _MAX_RING or size % 64:
+                raise ValueError(f"ring size {size} must be a multiple of 64 in {_MIN_RING}..{_MAX_RING}")
+        self.run_dir = os.fspath(run_dir)
+        self.services = {service.name: service for service in services}
+        if allowed_uids is None and allowed_gids is None:
+            allowed_uids = {0, os.geteuid()}
+        self.allowed_uids = frozenset(allowed_uids or ())
+        self.allowed_gids = frozenset(allowed_gids or ())
+        self.ring_size = ring_size
+        self.event_ring_size = event_ring_size or ring_size
+        self.max_message_size = max_message_size
+        self.event_backlog_messages = event_backlog_messages
+        self.event_backlog_bytes = event_backlog_bytes
+        self.event_stall_timeout_s = event_stall_timeout_s
+        self.event_refusal_limit = event_refusal_limit
+        self.handshake_timeout_s = handshake_timeout_s
+        self.max_connections = max_connections
+        self.requests_per_turn = requests_per_turn
+        self._spin_ns = int(spin_us * 1000)
+        self._selector: selectors.BaseSelector | None = None
+        self._listeners: dict[str, socket.socket] = {}
+        self._handshakes: dict[int, _Handshake] = {}
+        self._connections: dict[int, Connection] = {}
+        self._backlogged: set[Connection] = set()
+        self._ids = itertools.count(1)
+        self._counts = collections.Counter()
+        self._disconnects: collections.Counter[str] = collections.Counter()
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Clean up after a dead predecessor, then listen.
+
+        Raises:
+            IpcError: another live server already listens on a socket.
+            OSError: the run directory or a socket cannot be set up.
+        """
+        os.makedirs(self.run_dir, mode=0o755, exist_ok=True)
+        removed = _shm.sweep_dead(tag=_shm.resource_tag())
+        if removed:
+            log.warning("removed %d shared-memory segments left by dead processes: %s", len(removed),
+                        ", ".join(removed))
+        self._selector = selectors.DefaultSelector()
+        try:
+            for name in self.services:
+                path = socket_path(self.run_dir, name)
+                _remove_stale_socket(path)
+                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                self._listeners[name] = listener
+                listener.bind(path)
+                os.chmod(path, 0o666)  # the uid/gid policy at the handshake is the gate
+                listener.listen(128)
+                listener.setblocking(False)
+                self._selector.register(listener, selectors.EVENT_READ, ("listen", name))
+        except BaseException:
+            self.close()
+            raise
+
+    def fileno(self) -> int:
+        """An epoll descriptor, readable when :meth:`process` has work."""
+        if self._selector is None:
+            raise NotConnected("the server is not started")
+        return self._selector.fileno()
+
+    def close(self) -> None:
+        """Disconnect everyone, stop listening, remove sockets and segments. Idempotent."""
+        for conn in list(self._connections.values()):
+            self._disconnect(conn, RefuseCode.SHUTTING_DOWN, "the server is shutting down")
+        for pending in list(self._handshakes.values()):
+            self._fail_handshake(pending, "the server is shutting down", refuse=RefuseCode.SHUTTING_DOWN)
+        for name, listener in self._listeners.items():
+            path = socket_path(self.run_dir, name)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            listener.close()
+        self._listeners.clear()
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+
+    def __enter__(self) -> "IpcServer":
+        if self._selector is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def connections(self) -> list[Connection]:
+        return list(self._connections.values())
+
+    def stats(self) -> ServerStats:
+        counts = self._counts
+        return ServerStats(connections=len(self._connections), connections_total=counts["connections_total"],
+                           handshakes_pending=len(self._handshakes), refused=counts["refused"],
+                           handshakes_failed=counts["handshakes_failed"], disconnects=dict(self._disconnects),
+                           requests=counts["requests"], events_sent=counts["events_sent"],
+                           events_refused=counts["events_refused"])
+
+    # ------------------------------------------------------------ main loop
+    def serve_forever(self, stop_event=None, poll_interval_s: float = 0.1) -> None:
+        """Run :meth:`process` until ``stop_event`` (anything with ``is_set()``) is set."""
+        if self._selector is None:
+            self.start()
+        while stop_event is None or not stop_event.is_set():
+            self.process(timeout=poll_interval_s)
+
+    def attach(self, loop) -> "callable":
+        """Drive this server from an asyncio loop; returns a function that detaches it."""
+        if self._selector is None:
+            self.start()
+        fd = self.fileno()
+        timer = None
+
+        def tick() -> None:
+            nonlocal timer
+            self.process(0.0)
+            timer = loop.call_later(0.1, tick)  # deadlines: handshakes, stalled clients
+
+        loop.add_reader(fd, self.process, 0.0)
+        timer = loop.call_later(0.1, tick)
+
+        def detach() -> None:
+            loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
+
+        return detach
+
+    def process(self, timeout: float = 0.0) -> int:
+        """One turn of work, waiting up to ``timeout`` seconds for some.
+
+        Returns:
+            how many units of work (accepts, handshake steps, requests,
+            flushed events) were done.
+        """
+        if self._selector is None:
+            raise NotConnected("the server is not started")
+        done = self._turn(0.0)
+        if done or timeout <= 0:
+            self._arm_idle()
+            return done
+        if self._spin():
+            return self._turn(0.0)
+        if self._arm_idle():
+            return self._turn(0.0)
+        return self._turn(timeout)
+
+    def _spin(self) -> bool:
+        if self._spin_ns <= 0 or not self._connections:
+            return False
+        end = time.perf_counter_ns() + self._spin_ns
+        connections = list(self._connections.values())
+        while time.perf_counter_ns() < end:
+            for conn in connections:
+                if not conn.closed and not conn.response_backlog and conn.request_ring.readable():
+                    return True
+        return False
+
+    def _arm_idle(self) -> bool:
+        """Arm the request rings that are not armed; True if one has data already."""
+        ready = False
+        for conn in list(self._connections.values()):
+            if conn.armed or conn.closed:
+                continue
+            try:
+                conn.armed = True
+                if conn.request_ring.arm_reader():
+                    ready = True
+            except IpcError as error:
+                self._disconnect(conn, RefuseCode.CORRUPTED, f"request ring failed: {error}")
+        return ready
+
+    def _turn(self, timeout: float) -> int:
+        done = 0
+        for key, _mask in self._selector.select(timeout):
+            kind, target = key.data
+            if kind == "listen":
+                done += self._accept(key.fileobj, target)
+            elif kind == "handshake":
+                done += self._handshake_readable(target)
+            elif kind == "socket":
+                self._socket_readable(target)
+            elif kind == "request":
+                target.armed = False  # its doorbell rang: re-arm before the next sleep
+            elif kind == "space":
+                for ring in (target.response_ring, target.event_ring):
+                    ring._get_writer_bell().drain()
+        for conn in list(self._connections.values()):
+            if conn.closed:
+                continue
+            if conn.response_backlog or conn in self._backlogged:
+                done += self._flush(conn)
+            if not conn.response_backlog and conn.request_ring.readable():
+                conn.armed = False
+                done += self._serve_requests(conn)
+        self._check_deadlines()
+        return done
+
+    # ------------------------------------------------------------ handshake
+    def _accept(self, listener: socket.socket, service_name: str) -> int:
+        try:
+            sock, _address = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as error:  # EMFILE and friends: keep serving the others
+            log.warning("accept on %s failed: %s", service_name, error)
+            return 0
+        sock.setblocking(False)
+        try:
+            credentials = peer_credentials(sock)
+        except OSError as error:
+            log.warning("no peer credentials on %s: %s", service_name, error)
+            sock.close()
+            return 0
+        pending = _Handshake(sock, credentials, time.monotonic() + self.handshake_timeout_s)
+        self._handshakes[sock.fileno()] = pending
+        self._selector.register(sock, selectors.EVENT_READ, ("handshake", pending))
+        return 1
+
+    def _handshake_readable(self, pending: _Handshake) -> int:
+        try:
+            data = pending.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as error:
+            self._fail_handshake(pending, f"socket error {error}")
+            return 1
+        if not data:
+            self._fail_handshake(pending, "the client closed the socket during the handshake")
+            return 1
+        try:
+            pending.buffer.feed(data)
+            found = pending.buffer.next_message()
+            while found is not None:
+                self._handshake_step(pending, *found)
+                if pending.sock.fileno() < 0 or pending.sock.fileno() not in self._handshakes:
+                    break
+                found = pending.buffer.next_message()
+        except ProtocolError as error:
+            self._fail_handshake(pending, f"bad handshake: {error}", refuse=RefuseCode.BAD_HANDSHAKE)
+        return 1
+
+    def _handshake_step(self, pending: _Handshake, version: int, message: codec.Handshake) -> None:
+        if pending.rings is None:
+            if not isinstance(message, codec.Hello):
+                raise ProtocolError(f"expected HELLO, got {type(message).__name__}")
+            self._hello(pending, version, message)
+        elif isinstance(message, codec.Ready):
+            self._establish(pending)
+        else:
+            raise ProtocolError(f"expected READY, got {type(message).__name__}")
+
+    def _refusal(self, pending: _Handshake, version: int, hello: codec.Hello) -> tuple[RefuseCode, str] | None:
+        pid, uid, gid = pending.credentials
+        if version != codec.PROTOCOL_VERSION:
+            return RefuseCode.VERSION_MISMATCH, (f"client speaks coroipc protocol version {version}, "
+                                                 f"this server speaks {codec.PROTOCOL_VERSION}")
+        if hello.service not in self.services:
+            return RefuseCode.UNKNOWN_SERVICE, f"no service {hello.service!r} here"
+        if uid not in self.allowed_uids and gid not in self.allowed_gids:
+            return RefuseCode.NOT_ALLOWED, f"uid {uid} gid {gid} (pid {pid}) may not connect to {hello.service!r}"
+        if len(self._connections) >= self.max_connections:
+            return RefuseCode.TOO_MANY_CONNECTIONS, f"the server has its maximum of {self.max_connections} clients"
+        return None
+
+    def _ring_sizes(self, hello: codec.Hello) -> tuple[int, int, int, int]:
+        def pick(requested: int, default: int) -> int:
+            if not requested:
+                return default
+            return min(_MAX_RING, max(_MIN_RING, (requested + 63) & ~63))
+
+        request = pick(hello.request_ring_bytes, self.ring_size)
+        response = pick(hello.response_ring_bytes, self.ring_size)
+        event = pick(hello.event_ring_bytes, self.event_ring_size)
+        limit = min(request, response, event) // 2 - 24 - 16  # ring limit minus our header
+        for bound in (self.max_message_size, hello.max_message_bytes):
+            if bound:
+                limit = min(limit, bound)
+        return request, response, event, limit
+
+    def _hello(self, pending: _Handshake, version: int, hello: codec.Hello) -> None:
+        refusal = self._refusal(pending, version, hello)
+        if refusal is not None:
+            self._counts["refused"] += 1
+            self._fail_handshake(pending, refusal[1], refuse=refusal[0])
+            return
+        pid, uid, gid = pending.credentials
+        request, response, event, max_message = self._ring_sizes(hello)
+        rings: list[Ring] = []
+        try:
+            for size in (request, response, event):
+                rings.append(Ring.create(size, owner=(uid, gid), keep_fd=True))
+            rings[0].become_reader()
+            rings[1].become_writer()
+            rings[2].become_writer()
+            pending.rings = (rings[0], rings[1], rings[2])
+            pending.service = self.services[hello.service]
+            pending.max_message_size = max_message
+            accept = codec.Accept(connection_id=next(self._ids), server_pid=os.getpid(),
+                                  request_ring_bytes=request, response_ring_bytes=response,
+                                  event_ring_bytes=event, max_message_bytes=max_message,
+                                  ring_names=(rings[0].name, rings[1].name, rings[2].name))
+            send_handshake(pending.sock, accept, tuple(ring.fd for ring in rings))
+        except (OSError, IpcError) as error:
+            for ring in rings:
+                ring.close()
+            pending.rings = None
+            self._fail_handshake(pending, f"could not set up rings: {error}", refuse=RefuseCode.RESOURCES)
+
+    def _fail_handshake(self, pending: _Handshake, reason: str, refuse: RefuseCode | None = None) -> None:
+        if pending.sock.fileno() >= 0:
+            self._handshakes.pop(pending.sock.fileno(), None)
+            try:
+                self._selector.unregister(pending.sock)
+            except (KeyError, ValueError):
+                pass
+            if refuse is not None:
+                try:
+                    send_handshake(pending.sock, codec.Refuse(code=refuse, reason=reason))
+                except OSError:
+                    pass
+            pending.sock.close()
+        for ring in pending.rings or ():
+            ring.close()  # the owner's close unlinks the segment
+        pending.rings = None
+        if refuse in (None, RefuseCode.BAD_HANDSHAKE, RefuseCode.RESOURCES, RefuseCode.SHUTTING_DOWN):
+            self._counts["handshakes_failed"] += 1
+        log.info("handshake from pid %d uid %d failed: %s", pending.credentials[0], pending.credentials[1], reason)
+
+    def _establish(self, pending: _Handshake) -> None:
+        rings = pending.rings
+        for ring in rings:
+            ring.unlink()  # both sides have it mapped: nothing is left if either dies now
+            os.close(ring.fd)
+            ring.fd = -1
+        sock = pending.sock
+        self._handshakes.pop(sock.fileno(), None)
+        conn = Connection(self, next(self._ids), pending.service, sock, pending.credentials, rings,
+                          pending.max_message_size)
+        self._selector.modify(sock, selectors.EVENT_READ, ("socket", conn))
+        self._selector.register(rings[0].fileno(), selectors.EVENT_READ, ("request", conn))
+        conn.selector_fds += [sock.fileno(), rings[0].fileno()]
+        self._connections[conn.id] = conn
+        self._counts["connections_total"] += 1
+        log.info("%r connected", conn)
+        try:
+            conn.service.on_connect(conn)
+        except Exception:
+            log.exception("%s.on_connect failed for %r", type(conn.service).__name__, conn)
+            self._disconnect(conn, RefuseCode.SHUTTING_DOWN, "the service failed to accept the connection")
+
+    # ------------------------------------------------------------ requests
+    def _serve_requests(self, conn: Connection) -> int:
+        ring = conn.request_ring
+        done = 0
+        try:
+            ring.check_header()
+            with ring.peek_batch(max_count=self.requests_per_turn) as views:
+                for view in views:
+                    if conn.closed:
+                        break
+                    self._request(conn, view)
+                    done += 1
+        except WouldBlock:
+            pass
+        except RingCorrupted as error:
+            self._disconnect(conn, RefuseCode.CORRUPTED, f"request ring corrupted: {error}")
+        except ProtocolError as error:
+            self._disconnect(conn, RefuseCode.PROTOCOL, f"bad request: {error}")
+        except NotConnected:
+            pass  # the service closed the connection in a callback
+        return done
+
+    def _request(self, conn: Connection, view: memoryview) -> None:
+        function, status, request_id = parse_message(view)
+        conn.counts["requests"] += 1
+        self._counts["requests"] += 1
+        conn.current_request_id = request_id
+        payload = view[16:]
+        try:
+            result = conn.service.on_request(conn, function, payload)
+            response_status = 0
+        except Exception as error:  # the service's bug must not take the server down
+            log.exception("%s.on_request(function %d) failed", type(conn.service).__name__, function)
+            result, response_status = f"{type(error).__name__}: {error}".encode()[:1024], 1
+        finally:
+            payload.release()
+        if result is None or status & codec.REQUEST_NO_REPLY or conn.closed:
+            return
+        self._respond(conn, function, response_status, request_id, result)
+
+    def _respond(self, conn: Connection, function: int, status: int, request_id: int, payload) -> None:
+        if len(payload) > conn.max_message_size:
+            raise MessageTooLarge(f"response of {len(payload)} bytes exceeds the agreed {conn.max_message_size}")
+        if not conn.response_backlog:
+            try:
+                put_message(conn.response_ring, function, status, request_id, payload)
+                conn.counts["responses"] += 1
+                return
+            except WouldBlock:
+                pass
+        # The client is not reading its responses: hold this one and stop
+        # taking its requests until it does (back-pressure, bounded by one turn).
+        conn.response_backlog.append(codec.MESSAGE_HEADER.pack(function, status, request_id) + bytes(payload))
+        self._watch_space(conn)
+
+    # ------------------------------------------------------------ events
+    def _backlog_event(self, conn: Connection, message: bytes) -> None:
+        if (len(conn.event_backlog) >= self.event_backlog_messages
+                or conn.event_backlog_bytes + len(message) > self.event_backlog_bytes):
+            conn.counts["events_refused"] += 1
+            self._counts["events_refused"] += 1
+            conn.refused_in_a_row += 1
+            if conn.refused_in_a_row >= self.event_refusal_limit:
+                self._disconnect(conn, RefuseCode.STALLED, f"{conn.refused_in_a_row} events refused in a row: "
+                                                           "the client does not read its events")
+                raise NotConnected(f"connection {conn.id} was closed: the client does not read its events")
+            raise WouldBlock(f"connection {conn.id}: event ring and backlog of "
+                             f"{len(conn.event_backlog)} events are full")
+        conn.event_backlog.append(message)
+        conn.event_backlog_bytes += len(message)
+        if len(conn.event_backlog) > conn.counts["event_backlog_peak"]:
+            conn.counts["event_backlog_peak"] = len(conn.event_backlog)
+        if conn.stalled_since is None:
+            conn.stalled_since = time.monotonic()
+        self._backlogged.add(conn)
+        self._watch_space(conn)
+
+    def _watch_space(self, conn: Connection) -> None:
+        """Have the client ring us when it frees space in its response/event rings."""
+        for ring in (conn.response_ring, conn.event_ring):
+            fd = ring.writer_fileno()
+            if fd not in conn.selector_fds:
+                self._selector.register(fd, selectors.EVENT_READ, ("space", conn))
+                conn.selector_fds.append(fd)
+            ring.arm_writer()
+
+    def _flush(self, conn: Connection) -> int:
+        """Move backlogged responses and events into their rings; returns how many."""
+        done = 0
+        try:
+            for backlog, ring in ((conn.response_backlog, conn.response_ring), (conn.event_backlog, conn.event_ring)):
+                if not backlog:
+                    continue
+                written = ring.write_batch(list(backlog))
+                for _ in range(written):
+                    message = backlog.popleft()
+                    if backlog is conn.event_backlog:
+                        conn.event_backlog_bytes -= len(message)
+                done += written
+                if backlog:
+                    ring.arm_writer()
+        except ConnectionLost as error:
+            self._disconnect(conn, RefuseCode.SHUTTING_DOWN, f"client closed its rings: {error}")
+            return done
+        if done:
+            conn.stalled_since = time.monotonic() if conn.event_backlog else None
+            conn.refused_in_a_row = 0
+        if not conn.event_backlog:
+            self._backlogged.discard(conn)
+        return done
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for pending in list(self._handshakes.values()):
+            if now > pending.deadline:
+                self._fail_handshake(pending, f"no handshake within {self.handshake_timeout_s} s",
+                                     refuse=RefuseCode.BAD_HANDSHAKE)
+        for conn in list(self._backlogged):
+            if conn.stalled_since is not None and now - conn.stalled_since > self.event_stall_timeout_s:
+                self._disconnect(conn, RefuseCode.STALLED, f"the client read no events for "
+                                                           f"{self.event_stall_timeout_s} s with its backlog full")
+
+    # ------------------------------------------------------------ teardown
+    def _socket_readable(self, conn: Connection) -> None:
+        """After the handshake the client sends nothing: readable means gone."""
+        try:
+            data = conn.sock.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            data = b""
+            log.debug("socket error on %r: %s", conn, error)
+        reason = "the client closed the connection" if not data else "the client sent data after the handshake"
+        self._disconnect(conn, RefuseCode.PROTOCOL, reason, notify=bool(data))
+
+    def _disconnect(self, conn: Connection, code: RefuseCode, reason: str, notify: bool = True) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self._connections.pop(conn.id, None)
+        self._backlogged.discard(conn)
+        self._disconnects[code.name.lower()] += 1
+        log.info("%r disconnected: %s", conn, reason)
+        if notify:
+            try:
+                send_handshake(conn.sock, codec.Goodbye(code=code, reason=reason))
+            except OSError:
+                pass
+        if self._selector is not None:
+            for fd in conn.selector_fds:
+                self._selector.unregister(fd)
+        conn.selector_fds.clear()
+        for ring in (conn.request_ring, conn.response_ring, conn.event_ring):
+            ring.close()
+        conn.sock.close()
+        conn.event_backlog.clear()
+        conn.response_backlog.clear()
+        try:
+            conn.service.on_disconnect(conn)
+        except Exception:
+            log.exception("%s.on_disconnect failed for %r", type(conn.service).__name__, conn)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket file left by a dead server; refuse if a live one answers."""
+    if not os.path.lexists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.warning("removing stale socket %s left by a dead server", path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    except OSError as error:
+        raise IpcError(f"{path} exists and cannot be probed: {error}") from None
+    finally:
+        probe.close()
+    raise IpcError(f"another server is already listening on {path}")
