@@ -265,8 +265,12 @@ class IpcServer:
                 path = socket_path(self.run_dir, name)
                 _remove_stale_socket(path)
                 listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-                self._listeners[name] = listener
-                listener.bind(path)
+                try:
+                    listener.bind(path)
+                except BaseException:
+                    listener.close()
+                    raise
+                self._listeners[name] = listener  # from here on close() removes the path
                 os.chmod(path, 0o666)  # the uid/gid policy at the handshake is the gate
                 listener.listen(128)
                 listener.setblocking(False)

@@ -1,0 +1,238 @@
+"""Server and client: handshake, requests, events, policy, bounds, corruption."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import socket
+import stat
+import struct
+import time
+
+import pytest
+
+from coroipc import IpcClient, IpcServer, codec, errors
+from coroipc.server import socket_path
+from tests.coroipc.services import ECHO, EVENTS, FAIL, FLOOD, NO_REPLY, WHO, ServerThread, TestService, wait_for
+
+
+def _tagged_segments(resource_tag: str) -> list[str]:
+    return [name for name in os.listdir("/dev/shm") if resource_tag in name]
+
+
+@pytest.fixture
+def service() -> TestService:
+    return TestService()
+
+
+@pytest.fixture
+def running(tmp_path, service):
+    with ServerThread(IpcServer(tmp_path, [service], ring_size=1 << 16)) as server:
+        yield server
+
+
+def test_request_response_and_credentials(running, tmp_path, service):
+    with IpcClient.connect("test", run_dir=tmp_path, timeout=5.0) as client:
+        assert client.request(ECHO, b"hello", timeout=5.0) == b"hello"
+        assert client.request(ECHO, b"", timeout=5.0) == b""
+        assert client.request(WHO, timeout=5.0) == f"{os.getpid()} {os.getuid()} {os.getgid()}".encode()
+        assert client.server_pid == os.getpid()
+        assert wait_for(lambda: len(service.connected) == 1)
+        conn = service.connected[0]
+        assert (conn.pid, conn.uid, conn.gid) == (os.getpid(), os.getuid(), os.getgid())
+    assert wait_for(lambda: len(service.disconnected) == 1)
+
+
+def test_segments_are_gone_once_connected(running, tmp_path, resource_tag):
+    with IpcClient.connect("test", run_dir=tmp_path) as client:
+        assert client.request(ECHO, b"x", timeout=5.0) == b"x"
+        assert _tagged_segments(resource_tag) == []
+
+
+def test_service_error_keeps_the_connection(running, tmp_path):
+    with IpcClient.connect("test", run_dir=tmp_path) as client:
+        with pytest.raises(errors.ServiceError, match="^RuntimeError: the service broke$"):
+            client.request(FAIL, timeout=5.0)
+        assert client.request(ECHO, b"still here", timeout=5.0) == b"still here"
+
+
+def test_request_timeout_then_late_answer_is_discarded(running, tmp_path):
+    with IpcClient.connect("test", run_dir=tmp_path) as client:
+        with pytest.raises(errors.Timeout):
+            client.request(NO_REPLY, timeout=0.1)
+        assert client.request(ECHO, b"next", timeout=5.0) == b"next"
+
+
+def test_oversized_request_fails_before_sending(running, tmp_path, service):
+    with IpcClient.connect("test", run_dir=tmp_path, max_message_size=1000) as client:
+        assert client.max_message_size == 1000
+        before = running.stats().requests
+        with pytest.raises(errors.MessageTooLarge, match="1001 bytes exceeds the agreed maximum of 1000"):
+            client.request(ECHO, b"x" * 1001, timeout=5.0)
+        assert client.request(ECHO, b"x" * 1000, timeout=5.0) == b"x" * 1000
+        assert running.stats().requests == before + 1
+
+
+def test_events_through_poll_dispatch_and_iterator(running, tmp_path):
+    with IpcClient.connect("test", run_dir=tmp_path) as client:
+        poller = select.poll()
+        poller.register(client.fileno(), select.POLLIN)
+        assert poller.poll(0) == []
+        assert client.request(EVENTS, b"5", timeout=5.0) == b"ok"
+        assert poller.poll(5000) != []
+        seen = []
+        assert client.dispatch(lambda function, payload: seen.append((function, bytes(payload)))) == 5
+        assert seen == [(index, str(index).encode()) for index in range(5)]
+        assert poller.poll(0) == []  # drained and re-armed
+        client.request(EVENTS, b"3", timeout=5.0)
+        assert [function for function, _payload in client.events(timeout=0.5)] == [0, 1, 2]
+
+
+def test_unknown_service_and_missing_server(running, tmp_path):
+    with pytest.raises(errors.NotConnected, match="no coroipc server for 'nothing'"):
+        IpcClient.connect("nothing", run_dir=tmp_path)
+    # A handshake naming another service on this socket is refused.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(socket_path(tmp_path, "test"))
+        sock.sendall(codec.encode_handshake(codec.Hello(service="other")))
+        version, kind, length = codec.decode_header(sock.recv(codec.HEADER_BYTES))
+        refusal = codec.decode_handshake(version, kind, sock.recv(length))
+    assert refusal == codec.Refuse(code=codec.RefuseCode.UNKNOWN_SERVICE, reason="no service 'other' here")
+
+
+def test_protocol_version_mismatch_is_refused(running, tmp_path, resource_tag):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(socket_path(tmp_path, "test"))
+        sock.sendall(codec.encode_handshake(codec.Hello(service="test", version=99)))
+        version, kind, length = codec.decode_header(sock.recv(codec.HEADER_BYTES))
+        refusal = codec.decode_handshake(version, kind, sock.recv(length))
+    assert refusal.code is codec.RefuseCode.VERSION_MISMATCH
+    assert refusal.reason == "client speaks coroipc protocol version 99, this server speaks 1"
+    assert _tagged_segments(resource_tag) == []
+
+
+def test_garbage_handshake_is_dropped_and_server_keeps_serving(running, tmp_path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(socket_path(tmp_path, "test"))
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = sock.recv(4096)
+        assert codec.decode_header(reply)[1] is codec.Kind.REFUSE
+    with IpcClient.connect("test", run_dir=tmp_path) as client:
+        assert client.request(ECHO, b"ok", timeout=5.0) == b"ok"
+    assert running.stats().handshakes_failed >= 1
+
+
+def test_refused_by_uid(tmp_path):
+    server = IpcServer(tmp_path, [TestService()], allowed_uids={os.getuid() + 4242})
+    with ServerThread(server):
+        with pytest.raises(errors.Refused, match=rf"^test: uid {os.getuid()} gid {os.getgid()} \(pid \d+\) may not"):
+            IpcClient.connect("test", run_dir=tmp_path)
+        assert server.stats().refused == 1
+    assert IpcServer(tmp_path, [TestService()], allowed_gids={os.getgid()}).allowed_gids == {os.getgid()}
+
+
+def test_segments_have_mode_0600_while_they_exist(running, tmp_path, resource_tag):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(socket_path(tmp_path, "test"))
+        sock.sendall(codec.encode_handshake(codec.Hello(service="test")))
+        data, ancillary, _flags, _address = sock.recvmsg(4096, socket.CMSG_SPACE(3 * 4))
+        version, kind, length = codec.decode_header(data)
+        accept = codec.decode_handshake(version, kind, data[codec.HEADER_BYTES:codec.HEADER_BYTES + length])
+        for _level, _type, payload in ancillary:
+            for fd in struct.unpack(f"{len(payload) // 4}i", payload):
+                os.close(fd)
+        assert len(accept.ring_names) == 3
+        for name in accept.ring_names:
+            assert resource_tag in name
+            info = os.stat("/dev/shm" + name)
+            assert stat.S_IMODE(info.st_mode) == 0o600
+            assert info.st_uid == os.getuid()
+    # The client went away before READY: the server removes the segments.
+    assert wait_for(lambda: _tagged_segments(resource_tag) == [])
+
+
+def test_slow_event_reader_is_bounded_then_disconnected(tmp_path, service):
+    server = IpcServer(tmp_path, [service], event_ring_size=4096, event_backlog_messages=8,
+                       event_stall_timeout_s=0.5)
+    with ServerThread(server):
+        with IpcClient.connect("test", run_dir=tmp_path) as slow, IpcClient.connect("test", run_dir=tmp_path) as busy:
+            accepted = int(slow.request(FLOOD, timeout=5.0))
+            in_ring = 4096 // 144  # 116-byte messages take 144-byte frames
+            assert accepted == in_ring + 8  # the ring, then the bounded backlog; then WouldBlock
+            assert service.refusals == 1
+            start = time.monotonic()
+            while time.monotonic() - start < 0.8:  # the other client is served all along
+                assert busy.request(ECHO, b"busy", timeout=2.0) == b"busy"
+            with pytest.raises(errors.ConnectionLost, match="read no events for 0.5 s"):
+                for _ in range(100):
+                    slow.request(ECHO, b"slow", timeout=2.0)
+                    time.sleep(0.05)
+            assert busy.request(ECHO, b"busy", timeout=2.0) == b"busy"
+    assert server.stats().disconnects.get("stalled") == 1
+
+
+def test_reader_that_catches_up_is_not_disconnected(tmp_path, service):
+    server = IpcServer(tmp_path, [service], event_ring_size=4096, event_backlog_messages=8,
+                       event_stall_timeout_s=2.0)
+    with ServerThread(server):
+        with IpcClient.connect("test", run_dir=tmp_path) as client:
+            accepted = int(client.request(FLOOD, timeout=5.0))
+            received = 0
+            deadline = time.monotonic() + 10
+            while received < accepted and time.monotonic() < deadline:
+                received += client.dispatch(lambda function, payload: None, timeout=0.5)
+            assert received == accepted
+            assert client.request(ECHO, b"fine", timeout=5.0) == b"fine"
+
+
+def test_corrupted_request_ring_closes_only_that_connection(running, tmp_path, service):
+    with IpcClient.connect("test", run_dir=tmp_path) as bad, IpcClient.connect("test", run_dir=tmp_path) as good:
+        bad.request_ring._mmap[0:4] = b"\xde\xad\xbe\xef"  # the header's magic
+        with pytest.raises(errors.ConnectionLost, match="request ring corrupted: bad ring magic"):
+            bad.request(ECHO, b"x", timeout=5.0)
+        assert good.request(ECHO, b"y", timeout=5.0) == b"y"
+    assert running.stats().disconnects.get("corrupted") == 1
+
+
+def test_impossible_record_length_closes_only_that_connection(running, tmp_path):
+    with IpcClient.connect("test", run_dir=tmp_path) as bad, IpcClient.connect("test", run_dir=tmp_path) as good:
+        ring = bad.request_ring
+        view = ring.reserve(32)
+        view[:16] = codec.MESSAGE_HEADER.pack(ECHO, 0, 1)
+        ring.commit(32)
+        frame_start = 4096 + (ring._wpos - 64) % ring.capacity
+        struct.pack_into("<I", ring._mmap, frame_start + 16, 10**6)  # the message length
+        with pytest.raises(errors.ConnectionLost, match="corrupted"):
+            bad.request(ECHO, b"x", timeout=5.0)
+        assert good.request(ECHO, b"y", timeout=5.0) == b"y"
+
+
+def test_asyncio_attach(tmp_path, service):
+    server = IpcServer(tmp_path, [service])
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        detach = server.attach(loop)
+        try:
+            client = await loop.run_in_executor(None, lambda: IpcClient.connect("test", run_dir=tmp_path))
+            try:
+                return await loop.run_in_executor(None, lambda: client.request(ECHO, b"async", timeout=5.0))
+            finally:
+                client.close()
+        finally:
+            detach()
+
+    try:
+        assert asyncio.run(main()) == b"async"
+    finally:
+        server.close()
+
+
+def test_second_server_on_same_socket_is_refused(running, tmp_path):
+    with pytest.raises(errors.IpcError, match="already listening"):
+        IpcServer(tmp_path, [TestService()]).start()
