@@ -1,0 +1,479 @@
+"""Network namespaces, iptables fault rules and an in-namespace worker, for
+local clusters on loopback (the failure tests, ``coro demo`` and
+``coro bench totem``).
+
+Three pieces, each usable alone:
+
+- :class:`Namespace` -- a private network namespace (``ip netns add
+  coro-<pid>-<n>``) with only ``lo`` up. Every node of a local cluster binds
+  an address 127.0.0.x inside it, so nothing reaches the host's network and
+  two test runs on one machine never see each other's packets. Destroying it
+  kills what still runs inside (all of it was started by us: the namespace is
+  private) and deletes it, which also drops its iptables rules.
+- :class:`Firewall` -- faults as iptables rules in one chain, ``CORO-FAULTS``,
+  jumped to from INPUT inside the namespace: a DROP per blocked (source,
+  destination) address pair (partitions, one-way loss) and an optional
+  ``-m statistic --mode random --probability p`` DROP on every UDP packet
+  (random loss). Each change replaces the whole chain at once with
+  ``iptables-restore --noflush``, so a fault schedule never passes through a
+  half-applied state. On loopback every packet crosses INPUT exactly once,
+  on the receiving address, so one rule per direction is enough.
+- :class:`NamespaceWorker` -- a long-lived Python process inside the
+  namespace that calls ``module:function`` for us and answers in JSON. Local
+  clients have to run inside the namespace: coroipc wakes its peer through
+  abstract-namespace Unix sockets, and those exist per network namespace.
+
+Root is needed for namespaces and iptables. :func:`ensure_iptables` installs
+Debian's ``iptables`` package once if the binary is missing (CI is root).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+__all__ = [
+    "CHAIN",
+    "Firewall",
+    "FaultRules",
+    "Namespace",
+    "NamespaceWorker",
+    "NetnsError",
+    "ensure_iptables",
+    "is_root",
+    "loopback_address",
+    "udp_probe",
+]
+
+CHAIN = "CORO-FAULTS"
+IPTABLES_PACKAGE = "iptables"
+COMMAND_TIMEOUT_S = 20.0
+INSTALL_TIMEOUT_S = 300.0
+_counter = itertools.count(1)
+
+
+class NetnsError(Exception):
+    """A namespace, iptables or worker operation failed: the command, its exit
+    status and its stderr are in the message."""
+
+
+def is_root() -> bool:
+    """True when this process may create namespaces and change iptables."""
+    return os.geteuid() == 0
+
+
+def loopback_address(index: int) -> str:
+    """The loopback address of the index-th node (1-based): 127.0.0.<index>."""
+    if not 1 <= index <= 254:
+        raise ValueError(f"node index {index} is outside 1..254")
+    return f"127.0.0.{index}"
+
+
+def _run(argv: Sequence[str], *, input_text: str | None = None,
+         timeout_s: float = COMMAND_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(list(argv), input=input_text, capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except FileNotFoundError as exc:
+        raise NetnsError(f"{argv[0]}: command not found") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise NetnsError(f"{' '.join(argv)}: no answer in {timeout_s:.0f} s") from exc
+    if check and done.returncode != 0:
+        raise NetnsError(f"{' '.join(argv)} failed (exit {done.returncode}): "
+                         f"{done.stderr.strip() or done.stdout.strip()}")
+    return done
+
+
+_iptables_path: str | None = None
+
+
+def ensure_iptables(*, install: bool = True) -> str:
+    """The path of ``iptables``, installing Debian's package if it is missing.
+
+    Idempotent and quick after the first call (the answer is cached; with the
+    binary present nothing runs).
+
+    Args:
+        install: run ``apt-get install -y iptables`` when missing (needs root).
+
+    Returns:
+        The absolute path of the iptables binary.
+
+    Raises:
+        NetnsError: missing and cannot be installed (not root, no apt-get, or
+            the install failed).
+    """
+    global _iptables_path
+    if _iptables_path is not None:
+        return _iptables_path
+    found = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+    if found is None and install:
+        if not is_root():
+            raise NetnsError("iptables is not installed and installing it needs root")
+        if shutil.which("apt-get") is None:
+            raise NetnsError("iptables is not installed and there is no apt-get to install it")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        done = subprocess.run(["apt-get", "install", "-y", "-qq", IPTABLES_PACKAGE],
+                              capture_output=True, text=True, env=env,
+                              timeout=INSTALL_TIMEOUT_S, check=False)
+        if done.returncode != 0:
+            # A fresh machine may have no package lists yet.
+            _run(["apt-get", "update", "-qq"], timeout_s=INSTALL_TIMEOUT_S)
+            _run(["apt-get", "install", "-y", "-qq", IPTABLES_PACKAGE], timeout_s=INSTALL_TIMEOUT_S)
+        found = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+    if found is None:
+        raise NetnsError("iptables is not installed (apt-get install iptables)")
+    _iptables_path = found
+    return found
+
+
+class Namespace:
+    """A private network namespace with only ``lo`` up.
+
+    Args:
+        name: defaults to ``coro-<pid>-<n>``, unique per process and call.
+
+    Use as a context manager, or call :meth:`create` and :meth:`destroy`
+    (destroy is idempotent and safe on every path).
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"coro-{os.getpid()}-{next(_counter)}"
+        self.created = False
+
+    def create(self) -> Namespace:
+        """Add the namespace and bring ``lo`` up.
+
+        Raises:
+            NetnsError: not root, or ``ip`` failed.
+        """
+        if not is_root():
+            raise NetnsError("network namespaces need root")
+        _run(["ip", "netns", "add", self.name])
+        self.created = True
+        try:
+            _run(["ip", "-n", self.name, "link", "set", "lo", "up"])
+        except NetnsError:
+            self.destroy()
+            raise
+        return self
+
+    def argv(self, command: Sequence[str]) -> list[str]:
+        """``command`` wrapped to run inside the namespace (``ip netns exec``
+        execs in place, so the child's pid is the command's pid)."""
+        return ["ip", "netns", "exec", self.name, *command]
+
+    def run(self, command: Sequence[str], *, input_text: str | None = None,
+            timeout_s: float = COMMAND_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command inside and wait for it (output captured as text)."""
+        return _run(self.argv(command), input_text=input_text, timeout_s=timeout_s, check=check)
+
+    def popen(self, command: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a command inside; keyword arguments go to subprocess.Popen."""
+        return subprocess.Popen(self.argv(command), **kwargs)
+
+    def pids(self) -> list[int]:
+        """Processes running inside the namespace now."""
+        if not self.created:
+            return []
+        done = _run(["ip", "netns", "pids", self.name], check=False)
+        return [int(word) for word in done.stdout.split() if word.isdigit()]
+
+    def destroy(self, *, grace_s: float = 2.0) -> list[int]:
+        """Kill what still runs inside, then delete the namespace.
+
+        Everything inside was started by us (the namespace is private to this
+        run), so SIGKILL by pid is safe. Returns the pids that had to be
+        killed: a caller that stopped its processes expects none.
+        """
+        if not self.created:
+            return []
+        killed = self.pids()
+        for pid in killed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _run(["ip", "netns", "del", self.name], check=False)
+        self.created = False
+        return killed
+
+    def exists(self) -> bool:
+        """True while ``ip netns list`` shows the namespace."""
+        listing = _run(["ip", "netns", "list"], check=False).stdout
+        return any(line.split()[0] == self.name for line in listing.splitlines() if line.strip())
+
+    def __enter__(self) -> Namespace:
+        return self.create()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultRules:
+    """The network faults in force: blocked (source, destination) address
+    pairs and a random loss percentage on every UDP packet."""
+
+    blocked: frozenset[tuple[str, str]] = frozenset()
+    loss_percent: float = 0.0
+
+    def render(self) -> str:
+        """The chain as iptables-restore input (replaces the chain whole)."""
+        lines = ["*filter", f":{CHAIN} - [0:0]"]
+        for source, destination in sorted(self.blocked):
+            lines.append(f"-A {CHAIN} -s {source}/32 -d {destination}/32 -p udp -j DROP")
+        if self.loss_percent > 0:
+            probability = min(self.loss_percent, 100.0) / 100.0
+            lines.append(f"-A {CHAIN} -p udp -m statistic --mode random "
+                         f"--probability {probability:.6f} -j DROP")
+        lines.append("COMMIT")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(slots=True)
+class Firewall:
+    """Fault rules inside one namespace (never on the host).
+
+    Args:
+        namespace: a created Namespace.
+    """
+
+    namespace: Namespace
+    rules: FaultRules = field(default_factory=FaultRules)
+    installed: bool = False
+    _iptables: str = "iptables"
+    _restore_binary: str = "iptables-restore"
+
+    def install(self) -> Firewall:
+        """Create the chain and the INPUT jump (idempotent).
+
+        Raises:
+            NetnsError: iptables is missing and cannot be installed, or failed.
+        """
+        if self.installed:
+            return self
+        iptables = ensure_iptables()
+        restore = os.path.join(os.path.dirname(iptables), "iptables-restore")
+        self._restore_binary = restore if os.path.exists(restore) else "iptables-restore"
+        self._iptables = iptables
+        self.namespace.run([self._restore_binary, "--noflush"], input_text=FaultRules().render())
+        self.namespace.run([iptables, "-w", "-I", "INPUT", "1", "-j", CHAIN])
+        self.installed = True
+        return self
+
+    def apply(self, rules: FaultRules) -> None:
+        """Replace the fault rules with ``rules`` in one step."""
+        self.install()
+        self.namespace.run([self._restore_binary, "--noflush"], input_text=rules.render())
+        self.rules = rules
+
+    def partition(self, groups: Iterable[Iterable[str]]) -> None:
+        """Cut every pair of addresses that sit in different groups (both
+        directions). Addresses named in no group keep their links to all.
+        Keeps the random loss in force."""
+        sets = [sorted(set(group)) for group in groups]
+        blocked = {(a, b) for i, left in enumerate(sets) for j, right in enumerate(sets)
+                   if i != j for a in left for b in right}
+        self.apply(FaultRules(blocked=frozenset(blocked), loss_percent=self.rules.loss_percent))
+
+    def block(self, source: str, destination: str) -> None:
+        """Drop what ``source`` sends to ``destination`` (one way only)."""
+        blocked = set(self.rules.blocked) | {(source, destination)}
+        self.apply(FaultRules(blocked=frozenset(blocked), loss_percent=self.rules.loss_percent))
+
+    def random_loss(self, percent: float) -> None:
+        """Drop ``percent`` % of all UDP packets at random (0 turns it off)."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"loss {percent}% is outside 0..100")
+        self.apply(FaultRules(blocked=self.rules.blocked, loss_percent=float(percent)))
+
+    def heal(self) -> None:
+        """Remove every fault."""
+        self.apply(FaultRules())
+
+    def listing(self) -> list[str]:
+        """The chain as ``iptables -S`` prints it (for reports and tests)."""
+        if not self.installed:
+            return []
+        return self.namespace.run([self._iptables, "-w", "-S", CHAIN]).stdout.splitlines()
+
+    def dropped_packets(self) -> int:
+        """Packets the fault rules dropped so far (iptables counters)."""
+        if not self.installed:
+            return 0
+        out = self.namespace.run([self._iptables, "-w", "-L", CHAIN, "-n", "-v", "-x"]).stdout
+        total = 0
+        for line in out.splitlines()[2:]:
+            words = line.split()
+            if len(words) > 2 and words[0].isdigit() and words[2] == "DROP":
+                total += int(words[0])
+        return total
+
+
+class NamespaceWorker:
+    """A Python process inside a namespace (or on the host with namespace
+    None) that calls functions for us.
+
+    ``call("package.module:function", *args, **kwargs)`` imports the module
+    in the worker, calls the function and returns its JSON-able result. The
+    worker keeps module state between calls, so a module may cache client
+    connections. Errors come back as NetnsError with the remote message.
+    """
+
+    def __init__(self, namespace: Namespace | None, *, env: dict[str, str] | None = None) -> None:
+        command = [sys.executable, "-m", "scripts.netns", "worker"]
+        argv = namespace.argv(command) if namespace is not None else command
+        self._process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            env=env, start_new_session=True)
+        self._buffer = ""
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def call(self, target: str, *args: Any, timeout_s: float = 30.0, **kwargs: Any) -> Any:
+        """Call ``module:function`` in the worker and return its result.
+
+        Raises:
+            NetnsError: the function raised, the worker died, or no answer
+                came within ``timeout_s``.
+        """
+        if self._process.poll() is not None:
+            raise NetnsError(f"the worker exited with status {self._process.returncode}")
+        assert self._process.stdin is not None and self._process.stdout is not None
+        request = json.dumps({"call": target, "args": args, "kwargs": kwargs})
+        try:
+            self._process.stdin.write(request + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError as exc:
+            raise NetnsError("the worker is gone") from exc
+        line = self._read_line(timeout_s)
+        answer = json.loads(line)
+        if "error" in answer:
+            raise NetnsError(f"{target}: {answer['error']}")
+        return answer["ok"]
+
+    def _read_line(self, timeout_s: float) -> str:
+        assert self._process.stdout is not None
+        fd = self._process.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while "\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NetnsError(f"the worker gave no answer in {timeout_s:.1f} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise NetnsError("the worker closed its output")
+                self._buffer += chunk.decode()
+        line, self._buffer = self._buffer.split("\n", 1)
+        return line
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the worker (end of input, then SIGKILL after ``timeout_s``)."""
+        if self._process.poll() is None:
+            try:
+                assert self._process.stdin is not None
+                self._process.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout_s)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+    def __enter__(self) -> NamespaceWorker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def udp_probe(source: str, destination: str, count: int = 50, wait_s: float = 0.3) -> int:
+    """Send ``count`` datagrams from ``source`` to ``destination`` (fresh
+    sockets on ephemeral ports) and return how many arrived within ``wait_s``
+    after the last one. Run it where the addresses live (a NamespaceWorker).
+    """
+    import socket
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind((destination, 0))
+        receiver.setblocking(False)
+        sender.bind((source, 0))
+        target = receiver.getsockname()
+
+        def drain() -> int:
+            got = 0
+            while True:
+                try:
+                    receiver.recv(64)
+                except BlockingIOError:
+                    return got
+                got += 1
+
+        received = 0
+        for index in range(count):
+            sender.sendto(index.to_bytes(4, "big"), target)
+            if index % 64 == 63:  # keep the receive buffer from overflowing
+                received += drain()
+        deadline = time.monotonic() + wait_s
+        while received < count:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([receiver], [], [], left)[0]:
+                break
+            received += drain()
+        return received
+    finally:
+        receiver.close()
+        sender.close()
+
+
+def _worker_main() -> int:
+    """The worker's loop: one JSON request per input line, one answer per
+    output line, until end of input."""
+    import importlib
+    import traceback
+
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            module_name, _, function_name = str(request["call"]).partition(":")
+            function = getattr(importlib.import_module(module_name), function_name)
+            answer: dict[str, Any] = {"ok": function(*request.get("args", ()),
+                                                    **request.get("kwargs", {}))}
+        except Exception as exc:  # reported to the caller, the worker keeps serving
+            answer = {"error": f"{type(exc).__name__}: {exc}",
+                      "trace": traceback.format_exc(limit=5)}
+        try:
+            sys.stdout.write(json.dumps(answer, default=str) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["worker"]:
+        sys.exit(_worker_main())
+    print("usage: python -m scripts.netns worker", file=sys.stderr)
+    sys.exit(2)
