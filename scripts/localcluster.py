@@ -1,0 +1,508 @@
+"""A Totem cluster of real ``coro start`` processes on one machine, for the
+failure tests (tests/cluster), ``coro demo`` and ``coro bench totem``.
+
+Node i (1-based) binds 127.0.0.i. As root the nodes run in a private network
+namespace (scripts.netns) and the network faults are iptables rules inside
+it; without root they run on the host's loopback (other addresses of
+127.0.0.0/8 work on Linux without configuration), on a free port, and only
+process faults (kill, pause, stop) are available.
+
+Each node gets its own corosync.conf (udpu, the whole nodelist, short
+timeouts), run_dir and state_dir under the cluster's base directory, and
+writes its EVS log (totemd.evslog) into one shared directory, so the checker
+(totemd.evs) sees every incarnation. The harness appends the ``crash`` record
+after it SIGKILLs a node, and records quiet windows in ``harness.jsonl``.
+
+The nodes' local interface is a coroipc service. coroipc wakes its peers
+through abstract Unix sockets, which exist per network namespace, so the
+queries run in a NamespaceWorker inside the namespace (functions
+``node_view``/``node_views`` below).
+
+Everything is torn down by :meth:`LocalCluster.close` on every path: node
+process groups (SIGTERM, then SIGKILL), the worker, the namespace (its
+iptables rules go with it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from scripts.netns import Firewall, Namespace, NamespaceWorker, NetnsError, is_root, loopback_address
+
+__all__ = [
+    "ClusterError",
+    "ClusterSettings",
+    "LocalCluster",
+    "NodeView",
+    "render_node_config",
+]
+
+DEFAULT_PORT = 5405
+STOP_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.05
+
+
+class ClusterError(Exception):
+    """The local cluster could not start, did not converge in time, or a
+    node did not answer; the message says which node and what it reported."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSettings:
+    """How a local cluster is laid out and timed (the corosync.conf keys)."""
+
+    nodes: int = 3
+    token_ms: int = 1000
+    consensus_ms: int = 1200
+    join_ms: int = 50
+    merge_ms: int = 200
+    netmtu: int = 1500
+    window_size: int = 50
+    max_messages: int = 17
+    fail_recv_const: int = 2500
+    port: int = DEFAULT_PORT
+    cluster_name: str = "coro-local"
+    use_namespace: bool = True
+    evs_log: bool = True
+
+    def convergence_budget_s(self, rotations: int = 4, slack_s: float = 2.0) -> float:
+        """L1's T_conv: token + consensus + 4 x join + a few rotations, plus
+        slack for a 2-core machine shared with other work."""
+        rotation_s = 0.05 * self.nodes  # generous: one token hop is ~1-10 ms here
+        return ((self.token_ms + self.consensus_ms + 4 * self.join_ms) / 1000.0
+                + rotations * rotation_s + slack_s)
+
+
+def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: str) -> str:
+    """The corosync.conf text of one node (they differ only in system.*).
+
+    Args:
+        settings: the cluster layout and timers.
+        run_dir: the node's socket directory.
+        state_dir: the node's ring id and incarnation directory.
+
+    Returns:
+        The file's text; coroconf.loads accepts it.
+    """
+    nodes = "".join(
+        f"\tnode {{\n\t\tring0_addr: {loopback_address(i)}\n\t\tnodeid: {i}\n"
+        f"\t\tname: node{i}\n\t}}\n" for i in range(1, settings.nodes + 1))
+    return (
+        "# Written by scripts/localcluster.py for a local test cluster.\n"
+        "totem {\n"
+        "\tversion: 2\n"
+        f"\tcluster_name: {settings.cluster_name}\n"
+        "\ttransport: udpu\n"
+        "\tcrypto_cipher: none\n"
+        "\tcrypto_hash: none\n"
+        f"\ttoken: {settings.token_ms}\n"
+        "\ttoken_coefficient: 0\n"
+        f"\tconsensus: {settings.consensus_ms}\n"
+        f"\tjoin: {settings.join_ms}\n"
+        f"\tmerge: {settings.merge_ms}\n"
+        f"\tfail_recv_const: {settings.fail_recv_const}\n"
+        f"\tnetmtu: {settings.netmtu}\n"
+        f"\twindow_size: {settings.window_size}\n"
+        f"\tmax_messages: {settings.max_messages}\n"
+        "\tinterface {\n"
+        "\t\tlinknumber: 0\n"
+        f"\t\tmcastport: {settings.port}\n"
+        "\t}\n"
+        "}\n"
+        f"nodelist {{\n{nodes}}}\n"
+        "logging {\n"
+        "\tto_stderr: yes\n"
+        "\tto_logfile: no\n"
+        "\tto_syslog: no\n"
+        "\ttimestamp: on\n"
+        "}\n"
+        "system {\n"
+        f"\trun_dir: {run_dir}\n"
+        f"\tstate_dir: {state_dir}\n"
+        "}\n"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """What one node reports about itself (from its STATS)."""
+
+    node: int
+    ring: tuple[int, int] | None
+    members: tuple[int, ...]
+    state: str
+    raw: dict[str, Any]
+
+
+# -- functions the NamespaceWorker calls (they run inside the namespace) ----------------
+
+def node_view(run_dir: str) -> dict[str, Any]:
+    """Connect to the node whose sockets are in ``run_dir`` and return its
+    statistics (a JSON object); {"error": "..."} when it does not answer."""
+    from clients import totem as totem_client  # imported in the worker only
+
+    try:
+        with totem_client.TotemClient(run_dir=run_dir) as client:
+            return dict(client.stats())
+    except Exception as exc:  # a node that is down or starting is a normal answer here
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def node_views(run_dirs: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """node_view for several nodes in one call ({node: run_dir})."""
+    return {node: node_view(run_dir) for node, run_dir in run_dirs.items()}
+
+
+def _view_from_stats(node: int, stats: dict[str, Any]) -> NodeView:
+    ring_value = stats.get("ring_id") or stats.get("ring")
+    ring: tuple[int, int] | None = None
+    if isinstance(ring_value, (list, tuple)) and len(ring_value) == 2:
+        ring = (int(ring_value[0]), int(ring_value[1]))
+    elif isinstance(ring_value, dict):
+        ring = (int(ring_value.get("rep", 0)), int(ring_value.get("seq", 0)))
+    members = tuple(sorted(int(m) for m in stats.get("members", ()) or ()))
+    state = str(stats.get("state", stats.get("error", "unknown")))
+    return NodeView(node=node, ring=ring, members=members, state=state, raw=stats)
+
+
+# -- the cluster ------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Node:
+    """One node slot: its files and its current process (None when down)."""
+
+    node_id: int
+    address: str
+    config_path: Path
+    run_dir: Path
+    state_dir: Path
+    output_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    paused: bool = False
+    starts: int = 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _coro_command() -> list[str]:
+    script = Path(sys.executable).with_name("coro")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "clients.cli"]
+
+
+@dataclass
+class LocalCluster:
+    """A local cluster under one base directory.
+
+    Args:
+        base_dir: an empty directory for configs, run/state dirs and logs.
+        settings: layout and timers; ``use_namespace`` is honoured only as
+            root (``namespaced`` says what happened).
+        extra_args: appended to every ``coro start`` command.
+    """
+
+    base_dir: Path
+    settings: ClusterSettings = field(default_factory=ClusterSettings)
+    extra_args: Sequence[str] = ()
+    namespace: Namespace | None = None
+    firewall: Firewall | None = None
+    worker: NamespaceWorker | None = None
+    nodes: dict[int, Node] = field(default_factory=dict)
+    evs_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base_dir = Path(self.base_dir)
+        self.evs_dir = self.base_dir / "evs"
+        if self.settings.use_namespace and not is_root():
+            self.settings = _replace(self.settings, use_namespace=False)
+        if not self.settings.use_namespace and self.settings.port == DEFAULT_PORT:
+            # On the host, pick a free port so two clusters never meet.
+            self.settings = _replace(self.settings, port=_free_port())
+
+    @property
+    def namespaced(self) -> bool:
+        return self.settings.use_namespace
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def setup(self) -> LocalCluster:
+        """Create the namespace, firewall, worker and node files (no node runs yet)."""
+        self.evs_dir.mkdir(parents=True, exist_ok=True)
+        if self.namespaced:
+            self.namespace = Namespace().create()
+            self.firewall = Firewall(self.namespace).install()
+        for node_id in range(1, self.settings.nodes + 1):
+            node_dir = self.base_dir / f"node{node_id}"
+            run_dir, state_dir = node_dir / "run", node_dir / "state"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            config_path = node_dir / "corosync.conf"
+            config_path.write_text(render_node_config(
+                self.settings, run_dir=str(run_dir), state_dir=str(state_dir)))
+            self.nodes[node_id] = Node(node_id, loopback_address(node_id), config_path,
+                                       run_dir, state_dir, node_dir / "output.log")
+        self.worker = NamespaceWorker(self.namespace)
+        return self
+
+    def start(self, node_ids: Iterable[int] | None = None) -> LocalCluster:
+        """Start the given nodes (default: all that are down)."""
+        for node_id in (node_ids if node_ids is not None else self.nodes):
+            if self.nodes[node_id].process is None:
+                self._spawn(self.nodes[node_id])
+        return self
+
+    def _spawn(self, node: Node) -> None:
+        command = [*_coro_command(), "start", "-c", str(node.config_path),
+                   "--node-id", str(node.node_id), "--run-dir", str(node.run_dir),
+                   "--state-dir", str(node.state_dir)]
+        if self.settings.evs_log:
+            command += ["--evs-log", str(self.evs_dir)]
+        command += list(self.extra_args)
+        argv = self.namespace.argv(command) if self.namespace is not None else command
+        with open(node.output_path, "ab") as output:
+            output.write(f"=== start {node.starts + 1}: {' '.join(command)}\n".encode())
+            output.flush()
+            # Own process group: a signal reaches the node and every child it starts.
+            node.process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        node.starts += 1
+        node.paused = False
+
+    def running(self) -> list[int]:
+        """Nodes whose process is alive (paused ones included)."""
+        alive = []
+        for node_id, node in self.nodes.items():
+            if node.process is not None and node.process.poll() is None:
+                alive.append(node_id)
+        return alive
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the node's process group, wait for it to die, and
+        write the EVS ``crash`` record its incarnation could not write."""
+        node = self._live(node_id)
+        assert node.process is not None
+        self._signal(node, sig)
+        if node.paused and sig != signal.SIGKILL:
+            self._signal(node, signal.SIGCONT)
+        try:
+            node.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._signal(node, signal.SIGKILL)
+            node.process.wait(STOP_TIMEOUT_S)
+        node.process = None
+        node.paused = False
+        if self.settings.evs_log:
+            self._append_crash(node_id)
+
+    def restart(self, node_id: int) -> None:
+        """Start a node that was killed or stopped (a new incarnation)."""
+        node = self.nodes[node_id]
+        if node.process is not None and node.process.poll() is None:
+            raise ClusterError(f"node {node_id} is still running")
+        node.process = None
+        self._spawn(node)
+
+    def pause(self, node_id: int, seconds: float) -> None:
+        """SIGSTOP the node, wait ``seconds``, SIGCONT it (blocking)."""
+        self.suspend(node_id)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.resume(node_id)
+
+    def suspend(self, node_id: int) -> None:
+        """SIGSTOP the node's process group (it stays a member until the
+        others' token timeout fires)."""
+        node = self._live(node_id)
+        self._signal(node, signal.SIGSTOP)
+        node.paused = True
+
+    def resume(self, node_id: int) -> None:
+        """SIGCONT a suspended node."""
+        node = self._live(node_id)
+        self._signal(node, signal.SIGCONT)
+        node.paused = False
+
+    def stop(self, node_ids: int | Iterable[int], timeout_s: float = STOP_TIMEOUT_S) -> dict[int, int]:
+        """Graceful stop (SIGTERM: the node leaves the ring and logs ``stop``).
+        Several nodes are signalled together. Returns {node: exit status}.
+
+        Raises:
+            ClusterError: a node did not exit within ``timeout_s`` (it is then
+                killed, so nothing is left running).
+        """
+        ids = [node_ids] if isinstance(node_ids, int) else list(node_ids)
+        for node_id in ids:
+            node = self._live(node_id)
+            if node.paused:
+                self._signal(node, signal.SIGCONT)
+                node.paused = False
+            self._signal(node, signal.SIGTERM)
+        statuses: dict[int, int] = {}
+        slow: list[int] = []
+        deadline = time.monotonic() + timeout_s
+        for node_id in ids:
+            node = self.nodes[node_id]
+            assert node.process is not None
+            try:
+                statuses[node_id] = node.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                slow.append(node_id)
+                self._signal(node, signal.SIGKILL)
+                statuses[node_id] = node.process.wait(STOP_TIMEOUT_S)
+                if self.settings.evs_log:
+                    self._append_crash(node_id)
+            node.process = None
+        if slow:
+            raise ClusterError(f"nodes {slow} did not stop within {timeout_s:.0f} s after SIGTERM")
+        return statuses
+
+    def close(self) -> list[str]:
+        """Tear everything down (safe on every path, idempotent). Returns
+        what had to be forced (empty after a clean run)."""
+        forced: list[str] = []
+        running = self.running()
+        if running:
+            try:
+                self.stop(running)
+            except ClusterError as exc:
+                forced.append(str(exc))
+        for node in self.nodes.values():
+            if node.process is not None:
+                self._signal(node, signal.SIGKILL)
+                node.process.wait(STOP_TIMEOUT_S)
+                node.process = None
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+        if self.namespace is not None:
+            killed = self.namespace.destroy()
+            if killed:
+                forced.append(f"killed leftover processes in the namespace: {killed}")
+            self.namespace = None
+        return forced
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            return self.setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _live(self, node_id: int) -> Node:
+        node = self.nodes[node_id]
+        if node.process is None or node.process.poll() is not None:
+            raise ClusterError(f"node {node_id} is not running")
+        return node
+
+    @staticmethod
+    def _signal(node: Node, sig: int) -> None:
+        if node.process is None:
+            return
+        try:
+            os.killpg(node.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _append_crash(self, node_id: int) -> None:
+        from totemd.evslog import append_crash
+
+        incarnations = [int(path.name.split(".")[1]) for path in self.evs_dir.glob(f"n{node_id}.*.jsonl")]
+        if incarnations:
+            append_crash(self.evs_dir, node_id, max(incarnations), time.monotonic_ns())
+
+    # -- network faults (namespace only) -----------------------------------------------------
+
+    def _firewall(self) -> Firewall:
+        if self.firewall is None:
+            raise ClusterError("network faults need root (iptables in a private namespace)")
+        return self.firewall
+
+    def partition(self, groups: Iterable[Iterable[int]]) -> None:
+        """Cut the links between groups of node ids (symmetric)."""
+        self._firewall().partition([[loopback_address(n) for n in group] for group in groups])
+
+    def one_way_loss(self, source: int, destination: int) -> None:
+        """Drop everything ``source`` sends to ``destination``."""
+        self._firewall().block(loopback_address(source), loopback_address(destination))
+
+    def random_loss(self, percent: float) -> None:
+        """Drop ``percent`` % of all UDP packets."""
+        self._firewall().random_loss(percent)
+
+    def heal(self) -> None:
+        """Remove every network fault."""
+        if self.firewall is not None:
+            self.firewall.heal()
+
+    # -- observation ---------------------------------------------------------------------
+
+    def views(self, node_ids: Iterable[int] | None = None, timeout_s: float = 20.0) -> dict[int, NodeView]:
+        """Each node's own report (ring, members, state)."""
+        if self.worker is None:
+            raise ClusterError("the cluster is not set up")
+        ids = list(node_ids) if node_ids is not None else self.running()
+        answers = self.worker.call("scripts.localcluster:node_views",
+                                   {str(n): str(self.nodes[n].run_dir) for n in ids},
+                                   timeout_s=timeout_s)
+        return {int(n): _view_from_stats(int(n), stats) for n, stats in answers.items()}
+
+    def wait_converged(self, timeout_s: float | None = None) -> tuple[int, int]:
+        """Wait until every running, unpaused node reports the same ring whose
+        members are exactly those nodes.
+
+        Returns:
+            The ring id they agree on.
+
+        Raises:
+            ClusterError: the deadline passed; the message lists each view.
+        """
+        budget = timeout_s if timeout_s is not None else self.settings.convergence_budget_s()
+        deadline = time.monotonic() + budget
+        views: dict[int, NodeView] = {}
+        while True:
+            expected = tuple(sorted(n for n in self.running() if not self.nodes[n].paused))
+            try:
+                views = self.views(expected, timeout_s=max(1.0, deadline - time.monotonic()))
+            except NetnsError as exc:
+                raise ClusterError(f"cannot ask the nodes: {exc}") from exc
+            rings = {view.ring for view in views.values()}
+            if (expected and len(rings) == 1 and None not in rings
+                    and all(view.members == expected for view in views.values())):
+                ring = rings.pop()
+                assert ring is not None
+                return ring
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_INTERVAL_S)
+        described = "; ".join(f"node {n}: ring {v.ring} members {list(v.members)} state {v.state}"
+                              for n, v in sorted(views.items()))
+        raise ClusterError(f"no single ring of {list(expected)} within {budget:.1f} s ({described})")
+
+    def output(self, node_id: int, tail_lines: int = 40) -> str:
+        """The end of a node's stdout/stderr (all its incarnations)."""
+        try:
+            lines = self.nodes[node_id].output_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join(lines[-tail_lines:])
+
+
+def _replace(settings: ClusterSettings, **changes: Any) -> ClusterSettings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
