@@ -11,15 +11,23 @@
   transport alone, without the connection, framing of requests and
   dispatch that a real client goes through.
 - ``coroipc-request`` (latency only): a real ``IpcClient.request()`` to an
-  echo service in an ``IpcServer`` (see scripts/bench_ipc_service.py).
+  echo service in an ``IpcServer`` driven by ``process()``: the handshake,
+  the request and response rings, message headers and request ids, and the
+  service dispatch, all in the timed round trip.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
 from typing import Any
 
-from coroipc import Ring
-from scripts.bench_ipc_harness import BUFFER_BYTES
+from coroipc import IpcClient, IpcServer, Ring, Service, errors
+from scripts.bench_ipc_harness import BUFFER_BYTES, CASE_SLACK_S, END_MARKER
+
+ECHO_SERVICE = "bench-echo"
+ECHO = 1
 
 
 class _RingChannel:
@@ -99,8 +107,99 @@ class CoroipcRing:
             ring.close()  # the owner's close also unlinks the segment
 
 
+class _EchoService(Service):
+    """Answers every request with its payload; notes when the end marker came."""
+
+    name = ECHO_SERVICE
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.served = 0
+
+    def on_request(self, conn: Any, function: int, payload: memoryview) -> bytes:
+        data = bytes(payload)  # the view is only valid during this call
+        if data == END_MARKER:
+            self.finished = True
+        else:
+            self.served += 1
+        return data
+
+
+class _ServerChannel:
+    """The server child: an IpcServer listening before the start barrier."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.service = _EchoService()
+        self.server = IpcServer(run_dir, [self.service], ring_size=BUFFER_BYTES)
+        self.server.start()
+
+    def serve(self) -> int:
+        service, process = self.service, self.server.process
+        while not service.finished:
+            process(timeout=0.1)
+        process(timeout=0.0)  # the end marker's response goes out in the same turn
+        return service.served
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class _ClientChannel:
+    """The client child: connects after the barrier (the server only handshakes
+    while it serves), then ``request`` is a real IpcClient round trip."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self.client: IpcClient | None = None
+
+    def connect(self) -> None:
+        deadline = time.monotonic() + CASE_SLACK_S
+        while True:
+            try:
+                self.client = IpcClient.connect(ECHO_SERVICE, run_dir=self.run_dir, timeout=5.0,
+                                                ring_size=BUFFER_BYTES)
+                break
+            except errors.NotConnected:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        client_request = self.client.request
+
+        def request(payload: bytes) -> bytes:
+            return client_request(ECHO, payload)
+
+        self.request = request
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+class CoroipcRequest:
+    """``IpcClient.request()`` round trips to an echo service (latency only)."""
+
+    name = "coroipc-request"
+    modes = frozenset({"latency"})
+    batched = False
+
+    def unavailable(self, size: int, mode: str) -> str | None:
+        return None
+
+    def setup(self, size: int, mode: str) -> str:
+        return tempfile.mkdtemp(prefix="coro-bench-ipc-")
+
+    def endpoint(self, state: str, role: str) -> Any:
+        return _ServerChannel(state) if role == "server" else _ClientChannel(state)
+
+    def teardown(self, state: str) -> None:
+        # The server removes its socket and unlinks each connection's segments
+        # once the handshake is done; a killed server leaves at most the socket.
+        shutil.rmtree(state, ignore_errors=True)
+
+
 IMPLS = [
     CoroipcRing("coroipc", batched=False, modes=frozenset({"throughput"})),
     CoroipcRing("coroipc-batch", batched=True, modes=frozenset({"throughput"})),
     CoroipcRing("coroipc-ring-pingpong", batched=False, modes=frozenset({"latency"})),
+    CoroipcRequest(),
 ]

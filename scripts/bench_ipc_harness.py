@@ -404,6 +404,9 @@ def _child_main(
         table = PayloadTable(size)
         channel = impl.endpoint(state, role)
         barrier.wait(timeout=CASE_SLACK_S)
+        connect = getattr(channel, "connect", None)
+        if connect is not None:  # a client that can only connect once its server serves
+            connect()
         if role == "producer":
             report: dict[str, Any] = {"sent": produce(channel, table, duration_s, impl.batched)}
         elif role == "consumer":
