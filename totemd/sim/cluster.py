@@ -165,11 +165,14 @@ class Cluster:
                 if armed is None or armed[1] != generation:
                     continue
                 local = node.local(at)
-                if local < armed[0]:
-                    self._push(max(at, node.virtual(armed[0])), _TIMER, node_id, payload, inc)
+                deadline = armed[0]
+                if local + 1e-6 < deadline:
+                    # The node's clock rate changed since the timer was armed.
+                    self._push(max(at + 1e-6, node.virtual(deadline)), _TIMER, node_id,
+                               payload, inc)
                     continue
                 del node.timers[timer]
-                core.timer_expired(timer, armed[0] if local < armed[0] else local)
+                core.timer_expired(timer, max(local, deadline))
             elif kind == _SUBMIT:
                 self._submit(node)
             self._execute(node)

@@ -271,7 +271,6 @@ class MembershipMixin:
                           token_seq=(token.token_seq + 1) & SEQ_MASK,
                           memb_index=token.memb_index, members=token.members,
                           entries=token.entries)
-        self._commit_token_seq_seen = out.token_seq
         data = encode(out)
         dest = self._successor(token.members)
         self._last_token = (dest, data)

@@ -160,7 +160,6 @@ class OrderingMixin:
         out = OrfToken(sender=me, ring_id=ring.ring_id, seq=seq,
                        token_seq=(token.token_seq + 1) & SEQ_MASK, aru=aru, aru_addr=aru_addr,
                        fcc=fcc, backlog=backlog, retrans_pending=retrans_pending, rtr=tuple(rtr))
-        self._token_seq_seen = out.token_seq
         self._set_timer(Timer.TOKEN_LOSS, params.effective_token_ms)
         if operational:
             self._deliver_ready(ring)
