@@ -65,6 +65,7 @@ class _Missing:
 
     modes = frozenset({"throughput", "latency"})
     batched = False
+    note = None
 
     def __init__(self, name: str, reason: str) -> None:
         self.name, self.reason = name, reason
@@ -203,7 +204,9 @@ def measure(impl: Impl, size: int, mode: str, duration_s: float) -> Row:
             result = run_case(impl, size, mode, duration_s)
     except (CaseFailed, CorruptDelivery, OSError) as error:
         return Row(impl.name, mode, size, error=f"{type(error).__name__}: {error}")
-    note = impl.note(size, mode) if hasattr(impl, "note") else None
+    note = getattr(impl, "note", None)
+    if callable(note):
+        note = note(size, mode)
     return Row(impl.name, mode, size, result=result, note=note)
 
 

@@ -75,8 +75,8 @@ class CoroipcRing:
         modes: "throughput", "latency" or both.
     """
 
-    def __init__(self, name: str, batched: bool, modes: frozenset[str]) -> None:
-        self.name, self.batched, self.modes = name, batched, modes
+    def __init__(self, name: str, batched: bool, modes: frozenset[str], note: str) -> None:
+        self.name, self.batched, self.modes, self.note = name, batched, modes, note
 
     def unavailable(self, size: int, mode: str) -> str | None:
         return None
@@ -181,6 +181,7 @@ class CoroipcRequest:
     name = "coroipc-request"
     modes = frozenset({"latency"})
     batched = False
+    note = "IpcClient.request() to an IpcServer echo service"
 
     def unavailable(self, size: int, mode: str) -> str | None:
         return None
@@ -198,8 +199,11 @@ class CoroipcRequest:
 
 
 IMPLS = [
-    CoroipcRing("coroipc", batched=False, modes=frozenset({"throughput"})),
-    CoroipcRing("coroipc-batch", batched=True, modes=frozenset({"throughput"})),
-    CoroipcRing("coroipc-ring-pingpong", batched=False, modes=frozenset({"latency"})),
+    CoroipcRing("coroipc", batched=False, modes=frozenset({"throughput"}),
+                note="Ring.write/Ring.read"),
+    CoroipcRing("coroipc-batch", batched=True, modes=frozenset({"throughput"}),
+                note="Ring.write_batch/Ring.read_batch"),
+    CoroipcRing("coroipc-ring-pingpong", batched=False, modes=frozenset({"latency"}),
+                note="two raw rings, no server: the transport alone"),
     CoroipcRequest(),
 ]

@@ -125,6 +125,7 @@ class _Wrapped:
 
 class MultiprocessingQueue(_PairedPeer):
     name = "mp-queue"
+    note = "put/get, pickled, bounded"
 
     def make_link(self, size: int) -> Any:
         # Bounded like every other transport: unbounded, put() only appends to
@@ -145,6 +146,7 @@ class MultiprocessingQueue(_PairedPeer):
 
 class MultiprocessingPipe(_PairedPeer):
     name = "mp-pipe"
+    note = "send_bytes/recv_bytes"
 
     def make_link(self, size: int) -> Any:
         return _CONTEXT.Pipe(duplex=False)
@@ -230,6 +232,7 @@ class OsPipe(_PairedPeer):
 
     name = "os-pipe"
     batched = True
+    note = "length-framed; a batch is one write"
 
     def make_link(self, size: int) -> Any:
         read_fd, write_fd = os.pipe()
@@ -259,6 +262,7 @@ class Zmq(_PairedPeer):
     """A zmq PAIR pair over ipc:// in a private temporary directory."""
 
     name = "pyzmq"
+    note = "PAIR over ipc://"
 
     def unavailable(self, size: int, mode: str) -> str | None:
         return _missing("zmq")
@@ -311,6 +315,7 @@ class Zmq(_PairedPeer):
 class FasterFifo(_PairedPeer):
     name = "faster-fifo"
     batched = True
+    note = "put_many/get_many, raw bytes"
 
     def unavailable(self, size: int, mode: str) -> str | None:
         return _missing("faster_fifo")
