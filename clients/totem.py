@@ -1,0 +1,266 @@
+"""The client library of the local Totem interface (the coroipc service ``totem``).
+
+::
+
+    from clients.totem import TotemClient, TryAgain
+
+    with TotemClient.connect(run_dir="/run/corosync") as totem:
+        sseq = totem.submit(b"hello", safe=False)          # queued for total order
+        for event in totem.events(timeout=1.0):            # DeliverEvent / ConfEvent
+            if isinstance(event, DeliverEvent):
+                print(event.mid, event.sender, event.ring_id, event.seq, event.data)
+        print(totem.stats()["ring_id"], totem.stats()["members"])
+
+Every subscribed client sees every delivery of the node (its own messages
+included) in the one total order, and every configuration change (TRANS then
+REG) in place among them. ``fileno()`` is readable when events wait, so the
+client fits any poll loop or asyncio (``loop.add_reader(totem.fileno(),
+totem.dispatch, callback)``); it is not thread-safe.
+
+Back-pressure: the node's send queue is bounded. ``submit`` raises
+:class:`TryAgain` when it is full (nothing was queued: retry after some
+deliveries); ``submit_many`` queues as many as fit, in order, and raises
+TryAgain with ``accepted`` set when not all did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterator, Sequence
+
+from coroipc import IpcClient
+from coroipc import errors as ipc_errors
+from totemd import local_codec as wire
+from totemd.local_codec import ConfEvent, DeliverEvent, Hello, Status
+
+__all__ = ["TotemClient", "TotemError", "TryAgain", "MessageTooLarge", "NotConnected",
+           "ConnectionLost", "ShuttingDown", "DeliverEvent", "ConfEvent", "Hello"]
+
+SERVICE_NAME = "totem"
+Event = DeliverEvent | ConfEvent
+
+
+class TotemError(Exception):
+    """Base of the errors this client raises."""
+
+
+class TryAgain(TotemError):
+    """The node's send queue is full; nothing (or only ``accepted`` messages
+    of a batch) was queued. Retry after deliveries have drained it."""
+
+    def __init__(self, message: str, accepted: int = 0, first_sseq: int = 0) -> None:
+        super().__init__(message)
+        self.accepted = accepted
+        self.first_sseq = first_sseq
+
+
+class MessageTooLarge(TotemError, ValueError):
+    """The message exceeds the node's maximum message size; nothing was queued."""
+
+
+class ShuttingDown(TotemError):
+    """The node is leaving the ring and takes no more messages."""
+
+
+class NotConnected(TotemError):
+    """No totemd answers in the run directory, or this client is closed."""
+
+
+class ConnectionLost(TotemError):
+    """totemd went away or disconnected this client (e.g. it did not read its events)."""
+
+
+def _decode_event(function: int, payload: Any) -> Event | None:
+    if function == wire.EventKind.DELIVER:
+        return wire.decode_deliver(payload)
+    if function == wire.EventKind.CONFCHG:
+        return wire.decode_conf(payload)
+    return None
+
+
+class TotemClient:
+    """A connection to the node's totemd. Make one with :meth:`connect`."""
+
+    def __init__(self, ipc: IpcClient, hello: Hello) -> None:
+        self._ipc: IpcClient | None = ipc
+        self.hello = hello
+        self.unknown_events = 0
+
+    @classmethod
+    def connect(cls, run_dir: str | os.PathLike[str] | None = None, *, subscribe: bool = True,
+                timeout: float = 5.0) -> "TotemClient":
+        """Connect to totemd.
+
+        Args:
+            run_dir: the node's run directory (default: env ``CORO_RUN_DIR``).
+            subscribe: receive deliveries and configuration changes as events.
+            timeout: seconds for the connection handshake.
+
+        Raises:
+            NotConnected: nothing serves ``totem`` in ``run_dir``.
+        """
+        directory = run_dir if run_dir is not None else os.environ.get("CORO_RUN_DIR")
+        if directory is None:
+            raise NotConnected("no run directory: pass run_dir or set CORO_RUN_DIR")
+        try:
+            ipc = IpcClient.connect(SERVICE_NAME, run_dir=os.fspath(directory), timeout=timeout)
+        except (ipc_errors.IpcError, OSError) as error:
+            raise NotConnected(f"cannot reach totemd in {os.fspath(directory)}: {error}") from error
+        try:
+            hello = wire.decode_hello_reply(ipc.request(wire.Function.HELLO,
+                                                        wire.encode_hello(subscribe)))
+        except BaseException:
+            ipc.close()
+            raise
+        return cls(ipc, hello)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _request(self, function: int, payload: Any, timeout: float | None = None) -> bytes:
+        if self._ipc is None:
+            raise NotConnected("the totem client is closed")
+        try:
+            return self._ipc.request(function, payload, timeout=timeout)
+        except ipc_errors.MessageTooLarge as error:
+            raise MessageTooLarge(str(error)) from error
+        except ipc_errors.NotConnected as error:
+            raise NotConnected(str(error)) from error
+        except ipc_errors.IpcError as error:
+            raise ConnectionLost(f"totemd connection lost: {error}") from error
+
+    def close(self) -> None:
+        """Disconnect (idempotent)."""
+        ipc, self._ipc = self._ipc, None
+        if ipc is not None:
+            ipc.close()
+
+    def __enter__(self) -> "TotemClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def node_id(self) -> int:
+        return self.hello.node_id
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def submit(self, data: bytes | memoryview, safe: bool = False, timeout: float | None = None) -> int:
+        """Queue ``data`` for totally ordered delivery to every node.
+
+        Args:
+            data: the message.
+            safe: deliver only once every member has it (EVS safe delivery).
+            timeout: seconds to wait for the daemon's answer (None: no limit).
+
+        Returns:
+            The message's sseq (its mid is ``"<node>.<inc>.<sseq>"``).
+
+        Raises:
+            TryAgain: the send queue is full; nothing was queued.
+            MessageTooLarge: larger than the node's maximum message size.
+            ShuttingDown: the node is leaving.
+            ConnectionLost, NotConnected: see the classes.
+        """
+        status, sseq = wire.decode_submit_reply(
+            self._request(wire.Function.SUBMIT, wire.encode_submit(data, safe), timeout))
+        self._raise_for(status, 0, sseq)
+        return sseq
+
+    def submit_many(self, messages: Sequence[tuple[bytes | memoryview, bool]],
+                    timeout: float | None = None) -> int:
+        """Queue several (data, safe) messages in one round trip, in order.
+
+        Returns:
+            The sseq of the first message (the others follow by one).
+
+        Raises:
+            TryAgain: the queue filled up; ``error.accepted`` messages (the
+                first ones) were queued, from ``error.first_sseq``.
+            MessageTooLarge, ShuttingDown, ConnectionLost, NotConnected: as ``submit``
+                (``MessageTooLarge`` after the messages before it were queued).
+        """
+        if not messages:
+            return 0
+        status, accepted, first = wire.decode_submit_many_reply(
+            self._request(wire.Function.SUBMIT_MANY, wire.encode_submit_many(list(messages)),
+                          timeout))
+        self._raise_for(status, accepted, first)
+        return first
+
+    @staticmethod
+    def _raise_for(status: Status, accepted: int, first: int) -> None:
+        if status is Status.OK:
+            return
+        if status is Status.TRY_AGAIN:
+            raise TryAgain("the node's send queue is full; retry later", accepted, first)
+        if status is Status.TOO_LARGE:
+            raise MessageTooLarge("the message exceeds the node's maximum message size")
+        if status is Status.SHUTTING_DOWN:
+            raise ShuttingDown("the node is leaving the ring")
+        raise TotemError(f"the daemon refused the request as malformed ({status.name})")
+
+    # -- events --------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """Readable when events are waiting."""
+        if self._ipc is None:
+            raise NotConnected("the totem client is closed")
+        return self._ipc.fileno()
+
+    def dispatch(self, callback: Callable[[Event], object], max_count: int | None = None,
+                 timeout: float | None = 0.0) -> int:
+        """Call ``callback(event)`` for the waiting events.
+
+        Args:
+            max_count: at most this many (None: all waiting).
+            timeout: wait this long for the first one (0: do not wait; None: forever).
+
+        Returns:
+            How many events were dispatched.
+
+        Raises:
+            ConnectionLost: the daemon is gone or dropped us.
+        """
+        if self._ipc is None:
+            raise NotConnected("the totem client is closed")
+
+        def on_event(function: int, payload: memoryview) -> None:
+            event = _decode_event(function, payload)
+            if event is None:
+                self.unknown_events += 1
+                return
+            callback(event)
+
+        try:
+            return self._ipc.dispatch(on_event, max_count=max_count, timeout=timeout)
+        except ipc_errors.IpcError as error:
+            raise ConnectionLost(f"totemd connection lost: {error}") from error
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Iterate over events; ends after ``timeout`` seconds without one.
+
+        Raises:
+            ConnectionLost: the daemon is gone or dropped us.
+        """
+        if self._ipc is None:
+            raise NotConnected("the totem client is closed")
+        try:
+            for function, payload in self._ipc.events(timeout=timeout):
+                event = _decode_event(function, payload)
+                if event is None:
+                    self.unknown_events += 1
+                    continue
+                yield event
+        except ipc_errors.IpcError as error:
+            raise ConnectionLost(f"totemd connection lost: {error}") from error
+
+    # -- statistics ----------------------------------------------------------------------
+
+    def stats(self, timeout: float | None = 5.0) -> dict[str, Any]:
+        """The daemon's runtime statistics (``totemd.stats.DaemonStats.as_dict``):
+        node_id, inc, state, ring_id, members, token_rotation_ms, and the
+        srp/transport/local/daemon counter groups."""
+        return json.loads(self._request(wire.Function.STATS, b"", timeout))

@@ -1,0 +1,739 @@
+"""totemd: the Totem SRP core driven by real sockets, a real clock and local clients.
+
+``python -m totemd.daemon -c corosync.conf`` (normally started by ``coro
+start``'s supervisor) runs one single-threaded loop built on ``selectors``.
+Why not asyncio: one turn must do a fixed sequence of steps (drain the
+socket, serve local clients, fire timers, execute the core's actions in
+order) and asyncio's callback scheduling would interleave them in an order
+we do not control, for more overhead per packet.
+
+One loop turn:
+
+1. wait in ``select`` until a packet, a local request, a signal, or the
+   earliest of: the core's next timer, the statistics tick (1 s), the
+   coroipc server's housekeeping tick (100 ms);
+2. check how long the loop was not scheduled (corosync's pause detection);
+3. drain the UDP socket (bounded batches) and the self-addressed token
+   queue, feeding each packet to ``SrpCore.receive``;
+4. serve local clients (submits go into the core's send queue);
+5. fire the timers that are due (``SrpCore.timer_expired``);
+6. execute ``SrpCore.take_actions()`` in order (see ``Daemon._execute``):
+   ``PersistRingSeq`` is fsync'd and renamed into place before any later
+   action runs; the EVS log is flushed before every send; sends go to the
+   transport (a token to ourselves is queued for the next turn);
+   timers go on the heap; deliveries, configuration changes and
+   originations go to the subscribed local clients and the EVS log.
+
+Statistics are published into objdb (see ``totemd.stats``) on every
+configuration change and once a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import heapq
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from coroipc import IpcServer
+from totemd import local_codec as wire
+from totemd.evslog import EventLog, next_incarnation
+from totemd.local import TotemService
+from totemd.ringstore import load_ring_seq, store_ring_seq
+from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, Originated, PersistRingSeq,
+                        SendMulticast, SendUnicast, SetTimer, SrpCore, StateChanged,
+                        SubmitRejected, Timer, TotemParams)
+from totemd.stats import DaemonStats, MemberRecord, cmap_items, format_ring_id
+from totemd.transport import UdpTransport
+
+__all__ = ["NodeSettings", "StartupError", "Daemon", "resolve_settings", "main"]
+
+log = logging.getLogger("totemd")
+
+PROCESS_TITLE = "coro: totemd node {node_id}"
+STATS_INTERVAL_MS = 1000.0
+IPC_TICK_MS = 100.0
+CMAP_RETRY_MS = 5000.0
+RECEIVE_BATCHES_PER_TURN = 4
+IPC_PASSES_PER_TURN = 4
+
+
+class StartupError(Exception):
+    """The node cannot start: the configuration does not name this node, an
+    address cannot be bound, the state directory is unusable. The message says
+    what to fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSettings:
+    """Everything the daemon needs, resolved from corosync.conf and the command line."""
+
+    node_id: int
+    bind_address: str
+    port: int
+    mode: str
+    peers: dict[int, str]
+    params: TotemParams
+    run_dir: str
+    state_dir: str
+    cluster_name: str = "coro"
+    config_version: int = 0
+    multicast_group: str | None = None
+    multicast_ttl: int = 1
+    evs_log: str | None = None
+    config_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve_address(address: str) -> str:
+    """A ring address as an IP literal (names are resolved once, at start)."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+        return address
+    except OSError:
+        pass
+    try:
+        return socket.getaddrinfo(address, None, type=socket.SOCK_DGRAM)[0][4][0]
+    except OSError as error:
+        raise StartupError(f"cannot resolve ring address {address!r}: {error}") from error
+
+
+def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: str | None = None,
+                     state_dir: str | None = None, evs_log: str | None = None,
+                     send_queue_bytes: int | None = None) -> NodeSettings:
+    """Load corosync.conf and find this node in it.
+
+    Args:
+        config_path: the file.
+        node_id: pick this nodelist entry (several nodes on one machine);
+            None: the entry whose ring0_addr is an address of this host.
+        run_dir, state_dir: override ``system.run_dir``/``system.state_dir``.
+        evs_log: directory (or .jsonl file) for the EVS event log.
+        send_queue_bytes: bound of the send queue (default: the core's).
+
+    Raises:
+        StartupError: the file is invalid or does not name this node.
+    """
+    import coroconf
+    from coroconf.host import host_addresses
+
+    try:
+        config = coroconf.load(config_path)
+    except coroconf.ConfigError as error:
+        raise StartupError(str(error)) from error
+    if node_id is not None:
+        node = config.nodelist.by_nodeid(node_id)
+        if node is None or node.ring0_addr is None:
+            known = ", ".join(str(n.nodeid) for n in config.nodelist) or "none"
+            raise StartupError(f"node id {node_id} is not in the nodelist of {config_path} "
+                               f"(node ids: {known})")
+        bind = node.ring0_addr
+    else:
+        addresses = host_addresses()
+        node_id = config.local_nodeid(addresses)
+        bind = config.bind_address(addresses)
+        if node_id is None or bind is None:
+            raise StartupError(f"no nodelist entry of {config_path} has an address of this host "
+                               "(pass --node-id to pick one)")
+    link = config.totem.interface(0)
+    peers = {n.nodeid: _resolve_address(n.ring0_addr) for n in config.nodelist
+             if n.ring0_addr is not None}
+    overrides: dict[str, Any] = {}
+    if send_queue_bytes is not None:
+        overrides = {"max_queued_bytes": send_queue_bytes,
+                     "max_message_size": min(send_queue_bytes, 1 << 20)}
+    try:
+        params = coroconf.totem_params(config, **overrides)
+    except ValueError as error:
+        raise StartupError(f"{config_path}: {error}") from error
+    return NodeSettings(
+        node_id=node_id, bind_address=_resolve_address(bind),
+        port=link.mcastport if link is not None else 5405,
+        mode=config.totem.network_transport, peers=peers, params=params,
+        run_dir=run_dir or config.system.run_dir, state_dir=state_dir or config.system.state_dir,
+        cluster_name=config.totem.cluster_name or "coro",
+        config_version=config.totem.config_version,
+        multicast_group=link.mcastaddr if link is not None else None,
+        multicast_ttl=link.ttl if link is not None else 1, evs_log=evs_log,
+        config_path=config_path)
+
+
+class _FileEventLog(EventLog):
+    """An EventLog written to one named file (``--evs-log FILE``) instead of
+    ``<dir>/n<node>.<inc>.jsonl``."""
+
+    def __init__(self, path: Path, node: int, inc: int) -> None:
+        super().__init__(None, node, inc)
+        self.records = None
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+def open_event_log(target: str, node: int, inc: int) -> EventLog:
+    """A directory (created if missing) gets ``n<node>.<inc>.jsonl``; a path
+    ending in ``.jsonl`` is used as the file itself."""
+    path = Path(target)
+    if path.suffix == ".jsonl" and not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _FileEventLog(path, node, inc)
+    path.mkdir(parents=True, exist_ok=True)
+    return EventLog(path, node, inc)
+
+
+class _Timers:
+    """The core's timers on a heap; a re-armed or cancelled timer's old entry is stale."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._armed: dict[Timer, int] = {}
+        self._generation = 0
+
+    def set(self, timer: Timer, deadline_ms: float) -> None:
+        self._generation += 1
+        self._armed[timer] = self._generation
+        heapq.heappush(self._heap, (deadline_ms, self._generation, timer))
+
+    def cancel(self, timer: Timer) -> None:
+        self._armed.pop(timer, None)
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap and self._armed.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now_ms: float) -> list[Timer]:
+        due = []
+        heap = self._heap
+        while heap and heap[0][0] <= now_ms:
+            _deadline, generation, timer = heapq.heappop(heap)
+            if self._armed.get(timer) == generation:
+                del self._armed[timer]
+                due.append(timer)
+        return due
+
+
+class Daemon:
+    """One node's totemd. ``open()``, then ``run()``, then ``close()``.
+
+    Args:
+        settings: from ``resolve_settings``.
+        clock_ns: monotonic nanoseconds (injectable for tests).
+    """
+
+    def __init__(self, settings: NodeSettings, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self._clock_ns = clock_ns
+        self.inc = 0
+        self.core = SrpCore(settings.node_id, settings.params)
+        self.transport = UdpTransport(
+            mode=settings.mode, bind_address=settings.bind_address, port=settings.port,
+            peers={n: a for n, a in settings.peers.items() if n != settings.node_id},
+            multicast_group=settings.multicast_group, window_size=settings.params.window_size,
+            netmtu=settings.params.netmtu, multicast_ttl=settings.multicast_ttl)
+        self.service = TotemService(self)
+        self.server: IpcServer | None = None
+        self.evslog: EventLog | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+        self._timers = _Timers()
+        self._loopback: deque[bytes] = deque()
+        self._stop_requested = False
+        self._started = False
+        self._sseq = 0
+        self._in_conf: Any = None
+        self._last_delivered: str | None = None
+        self._members: tuple[int, ...] = ()
+        self._ring_id: tuple[int, int] = (settings.node_id, 0)
+        self._member_records: dict[int, MemberRecord] = {
+            n: MemberRecord(ip=a) for n, a in settings.peers.items()}
+        self._last_state_change = ""
+        self._counts = dict.fromkeys((
+            "messages_submitted", "bytes_submitted", "messages_delivered", "bytes_delivered",
+            "messages_originated", "conf_changes", "unframed_deliveries", "unicast_unknown_dest",
+            "loop_turns", "loop_stalls", "ring_seq_writes", "cmap_errors"), 0)
+        self._max_stall_ms = 0.0
+        self._max_turn_ms = 0.0
+        self._last_turn_ms: float | None = None
+        self._token_rate = (0.0, 0)       # (time, orf_token_rx) at the last stats tick
+        self._token_rotation_ms = 0.0
+        self._next_stats_ms = 0.0
+        self._publish_due = True
+        self._cmap: Any = None
+        self._cmap_retry_ms = 0.0
+        self._published: dict[str, Any] = {}
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def now_ms(self) -> float:
+        return self._clock_ns() / 1e6
+
+    def open(self) -> None:
+        """Bind, listen, start the core. Everything opened is closed by ``close``.
+
+        Raises:
+            StartupError: a resource cannot be set up (the reason is in the message).
+        """
+        from totemd.ringstore import RingStoreError
+        from totemd.transport import TransportError
+
+        settings = self.settings
+        try:
+            self.inc = next_incarnation(settings.state_dir)
+            persisted = load_ring_seq(settings.state_dir, self.node_id)
+        except (OSError, ValueError, RingStoreError) as error:
+            raise StartupError(f"state directory {settings.state_dir}: {error}") from error
+        try:
+            self.transport.open()
+        except TransportError as error:
+            raise StartupError(str(error)) from error
+        if settings.evs_log:
+            self.evslog = open_event_log(settings.evs_log, self.node_id, self.inc)
+        self.server = IpcServer(settings.run_dir, [self.service])
+        self.server.start()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.transport.fileno(), selectors.EVENT_READ, "net")
+        self._selector.register(self.server.fileno(), selectors.EVENT_READ, "ipc")
+        self._wakeup = socket.socketpair()
+        for end in self._wakeup:
+            end.setblocking(False)
+        self._selector.register(self._wakeup[0], selectors.EVENT_READ, "signal")
+        now = self.now_ms()
+        self._next_stats_ms = now
+        self._token_rate = (now, 0)
+        log.info("node %d incarnation %d: %s %s:%d, run dir %s, ring seq %s", self.node_id,
+                 self.inc, settings.mode, settings.bind_address, settings.port, settings.run_dir,
+                 "none stored" if persisted is None else persisted)
+        self.core.start(now, persisted)
+        self._started = True
+        self._execute(self.core.take_actions())
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: leave the ring and stop (handled inside the loop)."""
+        assert self._wakeup is not None
+        signal.set_wakeup_fd(self._wakeup[1].fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stop_requested = True
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def close(self) -> None:
+        """Leave the ring (if it was joined), stop the event log, close everything. Idempotent."""
+        if self._started:
+            self._started = False
+            try:
+                self.core.leave(self.now_ms())
+                self._execute(self.core.take_actions())
+            except Exception:  # noqa: BLE001 - closing must finish whatever happened
+                log.exception("leaving the ring failed")
+            log.info("node %d left the ring", self.node_id)
+        if self.evslog is not None and not self.evslog.closed:
+            self.evslog.stop()
+        if self._cmap is not None:
+            self._close_cmap()
+        if self.server is not None:
+            self.server.close()
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(-1)
+            for end in self._wakeup:
+                end.close()
+            self._wakeup = None
+        self.transport.close()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Turn the loop until a stop is requested (signal, ``request_stop``) or ``until()``."""
+        busy = False
+        while not self._stop_requested and (until is None or not until()):
+            busy = self.turn(busy)
+
+    def _select_timeout_s(self, now: float, busy: bool) -> float:
+        if busy or self._loopback:
+            return 0.0
+        wake = min(self._next_stats_ms, now + IPC_TICK_MS)
+        deadline = self._timers.next_deadline()
+        if deadline is not None:
+            wake = min(wake, deadline)
+        return max(0.0, (wake - now) / 1000.0)
+
+    def turn(self, busy: bool = False) -> bool:
+        """One loop turn (see the module docstring).
+
+        Args:
+            busy: local clients may have work waiting: poll without waiting.
+
+        Returns:
+            True if local clients may still have work (the next turn polls).
+        """
+        assert self._selector is not None
+        before = self.now_ms()
+        ready = self._selector.select(self._select_timeout_s(before, busy))
+        now = self.now_ms()
+        self._check_scheduling(now)
+        self._counts["loop_turns"] += 1
+        for key, _mask in ready:
+            if key.data == "signal":
+                self._drain_wakeup()
+        self._drain_network(now)
+        ipc_busy = self._serve_local()
+        for timer in self._timers.pop_due(now):
+            self.core.timer_expired(timer, now)
+        self._execute(self.core.take_actions())
+        if self.evslog is not None:
+            self.evslog.flush()
+        if now >= self._next_stats_ms or self._publish_due:
+            self._stats_tick(now)
+        self._max_turn_ms = max(self._max_turn_ms, self.now_ms() - now)
+        return ipc_busy
+
+    def _drain_wakeup(self) -> None:
+        assert self._wakeup is not None
+        try:
+            while self._wakeup[0].recv(512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _check_scheduling(self, now: float) -> None:
+        """Corosync's pause detection: a gap between turns above 0.8 x token."""
+        last, self._last_turn_ms = self._last_turn_ms, now
+        if last is None:
+            return
+        gap = now - last
+        threshold = 0.8 * self.settings.params.effective_token_ms
+        if gap > threshold:
+            self._counts["loop_stalls"] += 1
+            self._max_stall_ms = max(self._max_stall_ms, gap)
+            log.warning("totemd (node %d) was not scheduled for %.1f ms (threshold is %.1f ms). "
+                        "Consider token timeout increase.", self.node_id, gap, threshold)
+
+    def _drain_network(self, now: float) -> None:
+        receive = self.core.receive
+        while self._loopback:
+            receive(self._loopback.popleft(), now)
+        for _ in range(RECEIVE_BATCHES_PER_TURN):
+            batch = self.transport.receive_batch()
+            for data, _source in batch:
+                receive(data, now)
+            if len(batch) < 256:
+                break
+
+    def _serve_local(self) -> bool:
+        """Serve the local clients; True if they may have more work waiting."""
+        assert self.server is not None
+        for _ in range(IPC_PASSES_PER_TURN):
+            if not self.server.process(0.0):
+                return False
+        return True
+
+    # -- the core's actions ----------------------------------------------------------------
+
+    def _execute(self, actions: list[Any]) -> None:
+        """Execute the core's actions in the order it produced them.
+
+        The order matters: a ``PersistRingSeq`` is durable before any later
+        action (a join or commit token carrying the new seq) runs; the EVS log
+        is flushed before each send, so what another node can see of us is in
+        the log first; a ``Deliver`` of an old ring precedes the
+        ``ConfChange`` after it, as the core emitted them.
+        """
+        evslog = self.evslog
+        for action in actions:
+            kind = type(action)
+            if kind is SendMulticast:
+                if evslog is not None:
+                    evslog.flush()
+                self.transport.multicast(action.data)
+            elif kind is SendUnicast:
+                if evslog is not None:
+                    evslog.flush()
+                if action.dest == self.node_id:
+                    self._loopback.append(action.data)
+                elif not self.transport.unicast(action.dest, action.data):
+                    self._counts["unicast_unknown_dest"] += 1
+            elif kind is SetTimer:
+                self._timers.set(action.timer, action.deadline_ms)
+            elif kind is CancelTimer:
+                self._timers.cancel(action.timer)
+            elif kind is Deliver:
+                self._on_deliver(action)
+            elif kind is Originated:
+                self._on_originated(action)
+            elif kind is ConfChange:
+                self._on_conf_change(action)
+            elif kind is PersistRingSeq:
+                store_ring_seq(self.settings.state_dir, self.node_id, action.ring_seq)
+                self._counts["ring_seq_writes"] += 1
+            elif kind is StateChanged:
+                self._last_state_change = action.text
+
+    def _on_deliver(self, action: Deliver) -> None:
+        message = action.message
+        try:
+            sinc, sseq, safe = wire.decode_origin(message)
+            body = memoryview(message)[wire.ORIGIN.size:]
+        except wire.LocalDecodeError:
+            # Not framed by a coro daemon: delivered as is, with no origin.
+            self._counts["unframed_deliveries"] += 1
+            sinc, sseq, safe, body = 0, 0, action.safe, memoryview(message)
+        self._counts["messages_delivered"] += 1
+        self._counts["bytes_delivered"] += len(body)
+        ring_id = (action.ring_id.rep, action.ring_id.seq)
+        if self.service.subscriber_count:
+            event = wire.deliver_header(action.sender, sinc, sseq, ring_id, action.seq, safe) + body
+            self.service.broadcast(wire.EventKind.DELIVER, event)
+        if self.evslog is not None:
+            crc = zlib.crc32(body)
+            mid = f"{action.sender}.{sinc}.{sseq}" if sinc else f"unframed.{action.sender}.{crc}"
+            in_conf = self._in_conf if self._in_conf is not None else ring_id
+            self.evslog.deliver(mid, action.sender, sinc, sseq, ring_id, action.seq, safe, crc,
+                                in_conf)
+            self._last_delivered = mid
+
+    def _on_originated(self, action: Originated) -> None:
+        self._counts["messages_originated"] += len(action.handles)
+        if self.evslog is None:
+            return
+        ring_id = (action.ring_id.rep, action.ring_id.seq)
+        for sseq in action.handles:
+            self.evslog.originate(f"{self.node_id}.{self.inc}.{sseq}", ring_id, action.seq, sseq)
+
+    def _on_conf_change(self, change: ConfChange) -> None:
+        self._counts["conf_changes"] += 1
+        ring_id = (change.ring_id.rep, change.ring_id.seq)
+        if change.kind is ConfKind.REG:
+            conf_id: Any = ring_id
+            self._members = tuple(change.members)
+            self._ring_id = ring_id
+            log.info("A new membership (%s) was formed. Members joined: %s%s",
+                     format_ring_id(ring_id), " ".join(map(str, change.joined)) or "-",
+                     f" left: {' '.join(map(str, change.left))}" if change.left else "")
+            log.info("Members[%d]: %s", len(change.members), " ".join(map(str, change.members)))
+            for node_id in change.joined:
+                record = self._member_records.setdefault(
+                    node_id, MemberRecord(ip=self.settings.peers.get(node_id, "?")))
+                record.join_count += 1
+            for node_id, record in self._member_records.items():
+                record.status = "joined" if node_id in change.members else "left"
+        else:
+            old = change.old_ring_id
+            old_id = (old.rep, old.seq) if old is not None else ring_id
+            conf_id = (old_id, ring_id)
+            log.info("Transitional membership %s -> %s: members %s, left %s",
+                     format_ring_id(old_id), format_ring_id(ring_id),
+                     " ".join(map(str, change.members)) or "-",
+                     " ".join(map(str, change.left)) or "-")
+        self._in_conf = conf_id
+        if self.evslog is not None:
+            self.evslog.conf(change.kind.value, conf_id, change.members)
+        if self.service.subscriber_count:
+            old = change.old_ring_id
+            event = wire.ConfEvent(
+                kind=change.kind.value, ring_id=ring_id,
+                old_ring_id=(old.rep, old.seq) if old is not None else None,
+                members=tuple(change.members), left=tuple(change.left),
+                joined=tuple(change.joined))
+            self.service.broadcast(wire.EventKind.CONFCHG, wire.encode_conf(event))
+        self._publish_due = True
+
+    # -- the local interface ---------------------------------------------------------------
+
+    def local_submit(self, data: memoryview, safe: bool) -> tuple[wire.Status, int]:
+        """Queue one client message for ordering (called by the ``totem`` service).
+
+        Returns:
+            (status, sseq): OK and the message's sseq, or TRY_AGAIN (the send
+            queue is full), TOO_LARGE, SHUTTING_DOWN, each with sseq 0.
+        """
+        if not self._started:
+            return wire.Status.SHUTTING_DOWN, 0
+        if len(data) + wire.ORIGIN.size > self.settings.params.max_message_size:
+            return wire.Status.TOO_LARGE, 0
+        sseq = self._sseq + 1
+        message = wire.encode_origin(self.inc, sseq, safe) + data
+        try:
+            self.core.submit(message, safe, handle=sseq)
+        except SubmitRejected:
+            return wire.Status.TRY_AGAIN, 0
+        self._sseq = sseq
+        self._counts["messages_submitted"] += 1
+        self._counts["bytes_submitted"] += len(data)
+        if self.evslog is not None:
+            deps = [self._last_delivered] if self._last_delivered else None
+            self.evslog.submit(f"{self.node_id}.{self.inc}.{sseq}", sseq, safe, zlib.crc32(data),
+                               deps)
+        return wire.Status.OK, sseq
+
+    def current_ring_id(self) -> tuple[int, int]:
+        return self._ring_id
+
+    def current_members(self) -> tuple[int, ...]:
+        return self._members
+
+    # -- statistics ------------------------------------------------------------------------
+
+    def stats(self) -> DaemonStats:
+        """A snapshot for the local interface and objdb."""
+        srp = self.core.stats()
+        srp_dict = {name: getattr(srp, name) for name in srp.__dataclass_fields__}
+        srp_dict["ring_id"] = list(srp.ring_id)
+        transport = dataclasses.asdict(self.transport.stats)
+        server = self.server.stats() if self.server is not None else None
+        daemon = {**self._counts,
+                  "loop_stall_max_ms": round(self._max_stall_ms, 3),
+                  "loop_turn_max_ms": round(self._max_turn_ms, 3),
+                  "send_queue_frames": self.core.queued_frames(),
+                  "local_connections": server.connections if server is not None else 0,
+                  "local_events_refused": server.events_refused if server is not None else 0}
+        return DaemonStats(
+            node_id=self.node_id, inc=self.inc, state=srp.state, ring_id=self._ring_id,
+            members=self._members, last_state_change=self._last_state_change,
+            token_rotation_ms=round(self._token_rotation_ms, 3), srp=srp_dict,
+            transport=transport, local=self.service.stats(), daemon=daemon,
+            members_detail={n: {"ip": r.ip, "join_count": r.join_count, "status": r.status}
+                            for n, r in sorted(self._member_records.items())})
+
+    def _stats_tick(self, now: float) -> None:
+        self._publish_due = False
+        if now >= self._next_stats_ms:
+            self._next_stats_ms = now + STATS_INTERVAL_MS
+            then, tokens_then = self._token_rate
+            tokens = self.core.stats().orf_token_rx
+            if tokens > tokens_then and now > then:
+                self._token_rotation_ms = (now - then) / (tokens - tokens_then)
+            elif now > then:
+                self._token_rotation_ms = 0.0
+            self._token_rate = (now, tokens)
+            self._check_parent()
+        self._publish(now)
+
+    def _check_parent(self) -> None:
+        parent = self.settings.extra.get("parent_pid")
+        if parent and os.getppid() != parent:
+            log.error("the supervisor (pid %d) is gone; stopping", parent)
+            self._stop_requested = True
+
+    def _publish(self, now: float) -> None:
+        """Write the changed statistics keys into objdb (privileged connection)."""
+        from objdb.errors import ObjdbError
+
+        if self._cmap is None:
+            if now < self._cmap_retry_ms:
+                return
+            self._cmap_retry_ms = now + CMAP_RETRY_MS
+            try:
+                from clients.cmap import CmapClient
+                self._cmap = CmapClient.connect(self.settings.run_dir, internal=True, timeout=1.0)
+            except ObjdbError as error:
+                log.debug("objdb not reachable, statistics not published: %s", error)
+                return
+            self._published.clear()
+        items = cmap_items(self.stats(), self.settings.config_version)
+        try:
+            for key, (value, value_type) in items.items():
+                if self._published.get(key) != value:
+                    self._cmap.set(key, value, value_type)
+                    self._published[key] = value
+        except ObjdbError as error:
+            self._counts["cmap_errors"] += 1
+            log.warning("publishing statistics into objdb failed: %s", error)
+            self._close_cmap()
+
+    def _close_cmap(self) -> None:
+        cmap, self._cmap = self._cmap, None
+        try:
+            cmap.close()
+        except Exception:  # noqa: BLE001 - a dead connection is already closed
+            pass
+
+
+# -- the process ---------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the supervisor dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m totemd.daemon",
+                                     description="the Totem daemon of one coro node")
+    parser.add_argument("-c", "--config", required=True, metavar="FILE", help="corosync.conf")
+    parser.add_argument("--node-id", type=int, help="the nodelist entry to run as")
+    parser.add_argument("--run-dir", help="override system.run_dir (sockets)")
+    parser.add_argument("--state-dir", help="override system.state_dir (ring seq, incarnation)")
+    parser.add_argument("--evs-log", metavar="DIR|FILE", help="write the EVS event log")
+    parser.add_argument("--send-queue-bytes", type=int, help="bound of the send queue")
+    parser.add_argument("--ready-fd", type=int, help="write 'ready PID' here once serving")
+    parser.add_argument("--parent-pid", type=int, help="stop when this process is gone")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run totemd in the foreground until SIGTERM/SIGINT. Returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s totemd[%(process)d] %(levelname)s %(name)s: %(message)s")
+    if args.parent_pid:
+        _die_with_parent()
+    try:
+        settings = resolve_settings(args.config, node_id=args.node_id, run_dir=args.run_dir,
+                                    state_dir=args.state_dir, evs_log=args.evs_log,
+                                    send_queue_bytes=args.send_queue_bytes)
+    except StartupError as error:
+        print(f"totemd: {error}", file=sys.stderr)
+        return 1
+    if args.parent_pid:
+        settings.extra["parent_pid"] = args.parent_pid
+    try:
+        import setproctitle
+        setproctitle.setproctitle(PROCESS_TITLE.format(node_id=settings.node_id))
+    except ImportError:  # pragma: no cover - a declared dependency
+        pass
+    daemon = Daemon(settings)
+    try:
+        try:
+            daemon.open()
+        except StartupError as error:
+            print(f"totemd: {error}", file=sys.stderr)
+            return 1
+        daemon.install_signal_handlers()
+        if args.ready_fd is not None:
+            try:
+                os.write(args.ready_fd, f"ready {os.getpid()}\n".encode())
+            finally:
+                os.close(args.ready_fd)
+        daemon.run()
+    finally:
+        daemon.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The local interface: the coroipc service ``totem`` inside totemd.
+
+Processes of the node (the service engine, ``coro load``, tests) connect
+with ``clients.totem.TotemClient``. The wire format is in
+``totemd.local_codec``; this module holds the per-connection state and the
+policies:
+
+- Submits go straight into the core's send queue (``Daemon.local_submit``).
+  The queue is bounded in bytes (``TotemParams.max_queued_bytes``); when it is
+  full the reply is ``TRY_AGAIN`` and nothing is queued, so a fast client is
+  slowed down instead of growing the daemon without bound (corosync's
+  CS_ERR_TRY_AGAIN from ``corosync_sending_allowed``).
+- Deliveries and configuration changes go to every *subscribed* connection
+  (HELLO with the subscribe flag) as events. The event payload is built once
+  per delivery and written into each subscriber's event ring (one copy into
+  shared memory per subscriber, none besides).
+- A subscriber that does not read its events fills its event ring and then
+  its bounded backlog in the server; the next event it cannot take makes us
+  disconnect it (it gets ConnectionLost with the reason). A client never
+  misses a delivery silently: it gets them all, or loses its connection.
+- A malformed request gets ``INVALID`` (or a ServiceError) and is counted;
+  the connection and every other client are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from coroipc import Connection, Service
+from coroipc import errors as ipc_errors
+from totemd import local_codec as wire
+
+if TYPE_CHECKING:
+    from totemd.daemon import Daemon
+
+__all__ = ["TotemService", "SERVICE_NAME"]
+
+SERVICE_NAME = "totem"
+log = logging.getLogger("totemd.local")
+
+
+class TotemService(Service):
+    """The ``totem`` coroipc service; one per daemon."""
+
+    name = SERVICE_NAME
+
+    def __init__(self, daemon: "Daemon") -> None:
+        self._daemon = daemon
+        self._subscribers: dict[int, Connection] = {}
+        self.counts = dict.fromkeys(("connections", "requests", "bad_requests", "submitted",
+                                     "try_again", "too_large", "events_sent",
+                                     "slow_clients_disconnected"), 0)
+
+    # -- coroipc callbacks ---------------------------------------------------------------
+
+    def on_connect(self, conn: Connection) -> None:
+        self.counts["connections"] += 1
+
+    def on_disconnect(self, conn: Connection) -> None:
+        self._subscribers.pop(conn.id, None)
+
+    def on_request(self, conn: Connection, function: int, payload: memoryview) -> bytes | None:
+        self.counts["requests"] += 1
+        try:
+            if function == wire.Function.SUBMIT:
+                return self._submit(payload)
+            if function == wire.Function.SUBMIT_MANY:
+                return self._submit_many(payload)
+            if function == wire.Function.HELLO:
+                return self._hello(conn, payload)
+            if function == wire.Function.STATS:
+                return json.dumps(self._daemon.stats().as_dict(), separators=(",", ":")).encode()
+        except wire.LocalDecodeError as error:
+            self.counts["bad_requests"] += 1
+            log.debug("bad request from pid %d: %s", conn.pid, error)
+            if function == wire.Function.SUBMIT_MANY:
+                return wire.encode_submit_many_reply(wire.Status.INVALID, 0, 0)
+            if function == wire.Function.SUBMIT:
+                return wire.encode_submit_reply(wire.Status.INVALID, 0)
+            raise ValueError(f"malformed request: {error}") from None
+        self.counts["bad_requests"] += 1
+        raise ValueError(f"unknown function {function}")
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _hello(self, conn: Connection, payload: memoryview) -> bytes:
+        subscribe = wire.decode_hello(payload)
+        if subscribe:
+            self._subscribers[conn.id] = conn
+        else:
+            self._subscribers.pop(conn.id, None)
+        daemon = self._daemon
+        return wire.encode_hello_reply(wire.Hello(
+            version=wire.VERSION, subscribed=subscribe, node_id=daemon.node_id, inc=daemon.inc,
+            ring_id=daemon.current_ring_id(), members=daemon.current_members()))
+
+    def _count(self, status: wire.Status) -> None:
+        if status is wire.Status.OK:
+            self.counts["submitted"] += 1
+        elif status is wire.Status.TRY_AGAIN:
+            self.counts["try_again"] += 1
+        elif status is wire.Status.TOO_LARGE:
+            self.counts["too_large"] += 1
+
+    def _submit(self, payload: memoryview) -> bytes:
+        data, safe = wire.decode_submit(payload)
+        status, sseq = self._daemon.local_submit(data, safe)
+        self._count(status)
+        return wire.encode_submit_reply(status, sseq)
+
+    def _submit_many(self, payload: memoryview) -> bytes:
+        items = wire.decode_submit_many(payload)
+        accepted = 0
+        first = 0
+        status = wire.Status.OK
+        for data, safe in items:
+            status, sseq = self._daemon.local_submit(data, safe)
+            self._count(status)
+            if status is not wire.Status.OK:
+                break
+            if accepted == 0:
+                first = sseq
+            accepted += 1
+        return wire.encode_submit_many_reply(status, accepted, first)
+
+    # -- events --------------------------------------------------------------------------
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def broadcast(self, kind: wire.EventKind, payload: Any) -> None:
+        """Send one event to every subscriber; disconnect those that cannot take it."""
+        if not self._subscribers:
+            return
+        for conn in list(self._subscribers.values()):
+            try:
+                conn.send_event(kind, payload)
+                self.counts["events_sent"] += 1
+            except ipc_errors.WouldBlock:
+                self._drop_slow(conn)
+            except ipc_errors.NotConnected:
+                self._subscribers.pop(conn.id, None)
+
+    def _drop_slow(self, conn: Connection) -> None:
+        self.counts["slow_clients_disconnected"] += 1
+        self._subscribers.pop(conn.id, None)
+        log.warning("disconnecting local client pid %d: it does not read its deliveries "
+                    "(event ring and backlog full)", conn.pid)
+        try:
+            conn.close("the client did not read its deliveries (event ring and backlog full)")
+        except ipc_errors.IpcError:
+            pass
+
+    def stats(self) -> dict[str, int]:
+        return {**self.counts, "subscribers": len(self._subscribers)}

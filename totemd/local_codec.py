@@ -1,0 +1,305 @@
+"""Wire format of the local interface (the coroipc service ``totem``) and of
+the origin header the daemon puts in front of every ordered message.
+
+Pure: no I/O. Network byte order everywhere. ``decode_*`` validate every
+length and value and raise one ``LocalDecodeError``.
+
+Requests (client -> daemon; coroipc function id, payload -> reply payload)::
+
+    1 HELLO        u16 version, u16 flags (bit 0: subscribe to events)
+                   -> u16 version, u16 flags, u32 node_id, u32 inc,
+                      u32 ring_rep, u64 ring_seq, u16 n, n x u32 members
+    2 SUBMIT       u8 flags (bit 0: safe), payload bytes
+                   -> u8 status, 3 pad, u64 sseq (0 unless status is OK)
+    3 SUBMIT_MANY  u32 count, count x (u8 flags, u32 length, bytes)
+                   -> u8 status, 3 pad, u32 accepted, u64 first_sseq
+                   (the first ``accepted`` messages were queued, in order,
+                   with sseqs first_sseq, first_sseq+1, ...)
+    4 STATS        (empty) -> UTF-8 JSON object (see totemd.stats)
+
+Status: 0 OK, 1 TRY_AGAIN (the send queue is full: retry after some
+deliveries), 2 TOO_LARGE (larger than the node's maximum message), 3 INVALID
+(malformed request), 4 SHUTTING_DOWN (the node is leaving the ring).
+
+Events (daemon -> subscribed client)::
+
+    1 DELIVER   u32 sender, u32 sinc, u64 sseq, u32 ring_rep, u64 ring_seq,
+                u32 seq, u8 flags (bit 0: safe), 3 pad, then the payload
+    2 CONFCHG   u8 kind (0 REG, 1 TRANS), 3 pad, u32 ring_rep, u64 ring_seq,
+                u32 old_rep, u64 old_seq (0/0 when none), u16 n_members,
+                u16 n_left, u16 n_joined, 2 pad, then the u32 node ids
+
+Origin header (in front of every message the daemon submits to the core)::
+
+    u8 magic 0xC7, u8 version 1, u16 flags (bit 0: safe), u32 inc, u64 sseq
+
+It lets every node name a delivered message ``"<sender>.<sinc>.<sseq>"`` (the
+EVS log's mid) and give it to clients with its origin, whatever the payload.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+__all__ = ["VERSION", "Function", "EventKind", "Status", "LocalDecodeError", "Hello",
+           "DeliverEvent", "ConfEvent", "ORIGIN", "encode_origin", "decode_origin",
+           "encode_hello", "decode_hello", "encode_hello_reply", "decode_hello_reply",
+           "encode_submit", "decode_submit", "encode_submit_reply", "decode_submit_reply",
+           "encode_submit_many", "decode_submit_many", "encode_submit_many_reply",
+           "decode_submit_many_reply", "deliver_header", "decode_deliver", "encode_conf",
+           "decode_conf", "SAFE", "SUBSCRIBE"]
+
+VERSION = 1
+SAFE = 0x1
+SUBSCRIBE = 0x1
+ORIGIN_MAGIC = 0xC7
+ORIGIN_VERSION = 1
+
+ORIGIN = struct.Struct("!BBHIQ")
+_HELLO = struct.Struct("!HH")
+_HELLO_REPLY = struct.Struct("!HHIIIQH")
+_SUBMIT = struct.Struct("!B")
+_SUBMIT_REPLY = struct.Struct("!B3xQ")
+_MANY_COUNT = struct.Struct("!I")
+_MANY_ITEM = struct.Struct("!BI")
+_MANY_REPLY = struct.Struct("!B3xIQ")
+_DELIVER = struct.Struct("!IIQIQIB3x")
+_CONF = struct.Struct("!B3xIQIQHHH2x")
+_ID = struct.Struct("!I")
+
+
+class Function(enum.IntEnum):
+    """Request function ids."""
+
+    HELLO = 1
+    SUBMIT = 2
+    SUBMIT_MANY = 3
+    STATS = 4
+
+
+class EventKind(enum.IntEnum):
+    """Event function ids."""
+
+    DELIVER = 1
+    CONFCHG = 2
+
+
+class Status(enum.IntEnum):
+    """Reply status of SUBMIT and SUBMIT_MANY."""
+
+    OK = 0
+    TRY_AGAIN = 1
+    TOO_LARGE = 2
+    INVALID = 3
+    SHUTTING_DOWN = 4
+
+
+class LocalDecodeError(ValueError):
+    """A request, reply, event or origin header is malformed (too short, bad
+    magic/version, a count that does not match the length, an unknown value)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    """The daemon's answer to HELLO."""
+
+    version: int
+    subscribed: bool
+    node_id: int
+    inc: int
+    ring_id: tuple[int, int]
+    members: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverEvent:
+    """One message delivered in total order (``mid`` is its cluster-wide name)."""
+
+    sender: int
+    sinc: int
+    sseq: int
+    ring_id: tuple[int, int]
+    seq: int
+    safe: bool
+    data: bytes
+
+    @property
+    def mid(self) -> str:
+        return f"{self.sender}.{self.sinc}.{self.sseq}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfEvent:
+    """A configuration change: REG (a new ring: members, joined) or TRANS
+    (the members that come from the old ring, and those that left)."""
+
+    kind: str
+    ring_id: tuple[int, int]
+    old_ring_id: tuple[int, int] | None
+    members: tuple[int, ...]
+    left: tuple[int, ...] = ()
+    joined: tuple[int, ...] = ()
+
+
+def _need(data: memoryview | bytes, size: int, what: str) -> None:
+    if len(data) < size:
+        raise LocalDecodeError(f"{what} of {len(data)} bytes is shorter than {size}")
+
+
+# -- origin header -------------------------------------------------------------------------
+
+def encode_origin(inc: int, sseq: int, safe: bool) -> bytes:
+    """The 16-byte origin header."""
+    return ORIGIN.pack(ORIGIN_MAGIC, ORIGIN_VERSION, SAFE if safe else 0, inc, sseq)
+
+
+def decode_origin(message: bytes | memoryview) -> tuple[int, int, bool]:
+    """(inc, sseq, safe) of a delivered message. Raises LocalDecodeError."""
+    _need(message, ORIGIN.size, "ordered message")
+    magic, version, flags, inc, sseq = ORIGIN.unpack_from(message)
+    if magic != ORIGIN_MAGIC or version != ORIGIN_VERSION:
+        raise LocalDecodeError(f"origin header magic/version {magic:#x}/{version} is not ours")
+    return inc, sseq, bool(flags & SAFE)
+
+
+# -- HELLO ----------------------------------------------------------------------------------
+
+def encode_hello(subscribe: bool) -> bytes:
+    return _HELLO.pack(VERSION, SUBSCRIBE if subscribe else 0)
+
+
+def decode_hello(payload: memoryview | bytes) -> bool:
+    """The subscribe flag. Raises LocalDecodeError (also on a version mismatch)."""
+    _need(payload, _HELLO.size, "HELLO")
+    version, flags = _HELLO.unpack_from(payload)
+    if version != VERSION:
+        raise LocalDecodeError(f"local interface version {version} is not {VERSION}")
+    return bool(flags & SUBSCRIBE)
+
+
+def encode_hello_reply(hello: Hello) -> bytes:
+    members = hello.members
+    return _HELLO_REPLY.pack(VERSION, SUBSCRIBE if hello.subscribed else 0, hello.node_id,
+                             hello.inc, hello.ring_id[0], hello.ring_id[1],
+                             len(members)) + b"".join(_ID.pack(m) for m in members)
+
+
+def decode_hello_reply(payload: memoryview | bytes) -> Hello:
+    _need(payload, _HELLO_REPLY.size, "HELLO reply")
+    version, flags, node, inc, rep, seq, count = _HELLO_REPLY.unpack_from(payload)
+    if len(payload) != _HELLO_REPLY.size + 4 * count:
+        raise LocalDecodeError(f"HELLO reply of {len(payload)} bytes does not hold {count} members")
+    members = struct.unpack_from(f"!{count}I", payload, _HELLO_REPLY.size)
+    return Hello(version=version, subscribed=bool(flags & SUBSCRIBE), node_id=node, inc=inc,
+                 ring_id=(rep, seq), members=tuple(members))
+
+
+# -- SUBMIT ---------------------------------------------------------------------------------
+
+def encode_submit(data: bytes | memoryview, safe: bool) -> bytes:
+    return _SUBMIT.pack(SAFE if safe else 0) + bytes(data)
+
+
+def decode_submit(payload: memoryview) -> tuple[memoryview, bool]:
+    """(data view, safe). The view points into the caller's buffer."""
+    _need(payload, _SUBMIT.size, "SUBMIT")
+    (flags,) = _SUBMIT.unpack_from(payload)
+    if flags & ~SAFE:
+        raise LocalDecodeError(f"SUBMIT flags {flags:#x} has unknown bits")
+    return payload[_SUBMIT.size:], bool(flags & SAFE)
+
+
+def encode_submit_reply(status: Status, sseq: int) -> bytes:
+    return _SUBMIT_REPLY.pack(status, sseq)
+
+
+def decode_submit_reply(payload: memoryview | bytes) -> tuple[Status, int]:
+    _need(payload, _SUBMIT_REPLY.size, "SUBMIT reply")
+    status, sseq = _SUBMIT_REPLY.unpack_from(payload)
+    try:
+        return Status(status), sseq
+    except ValueError:
+        raise LocalDecodeError(f"unknown status {status}") from None
+
+
+def encode_submit_many(messages: list[tuple[bytes | memoryview, bool]]) -> bytes:
+    parts = [_MANY_COUNT.pack(len(messages))]
+    for data, safe in messages:
+        parts.append(_MANY_ITEM.pack(SAFE if safe else 0, len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def decode_submit_many(payload: memoryview) -> list[tuple[memoryview, bool]]:
+    """Every (data view, safe) of a SUBMIT_MANY, validated before any is used."""
+    _need(payload, _MANY_COUNT.size, "SUBMIT_MANY")
+    (count,) = _MANY_COUNT.unpack_from(payload)
+    offset = _MANY_COUNT.size
+    items: list[tuple[memoryview, bool]] = []
+    for index in range(count):
+        if offset + _MANY_ITEM.size > len(payload):
+            raise LocalDecodeError(f"SUBMIT_MANY ends inside the header of message {index}")
+        flags, length = _MANY_ITEM.unpack_from(payload, offset)
+        offset += _MANY_ITEM.size
+        if flags & ~SAFE:
+            raise LocalDecodeError(f"SUBMIT_MANY message {index} flags {flags:#x} has unknown bits")
+        if offset + length > len(payload):
+            raise LocalDecodeError(f"SUBMIT_MANY message {index} of {length} bytes overruns the request")
+        items.append((payload[offset:offset + length], bool(flags & SAFE)))
+        offset += length
+    if offset != len(payload):
+        raise LocalDecodeError(f"SUBMIT_MANY has {len(payload) - offset} bytes after {count} messages")
+    return items
+
+
+def encode_submit_many_reply(status: Status, accepted: int, first_sseq: int) -> bytes:
+    return _MANY_REPLY.pack(status, accepted, first_sseq)
+
+
+def decode_submit_many_reply(payload: memoryview | bytes) -> tuple[Status, int, int]:
+    _need(payload, _MANY_REPLY.size, "SUBMIT_MANY reply")
+    status, accepted, first = _MANY_REPLY.unpack_from(payload)
+    try:
+        return Status(status), accepted, first
+    except ValueError:
+        raise LocalDecodeError(f"unknown status {status}") from None
+
+
+# -- events ---------------------------------------------------------------------------------
+
+def deliver_header(sender: int, sinc: int, sseq: int, ring_id: tuple[int, int], seq: int,
+                   safe: bool) -> bytes:
+    """The fixed part of a DELIVER event; the payload follows it."""
+    return _DELIVER.pack(sender, sinc, sseq, ring_id[0], ring_id[1], seq, SAFE if safe else 0)
+
+
+def decode_deliver(payload: memoryview | bytes) -> DeliverEvent:
+    _need(payload, _DELIVER.size, "DELIVER event")
+    sender, sinc, sseq, rep, ring_seq, seq, flags = _DELIVER.unpack_from(payload)
+    return DeliverEvent(sender=sender, sinc=sinc, sseq=sseq, ring_id=(rep, ring_seq), seq=seq,
+                        safe=bool(flags & SAFE), data=bytes(payload[_DELIVER.size:]))
+
+
+def encode_conf(event: ConfEvent) -> bytes:
+    old = event.old_ring_id or (0, 0)
+    head = _CONF.pack(0 if event.kind == "REG" else 1, event.ring_id[0], event.ring_id[1],
+                      old[0], old[1], len(event.members), len(event.left), len(event.joined))
+    ids = (*event.members, *event.left, *event.joined)
+    return head + struct.pack(f"!{len(ids)}I", *ids)
+
+
+def decode_conf(payload: memoryview | bytes) -> ConfEvent:
+    _need(payload, _CONF.size, "CONFCHG event")
+    kind, rep, seq, old_rep, old_seq, n_members, n_left, n_joined = _CONF.unpack_from(payload)
+    if kind not in (0, 1):
+        raise LocalDecodeError(f"CONFCHG kind {kind} is neither REG (0) nor TRANS (1)")
+    total = n_members + n_left + n_joined
+    if len(payload) != _CONF.size + 4 * total:
+        raise LocalDecodeError(f"CONFCHG of {len(payload)} bytes does not hold {total} node ids")
+    ids = struct.unpack_from(f"!{total}I", payload, _CONF.size)
+    old = None if (old_rep, old_seq) == (0, 0) else (old_rep, old_seq)
+    return ConfEvent(kind="REG" if kind == 0 else "TRANS", ring_id=(rep, seq), old_ring_id=old,
+                     members=ids[:n_members], left=ids[n_members:n_members + n_left],
+                     joined=ids[n_members + n_left:])
