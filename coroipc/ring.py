@@ -88,10 +88,16 @@ _ONE_OVERHEAD = 24  # header 16 + one length padded to 8
 _MIN_CAPACITY = 4096
 #: Below this average message size a batch is joined into one copy; above it
 #: each message is copied straight into the ring (the join would double copy).
-_JOIN_BELOW = 2048
+_JOIN_BELOW = 4096
 #: How long a blocking wait sleeps before re-checking the peer's liveness when
 #: no pidfd or watch descriptor can tell us sooner.
 _LIVENESS_SLICE_S = 0.25
+#: Default payload budget of one read_batch() (see there).
+READ_BATCH_BYTES = 64 * 1024
+#: Largest frame a batch write builds (a single larger message gets its own).
+_BATCH_FRAME_BYTES = 64 * 1024
+#: Checks of the ring before a spinning waiter starts yielding the CPU.
+_TIGHT_SPINS = 20
 
 
 def frame_size(count: int, payload_bytes: int) -> int:
@@ -109,8 +115,6 @@ class RingStats:
     peak_used_bytes: int
     messages_written: int
     messages_read: int
-    frames_written: int
-    frames_read: int
     bytes_written: int
     bytes_read: int
     would_block: int
@@ -155,7 +159,7 @@ class Ring:
             self._release_views()
             raise
         self.max_message_size = self.capacity // 2 - _ONE_OVERHEAD
-        self.batch_frame_limit = max(4096, self.capacity // 8)
+        self.batch_frame_limit = min(_BATCH_FRAME_BYTES, self.capacity // 8)
         address = b"\0" + name.lstrip("/").encode()
         self._reader_address = address + b".r"
         self._writer_address = address + b".w"
@@ -172,7 +176,7 @@ class Ring:
         self._rung_writer_epoch = -1
         self._pidfds: dict[int, int] = {}
         self._count = dict.fromkeys(
-            ("messages_written", "messages_read", "frames_written", "frames_read", "bytes_written",
+            ("messages_written", "messages_read", "bytes_written",
              "bytes_read", "would_block", "wakeups_sent", "sleeps", "peak_used_bytes"), 0)
         self._closed = False
 
@@ -349,6 +353,9 @@ class Ring:
         if not self._read_cache <= read <= self._wpos:
             raise RingCorrupted(f"ring {self.name}: read position moved from {self._read_cache} to {read}")
         self._read_cache = read
+        used = self._wpos - read  # sampled here, off the fast path
+        if used > self._count["peak_used_bytes"]:
+            self._count["peak_used_bytes"] = used
 
     def _publish_write(self) -> None:
         words = self._words
@@ -360,9 +367,6 @@ class Ring:
                 self._rung_reader_epoch = epoch
                 self._count["wakeups_sent"] += 1
                 ring_address(self._reader_address)
-        used = self._wpos - self._read_cache
-        if used > self._count["peak_used_bytes"]:
-            self._count["peak_used_bytes"] = used
 
     def write_nowait(self, data) -> None:
         """Write one message (a bytes-like object) or raise WouldBlock.
@@ -379,16 +383,20 @@ class Ring:
         if length > self.max_message_size:
             raise MessageTooLarge(f"message of {length} bytes exceeds this ring's limit of {self.max_message_size}")
         size = (length + _ONE_OVERHEAD + 15) & ~15
-        offset = self._claim(size)
-        if offset < 0:
-            self._full()
+        wpos = self._wpos
+        capacity = self.capacity
+        offset = wpos % capacity
+        if size > capacity - offset or capacity - (wpos - self._read_cache) < size:
+            offset = self._claim(size)  # slow path: refresh the reader's position, or pad
+            if offset < 0:
+                self._full()
         start = HEADER_SIZE + offset
         _FRAME_ONE.pack_into(self._mmap, start, KIND_DATA, 1, length, KIND_DATA ^ 1 ^ length ^ _FRAME_CHECK, length)
         self._view[start + _ONE_OVERHEAD:start + _ONE_OVERHEAD + length] = data
         self._wpos += size
-        self._count["messages_written"] += 1
-        self._count["frames_written"] += 1
-        self._count["bytes_written"] += length
+        counters = self._count
+        counters["messages_written"] += 1
+        counters["bytes_written"] += length
         self._publish_write()
 
     def _full(self):
@@ -452,7 +460,6 @@ class Ring:
                              KIND_DATA ^ 1 ^ size ^ _FRAME_CHECK, size)
         self._wpos += (size + _ONE_OVERHEAD + 15) & ~15
         self._count["messages_written"] += 1
-        self._count["frames_written"] += 1
         self._count["bytes_written"] += size
         self._publish_write()
 
@@ -533,7 +540,6 @@ class Ring:
         self._wpos = wpos + frame_size(count, payload)
         counters = self._count
         counters["messages_written"] += count
-        counters["frames_written"] += 1
         counters["bytes_written"] += payload
         return count
 
@@ -586,13 +592,13 @@ class Ring:
                                     f"{payload} bytes at offset {offset}")
             self._pending_next = rpos + size
             counters = self._count
-            counters["frames_read"] += 1
             counters["messages_read"] += count
             counters["bytes_read"] += payload
             return ends
 
-    def _take(self, max_count: int | None) -> list[tuple[int, int, list[int]]]:
-        """Claim up to ``max_count`` messages.
+    def _take(self, max_count: int | None, max_bytes: int = sys.maxsize) -> list[tuple[int, int, list[int]]]:
+        """Claim up to ``max_count`` messages and about ``max_bytes`` payload
+        (at least one message when any is waiting).
 
         Returns:
             (first index, stop index, frame ends) per frame touched; message i
@@ -603,7 +609,7 @@ class Ring:
             self.become_reader()
         spans: list[tuple[int, int, list[int]]] = []
         budget = sys.maxsize if max_count is None else max_count
-        while budget > 0:
+        while budget > 0 and max_bytes > 0:
             ends = self._pending
             if ends is None:
                 ends = self._next_frame()
@@ -612,8 +618,11 @@ class Ring:
                 self._pending, self._pending_index = ends, 0
             index = self._pending_index
             stop = min(len(ends) - 1, index + budget)
+            if ends[stop] - ends[index] > max_bytes:
+                stop = max(index + 1, bisect_right(ends, ends[index] + max_bytes, index, stop) - 1)
             spans.append((index, stop, ends))
             budget -= stop - index
+            max_bytes -= ends[stop] - ends[index]
             if stop == len(ends) - 1:
                 self._pending = None
                 self._rpos = self._pending_next
@@ -634,8 +643,16 @@ class Ring:
                 self._count["wakeups_sent"] += 1
                 ring_address(self._writer_address)
 
-    def read_batch(self, max_count: int | None = None) -> list[bytes]:
-        """Copy out every available message (at most ``max_count``); never blocks.
+    def read_batch(self, max_count: int | None = None, max_bytes: int = READ_BATCH_BYTES) -> list[bytes]:
+        """Copy out the available messages; never blocks.
+
+        Args:
+            max_count: at most this many messages (None: no count limit).
+            max_bytes: stop after about this much payload (at least one
+                message). The default keeps a batch's copies small enough
+                that the C allocator reuses their memory instead of
+                returning it to the kernel and faulting it back in for the
+                next batch, which costs more than the copying itself.
 
         Returns:
             the messages in order; an empty list when the ring is empty.
@@ -643,7 +660,7 @@ class Ring:
         Raises:
             RingCorrupted, NotConnected.
         """
-        spans = self._take(max_count)
+        spans = self._take(max_count, max_bytes)
         if not spans:
             if self._words[R_POS] != self._rpos:  # skipped a PAD frame: hand the space back
                 self._publish_read()
@@ -662,15 +679,48 @@ class Ring:
         self._publish_read()
         return out
 
+    def _read_one(self) -> bytes | None:
+        """The next message, copied out; None when the ring is empty.
+
+        Fast path for a frame of one message (what ``write`` makes); any other
+        case goes through the general frame parser.
+        """
+        if not self._is_reader:
+            self.become_reader()
+        words = self._words
+        rpos = self._rpos
+        available = words[W_POS] - rpos
+        if available <= 0 and self._pending is None:
+            if available < 0:
+                raise RingCorrupted(f"ring {self.name}: write position is behind the read position")
+            return None
+        capacity = self.capacity
+        offset = rpos % capacity
+        if self._pending is None and 32 <= available <= capacity and offset + 24 <= capacity:
+            start = HEADER_SIZE + offset
+            kind, count, payload, check, length = _FRAME_ONE.unpack_from(self._mmap, start)
+            size = (payload + _ONE_OVERHEAD + 15) & ~15
+            if (kind == KIND_DATA and count == 1 and length == payload and size <= available
+                    and offset + size <= capacity and check == KIND_DATA ^ 1 ^ payload ^ _FRAME_CHECK):
+                data = self._mmap[start + _ONE_OVERHEAD:start + _ONE_OVERHEAD + payload]
+                self._rpos = rpos + size
+                counters = self._count
+                counters["messages_read"] += 1
+                counters["bytes_read"] += payload
+                self._publish_read()
+                return data
+        out = self.read_batch(1)
+        return out[0] if out else None
+
     def read_nowait(self) -> bytes:
         """Copy out the next message or raise WouldBlock (or ConnectionLost when
         the writer closed the ring and nothing is left)."""
-        out = self.read_batch(1)
-        if not out:
+        out = self._read_one()
+        if out is None:
             if self._words[W_FLAGS] & CLOSED:
                 raise ConnectionLost(f"ring {self.name}: the writer closed its end")
             raise WouldBlock(f"ring {self.name} is empty")
-        return out[0]
+        return out
 
     def read(self, timeout: float | None = None) -> bytes:
         """Copy out the next message, waiting up to ``timeout`` seconds.
@@ -678,15 +728,15 @@ class Ring:
         Raises:
             Timeout, ConnectionLost (writer gone and ring drained), RingCorrupted.
         """
-        out = self.read_batch(1)
-        if out:
-            return out[0]
+        out = self._read_one()
+        if out is not None:
+            return out
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self.wait_readable(deadline=deadline)
-            out = self.read_batch(1)
-            if out:
-                return out[0]
+            out = self._read_one()
+            if out is not None:
+                return out
 
     @contextmanager
     def peek(self, timeout: float | None = None) -> Iterator[memoryview]:
@@ -841,15 +891,25 @@ class Ring:
         self.disarm_writer()
 
     def _spin(self, ready) -> bool:
+        """Poll ``ready`` for up to spin_us before the caller sleeps.
+
+        A few tight checks catch a peer that is running on the other core;
+        after that each check yields the CPU, so a peer that shares our core
+        (a loaded machine) gets to run instead of waiting out our spin.
+        """
         if self._spin_ns <= 0:
             return ready()
-        end = time.perf_counter_ns() + self._spin_ns
         clock = time.perf_counter_ns
-        while True:
+        end = clock() + self._spin_ns
+        for _ in range(_TIGHT_SPINS):
             if ready():
                 return True
-            if clock() > end:
-                return False
+        yield_cpu = os.sched_yield
+        while clock() < end:
+            yield_cpu()
+            if ready():
+                return True
+        return False
 
     def _sleep(self, bell: Doorbell, peer_pid_word: int, deadline: float | None, peer: str) -> None:
         """One sleep on ``bell`` plus the peer's pidfd and watch fds."""
