@@ -344,3 +344,81 @@ def test_long_cycle_is_found_without_recursion() -> None:
     assert not s8.ok
     assert "cycle of 20000 edges" in s8.witness
     assert "19989 more edges" in s8.witness and len(s8.witness) < 2000
+
+
+def test_packed_messages_share_a_seq_only_from_one_sender() -> None:
+    h = History()
+    n1, n2 = h.node(1).reg(R4, [1, 2]), h.node(2).reg(R4, [1, 2])
+    a = n1.originate(n1.submit(), R4, seq=1)
+    b = n1.originate(n1.submit(), R4, seq=1)  # packed in the same frame
+    for node in (n1, n2):
+        node.deliver_all([a, b])
+    assert check_records(h.records()).ok
+    c = n2.originate(n2.submit(), R4, seq=1)  # another sender cannot share it
+    n1.deliver(c)
+    report = check_records(h.records())
+    assert "S7" in report.violated
+    assert "seq order broken" in report.result("S7").witness
+
+
+def test_safe_delivery_excuses_a_member_that_crashed_before_moving_on() -> None:
+    h = History()
+    n1, n2 = h.node(1).reg(R4, [1, 2]), h.node(2).reg(R4, [1, 2])
+    m = n1.send(R4, safe=True)
+    n1.deliver(m).trans(R4, R8, [1]).reg(R8, [1]).stop()
+    n2.crash()  # still in REG [1,4] when it died
+    assert check_records(h.records()).ok
+
+
+def test_install_or_excluded_accepts_a_member_that_crashed_while_the_ring_formed() -> None:
+    def build(end_of_node_2: str) -> History:
+        h = History()
+        h.node(1).reg(R4, [1]).trans(R4, R8, [1]).reg(R8, [1, 2]).trans(R8, R16, [1, 2])
+        h.node(1).reg(R16, [1, 2]).stop()
+        node_2 = h.node(2).reg((2, 4), [2])
+        getattr(node_2, end_of_node_2)()
+        return h
+
+    assert check_records(build("crash").records()).ok  # died before installing [1,8]
+    report = check_records(build("stop").records())
+    assert report.violated == ("S15",)
+    assert "REG [1,8] with node 2" in report.result("S15").witness
+
+
+def test_virtual_synchrony_ignores_transitional_sets_of_a_process_that_died_in_them() -> None:
+    h = History()
+    n1, n2, n3 = (h.node(i).reg(R4, [1, 2, 3]) for i in (1, 2, 3))
+    a, b = n3.send(R4), n3.send(R4)
+    n3.deliver_all([a, b]).crash()
+    n1.trans(R4, R8, [1, 2]).deliver_all([a, b]).reg(R8, [1, 2]).stop()
+    n2.trans(R4, R8, [1, 2]).deliver(a).crash()  # killed halfway through TRANS
+    assert check_records(h.records()).ok
+
+
+def test_l2_ignores_messages_submitted_in_the_drain() -> None:
+    h = History()
+    n1, n2 = h.node(1).reg(R4, [1, 2]), h.node(2).reg(R4, [1, 2])
+    start = h.clock
+    early = n1.send(R4)
+    n1.deliver(early)
+    n2.deliver(early)
+    drain_from = h.clock
+    late = n1.send(R4)
+    n1.deliver(late)  # n2 has not delivered it yet when the window ends
+    end = h.clock
+    n1.stop()
+    n2.stop()
+    assert check_records(h.records(), quiet=[
+        {"ev": "quiet", "start": start, "end": end, "drain": end - drain_from}]).ok
+    report = check_records(h.records(), quiet=[{"ev": "quiet", "start": start, "end": end}])
+    assert report.violated == ("L2",) and late.mid in report.result("L2").witness
+
+
+def test_quiet_windows_can_be_given_as_objects() -> None:
+    from totemd.evs import QuietWindow
+
+    history, _, _ = l1_not_converged()
+    window = history.quiet[0]
+    report = check_records(history.records(),
+                           quiet=[QuietWindow(window["start"], window["end"])])
+    assert report.violated == ("L1",)
