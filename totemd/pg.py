@@ -410,7 +410,32 @@ class Packer:
                 flags |= FLAG_LAST_CONTINUES
                 open_id = fragment_id
                 room = 0
+        if room >= _LENGTH_SIZE and queue:
+            more_taken, more_safe, open_id = self._pack_queue(room, parts, lengths, completed)
+            taken += more_taken
+            safe = safe or more_safe
+            if open_id:
+                flags |= FLAG_LAST_CONTINUES
+        count = len(lengths)
+        header = _HEADER.pack(VERSION, flags, count, continued_id, continued_index, open_id)
+        payload = b"".join((header, _lengths_struct(count).pack(*lengths), *parts))
+        self._queued_bytes -= taken
+        self._frames_taken += 1
+        self._payload_bytes_taken += len(payload)
+        return Frame(payload, safe, tuple(completed))
+
+    def _pack_queue(self, room: int, parts: list[bytes], lengths: list[int],
+                    completed: list[Any]) -> tuple[int, bool, int]:
+        """Fill ``room`` bytes of a frame from the queue of whole messages.
+
+        Returns:
+            (bytes taken, whether any of them is safe, the fragment id of a
+            message split at the end of the frame or 0).
+        """
+        queue = self._queue
         popleft = queue.popleft
+        taken = 0
+        safe = False
         while queue and room >= _LENGTH_SIZE:
             data, message_safe, handle = queue[0]
             size = len(data)
@@ -434,21 +459,10 @@ class Packer:
             fragment_id = self._new_fragment_id()
             parts.append(data[:fits])
             lengths.append(fits)
-            taken += fits
             self._fragments_taken += 1
-            if message_safe:
-                safe = True
             self._partial = [data, fits, message_safe, handle, fragment_id, 1]
-            flags |= FLAG_LAST_CONTINUES
-            open_id = fragment_id
-            break
-        count = len(lengths)
-        header = _HEADER.pack(VERSION, flags, count, continued_id, continued_index, open_id)
-        payload = b"".join((header, _lengths_struct(count).pack(*lengths), *parts))
-        self._queued_bytes -= taken
-        self._frames_taken += 1
-        self._payload_bytes_taken += len(payload)
-        return Frame(payload, safe, tuple(completed))
+            return taken + fits, safe or message_safe, fragment_id
+        return taken, safe, 0
 
     def on_configuration_change(self) -> None:
         """Put a partly sent message back, to be sent whole in the next ring.
