@@ -1,0 +1,193 @@
+"""One real node (``coro start``) on loopback: its singleton ring, the local
+interface, back-pressure, bad packets, the pid file, and a clean stop."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from clients.totem import ConfEvent, DeliverEvent, TryAgain
+from tests.daemon.daemon_helpers import REPO, Node, free_udp_port, wait_for, write_config
+
+pytestmark = pytest.mark.multiprocess
+
+
+@pytest.fixture
+def single(tmp_path: Path):
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
+    node = Node(tmp_path, config, 1, evs_dir=tmp_path / "evs")
+    yield node
+    node.stop()
+
+
+def _deliveries(client, count: int, timeout_s: float = 10.0) -> list[DeliverEvent]:
+    got: list[DeliverEvent] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        for event in client.events(timeout=0.2):
+            if isinstance(event, DeliverEvent):
+                got.append(event)
+            if len(got) >= count:
+                break
+    return got
+
+
+def test_singleton_ring_delivers_own_messages_in_order_and_stops_clean(single: Node):
+    single.start()
+    stats = single.wait_members([1])
+    assert stats["inc"] == 1 and stats["ring_id"][0] == 1
+    supervisor = psutil.Process(single.process.pid)
+    children = supervisor.children(recursive=True)
+    titles = sorted(" ".join(child.cmdline()).strip() for child in children)
+    assert titles == ["coro: objdb", "coro: totemd node 1"]
+    assert " ".join(supervisor.cmdline()).strip() == "coro: supervisor dtest node 1"
+
+    with single.client() as client:
+        sent = [(f"message {i}".encode() * (i + 1), i % 3 == 0) for i in range(10)]
+        sseqs = [client.submit(data, safe=safe) for data, safe in sent]
+        assert sseqs == list(range(1, 11))
+        got = _deliveries(client, 10)
+    assert [(e.data, e.safe) for e in got] == sent
+    assert [e.sseq for e in got] == sseqs
+    assert {(e.sender, e.sinc, e.ring_id) for e in got} == {(1, 1, tuple(stats["ring_id"]))}
+    assert [e.seq for e in got] == sorted(e.seq for e in got)
+
+    after = single.stats()
+    assert after["daemon"]["messages_delivered"] >= 10
+    assert after["local"]["submitted"] == 10
+
+    assert single.stop() == 0
+    assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+                   for child in children)
+    assert sorted(p.name for p in single.run_dir.iterdir()) == []
+    assert (single.state_dir / "ringid_1").read_text().strip() == str(stats["ring_id"][1])
+    log = (single.evs_dir / "n1.1.jsonl").read_text().splitlines()
+    assert log[-1].endswith('"ev":"stop"}')
+    assert "A new membership (1." in single.log_text()
+
+
+def test_statistics_are_published_into_objdb(single: Node):
+    from clients.cmap import CmapClient
+
+    single.start()
+    stats = single.wait_members([1])
+    with CmapClient.connect(single.run_dir) as cmap:
+        wait_for(lambda: cmap.get("runtime.totem.state")[0] == "OPERATIONAL", 5.0,
+                 "runtime.totem.state in objdb")
+        assert cmap.get_string("runtime.members.1.status") == "joined"
+        assert cmap.get_string("runtime.members.1.ip") == "r(0) ip(127.0.0.1) "
+        assert cmap.get_u32("runtime.members.1.join_count") == 1
+        assert cmap.get_u64("runtime.totem.ring_seq") == stats["ring_id"][1]
+        wait_for(lambda: cmap.get_u64("stats.srp.orf_token_rx") > 0, 5.0, "token counter")
+
+
+def test_second_start_on_one_run_dir_is_refused(single: Node):
+    single.start()
+    single.wait_members([1])
+    second = subprocess.run(single.command(), cwd=REPO, capture_output=True, timeout=60)
+    assert second.returncode == 1
+    assert b"a node already runs on" in second.stderr
+    assert f"(pid {single.process.pid})".encode() in second.stderr
+    single.wait_members([1], timeout_s=2.0)
+
+
+def test_restart_after_sigkill_takes_over_the_stale_pid_file(single: Node):
+    single.start()
+    first = single.wait_members([1])
+    single.kill()
+    assert (single.run_dir / "coro.pid").exists()
+    single.start()
+    second = single.wait_members([1])
+    assert second["inc"] == 2
+    assert second["ring_id"][1] > first["ring_id"][1]
+    assert "which is not running" in single.log_text()
+
+
+def test_a_dead_totemd_stops_the_whole_node(single: Node):
+    single.start()
+    single.wait_members([1])
+    supervisor = psutil.Process(single.process.pid)
+    children = {" ".join(c.cmdline()).strip(): c for c in supervisor.children()}
+    children["coro: totemd node 1"].send_signal(signal.SIGKILL)
+    assert single.process.wait(20) == 1
+    assert not children["coro: objdb"].is_running() or \
+        children["coro: objdb"].status() == psutil.STATUS_ZOMBIE
+    assert "totemd (pid" in single.log_text() and "exited unexpectedly" in single.log_text()
+    assert sorted(p.name for p in single.run_dir.iterdir()) == []
+
+
+def test_full_send_queue_answers_try_again(tmp_path: Path):
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
+    node = Node(tmp_path, config, 1, extra_args=("--send-queue-bytes", "65536"))
+    try:
+        node.start()
+        node.wait_members([1])
+        with node.client() as client:
+            batch = [(bytes([i % 251]) * 1000, False) for i in range(200)]
+            with pytest.raises(TryAgain) as caught:
+                client.submit_many(batch)
+            accepted = caught.value.accepted
+            assert 0 < accepted < 200
+            assert caught.value.first_sseq == 1
+            got = _deliveries(client, accepted)
+            assert [e.data for e in got] == [data for data, _safe in batch[:accepted]]
+            # Drained: accepted again, in order after the batch.
+            assert client.submit(b"after", safe=True) == accepted + 1
+            assert [e.data for e in _deliveries(client, 1)] == [b"after"]
+            stats = client.stats()
+        assert stats["local"]["try_again"] == 1
+        assert stats["srp"]["submit_rejected"] == 1
+    finally:
+        node.stop()
+
+
+def test_garbage_packets_are_counted_and_dropped_while_the_ring_works(tmp_path: Path):
+    port = free_udp_port(["127.0.0.1", "127.0.0.2"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1", 2: "127.0.0.2"})
+    node = Node(tmp_path, config, 1)
+    try:
+        node.start()
+        node.wait_members([1])
+        payloads = [b"", b"\x00", b"garbage" * 10, bytes(range(256)) * 5]
+        for source, count in (("127.0.0.2", 40), ("127.0.0.9", 20)):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                sender.bind((source, 0))
+                for i in range(count):
+                    sender.sendto(payloads[i % len(payloads)], ("127.0.0.1", port))
+        stats = wait_for(lambda: (lambda s: s if s["srp"]["rx_malformed"] >= 40 and
+                                  s["transport"]["dropped_unknown_source"] >= 20 else None)(node.stats()),
+                         10.0, "the garbage to be counted")
+        assert stats["state"] == "OPERATIONAL"
+        with node.client() as client:
+            client.submit(b"still ordering")
+            assert [e.data for e in _deliveries(client, 1)] == [b"still ordering"]
+    finally:
+        node.stop()
+
+
+def test_conf_events_reach_a_subscriber_before_the_ring_forms(tmp_path: Path):
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"}, token_ms=1000)
+    node = Node(tmp_path, config, 1)
+    try:
+        node.start()
+        client = wait_for(lambda: node.client(), 20.0, "the local interface")
+        with client:
+            events = list(client.events(timeout=2.0)) if client.hello.members == () else []
+            stats = node.wait_members([1])
+        if events:  # connected while still in GATHER: the REG conf is an event
+            regs = [e for e in events if isinstance(e, ConfEvent) and e.kind == "REG"]
+            assert regs and regs[-1].ring_id == tuple(stats["ring_id"]) and regs[-1].members == (1,)
+        else:
+            assert client.hello.members == (1,)
+    finally:
+        node.stop()
