@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 from coroipc import codec
 from coroipc._doorbell import ring_address
 from coroipc._wire import HandshakeBuffer, parse_message, peer_credentials, put_message, recv_handshake, send_handshake
-from coroipc.errors import (ConnectionLost, IpcError, MessageTooLarge, NotConnected, ProtocolError, Refused,
+from coroipc.errors import (ConnectionLost, MessageTooLarge, NotConnected, ProtocolError, Refused,
                             ServiceError, Timeout, WouldBlock)
 from coroipc.ring import Ring
 from coroipc.server import socket_path

@@ -1,55 +1,20 @@
 """Single-producer single-consumer ring of variable-length messages in POSIX shm.
 
-Byte layout of a segment (all integers little-endian; the module refuses to
-load on a big-endian host, so the native 8-byte loads and stores used for the
-shared words below are also little-endian)::
+The byte layout (header words, frames, PAD) is documented at the top of
+:mod:`coroipc._ring_layout`, next to the constants that implement it; the
+sleep/wake protocol is in :mod:`coroipc._ring_wait` and
+:mod:`coroipc._doorbell`.
 
-    header, 4096 bytes (one page, so the data area is page aligned)
-      0  u32  magic            0x474E5243 (b"CRNG")
-      4  u16  layout version   1
-      6  u16  header size      4096
-      8  u64  capacity         bytes in the data area, multiple of 64, >= 4096
-     16  u32  creator pid
-     20  u32  header check     magic ^ version ^ capacity (low 32 bits) ^ 0x5A5A5A5A
-      -- writer-owned words (only the writer stores them), own cache line --
-     64  u64  write position   bytes ever written (monotonic; offset = pos % capacity)
-     72  u64  writer pid       set when a handle first writes
-     80  u64  writer flags     bit 0 SLEEPING (waits for space), bit 1 CLOSED
-     88  u64  writer epoch     +1 each time the writer goes to sleep
-      -- reader-owned words, own cache line --
-    128  u64  read position    bytes ever consumed (read <= write <= read + capacity)
-    136  u64  reader pid
-    144  u64  reader flags     bit 0 SLEEPING (waits for data), bit 1 CLOSED
-    152  u64  reader epoch
-    data area, capacity bytes, starting at offset 4096
-
-    frame (starts 16-byte aligned in the data area; never crosses its end)
-      0  u32  kind             0x41544144 DATA or 0x44444150 PAD
-      4  u32  count            messages in the frame (0 for PAD)
-      8  u32  payload bytes    sum of the message lengths
-     12  u32  check            kind ^ count ^ payload bytes ^ 0xC0C0C0C0
-     16  u32  length[count]    padded with zeros to a multiple of 8 bytes
-      .   payloads back to back (the first is 8-byte aligned)
-      .   zero padding to a multiple of 16 bytes
-    A PAD frame fills the rest of the data area when the next frame does not
-    fit before its end; the reader skips to offset 0.
-
-Python's mmap cannot map a segment twice back to back, so a frame never wraps:
-a frame is at most capacity / 2, which guarantees that it fits either before
-the end or, after a PAD, at the start. A batch write puts many messages in one
-frame (one header, one lengths array, one copy), which is where the
-throughput comes from; a single write is a frame of one message.
-
-Publication: the writer fills a frame, then stores the write position; the
-reader reads the write position, then the frame. Positions are 8-byte aligned
-words stored with one native store (memoryview 'Q' items), so a reader never
-sees a torn position. Wake-ups: see :mod:`coroipc._doorbell`.
+A batch write puts many messages in one frame (one header, one lengths
+array, one copy), which is where the throughput comes from; a single write
+is a frame of one message. A frame never wraps (Python's mmap cannot map a
+segment twice back to back): it is at most capacity / 2 and is preceded by a
+PAD frame when it does not fit before the end of the data area.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import sys
 import time
 from array import array
@@ -60,49 +25,23 @@ from itertools import accumulate, pairwise
 from typing import Iterator, Sequence
 
 from coroipc import _shm
-from coroipc._doorbell import Doorbell, fence, ring_address, wait_readable
-from coroipc.errors import ConnectionLost, MessageTooLarge, NotConnected, RingCorrupted, Timeout, WouldBlock
+from coroipc._doorbell import Doorbell, fence, ring_address
+from coroipc._ring_layout import (CLOSED, FRAME, FRAME_CHECK, FRAME_ONE, HEADER_CHECK, HEADER_SIZE, KIND_DATA,
+                                  KIND_PAD, LAYOUT_VERSION, MAGIC, MIN_CAPACITY, ONE_OVERHEAD, R_FLAGS, R_PID,
+                                  R_POS, SLEEPING, STATIC, W_EPOCH, W_FLAGS, W_PID, W_POS, R_EPOCH, frame_size,
+                                  validate_header)
+from coroipc._ring_wait import WaitMixin
+from coroipc.errors import ConnectionLost, MessageTooLarge, NotConnected, RingCorrupted, WouldBlock
 
-__all__ = ["Ring", "RingStats", "HEADER_SIZE", "MAGIC", "LAYOUT_VERSION", "frame_size"]
+__all__ = ["Ring", "RingStats", "HEADER_SIZE", "MAGIC", "LAYOUT_VERSION", "frame_size", "READ_BATCH_BYTES"]
 
-if sys.byteorder != "little":  # pragma: no cover - the layout promises little-endian words
-    raise ImportError("coroipc rings need a little-endian host")
-
-MAGIC = 0x474E5243
-LAYOUT_VERSION = 1
-HEADER_SIZE = 4096
-_HEADER_CHECK = 0x5A5A5A5A
-_STATIC = struct.Struct("<IHHQII")
-# Indices of the shared u64 words (byte offset / 8).
-W_POS, W_PID, W_FLAGS, W_EPOCH = 8, 9, 10, 11
-R_POS, R_PID, R_FLAGS, R_EPOCH = 16, 17, 18, 19
-SLEEPING = 1
-CLOSED = 2
-
-KIND_DATA = 0x41544144
-KIND_PAD = 0x44444150
-_FRAME_CHECK = 0xC0C0C0C0
-_FRAME = struct.Struct("<IIII")
-_FRAME_ONE = struct.Struct("<IIIII")  # header plus the single length
-_ONE_OVERHEAD = 24  # header 16 + one length padded to 8
-_MIN_CAPACITY = 4096
 #: Below this average message size a batch is joined into one copy; above it
 #: each message is copied straight into the ring (the join would double copy).
 _JOIN_BELOW = 4096
-#: How long a blocking wait sleeps before re-checking the peer's liveness when
-#: no pidfd or watch descriptor can tell us sooner.
-_LIVENESS_SLICE_S = 0.25
 #: Default payload budget of one read_batch() (see there).
 READ_BATCH_BYTES = 64 * 1024
 #: Largest frame a batch write builds (a single larger message gets its own).
 _BATCH_FRAME_BYTES = 64 * 1024
-#: Checks of the ring before a spinning waiter starts yielding the CPU.
-_TIGHT_SPINS = 20
-
-
-def frame_size(count: int, payload_bytes: int) -> int:
-    """Bytes a DATA frame of ``count`` messages totalling ``payload_bytes`` takes."""
-    return (16 + ((4 * count + 7) & ~7) + payload_bytes + 15) & ~15
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,7 +61,7 @@ class RingStats:
     sleeps: int
 
 
-class Ring:
+class Ring(WaitMixin):
     """One end (or both ends) of a shared SPSC message ring.
 
     Create with :meth:`create` (owner, chooses the name) or :meth:`attach`
@@ -151,14 +90,14 @@ class Ring:
         self._owner = owner
         self._spin_ns = int(spin_us * 1000)
         try:
-            self.capacity = self._validate_header(mapping)
+            self.capacity = validate_header(mapping)
             self._view = memoryview(mapping)
             self._words = self._view[:HEADER_SIZE].cast("Q")
             self._u32 = self._view.cast("I")
         except BaseException:
             self._release_views()
             raise
-        self.max_message_size = self.capacity // 2 - _ONE_OVERHEAD
+        self.max_message_size = self.capacity // 2 - ONE_OVERHEAD
         self.batch_frame_limit = min(_BATCH_FRAME_BYTES, self.capacity // 8)
         address = b"\0" + name.lstrip("/").encode()
         self._reader_address = address + b".r"
@@ -196,13 +135,13 @@ class Ring:
         Raises:
             ValueError: bad capacity. OSError: the segment could not be made.
         """
-        if capacity < _MIN_CAPACITY or capacity % 64:
-            raise ValueError(f"ring capacity {capacity} must be a multiple of 64 and at least {_MIN_CAPACITY}")
+        if capacity < MIN_CAPACITY or capacity % 64:
+            raise ValueError(f"ring capacity {capacity} must be a multiple of 64 and at least {MIN_CAPACITY}")
         name = _shm.new_name()
         fd, mapping = _shm.create_segment(name, HEADER_SIZE + capacity, owner)
         try:
-            check = MAGIC ^ LAYOUT_VERSION ^ (capacity & 0xFFFFFFFF) ^ _HEADER_CHECK
-            _STATIC.pack_into(mapping, 0, MAGIC, LAYOUT_VERSION, HEADER_SIZE, capacity, os.getpid(), check)
+            check = MAGIC ^ LAYOUT_VERSION ^ (capacity & 0xFFFFFFFF) ^ HEADER_CHECK
+            STATIC.pack_into(mapping, 0, MAGIC, LAYOUT_VERSION, HEADER_SIZE, capacity, os.getpid(), check)
             ring = cls(name, mapping, owner=True, spin_us=spin_us)
         except BaseException:
             mapping.close()
@@ -235,21 +174,6 @@ class Ring:
             raise
         ring.fd = -1
         return ring
-
-    @staticmethod
-    def _validate_header(mapping) -> int:
-        if len(mapping) < HEADER_SIZE + _MIN_CAPACITY:
-            raise RingCorrupted(f"segment of {len(mapping)} bytes is too small to be a ring")
-        magic, version, header_size, capacity, _pid, check = _STATIC.unpack_from(mapping, 0)
-        if magic != MAGIC:
-            raise RingCorrupted(f"bad ring magic 0x{magic:08x}")
-        if version != LAYOUT_VERSION or header_size != HEADER_SIZE:
-            raise RingCorrupted(f"unsupported ring layout version {version} (header {header_size} bytes)")
-        if check != MAGIC ^ version ^ (capacity & 0xFFFFFFFF) ^ _HEADER_CHECK:
-            raise RingCorrupted("ring header check word does not match")
-        if capacity % 64 or capacity < _MIN_CAPACITY or HEADER_SIZE + capacity != len(mapping):
-            raise RingCorrupted(f"ring capacity {capacity} does not match a {len(mapping)}-byte segment")
-        return capacity
 
     def unlink(self) -> None:
         """Remove the segment's name (idempotent). Existing mappings stay valid."""
@@ -343,7 +267,7 @@ class Ring:
             if capacity - (wpos - self._read_cache) < need:
                 return -1
         if size > tail:
-            _FRAME.pack_into(self._mmap, HEADER_SIZE + offset, KIND_PAD, 0, 0, KIND_PAD ^ _FRAME_CHECK)
+            FRAME.pack_into(self._mmap, HEADER_SIZE + offset, KIND_PAD, 0, 0, KIND_PAD ^ FRAME_CHECK)
             self._wpos = wpos + tail
             return 0
         return offset
@@ -382,7 +306,7 @@ class Ring:
         length = len(data)
         if length > self.max_message_size:
             raise MessageTooLarge(f"message of {length} bytes exceeds this ring's limit of {self.max_message_size}")
-        size = (length + _ONE_OVERHEAD + 15) & ~15
+        size = (length + ONE_OVERHEAD + 15) & ~15
         wpos = self._wpos
         capacity = self.capacity
         offset = wpos % capacity
@@ -391,8 +315,8 @@ class Ring:
             if offset < 0:
                 self._full()
         start = HEADER_SIZE + offset
-        _FRAME_ONE.pack_into(self._mmap, start, KIND_DATA, 1, length, KIND_DATA ^ 1 ^ length ^ _FRAME_CHECK, length)
-        self._view[start + _ONE_OVERHEAD:start + _ONE_OVERHEAD + length] = data
+        FRAME_ONE.pack_into(self._mmap, start, KIND_DATA, 1, length, KIND_DATA ^ 1 ^ length ^ FRAME_CHECK, length)
+        self._view[start + ONE_OVERHEAD:start + ONE_OVERHEAD + length] = data
         self._wpos += size
         counters = self._count
         counters["messages_written"] += 1
@@ -431,10 +355,10 @@ class Ring:
             self.become_writer()
         if size > self.max_message_size:
             raise MessageTooLarge(f"message of {size} bytes exceeds this ring's limit of {self.max_message_size}")
-        offset = self._claim((size + _ONE_OVERHEAD + 15) & ~15)
+        offset = self._claim((size + ONE_OVERHEAD + 15) & ~15)
         if offset < 0:
             self._full()
-        start = HEADER_SIZE + offset + _ONE_OVERHEAD
+        start = HEADER_SIZE + offset + ONE_OVERHEAD
         self._reserved = (offset, size)
         return self._view[start:start + size]
 
@@ -456,9 +380,9 @@ class Ring:
         if not 0 <= size <= reserved_size:
             raise ValueError(f"commit({size}) outside the reserved 0..{reserved_size} bytes")
         self._reserved = None
-        _FRAME_ONE.pack_into(self._mmap, HEADER_SIZE + offset, KIND_DATA, 1, size,
-                             KIND_DATA ^ 1 ^ size ^ _FRAME_CHECK, size)
-        self._wpos += (size + _ONE_OVERHEAD + 15) & ~15
+        FRAME_ONE.pack_into(self._mmap, HEADER_SIZE + offset, KIND_DATA, 1, size,
+                             KIND_DATA ^ 1 ^ size ^ FRAME_CHECK, size)
+        self._wpos += (size + ONE_OVERHEAD + 15) & ~15
         self._count["messages_written"] += 1
         self._count["bytes_written"] += size
         self._publish_write()
@@ -523,7 +447,7 @@ class Ring:
         last = first + count
         payload = sums[last] - base
         start = HEADER_SIZE + offset
-        _FRAME.pack_into(self._mmap, start, KIND_DATA, count, payload, KIND_DATA ^ count ^ payload ^ _FRAME_CHECK)
+        FRAME.pack_into(self._mmap, start, KIND_DATA, count, payload, KIND_DATA ^ count ^ payload ^ FRAME_CHECK)
         lengths_start = (start + 16) >> 2
         self._u32[lengths_start:lengths_start + count] = array("I", lengths[first:last])
         if count & 1:
@@ -574,8 +498,8 @@ class Ring:
                 raise RingCorrupted(f"ring {self.name}: impossible fill of {available} bytes")
             offset = rpos % capacity
             start = HEADER_SIZE + offset
-            kind, count, payload, check = _FRAME.unpack_from(self._mmap, start)
-            if check != kind ^ count ^ payload ^ _FRAME_CHECK:
+            kind, count, payload, check = FRAME.unpack_from(self._mmap, start)
+            if check != kind ^ count ^ payload ^ FRAME_CHECK:
                 raise RingCorrupted(f"ring {self.name}: bad frame check at offset {offset}")
             if kind == KIND_PAD and count == 0 and payload == 0 and capacity - offset <= available:
                 self._rpos = rpos + capacity - offset
@@ -698,11 +622,11 @@ class Ring:
         offset = rpos % capacity
         if self._pending is None and 32 <= available <= capacity and offset + 24 <= capacity:
             start = HEADER_SIZE + offset
-            kind, count, payload, check, length = _FRAME_ONE.unpack_from(self._mmap, start)
-            size = (payload + _ONE_OVERHEAD + 15) & ~15
+            kind, count, payload, check, length = FRAME_ONE.unpack_from(self._mmap, start)
+            size = (payload + ONE_OVERHEAD + 15) & ~15
             if (kind == KIND_DATA and count == 1 and length == payload and size <= available
-                    and offset + size <= capacity and check == KIND_DATA ^ 1 ^ payload ^ _FRAME_CHECK):
-                data = self._mmap[start + _ONE_OVERHEAD:start + _ONE_OVERHEAD + payload]
+                    and offset + size <= capacity and check == KIND_DATA ^ 1 ^ payload ^ FRAME_CHECK):
+                data = self._mmap[start + ONE_OVERHEAD:start + ONE_OVERHEAD + payload]
                 self._rpos = rpos + size
                 counters = self._count
                 counters["messages_read"] += 1
@@ -774,191 +698,6 @@ class Ring:
                 item.release()
             self._publish_read()
 
-    # -------------------------------------------------------------- waiting
-    def readable(self) -> bool:
-        """True when a message is waiting (cheap: one shared load)."""
-        words = self._require_open()
-        return self._pending is not None or words[W_POS] != self._rpos
-
-    def fileno(self) -> int:
-        """The reader's doorbell: pollable, readable after a wake-up.
-
-        Wake-ups are sent only while the reader is armed: call
-        :meth:`arm_reader` before waiting on this descriptor yourself.
-        """
-        return self._get_reader_bell().fileno()
-
-    def writer_fileno(self) -> int:
-        """The writer's doorbell (space freed), armed with :meth:`arm_writer`."""
-        return self._get_writer_bell().fileno()
-
-    def _get_reader_bell(self) -> Doorbell:
-        self._require_open()
-        if self._reader_bell is None:
-            self._reader_bell = Doorbell(self._reader_address)
-        return self._reader_bell
-
-    def _get_writer_bell(self) -> Doorbell:
-        self._require_open()
-        if self._writer_bell is None:
-            self._writer_bell = Doorbell(self._writer_address)
-        return self._writer_bell
-
-    def arm_reader(self) -> bool:
-        """Ask the writer to ring our doorbell on the next write.
-
-        Returns:
-            True if data is already waiting (then do not sleep: read it).
-        """
-        if not self._is_reader:
-            self.become_reader()
-        words = self._words
-        self._get_reader_bell().drain()
-        words[R_EPOCH] += 1
-        words[R_FLAGS] = SLEEPING
-        fence()
-        return self._pending is not None or words[W_POS] != self._rpos
-
-    def disarm_reader(self) -> None:
-        if self._words is not None and self._is_reader:
-            self._words[R_FLAGS] = 0
-
-    def arm_writer(self, needed: int = 1) -> bool:
-        """Ask the reader to ring our writer doorbell when it frees space.
-
-        Returns:
-            True if ``needed`` bytes (frame size) are already free.
-        """
-        if not self._is_writer:
-            self.become_writer()
-        words = self._words
-        self._get_writer_bell().drain()
-        words[W_EPOCH] += 1
-        words[W_FLAGS] = SLEEPING
-        fence()
-        self._refresh_read_position()
-        return self.capacity - (self._wpos - self._read_cache) >= needed
-
-    def disarm_writer(self) -> None:
-        if self._words is not None and self._is_writer:
-            self._words[W_FLAGS] = 0
-
-    def wait_readable(self, timeout: float | None = None, *, deadline: float | None = None) -> None:
-        """Return once a message is waiting; spin briefly, then sleep on the doorbell.
-
-        Raises:
-            Timeout: nothing arrived in time.
-            ConnectionLost: the writer closed, died, or a watch fd fired.
-        """
-        if deadline is None and timeout is not None:
-            deadline = time.monotonic() + timeout
-        if self._spin(self.readable):
-            return
-        while True:
-            if self.arm_reader():
-                break
-            if self._words[W_FLAGS] & CLOSED:
-                self.disarm_reader()
-                raise ConnectionLost(f"ring {self.name}: the writer closed its end")
-            self._sleep(self._reader_bell, W_PID, deadline, "writer")
-        self.disarm_reader()
-
-    def wait_writable(self, size: int, timeout: float | None = None) -> None:
-        """Return once a message of ``size`` payload bytes would fit.
-
-        Raises:
-            Timeout, ConnectionLost (reader closed or died, or a watch fd fired).
-        """
-        self._wait_writable(frame_size(1, size), None if timeout is None else time.monotonic() + timeout)
-
-    def _wait_writable(self, size: int, deadline: float | None) -> None:
-        capacity = self.capacity
-        tail = capacity - self._wpos % capacity
-        needed = size if size <= tail else tail + size  # a PAD first when it does not fit
-
-        def has_room() -> bool:
-            return capacity - (self._wpos - self._words[R_POS]) >= needed
-
-        if self._spin(has_room):
-            return
-        while True:
-            if self.arm_writer(needed):
-                break
-            if self._words[R_FLAGS] & CLOSED:
-                self.disarm_writer()
-                raise ConnectionLost(f"ring {self.name}: the reader closed its end")
-            self._sleep(self._writer_bell, R_PID, deadline, "reader")
-        self.disarm_writer()
-
-    def _spin(self, ready) -> bool:
-        """Poll ``ready`` for up to spin_us before the caller sleeps.
-
-        A few tight checks catch a peer that is running on the other core;
-        after that each check yields the CPU, so a peer that shares our core
-        (a loaded machine) gets to run instead of waiting out our spin.
-        """
-        if self._spin_ns <= 0:
-            return ready()
-        clock = time.perf_counter_ns
-        end = clock() + self._spin_ns
-        for _ in range(_TIGHT_SPINS):
-            if ready():
-                return True
-        yield_cpu = os.sched_yield
-        while clock() < end:
-            yield_cpu()
-            if ready():
-                return True
-        return False
-
-    def _sleep(self, bell: Doorbell, peer_pid_word: int, deadline: float | None, peer: str) -> None:
-        """One sleep on ``bell`` plus the peer's pidfd and watch fds."""
-        self._count["sleeps"] += 1
-        fds = [bell.fileno(), *self.watch_fds]
-        pidfd = self._peer_pidfd(self._words[peer_pid_word])
-        if pidfd >= 0:
-            fds.append(pidfd)
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
-            raise Timeout(f"ring {self.name}: timed out waiting for the {peer}")
-        if pidfd < 0 or remaining is None:
-            remaining = _LIVENESS_SLICE_S if remaining is None else min(remaining, _LIVENESS_SLICE_S)
-        ready = wait_readable(fds, remaining)
-        if ready and ready != [bell.fileno()]:
-            if any(fd in ready for fd in self.watch_fds) or pidfd in ready:
-                self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
-                raise ConnectionLost(f"ring {self.name}: the {peer} went away")
-        if pidfd < 0 and not self._peer_alive(self._words[peer_pid_word]):
-            self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
-            raise ConnectionLost(f"ring {self.name}: the {peer} process died")
-
-    def _peer_pidfd(self, pid: int) -> int:
-        if pid <= 0 or pid == os.getpid():
-            return -1
-        pidfd = self._pidfds.get(pid)
-        if pidfd is None:
-            try:
-                pidfd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                return -1  # dead: _peer_alive reports it
-            except OSError:
-                pidfd = -1  # other pid namespace or old kernel: fall back to polling
-            self._pidfds[pid] = pidfd
-        return pidfd
-
-    @staticmethod
-    def _peer_alive(pid: int) -> bool:
-        if pid <= 0 or pid == os.getpid():
-            return True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
     def stats(self) -> RingStats:
         """A snapshot of this handle's counters and the shared fill level."""
         words = self._require_open()
@@ -976,5 +715,5 @@ class Ring:
         """
         if self._mmap is None:
             raise NotConnected(f"ring {self.name} is closed")
-        if self._validate_header(self._mmap) != self.capacity:
+        if validate_header(self._mmap) != self.capacity:
             raise RingCorrupted(f"ring {self.name}: capacity changed under us")

@@ -31,7 +31,8 @@ import time
 from dataclasses import dataclass, field
 
 from coroipc import _shm, codec
-from coroipc._wire import HandshakeBuffer, parse_message, peer_credentials, put_message, send_handshake
+from coroipc._server_handshake import MAX_RING, MIN_RING, HandshakeMixin, PendingHandshake
+from coroipc._wire import parse_message, put_message, send_handshake
 from coroipc.errors import (ConnectionLost, IpcError, MessageTooLarge, NotConnected, ProtocolError,
                             RingCorrupted, WouldBlock)
 from coroipc.ring import Ring
@@ -40,8 +41,6 @@ __all__ = ["Service", "Connection", "IpcServer", "ServerStats", "ConnectionStats
 
 log = logging.getLogger("coroipc.server")
 RefuseCode = codec.RefuseCode
-_MIN_RING = 4096
-_MAX_RING = 1 << 28
 
 
 def socket_path(run_dir: str | os.PathLike, service: str) -> str:
@@ -172,20 +171,7 @@ class Connection:
                                response_backlog=len(self.response_backlog), **self.counts)
 
 
-class _Handshake:
-    """A connection between accept and READY."""
-
-    def __init__(self, sock: socket.socket, credentials: tuple[int, int, int], deadline: float) -> None:
-        self.sock = sock
-        self.credentials = credentials
-        self.deadline = deadline
-        self.buffer = HandshakeBuffer()
-        self.rings: tuple[Ring, Ring, Ring] | None = None
-        self.service: Service | None = None
-        self.max_message_size = 0
-
-
-class IpcServer:
+class IpcServer(HandshakeMixin):
     """Serve one or more :class:`Service` objects over coroipc.
 
     Args:
@@ -218,8 +204,8 @@ class IpcServer:
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"services must be a non-empty list with unique names, got {names}")
         for size in (ring_size, event_ring_size or ring_size):
-            if not _MIN_RING <= size <= _MAX_RING or size % 64:
-                raise ValueError(f"ring size {size} must be a multiple of 64 in {_MIN_RING}..{_MAX_RING}")
+            if not MIN_RING <= size <= MAX_RING or size % 64:
+                raise ValueError(f"ring size {size} must be a multiple of 64 in {MIN_RING}..{MAX_RING}")
         self.run_dir = os.fspath(run_dir)
         self.services = {service.name: service for service in services}
         if allowed_uids is None and allowed_gids is None:
@@ -239,7 +225,7 @@ class IpcServer:
         self._spin_ns = int(spin_us * 1000)
         self._selector: selectors.BaseSelector | None = None
         self._listeners: dict[str, socket.socket] = {}
-        self._handshakes: dict[int, _Handshake] = {}
+        self._handshakes: dict[int, PendingHandshake] = {}
         self._connections: dict[int, Connection] = {}
         self._backlogged: set[Connection] = set()
         self._ids = itertools.count(1)
@@ -422,138 +408,8 @@ class IpcServer:
         self._check_deadlines()
         return done
 
-    # ------------------------------------------------------------ handshake
-    def _accept(self, listener: socket.socket, service_name: str) -> int:
-        try:
-            sock, _address = listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError as error:  # EMFILE and friends: keep serving the others
-            log.warning("accept on %s failed: %s", service_name, error)
-            return 0
-        sock.setblocking(False)
-        try:
-            credentials = peer_credentials(sock)
-        except OSError as error:
-            log.warning("no peer credentials on %s: %s", service_name, error)
-            sock.close()
-            return 0
-        pending = _Handshake(sock, credentials, time.monotonic() + self.handshake_timeout_s)
-        self._handshakes[sock.fileno()] = pending
-        self._selector.register(sock, selectors.EVENT_READ, ("handshake", pending))
-        return 1
-
-    def _handshake_readable(self, pending: _Handshake) -> int:
-        try:
-            data = pending.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError as error:
-            self._fail_handshake(pending, f"socket error {error}")
-            return 1
-        if not data:
-            self._fail_handshake(pending, "the client closed the socket during the handshake")
-            return 1
-        try:
-            pending.buffer.feed(data)
-            found = pending.buffer.next_message()
-            while found is not None:
-                self._handshake_step(pending, *found)
-                if pending.sock.fileno() < 0 or pending.sock.fileno() not in self._handshakes:
-                    break
-                found = pending.buffer.next_message()
-        except ProtocolError as error:
-            self._fail_handshake(pending, f"bad handshake: {error}", refuse=RefuseCode.BAD_HANDSHAKE)
-        return 1
-
-    def _handshake_step(self, pending: _Handshake, version: int, message: codec.Handshake) -> None:
-        if pending.rings is None:
-            if not isinstance(message, codec.Hello):
-                raise ProtocolError(f"expected HELLO, got {type(message).__name__}")
-            self._hello(pending, version, message)
-        elif isinstance(message, codec.Ready):
-            self._establish(pending)
-        else:
-            raise ProtocolError(f"expected READY, got {type(message).__name__}")
-
-    def _refusal(self, pending: _Handshake, version: int, hello: codec.Hello) -> tuple[RefuseCode, str] | None:
-        pid, uid, gid = pending.credentials
-        if version != codec.PROTOCOL_VERSION:
-            return RefuseCode.VERSION_MISMATCH, (f"client speaks coroipc protocol version {version}, "
-                                                 f"this server speaks {codec.PROTOCOL_VERSION}")
-        if hello.service not in self.services:
-            return RefuseCode.UNKNOWN_SERVICE, f"no service {hello.service!r} here"
-        if uid not in self.allowed_uids and gid not in self.allowed_gids:
-            return RefuseCode.NOT_ALLOWED, f"uid {uid} gid {gid} (pid {pid}) may not connect to {hello.service!r}"
-        if len(self._connections) >= self.max_connections:
-            return RefuseCode.TOO_MANY_CONNECTIONS, f"the server has its maximum of {self.max_connections} clients"
-        return None
-
-    def _ring_sizes(self, hello: codec.Hello) -> tuple[int, int, int, int]:
-        def pick(requested: int, default: int) -> int:
-            if not requested:
-                return default
-            return min(_MAX_RING, max(_MIN_RING, (requested + 63) & ~63))
-
-        request = pick(hello.request_ring_bytes, self.ring_size)
-        response = pick(hello.response_ring_bytes, self.ring_size)
-        event = pick(hello.event_ring_bytes, self.event_ring_size)
-        limit = min(request, response, event) // 2 - 24 - 16  # ring limit minus our header
-        for bound in (self.max_message_size, hello.max_message_bytes):
-            if bound:
-                limit = min(limit, bound)
-        return request, response, event, limit
-
-    def _hello(self, pending: _Handshake, version: int, hello: codec.Hello) -> None:
-        refusal = self._refusal(pending, version, hello)
-        if refusal is not None:
-            self._counts["refused"] += 1
-            self._fail_handshake(pending, refusal[1], refuse=refusal[0])
-            return
-        pid, uid, gid = pending.credentials
-        request, response, event, max_message = self._ring_sizes(hello)
-        rings: list[Ring] = []
-        try:
-            for size in (request, response, event):
-                rings.append(Ring.create(size, owner=(uid, gid), keep_fd=True))
-            rings[0].become_reader()
-            rings[1].become_writer()
-            rings[2].become_writer()
-            pending.rings = (rings[0], rings[1], rings[2])
-            pending.service = self.services[hello.service]
-            pending.max_message_size = max_message
-            accept = codec.Accept(connection_id=next(self._ids), server_pid=os.getpid(),
-                                  request_ring_bytes=request, response_ring_bytes=response,
-                                  event_ring_bytes=event, max_message_bytes=max_message,
-                                  ring_names=(rings[0].name, rings[1].name, rings[2].name))
-            send_handshake(pending.sock, accept, tuple(ring.fd for ring in rings))
-        except (OSError, IpcError) as error:
-            for ring in rings:
-                ring.close()
-            pending.rings = None
-            self._fail_handshake(pending, f"could not set up rings: {error}", refuse=RefuseCode.RESOURCES)
-
-    def _fail_handshake(self, pending: _Handshake, reason: str, refuse: RefuseCode | None = None) -> None:
-        if pending.sock.fileno() >= 0:
-            self._handshakes.pop(pending.sock.fileno(), None)
-            try:
-                self._selector.unregister(pending.sock)
-            except (KeyError, ValueError):
-                pass
-            if refuse is not None:
-                try:
-                    send_handshake(pending.sock, codec.Refuse(code=refuse, reason=reason))
-                except OSError:
-                    pass
-            pending.sock.close()
-        for ring in pending.rings or ():
-            ring.close()  # the owner's close unlinks the segment
-        pending.rings = None
-        if refuse in (None, RefuseCode.BAD_HANDSHAKE, RefuseCode.RESOURCES, RefuseCode.SHUTTING_DOWN):
-            self._counts["handshakes_failed"] += 1
-        log.info("handshake from pid %d uid %d failed: %s", pending.credentials[0], pending.credentials[1], reason)
-
-    def _establish(self, pending: _Handshake) -> None:
+    # ------------------------------------------------------------ established
+    def _establish(self, pending: PendingHandshake) -> None:
         rings = pending.rings
         for ring in rings:
             ring.unlink()  # both sides have it mapped: nothing is left if either dies now

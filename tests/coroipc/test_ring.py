@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from coroipc import Ring, errors
-from coroipc.ring import HEADER_SIZE, KIND_DATA, KIND_PAD, LAYOUT_VERSION, MAGIC, R_POS, W_POS, frame_size
+from coroipc._ring_layout import HEADER_SIZE, KIND_DATA, KIND_PAD, LAYOUT_VERSION, MAGIC, R_POS, W_POS, frame_size
 
 
 @pytest.fixture

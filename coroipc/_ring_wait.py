@@ -1,0 +1,215 @@
+"""Blocking waits for :class:`coroipc.ring.Ring`: spin, arm, sleep, notice a dead peer.
+
+Sleep protocol (Dekker-shaped, hence the fences): a reader that finds the
+ring empty bumps its epoch, sets SLEEPING, fences, re-checks the write
+position, and only then sleeps on its doorbell; a writer stores its position,
+fences, and rings the doorbell if it sees SLEEPING with an epoch it has not
+rung yet. Writers waiting for space mirror this with their own words.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from coroipc._doorbell import Doorbell, fence, wait_readable
+from coroipc._ring_layout import (CLOSED, R_EPOCH, R_FLAGS, R_PID, R_POS, SLEEPING, W_EPOCH, W_FLAGS, W_PID, W_POS,
+                                  frame_size)
+from coroipc.errors import ConnectionLost, Timeout
+
+__all__ = ["WaitMixin"]
+
+#: How long a blocking wait sleeps before re-checking the peer's liveness when
+#: no pidfd or watch descriptor can tell us sooner.
+_LIVENESS_SLICE_S = 0.25
+#: Checks of the ring before a spinning waiter starts yielding the CPU.
+_TIGHT_SPINS = 20
+
+
+class WaitMixin:
+    """The waiting half of Ring (it relies on Ring's fields)."""
+
+    def readable(self) -> bool:
+        """True when a message is waiting (cheap: one shared load)."""
+        words = self._require_open()
+        return self._pending is not None or words[W_POS] != self._rpos
+
+    def fileno(self) -> int:
+        """The reader's doorbell: pollable, readable after a wake-up.
+
+        Wake-ups are sent only while the reader is armed: call
+        :meth:`arm_reader` before waiting on this descriptor yourself.
+        """
+        return self._get_reader_bell().fileno()
+
+    def writer_fileno(self) -> int:
+        """The writer's doorbell (space freed), armed with :meth:`arm_writer`."""
+        return self._get_writer_bell().fileno()
+
+    def _get_reader_bell(self) -> Doorbell:
+        self._require_open()
+        if self._reader_bell is None:
+            self._reader_bell = Doorbell(self._reader_address)
+        return self._reader_bell
+
+    def _get_writer_bell(self) -> Doorbell:
+        self._require_open()
+        if self._writer_bell is None:
+            self._writer_bell = Doorbell(self._writer_address)
+        return self._writer_bell
+
+    def arm_reader(self) -> bool:
+        """Ask the writer to ring our doorbell on the next write.
+
+        Returns:
+            True if data is already waiting (then do not sleep: read it).
+        """
+        if not self._is_reader:
+            self.become_reader()
+        words = self._words
+        self._get_reader_bell().drain()
+        words[R_EPOCH] += 1
+        words[R_FLAGS] = SLEEPING
+        fence()
+        return self._pending is not None or words[W_POS] != self._rpos
+
+    def disarm_reader(self) -> None:
+        if self._words is not None and self._is_reader:
+            self._words[R_FLAGS] = 0
+
+    def arm_writer(self, needed: int = 1) -> bool:
+        """Ask the reader to ring our writer doorbell when it frees space.
+
+        Returns:
+            True if ``needed`` bytes (frame size) are already free.
+        """
+        if not self._is_writer:
+            self.become_writer()
+        words = self._words
+        self._get_writer_bell().drain()
+        words[W_EPOCH] += 1
+        words[W_FLAGS] = SLEEPING
+        fence()
+        self._refresh_read_position()
+        return self.capacity - (self._wpos - self._read_cache) >= needed
+
+    def disarm_writer(self) -> None:
+        if self._words is not None and self._is_writer:
+            self._words[W_FLAGS] = 0
+
+    def wait_readable(self, timeout: float | None = None, *, deadline: float | None = None) -> None:
+        """Return once a message is waiting; spin briefly, then sleep on the doorbell.
+
+        Raises:
+            Timeout: nothing arrived in time.
+            ConnectionLost: the writer closed, died, or a watch fd fired.
+        """
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
+        if self._spin(self.readable):
+            return
+        while True:
+            if self.arm_reader():
+                break
+            if self._words[W_FLAGS] & CLOSED:
+                self.disarm_reader()
+                raise ConnectionLost(f"ring {self.name}: the writer closed its end")
+            self._sleep(self._reader_bell, W_PID, deadline, "writer")
+        self.disarm_reader()
+
+    def wait_writable(self, size: int, timeout: float | None = None) -> None:
+        """Return once a message of ``size`` payload bytes would fit.
+
+        Raises:
+            Timeout, ConnectionLost (reader closed or died, or a watch fd fired).
+        """
+        self._wait_writable(frame_size(1, size), None if timeout is None else time.monotonic() + timeout)
+
+    def _wait_writable(self, size: int, deadline: float | None) -> None:
+        capacity = self.capacity
+        tail = capacity - self._wpos % capacity
+        needed = size if size <= tail else tail + size  # a PAD first when it does not fit
+
+        def has_room() -> bool:
+            return capacity - (self._wpos - self._words[R_POS]) >= needed
+
+        if self._spin(has_room):
+            return
+        while True:
+            if self.arm_writer(needed):
+                break
+            if self._words[R_FLAGS] & CLOSED:
+                self.disarm_writer()
+                raise ConnectionLost(f"ring {self.name}: the reader closed its end")
+            self._sleep(self._writer_bell, R_PID, deadline, "reader")
+        self.disarm_writer()
+
+    def _spin(self, ready) -> bool:
+        """Poll ``ready`` for up to spin_us before the caller sleeps.
+
+        A few tight checks catch a peer that is running on the other core;
+        after that each check yields the CPU, so a peer that shares our core
+        (a loaded machine) gets to run instead of waiting out our spin.
+        """
+        if self._spin_ns <= 0:
+            return ready()
+        clock = time.perf_counter_ns
+        end = clock() + self._spin_ns
+        for _ in range(_TIGHT_SPINS):
+            if ready():
+                return True
+        yield_cpu = os.sched_yield
+        while clock() < end:
+            yield_cpu()
+            if ready():
+                return True
+        return False
+
+    def _sleep(self, bell: Doorbell, peer_pid_word: int, deadline: float | None, peer: str) -> None:
+        """One sleep on ``bell`` plus the peer's pidfd and watch fds."""
+        self._count["sleeps"] += 1
+        fds = [bell.fileno(), *self.watch_fds]
+        pidfd = self._peer_pidfd(self._words[peer_pid_word])
+        if pidfd >= 0:
+            fds.append(pidfd)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
+            raise Timeout(f"ring {self.name}: timed out waiting for the {peer}")
+        if pidfd < 0 or remaining is None:
+            remaining = _LIVENESS_SLICE_S if remaining is None else min(remaining, _LIVENESS_SLICE_S)
+        ready = wait_readable(fds, remaining)
+        if ready and ready != [bell.fileno()]:
+            if any(fd in ready for fd in self.watch_fds) or pidfd in ready:
+                self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
+                raise ConnectionLost(f"ring {self.name}: the {peer} went away")
+        if pidfd < 0 and not self._peer_alive(self._words[peer_pid_word]):
+            self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
+            raise ConnectionLost(f"ring {self.name}: the {peer} process died")
+
+    def _peer_pidfd(self, pid: int) -> int:
+        if pid <= 0 or pid == os.getpid():
+            return -1
+        pidfd = self._pidfds.get(pid)
+        if pidfd is None:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return -1  # dead: _peer_alive reports it
+            except OSError:
+                pidfd = -1  # other pid namespace or old kernel: fall back to polling
+            self._pidfds[pid] = pidfd
+        return pidfd
+
+    @staticmethod
+    def _peer_alive(pid: int) -> bool:
+        if pid <= 0 or pid == os.getpid():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
