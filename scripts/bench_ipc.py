@@ -267,29 +267,56 @@ def _size_text(size: int) -> str:
     return f"{size} B"
 
 
+# The issue's targets for coroipc: (impl, mode, size, what, at least / below, goal);
+# impl None means the best coroipc row.
+TARGETS = (
+    ("coroipc-batch", "throughput", 64, "msgs/s", ">=", 2_000_000),
+    ("coroipc-batch", "throughput", 1024, "msgs/s", ">=", 1_500_000),
+    (None, "throughput", 65536, "MB/s", ">=", 5_000),
+    ("coroipc-request", "latency", 64, "p50 us", "<", 25),
+)
+
+
+def _value(row: Row, what: str) -> float:
+    result = row.result
+    if what == "msgs/s":
+        return result.msgs_per_s
+    if what == "MB/s":
+        return result.mb_per_s
+    return result.percentile_us(0.5)
+
+
 def summary(rows: list[Row]) -> list[str]:
-    """One sentence per size: coroipc's best against the best peer."""
+    """Sentences under the table: coroipc against the best peer, and the targets."""
     lines = []
     measured = [row for row in rows if row.result is not None]
     for mode, size in dict.fromkeys((row.mode, row.size) for row in measured):
         group = [row for row in measured if (row.mode, row.size) == (mode, size)]
-        ours = [row for row in group if row.impl.startswith("coroipc")]
         theirs = [row for row in group if not row.impl.startswith("coroipc")]
-        if not ours or not theirs:
+        if not theirs:
             continue
-        if mode == "throughput":
-            best = max(ours, key=lambda row: row.result.msgs_per_s)
-            peer = max(theirs, key=lambda row: row.result.msgs_per_s)
-            ratio = best.result.msgs_per_s / peer.result.msgs_per_s
-            lines.append(f"{_size_text(size)} one-way: {best.impl} {best.result.msgs_per_s:,.0f}"
-                         f" msgs/s, best peer {peer.impl} {peer.result.msgs_per_s:,.0f}"
-                         f" ({ratio:.2f}x)")
-        else:
-            best = min(ours, key=lambda row: row.result.percentile_us(0.5))
-            peer = min(theirs, key=lambda row: row.result.percentile_us(0.5))
-            lines.append(f"{_size_text(size)} round trip p50: {best.impl}"
-                         f" {best.result.percentile_us(0.5):.1f} us, best peer {peer.impl}"
-                         f" {peer.result.percentile_us(0.5):.1f} us")
+        for ours in (row for row in group if row.impl.startswith("coroipc")):
+            if mode == "throughput":
+                peer = max(theirs, key=lambda row: row.result.msgs_per_s)
+                ratio = ours.result.msgs_per_s / peer.result.msgs_per_s
+                lines.append(f"{_size_text(size)} one-way: {ours.impl} {ratio:.2f}x the best peer"
+                             f" ({peer.impl}, {peer.result.msgs_per_s:,.0f} msgs/s)")
+            else:
+                peer = min(theirs, key=lambda row: row.result.percentile_us(0.5))
+                lines.append(f"{_size_text(size)} round trip: {ours.impl} p50"
+                             f" {ours.result.percentile_us(0.5):.1f} us, best peer {peer.impl}"
+                             f" {peer.result.percentile_us(0.5):.1f} us")
+    for impl, mode, size, what, relation, goal in TARGETS:
+        candidates = [row for row in measured if (row.mode, row.size) == (mode, size)
+                      and (row.impl == impl or impl is None and row.impl.startswith("coroipc"))]
+        if not candidates:
+            continue
+        row = max(candidates, key=lambda row: _value(row, what))
+        value = _value(row, what)
+        met = value >= goal if relation == ">=" else value < goal
+        shown = f"{value:,.0f}" if goal >= 1000 else f"{value:.1f}"
+        lines.append(f"target: {row.impl} {_size_text(size)} {what} {relation} {goal:,}:"
+                     f" {shown} ({'met' if met else 'NOT met'})")
     return lines
 
 
