@@ -215,7 +215,10 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             persisted_ring_seq: the ring seq stored by a previous incarnation,
                 or None if there is none (first start, or the file was lost).
                 It is bumped by one so a fast restart never reuses a ring id
-                (c:3675dace).
+                (c:3675dace). Without one the node starts from a random epoch
+                (from the injected rng, a multiple of 4 below 2**42): a node
+                that lost its file must not re-form a ring id it formed before
+                with other members (rule S5).
 
         Raises:
             RuntimeError: the core was already started.
@@ -223,7 +226,10 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         if self._state is not State.INITIAL:
             raise RuntimeError("start() called twice")
         self._now = now_ms
-        seq = 0 if persisted_ring_seq is None else persisted_ring_seq + 1
+        if persisted_ring_seq is None:
+            seq = self._rng.getrandbits(40) << 2
+        else:
+            seq = persisted_ring_seq + 1
         self._ring_id = RingId(self._node_id, seq)
         self._high_ring_seq_seen = seq
         self._installed = RingState(self._ring_id, (self._node_id,), self._initial_seq)

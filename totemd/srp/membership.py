@@ -106,7 +106,12 @@ class MembershipMixin:
                 return
             self._gather_enter(GatherReason.JOIN_IN_OPERATIONAL)
         elif state is State.COMMIT or state is State.RECOVERY:
-            if join.ring_seq < self._ring_id.seq or me in join.failed:
+            # Only a member of the ring being formed that has moved on (its
+            # ring seq is not older) aborts it; anyone else waits until we are
+            # OPERATIONAL, or two groups could abort each other for ever.
+            ring = self._ring
+            if (ring is None or join.sender not in ring.members
+                    or join.ring_seq < self._ring_id.seq):
                 counters.join_ignored += 1
                 return
             self._gather_enter(GatherReason.JOIN_IN_COMMIT if state is State.COMMIT
