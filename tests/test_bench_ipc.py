@@ -307,3 +307,31 @@ def _group_processes(session: int) -> list[int]:
         except (ProcessLookupError, psutil.Error):
             continue
     return found
+
+
+def _row(impl: str, mode: str, size: int, messages: int, latency_us: float = 0.0) -> bench_ipc.Row:
+    latencies = (int(latency_us * 1000),) * 10 if mode == "latency" else ()
+    result = bench_ipc_harness.CaseResult(impl=impl, mode=mode, size=size, messages=messages,
+                                          elapsed_s=1.0, latencies_ns=latencies)
+    return bench_ipc.Row(impl, mode, size, result=result)
+
+
+def test_summary_compares_with_the_best_peer_and_checks_the_targets() -> None:
+    rows = [
+        _row("coroipc-batch", "throughput", 64, 3_000_000),
+        _row("os-pipe", "throughput", 64, 1_500_000),
+        _row("pyzmq", "throughput", 64, 1_000_000),
+        _row("coroipc-batch", "throughput", 1024, 1_000_000),
+        _row("os-pipe", "throughput", 1024, 1_250_000),
+        _row("coroipc-request", "latency", 64, 50_000, latency_us=30.0),
+        _row("os-pipe", "latency", 64, 90_000, latency_us=9.0),
+        bench_ipc.Row("faster-fifo", "throughput", 64, skipped="not installed"),
+    ]
+    lines = bench_ipc.summary(rows)
+    assert "64 B one-way: coroipc-batch 2.00x the best peer (os-pipe, 1,500,000 msgs/s)" in lines
+    assert "1 KiB one-way: coroipc-batch 0.80x the best peer (os-pipe, 1,250,000 msgs/s)" in lines
+    assert "64 B round trip: coroipc-request p50 30.0 us, best peer os-pipe 9.0 us" in lines
+    assert "target: coroipc-batch 64 B msgs/s >= 2,000,000: 3,000,000 (met)" in lines
+    assert "target: coroipc-batch 1 KiB msgs/s >= 1,500,000: 1,000,000 (NOT met)" in lines
+    assert "target: coroipc-request 64 B p50 us < 25: 30.0 (NOT met)" in lines
+    assert not any("64 KiB" in line for line in lines)  # nothing measured there
