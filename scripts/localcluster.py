@@ -144,15 +144,31 @@ class NodeView:
 
 # -- functions the NamespaceWorker calls (they run inside the namespace) ----------------
 
-def node_view(run_dir: str) -> dict[str, Any]:
-    """Connect to the node whose sockets are in ``run_dir`` and return its
-    statistics (a JSON object); {"error": "..."} when it does not answer."""
-    from clients import totem as totem_client  # imported in the worker only
+_view_clients: dict[str, Any] = {}
 
+
+def node_view(run_dir: str) -> dict[str, Any]:
+    """The statistics of the node whose sockets are in ``run_dir`` (a JSON
+    object), or {"error": "..."} when it does not answer. The connection is
+    kept for the next call (the worker is long-lived) and dropped on error."""
+    import json
+
+    from coroipc import IpcClient
+    from totemd import local_codec as wire
+
+    client = _view_clients.get(run_dir)
     try:
-        with totem_client.TotemClient(run_dir=run_dir) as client:
-            return dict(client.stats())
+        if client is None:
+            client = IpcClient.connect("totem", run_dir=run_dir, timeout=2.0)
+            _view_clients[run_dir] = client
+        return dict(json.loads(bytes(client.request(wire.Function.STATS, b"", timeout=2.0))))
     except Exception as exc:  # a node that is down or starting is a normal answer here
+        _view_clients.pop(run_dir, None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
@@ -196,9 +212,15 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _coro_command() -> list[str]:
+def _start_command() -> list[str]:
+    """``coro start`` (the supervisor); the bare daemon while the supervisor
+    module is not in this tree."""
+    import importlib.util
+
+    if importlib.util.find_spec("totemd.cli_start") is None:
+        return [sys.executable, "-m", "totemd.daemon"]
     script = Path(sys.executable).with_name("coro")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "clients.cli"]
+    return [str(script), "start"] if script.exists() else [sys.executable, "-m", "clients.cli", "start"]
 
 
 @dataclass
@@ -263,7 +285,7 @@ class LocalCluster:
         return self
 
     def _spawn(self, node: Node) -> None:
-        command = [*_coro_command(), "start", "-c", str(node.config_path),
+        command = [*_start_command(), "-c", str(node.config_path),
                    "--node-id", str(node.node_id), "--run-dir", str(node.run_dir),
                    "--state-dir", str(node.state_dir)]
         if self.settings.evs_log:
@@ -463,7 +485,7 @@ class LocalCluster:
 
     def wait_converged(self, timeout_s: float | None = None) -> tuple[int, int]:
         """Wait until every running, unpaused node reports the same ring whose
-        members are exactly those nodes.
+        members are exactly those nodes (state OPERATIONAL).
 
         Returns:
             The ring id they agree on.
@@ -471,27 +493,89 @@ class LocalCluster:
         Raises:
             ClusterError: the deadline passed; the message lists each view.
         """
+        expected = [n for n in self.running() if not self.nodes[n].paused]
+        return self.wait_rings([expected], timeout_s)[0]
+
+    def wait_rings(self, groups: Sequence[Iterable[int]],
+                   timeout_s: float | None = None) -> list[tuple[int, int]]:
+        """Wait until the nodes of each group share one ring whose members are
+        exactly that group (a partition: one group per side).
+
+        Returns:
+            The ring id of each group, in order.
+
+        Raises:
+            ClusterError: the deadline passed; the message lists each view.
+        """
         budget = timeout_s if timeout_s is not None else self.settings.convergence_budget_s()
         deadline = time.monotonic() + budget
+        wanted = [tuple(sorted(group)) for group in groups]
+        if not all(wanted):
+            raise ClusterError(f"empty group in {wanted}")
         views: dict[int, NodeView] = {}
         while True:
-            expected = tuple(sorted(n for n in self.running() if not self.nodes[n].paused))
             try:
-                views = self.views(expected, timeout_s=max(1.0, deadline - time.monotonic()))
+                views = self.views([n for group in wanted for n in group],
+                                   timeout_s=max(1.0, deadline - time.monotonic()))
             except NetnsError as exc:
                 raise ClusterError(f"cannot ask the nodes: {exc}") from exc
-            rings = {view.ring for view in views.values()}
-            if (expected and len(rings) == 1 and None not in rings
-                    and all(view.members == expected for view in views.values())):
-                ring = rings.pop()
-                assert ring is not None
-                return ring
+            rings = [_agreed_ring(views, group) for group in wanted]
+            if all(ring is not None for ring in rings):
+                return [ring for ring in rings if ring is not None]
             if time.monotonic() >= deadline:
                 break
             time.sleep(POLL_INTERVAL_S)
         described = "; ".join(f"node {n}: ring {v.ring} members {list(v.members)} state {v.state}"
                               for n, v in sorted(views.items()))
-        raise ClusterError(f"no single ring of {list(expected)} within {budget:.1f} s ({described})")
+        raise ClusterError(f"no ring per group {[list(g) for g in wanted]} within {budget:.1f} s "
+                           f"({described})")
+
+    def wait_drained(self, node_ids: Iterable[int] | None = None, timeout_s: float = 5.0) -> bool:
+        """Wait until the nodes' send queues and sort queues are empty on two
+        polls in a row: everything they accepted was originated, delivered
+        and is stable (freed by every member). Returns False if the deadline
+        passed first."""
+        ids = list(node_ids) if node_ids is not None else self.running()
+        deadline = time.monotonic() + timeout_s
+        empty_polls = 0
+        while True:
+            views = self.views(ids)
+            empty = all("error" not in view.raw
+                        and int((view.raw.get("daemon") or {}).get("send_queue_frames", 1)) == 0
+                        and int((view.raw.get("srp") or {}).get("sort_queue_frames", 1)) == 0
+                        for view in views.values())
+            empty_polls = empty_polls + 1 if empty else 0
+            if empty_polls >= 2:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_INTERVAL_S)
+
+    def snapshot_logs(self, destination: Path) -> Path:
+        """Copy the EVS logs as one consistent cut: every running node is
+        stopped (SIGSTOP) while the files are copied, then continued.
+
+        Reading live files one after the other would see node 2 deliver a
+        message whose submit node 1 wrote after its file was read. A node
+        writes what others can observe before it sends, so with everyone
+        stopped the files on disk form a consistent cut. The stop lasts a few
+        milliseconds, far below the token timeout.
+        """
+        import shutil
+
+        destination.mkdir(parents=True, exist_ok=True)
+        for stale in destination.glob("*.jsonl"):
+            stale.unlink()
+        frozen = [self.nodes[n] for n in self.running() if not self.nodes[n].paused]
+        for node in frozen:
+            self._signal(node, signal.SIGSTOP)
+        try:
+            for path in self.evs_dir.glob("n*.jsonl"):
+                shutil.copyfile(path, destination / path.name)
+        finally:
+            for node in frozen:
+                self._signal(node, signal.SIGCONT)
+        return destination
 
     def output(self, node_id: int, tail_lines: int = 40) -> str:
         """The end of a node's stdout/stderr (all its incarnations)."""
@@ -502,7 +586,97 @@ class LocalCluster:
         return "\n".join(lines[-tail_lines:])
 
 
+# -- background load (python -m scripts.localcluster load ...) ------------------------------
+
+def _load_main(argv: Sequence[str]) -> int:
+    """Submit messages through one node at a steady rate until SIGTERM,
+    reconnecting when the node goes away; print a JSON summary at the end."""
+    import argparse
+    import json
+
+    from coroipc import IpcClient
+    from totemd import local_codec as wire
+
+    parser = argparse.ArgumentParser(prog="python -m scripts.localcluster load")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--rate", type=float, default=200.0, help="messages per second")
+    parser.add_argument("--size", type=int, default=200, help="payload bytes")
+    parser.add_argument("--safe-every", type=int, default=0, help="every Nth message is safe (0: none)")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds (0: until SIGTERM)")
+    args = parser.parse_args(argv)
+
+    stopping = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stopping.__setitem__(0, True))
+    counts = dict.fromkeys(("submitted", "try_again", "rejected", "reconnects", "errors"), 0)
+    filler = os.urandom(max(0, args.size - 8))
+    interval_s = 1.0 / args.rate if args.rate > 0 else 0.0
+    end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+    client: Any = None
+    next_due = time.monotonic()
+    number = 0
+    while not stopping[0] and time.monotonic() < end:
+        if client is None:
+            try:
+                client = IpcClient.connect("totem", run_dir=args.run_dir, timeout=1.0)
+                client.request(wire.Function.HELLO, wire.encode_hello(False), timeout=2.0)
+            except Exception:
+                client = None
+                counts["reconnects"] += 1
+                time.sleep(0.1)
+                continue
+        now = time.monotonic()
+        if now < next_due:
+            time.sleep(min(next_due - now, 0.05))
+            continue
+        safe = bool(args.safe_every) and (number + 1) % args.safe_every == 0
+        payload = (number + 1).to_bytes(8, "big") + filler
+        try:
+            reply = client.request(wire.Function.SUBMIT, wire.encode_submit(payload, safe), timeout=2.0)
+            status, _sseq = wire.decode_submit_reply(reply)
+        except Exception:
+            counts["errors"] += 1
+            try:
+                client.close()
+            except Exception:
+                pass
+            client = None
+            continue
+        if status == wire.Status.OK:
+            number += 1
+            counts["submitted"] += 1
+            next_due = max(next_due + interval_s, time.monotonic() - 1.0)
+        elif status == wire.Status.TRY_AGAIN:
+            counts["try_again"] += 1
+            time.sleep(0.01)
+        else:
+            counts["rejected"] += 1
+            time.sleep(0.05)
+    if client is not None:
+        client.close()
+    print(json.dumps(counts), flush=True)
+    return 0
+
+
+def _agreed_ring(views: dict[int, NodeView], group: tuple[int, ...]) -> tuple[int, int] | None:
+    """The ring every node of ``group`` reports with exactly ``group`` as its
+    members and state OPERATIONAL, or None."""
+    rings = {views[n].ring if n in views else None for n in group}
+    if len(rings) != 1 or None in rings:
+        return None
+    if all(views[n].members == group and views[n].state in ("OPERATIONAL", "unknown") for n in group):
+        return rings.pop()
+    return None
+
+
 def _replace(settings: ClusterSettings, **changes: Any) -> ClusterSettings:
     from dataclasses import replace
 
     return replace(settings, **changes)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["load"]:
+        sys.exit(_load_main(sys.argv[2:]))
+    print("usage: python -m scripts.localcluster load --run-dir DIR [--rate N] [--size B]",
+          file=sys.stderr)
+    sys.exit(2)
