@@ -43,8 +43,8 @@ from typing import Callable, Iterator
 
 from objdb import codec
 from objdb.errors import (ERROR_BY_STATUS, CmapError, ConnectionLost, DecodeError, InvalidKey, InvalidValue,
-                          LimitReached, NoSuchKey, NotConnected, ObjdbError, ReadOnly, TooLong,
-                          WrongType)
+                          LimitReached, NoSuchKey, NotConnected, ObjdbError, ReadOnly,
+                          RequestTimeout, TooLong, WrongType)
 from objdb.keys import check_key, check_prefix
 from objdb.service import SERVICE_NAME
 from objdb.store import Entry, TrackFlags
@@ -53,7 +53,7 @@ from objdb.types import Value, ValueType, check_value
 __all__ = [
     "CmapClient", "Notification", "TrackFlags", "ValueType", "Entry", "CmapError",
     "ConnectionLost", "InvalidKey", "InvalidValue", "LimitReached", "NoSuchKey",
-    "NotConnected", "ObjdbError", "ReadOnly", "TooLong", "WrongType", "run_dir_from_env",
+    "NotConnected", "ObjdbError", "ReadOnly", "RequestTimeout", "TooLong", "WrongType", "run_dir_from_env",
 ]
 
 #: A change notification: ``tracker_id`` (the handle), ``event``, ``key``, ``new``, ``old``.
@@ -70,6 +70,20 @@ def run_dir_from_env() -> str | None:
     return os.environ.get(RUN_DIR_ENV) or None
 
 
+def _chunks(sets: list[codec.Set]) -> Iterator[tuple[codec.Set, ...]]:
+    """Split sets into SET_MANY requests within the count and byte budgets."""
+    chunk: list[codec.Set] = []
+    size = 0
+    for item in sets:
+        if chunk and (len(chunk) >= codec.MAX_SET_MANY_COUNT or size >= codec.BATCH_BYTES_BUDGET):
+            yield tuple(chunk)
+            chunk, size = [], 0
+        chunk.append(item)
+        size += codec.encoded_set_size(item)
+    if chunk:
+        yield tuple(chunk)
+
+
 class CmapClient:
     """A connection to the node's objdb (the ``cmap`` coroipc service).
 
@@ -77,15 +91,17 @@ class CmapClient:
     :meth:`close`.
     """
 
-    def __init__(self, ipc_client: object, *, privileged: bool) -> None:
+    def __init__(self, ipc_client: object, *, privileged: bool,
+                 request_timeout: float = 30.0) -> None:
         self._ipc = ipc_client
+        self._request_timeout = request_timeout
         self._privileged = privileged
         self._callbacks: dict[int, Callback] = {}
         self.unknown_events = 0   # notifications for handles already deleted (a benign race)
 
     @classmethod
     def connect(cls, run_dir: str | os.PathLike[str] | None = None, *, internal: bool = False,
-                timeout: float = 5.0) -> "CmapClient":
+                timeout: float = 5.0, request_timeout: float = 30.0) -> "CmapClient":
         """Connect to objdb.
 
         Args:
@@ -93,6 +109,8 @@ class CmapClient:
             internal: ask for a privileged connection that may write read-only
                 keys; granted only to the daemon's own uid or root.
             timeout: seconds to wait for the daemon.
+            request_timeout: seconds a request may wait for its reply before
+                :class:`RequestTimeout` (the daemon is wedged).
 
         Raises:
             NotConnected: no objdb answers in ``run_dir``.
@@ -108,7 +126,7 @@ class CmapClient:
             ipc = IpcClient.connect(SERVICE_NAME, run_dir=os.fspath(directory), timeout=timeout)
         except (ipc_errors.IpcError, OSError) as error:
             raise NotConnected(f"cannot reach objdb in {os.fspath(directory)}: {error}") from error
-        client = cls(ipc, privileged=False)
+        client = cls(ipc, privileged=False, request_timeout=request_timeout)
         try:
             options = codec.HELLO_INTERNAL if internal else 0
             reply = client._call(codec.Hello(options=options))
@@ -127,9 +145,14 @@ class CmapClient:
             raise NotConnected("the cmap client is closed")
         function, payload = codec.encode_request(request)
         try:
-            return self._ipc.request(function, payload)  # type: ignore[attr-defined]
+            return self._ipc.request(function, payload,  # type: ignore[attr-defined]
+                                     timeout=self._request_timeout)
         except ipc_errors.NotConnected as error:
             raise NotConnected(str(error)) from error
+        except ipc_errors.Timeout as error:
+            raise RequestTimeout(f"objdb did not answer in {self._request_timeout} s") from error
+        except ipc_errors.ServiceError as error:
+            raise CmapError(f"objdb failed on this request: {error}") from error
         except ipc_errors.IpcError as error:
             raise ConnectionLost(f"objdb connection lost: {error}") from error
 
@@ -262,8 +285,7 @@ class CmapClient:
             sets.append(codec.Set(key=key, value_type=value_type,
                                   value=check_value(value_type, value), force_type=force_type))
         results: list[CmapError | None] = []
-        for start in range(0, len(sets), codec.MAX_SET_MANY_COUNT):
-            chunk = tuple(sets[start:start + codec.MAX_SET_MANY_COUNT])
+        for chunk in _chunks(sets):
             statuses = codec.decode_statuses_response(self._call(codec.SetMany(sets=chunk)))
             if len(statuses) != len(chunk):
                 raise DecodeError(f"{len(statuses)} statuses for {len(chunk)} sets")

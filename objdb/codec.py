@@ -69,6 +69,10 @@ SET_FORCE_TYPE = 0x1
 MAX_ITERATE_COUNT = 1024
 #: Most sets one SET_MANY request carries.
 MAX_SET_MANY_COUNT = 1024
+#: Byte budget of an ITERATE reply or a SET_MANY request: they stop growing
+#: once past it (one entry may still add up to a maximum value and key), so
+#: every message fits the 256 KiB rings objdb uses (max message ~128 KiB).
+BATCH_BYTES_BUDGET = 64 * 1024
 
 _HEADER = struct.Struct("<HBB")
 _U8 = struct.Struct("<B")
@@ -294,6 +298,11 @@ def encode_request(request: Request) -> tuple[int, bytes]:
     raise TypeError(f"not a cmap request: {request!r}")
 
 
+def encoded_set_size(request: Set) -> int:
+    """Bytes one set takes in a SET_MANY request (to chunk by size)."""
+    return len(_encode_set_fields(request))
+
+
 def _encode_set_fields(request: Set) -> bytes:
     flags = SET_FORCE_TYPE if request.force_type else 0
     return (_U8.pack(flags) + encode_key(request.key)
@@ -447,12 +456,21 @@ def decode_u64_response(payload: bytes | memoryview) -> int:
 
 
 def encode_iterate_response(items: list[tuple[str, Entry]], more: bool) -> bytes:
-    parts = [RESPONSE_OK, _U16.pack(len(items))]
+    """An ITERATE reply with as many of ``items`` as fit :data:`BATCH_BYTES_BUDGET`.
+
+    The first item always goes in; if some are left out, ``more`` is set so
+    the client asks again after the last key sent.
+    """
+    encoded = []
+    size = 0
     for key, entry in items:
-        parts.append(encode_key(key))
-        parts.append(encode_value(entry.value_type, entry.value))
-    parts.append(_U8.pack(int(more)))
-    return b"".join(parts)
+        if encoded and size >= BATCH_BYTES_BUDGET:
+            more = True
+            break
+        chunk = encode_key(key) + encode_value(entry.value_type, entry.value)
+        encoded.append(chunk)
+        size += len(chunk)
+    return b"".join([RESPONSE_OK, _U16.pack(len(encoded)), *encoded, _U8.pack(int(more))])
 
 
 def decode_iterate_response(payload: bytes | memoryview) -> tuple[list[tuple[str, Entry]], bool]:

@@ -32,6 +32,7 @@ from objdb.service import CmapService
 from objdb.store import Store
 
 PROCESS_TITLE = "coro: objdb"
+RING_BYTES = 256 * 1024
 LOG = logging.getLogger("objdb")
 
 
@@ -78,7 +79,9 @@ def serve(store: Store, run_dir: str, stop: threading.Event, *,
     from coroipc import IpcServer
 
     service = CmapService(store)
-    server = IpcServer(run_dir, [service])
+    # 256 KiB rings: 768 KiB of shared memory per client, messages up to
+    # ~128 KiB (codec.BATCH_BYTES_BUDGET keeps batches well inside that).
+    server = IpcServer(run_dir, [service], ring_size=RING_BYTES)
     try:
         server.start()
         _signal_ready(ready_fd)

@@ -109,6 +109,13 @@ class ConnectionLost(ObjdbError):
     """
 
 
+class RequestTimeout(ObjdbError):
+    """objdb did not answer a request in time (it is wedged or overloaded).
+
+    The connection may still work; a late answer is discarded.
+    """
+
+
 #: status code -> exception class, for the codec.
 ERROR_BY_STATUS: dict[int, type[CmapError]] = {
     cls.status: cls

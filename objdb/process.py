@@ -90,8 +90,9 @@ class ObjdbProcess:
             os.close(read_end)
         if not line.startswith(b"ready"):
             process.stop()
-            raise ObjdbStartError(f"objdb did not start (exit status {popen.returncode}): "
-                                  f"{process.stderr_text().strip() or 'no message'}")
+            message = process.stderr_text().strip() or "no message"
+            process.close()
+            raise ObjdbStartError(f"objdb did not start (exit status {popen.returncode}): {message}")
         return process
 
     def stderr_text(self) -> str:
