@@ -543,7 +543,11 @@ class Ring(WaitMixin):
             index = self._pending_index
             stop = min(len(ends) - 1, index + budget)
             if ends[stop] - ends[index] > max_bytes:
-                stop = max(index + 1, bisect_right(ends, ends[index] + max_bytes, index, stop) - 1)
+                stop = bisect_right(ends, ends[index] + max_bytes, index, stop) - 1
+                if stop == index:
+                    if spans:
+                        break  # the next message would overrun the budget
+                    stop = index + 1  # but a batch always has at least one
             spans.append((index, stop, ends))
             budget -= stop - index
             max_bytes -= ends[stop] - ends[index]

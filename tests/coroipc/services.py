@@ -14,6 +14,8 @@ FLOOD = 3  # send events until refused; answer with how many went in
 FAIL = 4  # raise inside the service
 EVENTS = 5  # send N events (payload: N as ASCII)
 WHO = 6  # answer "pid uid gid" as the server saw them
+DEFER = 7  # answer later, when RELEASE arrives
+RELEASE = 8  # one-way: answer the deferred requests
 
 
 class TestService(Service):
@@ -26,6 +28,8 @@ class TestService(Service):
         self.connected: list = []
         self.disconnected: list = []
         self.refusals = 0
+        self.deferred: list = []
+        self.posted: list[bytes] = []
 
     def on_connect(self, conn) -> None:
         self.connected.append(conn)
@@ -53,6 +57,15 @@ class TestService(Service):
             for index in range(int(bytes(payload))):
                 conn.send_event(index, str(index).encode())
             return b"ok"
+        if function == DEFER:
+            self.deferred.append((conn, conn.current_request_id))
+            return None
+        if function == RELEASE:
+            self.posted.append(bytes(payload))
+            for waiting, request_id in self.deferred:
+                waiting.respond(request_id, b"later:" + bytes(payload), function=DEFER)
+            self.deferred.clear()
+            return b"ignored: this was posted one-way"
         if function == WHO:
             return f"{conn.pid} {conn.uid} {conn.gid}".encode()
         return b"?"

@@ -4,6 +4,7 @@ server, and the restart that cleans up after it."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -86,6 +87,10 @@ def test_server_killed_wakes_blocked_clients_then_restart_cleans_up(tmp_path, re
             except errors.ConnectionLost as error:
                 outcomes["events"] = error
 
+        watcher = IpcClient.connect("test", run_dir=tmp_path)
+        poller = select.poll()
+        poller.register(watcher.fileno(), select.POLLIN)
+        assert poller.poll(0) == []
         waiter = threading.Thread(target=wait_for_events)
         waiter.start()
         killer = threading.Timer(0.3, child.send_signal, (signal.SIGKILL,))
@@ -98,8 +103,11 @@ def test_server_killed_wakes_blocked_clients_then_restart_cleans_up(tmp_path, re
         assert isinstance(outcomes["events"], errors.ConnectionLost)
         with pytest.raises(errors.ConnectionLost):
             requester.request(ECHO, b"again", timeout=1.0)
-        requester.close()
-        listener.close()
+        assert poller.poll(5000) != []  # a poll()ing client sees the death too
+        with pytest.raises(errors.ConnectionLost, match="the server closed the connection"):
+            watcher.dispatch(lambda function, payload: None)
+        for client in (requester, listener, watcher):
+            client.close()
     finally:
         child.kill()
         child.wait(timeout=10)

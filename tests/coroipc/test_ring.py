@@ -237,3 +237,41 @@ def test_random_operations_match_a_fifo_model(operations):
     finally:
         reader.close()
         writer.close()
+
+
+def test_read_batch_stops_near_its_byte_budget(pair):
+    writer, reader = pair
+    assert writer.write_batch([b"a" * 100] * 30) == 30
+    first = reader.read_batch(max_bytes=250)
+    assert first == [b"a" * 100] * 2
+    assert reader.read_batch(max_bytes=1) == [b"a" * 100]  # at least one message
+    assert len(reader.read_batch()) == 27
+
+
+def test_armed_reader_doorbell_is_pollable(pair):
+    import select
+
+    writer, reader = pair
+    poller = select.poll()
+    poller.register(reader.fileno(), select.POLLIN)
+    assert reader.arm_reader() is False
+    assert poller.poll(0) == []
+    writer.write_batch([b"1", b"2"])
+    writer.write(b"3")  # same sleep epoch: no second wake-up
+    assert poller.poll(1000) != []
+    assert writer.stats().wakeups_sent == 1
+    reader.disarm_reader()
+    assert reader.read_batch() == [b"1", b"2", b"3"]
+    writer.write(b"4")  # disarmed: no wake-up at all
+    assert writer.stats().wakeups_sent == 1
+
+
+def test_names_carry_tag_and_sweep_spares_the_living(resource_tag):
+    from coroipc import _shm
+
+    with Ring.create(4096) as ring:
+        assert ring.name.startswith(f"/coro-{resource_tag}-{os.getpid()}-")
+        assert _shm.sweep_dead(tag=resource_tag) == []
+        assert os.path.exists(_shm_path(ring))
+        assert _shm.owner_pid(ring.name[1:]) == os.getpid()
+        assert _shm.owner_pid("psm_1234") is None

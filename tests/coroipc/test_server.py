@@ -236,3 +236,34 @@ def test_asyncio_attach(tmp_path, service):
 def test_second_server_on_same_socket_is_refused(running, tmp_path):
     with pytest.raises(errors.IpcError, match="already listening"):
         IpcServer(tmp_path, [TestService()]).start()
+
+
+def test_post_is_one_way_and_respond_later_answers(running, tmp_path, service):
+    import threading
+
+    from tests.coroipc.services import DEFER, RELEASE
+
+    with IpcClient.connect("test", run_dir=tmp_path) as waiter, IpcClient.connect("test", run_dir=tmp_path) as poster:
+        answers = []
+        thread = threading.Thread(target=lambda: answers.append(waiter.request(DEFER, timeout=10.0)))
+        thread.start()
+        assert wait_for(lambda: len(service.deferred) == 1)
+        poster.post(RELEASE, b"go")
+        thread.join(timeout=10)
+        assert answers == [b"later:go"]
+        assert service.posted == [b"go"]
+        # The posted message got no response: the next answer is the next request's.
+        assert poster.request(ECHO, b"after", timeout=5.0) == b"after"
+        assert poster.stats().stale_responses == 0
+
+
+def test_stats_are_frozen_snapshots(running, tmp_path, service):
+    with IpcClient.connect("test", run_dir=tmp_path) as client:
+        client.request(ECHO, b"x", timeout=5.0)
+        assert wait_for(lambda: service.connected and service.connected[0].stats().responses == 1)
+        conn_stats = service.connected[0].stats()
+        assert (conn_stats.requests, conn_stats.uid, conn_stats.service) == (1, os.getuid(), "test")
+        with pytest.raises(AttributeError):
+            conn_stats.requests = 5
+        assert running.stats().connections == 1
+        assert client.stats().requests == 1
