@@ -57,6 +57,12 @@ class HandshakeMixin:
             log.warning("accept on %s failed: %s", service_name, error)
             return 0
         sock.setblocking(False)
+        if len(self._handshakes) >= self.max_connections:  # a connect storm must not eat our descriptors
+            log.warning("dropping a connection to %s: %d handshakes already pending", service_name,
+                        len(self._handshakes))
+            self._counts["handshakes_failed"] += 1
+            sock.close()
+            return 1
         try:
             credentials = peer_credentials(sock)
         except OSError as error:
@@ -118,7 +124,7 @@ class HandshakeMixin:
         def pick(requested: int, default: int) -> int:
             if not requested:
                 return default
-            return min(MAX_RING, max(MIN_RING, (requested + 63) & ~63))
+            return min(self.max_ring_size, max(MIN_RING, (requested + 63) & ~63))
 
         request = pick(hello.request_ring_bytes, self.ring_size)
         response = pick(hello.response_ring_bytes, self.ring_size)

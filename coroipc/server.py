@@ -188,7 +188,9 @@ class IpcServer(HandshakeMixin):
             progress for this long.
         event_refusal_limit: ... or that had this many events refused in a row.
         handshake_timeout_s: drop a client that does not finish the handshake.
-        max_connections: refuse beyond this many.
+        max_connections: refuse beyond this many (and hold at most this many
+            unfinished handshakes).
+        max_ring_size: the largest ring a client may ask for.
         requests_per_turn: fairness: requests taken from one client per turn.
         spin_us: how long ``process(timeout>0)`` polls the rings before sleeping.
     """
@@ -199,7 +201,8 @@ class IpcServer(HandshakeMixin):
                  event_ring_size: int | None = None, event_backlog_messages: int = 1024,
                  event_backlog_bytes: int = 4 << 20, event_stall_timeout_s: float = 10.0,
                  event_refusal_limit: int = 10_000, handshake_timeout_s: float = 5.0,
-                 max_connections: int = 1024, requests_per_turn: int = 256, spin_us: float = 50.0) -> None:
+                 max_connections: int = 1024, max_ring_size: int = 16 << 20, requests_per_turn: int = 256,
+                 spin_us: float = 50.0) -> None:
         names = [service.name for service in services]
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"services must be a non-empty list with unique names, got {names}")
@@ -221,6 +224,7 @@ class IpcServer(HandshakeMixin):
         self.event_refusal_limit = event_refusal_limit
         self.handshake_timeout_s = handshake_timeout_s
         self.max_connections = max_connections
+        self.max_ring_size = max(max_ring_size, ring_size, self.event_ring_size)
         self.requests_per_turn = requests_per_turn
         self._spin_ns = int(spin_us * 1000)
         self._selector: selectors.BaseSelector | None = None
@@ -469,7 +473,14 @@ class IpcServer(HandshakeMixin):
             payload.release()
         if result is None or status & codec.REQUEST_NO_REPLY or conn.closed:
             return
-        self._respond(conn, function, response_status, request_id, result)
+        try:
+            self._respond(conn, function, response_status, request_id, result)
+        except (MessageTooLarge, TypeError, ValueError) as error:  # the service returned something unusable
+            log.error("%s.on_request(function %d) returned a bad response: %s", type(conn.service).__name__,
+                      function, error)
+            self._respond(conn, function, 1, request_id, f"bad response from the service: {error}".encode()[:1024])
+        except ConnectionLost as error:
+            self._disconnect(conn, RefuseCode.PROTOCOL, f"client closed its response ring: {error}")
 
     def _respond(self, conn: Connection, function: int, status: int, request_id: int, payload) -> None:
         if len(payload) > conn.max_message_size:

@@ -16,6 +16,7 @@ EVENTS = 5  # send N events (payload: N as ASCII)
 WHO = 6  # answer "pid uid gid" as the server saw them
 DEFER = 7  # answer later, when RELEASE arrives
 RELEASE = 8  # one-way: answer the deferred requests
+BAD_RESPONSE = 9  # return something that is not bytes
 
 
 class TestService(Service):
@@ -66,6 +67,8 @@ class TestService(Service):
                 waiting.respond(request_id, b"later:" + bytes(payload), function=DEFER)
             self.deferred.clear()
             return b"ignored: this was posted one-way"
+        if function == BAD_RESPONSE:
+            return 12345
         if function == WHO:
             return f"{conn.pid} {conn.uid} {conn.gid}".encode()
         return b"?"

@@ -14,7 +14,7 @@ import pytest
 
 from coroipc import IpcClient, IpcServer, codec, errors
 from coroipc.server import socket_path
-from tests.coroipc.services import ECHO, EVENTS, FAIL, FLOOD, NO_REPLY, WHO, ServerThread, TestService, wait_for
+from tests.coroipc.services import BAD_RESPONSE, ECHO, EVENTS, FAIL, FLOOD, NO_REPLY, WHO, ServerThread, TestService, wait_for
 
 
 def _tagged_segments(resource_tag: str) -> list[str]:
@@ -55,6 +55,9 @@ def test_service_error_keeps_the_connection(running, tmp_path):
         with pytest.raises(errors.ServiceError, match="^RuntimeError: the service broke$"):
             client.request(FAIL, timeout=5.0)
         assert client.request(ECHO, b"still here", timeout=5.0) == b"still here"
+        with pytest.raises(errors.ServiceError, match="^bad response from the service"):
+            client.request(BAD_RESPONSE, timeout=5.0)
+        assert client.request(ECHO, b"and here", timeout=5.0) == b"and here"
 
 
 def test_request_timeout_then_late_answer_is_discarded(running, tmp_path):
