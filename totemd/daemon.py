@@ -397,6 +397,7 @@ class Daemon:
                 self._drain_wakeup()
         self._drain_network(now)
         ipc_busy = self._serve_local()
+        self.service.flush()
         for timer in self._timers.pop_due(now):
             self.core.timer_expired(timer, now)
         self._execute(self.core.take_actions())

@@ -14,10 +14,15 @@ policies:
   (HELLO with the subscribe flag) as events. The event payload is built once
   per delivery and written into each subscriber's event ring (one copy into
   shared memory per subscriber, none besides).
-- A subscriber that does not read its events fills its event ring and then
-  its bounded backlog in the server; the next event it cannot take makes us
+- A subscriber that reads its events slower than they come fills its event
+  ring, then the server's bounded backlog, then a per-connection overflow
+  queue here (bounded by ``overflow_limit_bytes``, default 32 MiB; the event
+  payloads are shared between subscribers, not copied). While a connection
+  has overflow, its own submits get ``TRY_AGAIN``: a client that is behind
+  on its deliveries is slowed down first. When the overflow bound is hit we
   disconnect it (it gets ConnectionLost with the reason). A client never
-  misses a delivery silently: it gets them all, or loses its connection.
+  misses a delivery silently: it gets them all, in order, or loses its
+  connection.
 - A malformed request gets ``INVALID`` (or a ServiceError) and is counted;
   the connection and every other client are unaffected.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from coroipc import Connection, Service
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["TotemService", "SERVICE_NAME"]
 
 SERVICE_NAME = "totem"
+OVERFLOW_LIMIT_BYTES = 32 << 20
 log = logging.getLogger("totemd.local")
 
 
@@ -46,11 +53,16 @@ class TotemService(Service):
 
     name = SERVICE_NAME
 
-    def __init__(self, daemon: "Daemon") -> None:
+    def __init__(self, daemon: "Daemon", overflow_limit_bytes: int = OVERFLOW_LIMIT_BYTES) -> None:
         self._daemon = daemon
+        self._overflow_limit = overflow_limit_bytes
         self._subscribers: dict[int, Connection] = {}
+        # Events a subscriber could not take yet, in order: conn id -> (queue, bytes).
+        self._overflow: dict[int, tuple[deque[tuple[int, Any]], list[int]]] = {}
+        self.overflow_peak_bytes = 0
         self.counts = dict.fromkeys(("connections", "requests", "bad_requests", "submitted",
-                                     "try_again", "too_large", "events_sent",
+                                     "try_again", "try_again_reader_behind", "too_large",
+                                     "events_sent", "events_overflowed",
                                      "slow_clients_disconnected"), 0)
 
     # -- coroipc callbacks ---------------------------------------------------------------
@@ -60,13 +72,18 @@ class TotemService(Service):
 
     def on_disconnect(self, conn: Connection) -> None:
         self._subscribers.pop(conn.id, None)
+        self._overflow.pop(conn.id, None)
 
     def on_request(self, conn: Connection, function: int, payload: memoryview) -> bytes | None:
         self.counts["requests"] += 1
         try:
             if function == wire.Function.SUBMIT:
+                if conn.id in self._overflow:
+                    return self._behind(wire.encode_submit_reply(wire.Status.TRY_AGAIN, 0))
                 return self._submit(payload)
             if function == wire.Function.SUBMIT_MANY:
+                if conn.id in self._overflow:
+                    return self._behind(wire.encode_submit_many_reply(wire.Status.TRY_AGAIN, 0, 0))
                 return self._submit_many(payload)
             if function == wire.Function.HELLO:
                 return self._hello(conn, payload)
@@ -95,6 +112,11 @@ class TotemService(Service):
         return wire.encode_hello_reply(wire.Hello(
             version=wire.VERSION, subscribed=subscribe, node_id=daemon.node_id, inc=daemon.inc,
             ring_id=daemon.current_ring_id(), members=daemon.current_members()))
+
+    def _behind(self, reply: bytes) -> bytes:
+        """The client has deliveries waiting for it here: it reads first, then sends."""
+        self.counts["try_again_reader_behind"] += 1
+        return reply
 
     def _count(self, status: wire.Status) -> None:
         if status is wire.Status.OK:
@@ -132,27 +154,61 @@ class TotemService(Service):
         return len(self._subscribers)
 
     def broadcast(self, kind: wire.EventKind, payload: Any) -> None:
-        """Send one event to every subscriber; disconnect those that cannot take it."""
+        """Send one event to every subscriber, in order behind any overflow it has."""
         if not self._subscribers:
             return
         for conn in list(self._subscribers.values()):
-            try:
-                conn.send_event(kind, payload)
-                self.counts["events_sent"] += 1
-            except ipc_errors.WouldBlock:
+            overflow = self._overflow.get(conn.id)
+            if overflow is None:
+                try:
+                    conn.send_event(kind, payload)
+                    self.counts["events_sent"] += 1
+                    continue
+                except ipc_errors.WouldBlock:
+                    overflow = self._overflow[conn.id] = (deque(), [0])
+                except ipc_errors.NotConnected:
+                    self._subscribers.pop(conn.id, None)
+                    continue
+            queue, size = overflow
+            queue.append((kind, payload))
+            size[0] += len(payload)
+            self.counts["events_overflowed"] += 1
+            self.overflow_peak_bytes = max(self.overflow_peak_bytes, size[0])
+            if size[0] > self._overflow_limit:
                 self._drop_slow(conn)
+
+    def flush(self) -> None:
+        """Move overflowed events into the event rings as room appears (each loop turn)."""
+        for conn_id, (queue, size) in list(self._overflow.items()):
+            conn = self._subscribers.get(conn_id)
+            if conn is None:
+                del self._overflow[conn_id]
+                continue
+            try:
+                while queue:
+                    kind, payload = queue[0]
+                    conn.send_event(kind, payload)
+                    queue.popleft()
+                    size[0] -= len(payload)
+                    self.counts["events_sent"] += 1
+            except ipc_errors.WouldBlock:
+                continue
             except ipc_errors.NotConnected:
-                self._subscribers.pop(conn.id, None)
+                self._subscribers.pop(conn_id, None)
+            del self._overflow[conn_id]
 
     def _drop_slow(self, conn: Connection) -> None:
         self.counts["slow_clients_disconnected"] += 1
         self._subscribers.pop(conn.id, None)
+        self._overflow.pop(conn.id, None)
         log.warning("disconnecting local client pid %d: it does not read its deliveries "
-                    "(event ring and backlog full)", conn.pid)
+                    "(%d bytes of events waiting)", conn.pid, self._overflow_limit)
         try:
-            conn.close("the client did not read its deliveries (event ring and backlog full)")
+            conn.close("the client did not read its deliveries (event queue full)")
         except ipc_errors.IpcError:
             pass
 
     def stats(self) -> dict[str, int]:
-        return {**self.counts, "subscribers": len(self._subscribers)}
+        return {**self.counts, "subscribers": len(self._subscribers),
+                "overflow_bytes": sum(size[0] for _queue, size in self._overflow.values()),
+                "overflow_peak_bytes": self.overflow_peak_bytes}
