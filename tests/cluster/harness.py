@@ -128,6 +128,11 @@ class Harness:
         if bad:
             raise AssertionError(f"graceful stop exited non-zero: {bad}\n{self.outputs(ids)}")
 
+    def partition(self, groups: Sequence[Iterable[int]]) -> None:
+        lists = [sorted(group) for group in groups]
+        self.cluster.partition(lists)
+        self.note(f"partition {lists}")
+
     # -- load ----------------------------------------------------------------------------
 
     def start_load(self, node_ids: Iterable[int] | None = None, *, rate: int = 200,
