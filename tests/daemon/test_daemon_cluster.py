@@ -3,6 +3,7 @@ back, and the EVS checker over every node's log."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -86,6 +87,22 @@ def test_three_nodes_one_order_crash_and_merge_back_evs_ok(cluster):
     finally:
         clients[3].close()
 
+    loaders = [subprocess.Popen([sys.executable, "-m", "clients.cli", "load", "--run-dir",
+                                 str(nodes[n].run_dir), "--size", "300", "--rate", "300",
+                                 "--duration", "1.5", "--safe-fraction", "0.2", "--json"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for n in (1, 2)]
+    reports = []
+    for loader in loaders:
+        out, err = loader.communicate(timeout=60)
+        assert loader.returncode == 0, out + err
+        reports.append(json.loads(out))
+    for report in reports:
+        assert report["result"] == "OK" and report["sent"] > 100
+        assert report["own_delivered"] == report["sent"]
+        assert report["delivered"] > report["own_delivered"]   # it saw the other loader's too
+        assert report["corrupt"] == report["reordered"] == 0
+
     nodes[3].kill()
     two = {n: nodes[n].wait_members([1, 2], timeout_s=20.0) for n in (1, 2)}
     assert two[1]["ring_id"] == two[2]["ring_id"]
@@ -125,3 +142,4 @@ def test_three_nodes_one_order_crash_and_merge_back_evs_ok(cluster):
     check = subprocess.run([sys.executable, "-m", "clients.cli", "check-evs", str(evs)],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
+    assert "EVS check of 4 incarnations" in check.stdout and "RESULT: OK" in check.stdout

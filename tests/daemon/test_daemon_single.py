@@ -191,3 +191,59 @@ def test_conf_events_reach_a_subscriber_before_the_ring_forms(tmp_path: Path):
             assert client.hello.members == (1,)
     finally:
         node.stop()
+
+
+def test_bad_requests_get_errors_and_the_daemon_keeps_serving(single: Node):
+    from coroipc import IpcClient
+    from coroipc import errors as ipc_errors
+    from totemd import local_codec as wire
+
+    single.start()
+    single.wait_members([1])
+    with IpcClient.connect("totem", run_dir=single.run_dir) as raw:
+        with pytest.raises(ipc_errors.ServiceError):
+            raw.request(99, b"x")
+        with pytest.raises(ipc_errors.ServiceError):
+            raw.request(wire.Function.HELLO, b"\x00")
+        status, accepted, _first = wire.decode_submit_many_reply(
+            raw.request(wire.Function.SUBMIT_MANY, b"\x00\x00\x00\x05garbage"))
+        assert (status, accepted) == (wire.Status.INVALID, 0)
+        status, _sseq = wire.decode_submit_reply(raw.request(wire.Function.SUBMIT, b""))
+        assert status is wire.Status.INVALID
+    with single.client() as client:
+        client.submit(b"fine")
+        assert [e.data for e in _deliveries(client, 1)] == [b"fine"]
+        assert client.stats()["local"]["bad_requests"] == 4
+
+
+def test_a_paused_daemon_reports_that_it_was_not_scheduled(single: Node):
+    single.start()
+    single.wait_members([1])
+    totemd = next(c for c in psutil.Process(single.process.pid).children()
+                  if "totemd" in " ".join(c.cmdline()))
+    totemd.suspend()
+    time.sleep(1.0)  # the fault being injected: 2 x the token timeout without CPU
+    totemd.resume()
+    stats = wait_for(lambda: (lambda s: s if s["daemon"]["loop_stalls"] >= 1 else None)(single.stats()),
+                     10.0, "the stall to be counted")
+    assert stats["daemon"]["loop_stall_max_ms"] >= 900
+    assert "was not scheduled for" in single.log_text()
+    single.wait_members([1])
+
+
+def test_evs_log_to_a_named_file(tmp_path: Path):
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
+    target = tmp_path / "logs" / "node1.jsonl"
+    node = Node(tmp_path, config, 1, evs_dir=target)
+    try:
+        node.start()
+        node.wait_members([1])
+        with node.client() as client:
+            client.submit(b"logged", safe=True)
+            assert len(_deliveries(client, 1)) == 1
+    finally:
+        assert node.stop() == 0
+    events = [line.split('"ev":"')[1].split('"')[0] for line in target.read_text().splitlines()]
+    assert events[0] == "conf" and events[-1] == "stop"
+    assert events.count("submit") == events.count("originate") == events.count("deliver") == 1

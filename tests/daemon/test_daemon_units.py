@@ -1,0 +1,130 @@
+"""The daemon's pure pieces: local interface codec, ring seq store, timer heap,
+statistics keys, coro load's payload check."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clients.load import HEADER, LoadChecker, check_payload, encode_payload
+from totemd import local_codec as wire
+from totemd.daemon import _Timers
+from totemd.ringstore import RingStoreError, load_ring_seq, ring_seq_path, store_ring_seq
+from totemd.srp import Timer
+from totemd.stats import DaemonStats, cmap_items, format_ring_id
+
+
+@given(st.lists(st.tuples(st.binary(max_size=300), st.booleans()), max_size=20))
+def test_submit_many_round_trips(messages):
+    decoded = wire.decode_submit_many(memoryview(wire.encode_submit_many(messages)))
+    assert [(bytes(data), safe) for data, safe in decoded] == messages
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"", r"^SUBMIT_MANY of 0 bytes is shorter than 4$"),
+    (struct.pack("!I", 1), r"^SUBMIT_MANY ends inside the header of message 0$"),
+    (struct.pack("!IBI", 1, 0, 10) + b"abc", r"^SUBMIT_MANY message 0 of 10 bytes overruns the request$"),
+    (struct.pack("!IBI", 1, 4, 0), r"^SUBMIT_MANY message 0 flags 0x4 has unknown bits$"),
+    (struct.pack("!IBI", 0, 0, 0), r"^SUBMIT_MANY has 5 bytes after 0 messages$"),
+])
+def test_malformed_submit_many_is_refused_before_use(payload, message):
+    with pytest.raises(wire.LocalDecodeError, match=message):
+        wire.decode_submit_many(memoryview(payload))
+
+
+def test_origin_header_round_trip_and_rejects_foreign_bytes():
+    header = wire.encode_origin(7, 2**40, True)
+    assert len(header) == wire.ORIGIN.size == 16
+    assert wire.decode_origin(header + b"payload") == (7, 2**40, True)
+    with pytest.raises(wire.LocalDecodeError, match=r"^origin header magic/version 0x57/0 is not ours$"):
+        wire.decode_origin(b"W" + bytes(15))
+    with pytest.raises(wire.LocalDecodeError):
+        wire.decode_origin(b"short")
+
+
+def test_events_round_trip():
+    conf = wire.ConfEvent(kind="TRANS", ring_id=(1, 8), old_ring_id=(1, 4), members=(1, 2),
+                          left=(3,), joined=())
+    assert wire.decode_conf(wire.encode_conf(conf)) == conf
+    reg = wire.ConfEvent(kind="REG", ring_id=(2, 12), old_ring_id=None, members=(1, 2, 3),
+                         joined=(3,))
+    assert wire.decode_conf(wire.encode_conf(reg)) == reg
+    event = wire.decode_deliver(wire.deliver_header(3, 2, 9, (1, 8), 77, True) + b"data")
+    assert (event.mid, event.ring_id, event.seq, event.safe, event.data) == ("3.2.9", (1, 8), 77, True, b"data")
+    with pytest.raises(wire.LocalDecodeError, match=r"^CONFCHG of 48 bytes does not hold 4 node ids$"):
+        wire.decode_conf(wire.encode_conf(reg)[:-4])
+
+
+def test_hello_version_mismatch_is_refused():
+    with pytest.raises(wire.LocalDecodeError, match=r"^local interface version 9 is not 1$"):
+        wire.decode_hello(struct.pack("!HH", 9, 1))
+    assert wire.decode_hello(wire.encode_hello(True)) is True
+
+
+def test_ring_seq_store_is_atomic_text_and_refuses_garbage(tmp_path):
+    assert load_ring_seq(tmp_path, 3) is None
+    store_ring_seq(tmp_path, 3, 44)
+    store_ring_seq(tmp_path, 3, 48)
+    assert load_ring_seq(tmp_path, 3) == 48
+    assert ring_seq_path(tmp_path, 3).read_text() == "48\n"
+    assert sorted(os.listdir(tmp_path)) == ["ringid_3"]
+    ring_seq_path(tmp_path, 3).write_text("forty")
+    with pytest.raises(RingStoreError, match=r"does not hold a ring seq \(got 'forty'\)"):
+        load_ring_seq(tmp_path, 3)
+    with pytest.raises(ValueError):
+        store_ring_seq(tmp_path, 3, -1)
+
+
+def test_timer_heap_fires_only_the_latest_arming():
+    timers = _Timers()
+    timers.set(Timer.JOIN, 10.0)
+    timers.set(Timer.TOKEN_LOSS, 30.0)
+    timers.set(Timer.JOIN, 20.0)          # re-armed: the 10 ms entry is stale
+    timers.set(Timer.CONSENSUS, 5.0)
+    timers.cancel(Timer.CONSENSUS)
+    assert timers.next_deadline() == 20.0
+    assert timers.pop_due(15.0) == []
+    assert timers.pop_due(25.0) == [Timer.JOIN]
+    assert timers.pop_due(100.0) == [Timer.TOKEN_LOSS]
+    assert timers.next_deadline() is None
+
+
+def test_cmap_items_follow_corosync_names():
+    stats = DaemonStats(node_id=2, inc=3, state="OPERATIONAL", ring_id=(1, 0x2C), members=(1, 2),
+                        last_state_change="", token_rotation_ms=12.5,
+                        srp={"orf_token_rx": 9, "rx_malformed": 4, "state": "OPERATIONAL"},
+                        transport={"dropped_unknown_source": 1, "last_send_error": ""},
+                        members_detail={1: {"ip": "127.0.0.1", "join_count": 2, "status": "joined"}})
+    items = cmap_items(stats, config_version=5)
+    assert format_ring_id((1, 0x2C)) == "1.2c"
+    assert items["runtime.totem.ring_id"] == ("1.2c", "str")
+    assert items["runtime.members.1.ip"] == ("r(0) ip(127.0.0.1) ", "str")
+    assert items["runtime.members.1.join_count"] == (2, "u32")
+    assert items["runtime.members.1.config_version"] == (5, "u64")
+    assert items["stats.srp.orf_token_rx"] == (9, "u64")
+    assert items["stats.srp.rx_msg_dropped"] == (5, "u64")
+    assert "stats.srp.state" not in items and "stats.transport.last_send_error" not in items
+
+
+def test_load_payload_detects_corruption_and_reordering():
+    good = encode_payload(1, 99, 5, 100, 123, bytes(range(100)))
+    assert len(good) == 100
+    assert check_payload(good) == (1, 99, 5, 123)
+    bad = bytearray(good)
+    bad[-1] ^= 1
+    with pytest.raises(ValueError, match=r"^CRC mismatch in message 1/99/5$"):
+        check_payload(bytes(bad))
+    assert check_payload(b"not a loader message") is None
+
+    checker = LoadChecker(node=1, pid=99)
+    for counter, sseq in ((1, 1), (2, 2), (2, 3)):
+        data = encode_payload(1, 99, counter, HEADER.size + 4, 0, b"abcd")
+        checker.on_event(wire.DeliverEvent(sender=1, sinc=1, sseq=sseq, ring_id=(1, 4), seq=sseq,
+                                           safe=False, data=data))
+    checker.on_event(wire.DeliverEvent(sender=1, sinc=1, sseq=4, ring_id=(1, 4), seq=4, safe=False,
+                                       data=bytes(bad)))
+    assert (checker.delivered, checker.own_delivered, checker.reordered, checker.corrupt) == (4, 3, 1, 1)
