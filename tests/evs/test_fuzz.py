@@ -36,7 +36,7 @@ RECORD = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     logs=st.dictionaries(
         st.tuples(NODES, st.integers(1, 2)),

@@ -102,6 +102,18 @@ def s7_not_prefixes() -> Case:
     return h, None, ["REG [1,4]", "delivery #1", b.mid, c.mid]
 
 
+def s7_gap_in_regular_delivery() -> Case:
+    """n2 originated x and died; n1 delivered the later y in the same REG
+    without ever delivering x: agreed delivery skipped a message."""
+    h = History()
+    n1, n2 = h.node(1).reg(R4, [1, 2]), h.node(2).reg(R4, [1, 2])
+    x = n2.send(R4)
+    n2.crash()
+    y = n1.send(R4)
+    n1.deliver(y).stop()
+    return h, None, ["n1.1", "seq 2", x.mid, "seq 1", "gap"]
+
+
 def s8_cycle_from_disagreeing_seqs() -> Case:
     """Two nodes split from one ring and each delivers the old ring's two
     messages in its own TRANS, in opposite orders and with seqs that agree
@@ -234,7 +246,7 @@ CASES: dict[str, list[Callable[[], Case]]] = {
     "S4": [s4_reg_after_reg, s4_trans_names_wrong_old_ring, s4_ring_seq_goes_back_after_restart],
     "S5": [s5_same_id_other_members],
     "S6": [s6_delivered_before_its_ring, s6_in_conf_disagrees_with_log],
-    "S7": [s7_not_prefixes],
+    "S7": [s7_not_prefixes, s7_gap_in_regular_delivery],
     "S8": [s8_cycle_from_disagreeing_seqs],
     "S9": [s9_moved_together_delivered_differently],
     "S10": [s10_gap_in_a_senders_stream],

@@ -6,6 +6,8 @@ is O(records) plus, for S11, the total length of the ``deps`` lists.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from .history import ConfKey, Delivery, History, Incarnation, conf_label, ring_label
 from .report import Findings, RuleResult
 
@@ -99,13 +101,26 @@ def check_s14(history: History) -> RuleResult:
 def check_s7(history: History) -> RuleResult:
     """Within one conf, every node's delivery list is a prefix of the longest
     one; seq never goes down within a list, and two messages with one seq
-    (one packed frame) come from one sender."""
+    (one packed frame) come from one sender. In a REG there are no gaps: a
+    node that delivered seq b there delivered every message originated there
+    with a lower seq."""
     findings = Findings("S7")
     lists: dict[ConfKey, list[tuple[Incarnation, list[Delivery]]]] = {}
+    originated = _originated_by_ring(history)
     for incarnation in history.incarnations:
         for key, deliveries in incarnation.delivered_in().items():
             lists.setdefault(key, []).append((incarnation, deliveries))
+    _check_prefixes(lists, findings)
+    for key, entries in lists.items():
+        for incarnation, deliveries in entries:
             _check_seq_order(incarnation, key, deliveries, findings)
+            if key[0] == "REG":
+                _check_no_gap(incarnation, key, deliveries, originated.get(key[1], ()), findings)
+    return findings.result()
+
+
+def _check_prefixes(lists: dict[ConfKey, list[tuple[Incarnation, list[Delivery]]]],
+                    findings: Findings) -> None:
     for key in sorted(lists, key=repr):
         entries = lists[key]
         longest_owner, longest = max(entries, key=lambda entry: len(entry[1]))
@@ -118,7 +133,34 @@ def check_s7(history: History) -> RuleResult:
                         f"{longest[index].mid} (line {longest[index].line})"
                     )
                     break
-    return findings.result()
+
+
+def _originated_by_ring(history: History) -> dict[tuple[int, int], list[tuple[int, str, str]]]:
+    """ring -> [(seq, mid, originator)] sorted by seq, from originate records."""
+    by_ring: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
+    for incarnation in history.incarnations:
+        for originate in incarnation.originates:
+            by_ring.setdefault(originate["ring"], []).append(
+                (originate["seq"], originate["mid"], incarnation.name))
+    for entries in by_ring.values():
+        entries.sort()
+    return by_ring
+
+
+def _check_no_gap(incarnation: Incarnation, key: ConfKey, deliveries: list[Delivery],
+                  originated: Sequence[tuple[int, str, str]], findings: Findings) -> None:
+    # Only below the highest seq delivered: a process killed in the middle
+    # of delivering one packed frame may miss the rest of that frame.
+    top = max(delivery.seq for delivery in deliveries)
+    delivered = {delivery.mid for delivery in deliveries}
+    for seq, mid, originator in originated:
+        if seq >= top:
+            return
+        if mid not in delivered:
+            findings.add(f"{incarnation.name} delivered seq {top} in {conf_label(key)} but never "
+                         f"delivered {mid} (seq {seq}, originated there by {originator}) there: "
+                         f"a gap in agreed delivery")
+            return
 
 
 def _check_seq_order(incarnation: Incarnation, key: ConfKey, deliveries: list[Delivery],
