@@ -41,6 +41,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator
 
+from coroipc import IpcClient
+from coroipc import errors as ipc_errors
 from objdb import codec
 from objdb.errors import (ERROR_BY_STATUS, CmapError, ConnectionLost, DecodeError, InvalidKey, InvalidValue,
                           LimitReached, NoSuchKey, NotConnected, ObjdbError, ReadOnly,
@@ -116,9 +118,6 @@ class CmapClient:
             NotConnected: no objdb answers in ``run_dir``.
             ReadOnly: ``internal`` was asked for by a uid that may not have it.
         """
-        from coroipc import IpcClient
-        from coroipc import errors as ipc_errors
-
         directory = run_dir if run_dir is not None else run_dir_from_env()
         if directory is None:
             raise NotConnected("no run directory: pass run_dir or set CORO_RUN_DIR")
@@ -139,11 +138,11 @@ class CmapClient:
     # -- plumbing ----------------------------------------------------------------
 
     def _call(self, request: codec.Request) -> bytes:
-        from coroipc import errors as ipc_errors
+        return self._call_raw(*codec.encode_request(request))
 
+    def _call_raw(self, function: int, payload: bytes) -> bytes:
         if self._ipc is None:
             raise NotConnected("the cmap client is closed")
-        function, payload = codec.encode_request(request)
         try:
             return self._ipc.request(function, payload,  # type: ignore[attr-defined]
                                      timeout=self._request_timeout)
@@ -188,8 +187,9 @@ class CmapClient:
 
     def get(self, key: str) -> tuple[Value, ValueType]:
         """(value, type) of ``key``; raises like :meth:`get_entry`."""
-        entry = self.get_entry(key)
-        return entry.value, entry.value_type
+        check_key(key)
+        reply = self._call_raw(codec.Function.GET, codec.REQUEST_HEADER + codec.encode_key(key))
+        return codec.decode_value_reply(reply)
 
     def get_typed(self, key: str, value_type: ValueType) -> Value:
         """The value of ``key``, which must have type ``value_type``.
@@ -198,11 +198,11 @@ class CmapClient:
             WrongType: the key has another type.
             NoSuchKey, InvalidKey: as :meth:`get_entry`.
         """
-        entry = self.get_entry(key)
-        if entry.value_type is not value_type:
-            raise WrongType(f"key {key!r} is {entry.value_type.short_name}, "
+        value, found_type = self.get(key)
+        if found_type is not value_type:
+            raise WrongType(f"key {key!r} is {found_type.short_name}, "
                             f"not {value_type.short_name}")
-        return entry.value
+        return value
 
     def get_i8(self, key: str) -> int: return self.get_typed(key, ValueType.INT8)  # type: ignore[return-value]
     def get_u8(self, key: str) -> int: return self.get_typed(key, ValueType.UINT8)  # type: ignore[return-value]
@@ -258,8 +258,10 @@ class CmapClient:
         if not isinstance(value_type, ValueType):
             value_type = ValueType.from_name(str(value_type))
         value = check_value(value_type, value)
-        codec.decode_empty_response(self._call(codec.Set(
-            key=key, value_type=value_type, value=value, force_type=force_type)))
+        reply = self._call_raw(codec.Function.SET,
+                               codec.encode_set(key, value_type, value, force_type))
+        if reply != codec.RESPONSE_OK:
+            codec.decode_empty_response(reply)
 
     def set_many(self, items: "list[tuple[str, Value, ValueType | str]]", *,
                  force_type: bool = False) -> list[CmapError | None]:
@@ -382,8 +384,6 @@ class CmapClient:
             ConnectionLost: the daemon went away or dropped this connection.
             DecodeError: the daemon sent a malformed event (a bug; not expected).
         """
-        from coroipc import errors as ipc_errors
-
         if self._ipc is None:
             raise NotConnected("the cmap client is closed")
         try:

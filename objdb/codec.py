@@ -298,6 +298,12 @@ def encode_request(request: Request) -> tuple[int, bytes]:
     raise TypeError(f"not a cmap request: {request!r}")
 
 
+def encode_set(key: str, value_type: ValueType, value: Value, force_type: bool = False) -> bytes:
+    """A SET request payload (the value already checked), without a request object."""
+    return b"".join((REQUEST_HEADER, b"\x01" if force_type else b"\x00", encode_key(key),
+                     encode_value(value_type, value)))
+
+
 def encoded_set_size(request: Set) -> int:
     """Bytes one set takes in a SET_MANY request (to chunk by size)."""
     return len(_encode_set_fields(request))
@@ -408,6 +414,32 @@ def decode_value_response(payload: bytes | memoryview) -> Entry:
     entry = reader.value()
     reader.end()
     return entry
+
+
+def decode_value_reply(payload: bytes | memoryview) -> tuple[Value, ValueType]:
+    """(value, type) of a value response: :func:`decode_value_response` without the Entry.
+
+    The common case (a well-formed success) is decoded inline; anything else
+    goes through the full decoder, so errors and validation are the same.
+    """
+    if len(payload) >= 10 and payload[:5] == RESPONSE_OK:
+        type_code, length = _VALUE_HEAD.unpack_from(payload, 5)
+        value_type = _VALUE_TYPES.get(type_code)
+        layout = NUMERIC_STRUCTS.get(value_type) if value_type is not None else None
+        if layout is not None and length == layout.size and len(payload) == 10 + length:
+            return layout.unpack_from(payload, 10)[0], value_type  # type: ignore[return-value]
+    entry = decode_value_response(payload)
+    return entry.value, entry.value_type
+
+
+def fast_get_key(payload: bytes | memoryview) -> str | None:
+    """The key of a well-formed GET request, or None (then use :func:`decode_request`,
+    which says what is wrong). Lets the server answer the commonest request
+    without building a request object."""
+    if len(payload) < 5 or payload[:4] != REQUEST_HEADER or len(payload) != 5 + payload[4]:
+        return None
+    raw = bytes(payload[5:])
+    return raw.decode("ascii") if raw.isascii() else None
 
 
 def decode_empty_response(payload: bytes | memoryview) -> None:

@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from coroipc import errors as ipc_errors
 from objdb import codec
 from objdb.errors import CmapError, DecodeError, InvalidRequest, LimitReached, ReadOnly
 from objdb.store import Notification, Store
@@ -38,12 +39,6 @@ LOG = logging.getLogger("objdb.service")
 SERVICE_NAME = "cmap"
 DEFAULT_MAX_TRACKERS = 1024
 DEFAULT_MAX_BAD_REQUESTS = 8
-
-
-def _ipc_error_types() -> tuple[type[BaseException], type[BaseException]]:
-    from coroipc import errors as ipc_errors
-
-    return ipc_errors.WouldBlock, ipc_errors.IpcError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +88,6 @@ class CmapService:
         self._states: dict[int, _ConnectionState] = {}
         self._counts = {"requests": 0, "refused": 0, "bad_requests": 0, "events_sent": 0,
                         "dropped_slow": 0, "dropped_garbage": 0}
-        self._would_block, self._ipc_error = _ipc_error_types()
         self._handlers: dict[type, Callable[[_ConnectionState, Any], bytes]] = {
             codec.Get: self._get, codec.Set: self._set, codec.Delete: self._delete,
             codec.Adjust: self._adjust, codec.Iterate: self._iterate,
@@ -119,6 +113,13 @@ class CmapService:
             state = _ConnectionState(connection)
             self._states[id(connection)] = state
         self._counts["requests"] += 1
+        if function == codec.Function.GET:
+            # Fast path for the commonest request: a well-formed GET of an
+            # existing key. Anything else takes the general path below.
+            key = codec.fast_get_key(payload)
+            entry = self.store.peek(key) if key is not None else None
+            if entry is not None:
+                return codec.encode_value_response(entry)
         try:
             request = codec.decode_request(function, payload)
         except DecodeError as error:
@@ -208,12 +209,12 @@ class CmapService:
             payload = codec.notify_prefix(note.tracker_id) + change
             try:
                 state.connection.send_event(codec.Function.NOTIFY, payload)
-            except self._would_block:
+            except ipc_errors.WouldBlock:
                 LOG.warning("dropping cmap connection (pid %s): it does not read its events",
                             getattr(state.connection, "pid", "?"))
                 self._counts["dropped_slow"] += 1
                 self._drop(state)
-            except self._ipc_error:
+            except ipc_errors.IpcError:
                 self._drop(state)
             else:
                 self._counts["events_sent"] += 1
@@ -239,7 +240,7 @@ class CmapService:
         if close is not None:
             try:
                 close()
-            except self._ipc_error:
+            except ipc_errors.IpcError:
                 pass
 
     def stats(self) -> ServiceStats:

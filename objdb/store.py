@@ -130,6 +130,10 @@ class Store:
             raise NoSuchKey(f"no key {key!r}")
         return entry
 
+    def peek(self, key: str) -> Entry | None:
+        """The entry under ``key``, or None (no validation: for hot paths)."""
+        return self._entries.get(key)
+
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
