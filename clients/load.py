@@ -145,7 +145,7 @@ def _run_dir(args: argparse.Namespace) -> str:
     if args.run_dir:
         return args.run_dir
     if args.config:
-        from totemd.daemon import resolve_settings
+        from totemd.settings import resolve_settings
         return resolve_settings(args.config, node_id=args.node_id).run_dir
     directory = os.environ.get("CORO_RUN_DIR")
     if not directory:

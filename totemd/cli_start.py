@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from totemd.daemon import NodeSettings, StartupError, resolve_settings
+from totemd.settings import NodeSettings, StartupError, resolve_settings
 
 __all__ = ["add_arguments", "run", "Supervisor", "PID_FILE"]
 

@@ -1,0 +1,142 @@
+"""Node settings for totemd: corosync.conf resolved for one node, and the EVS log target.
+
+``resolve_settings`` loads the configuration (coroconf), picks this node's
+nodelist entry (by ``--node-id``, or by matching the host's addresses) and
+collects what the daemon needs: bind address and port, transport mode,
+peers, the core's ``TotemParams``, the run and state directories.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from totemd.evslog import EventLog
+from totemd.srp import TotemParams
+
+__all__ = ["NodeSettings", "StartupError", "resolve_settings", "open_event_log"]
+
+
+class StartupError(Exception):
+    """The node cannot start: the configuration does not name this node, an
+    address cannot be bound, the state directory is unusable. The message says
+    what to fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSettings:
+    """Everything the daemon needs, resolved from corosync.conf and the command line."""
+
+    node_id: int
+    bind_address: str
+    port: int
+    mode: str
+    peers: dict[int, str]
+    params: TotemParams
+    run_dir: str
+    state_dir: str
+    cluster_name: str = "coro"
+    config_version: int = 0
+    multicast_group: str | None = None
+    multicast_ttl: int = 1
+    evs_log: str | None = None
+    config_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve_address(address: str) -> str:
+    """A ring address as an IP literal (names are resolved once, at start)."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+        return address
+    except OSError:
+        pass
+    try:
+        return socket.getaddrinfo(address, None, type=socket.SOCK_DGRAM)[0][4][0]
+    except OSError as error:
+        raise StartupError(f"cannot resolve ring address {address!r}: {error}") from error
+
+
+def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: str | None = None,
+                     state_dir: str | None = None, evs_log: str | None = None,
+                     send_queue_bytes: int | None = None) -> NodeSettings:
+    """Load corosync.conf and find this node in it.
+
+    Args:
+        config_path: the file.
+        node_id: pick this nodelist entry (several nodes on one machine);
+            None: the entry whose ring0_addr is an address of this host.
+        run_dir, state_dir: override ``system.run_dir``/``system.state_dir``.
+        evs_log: directory (or .jsonl file) for the EVS event log.
+        send_queue_bytes: bound of the send queue (default: the core's).
+
+    Raises:
+        StartupError: the file is invalid or does not name this node.
+    """
+    import coroconf
+    from coroconf.host import host_addresses
+
+    try:
+        config = coroconf.load(config_path)
+    except coroconf.ConfigError as error:
+        raise StartupError(str(error)) from error
+    if node_id is not None:
+        node = config.nodelist.by_nodeid(node_id)
+        if node is None or node.ring0_addr is None:
+            known = ", ".join(str(n.nodeid) for n in config.nodelist) or "none"
+            raise StartupError(f"node id {node_id} is not in the nodelist of {config_path} "
+                               f"(node ids: {known})")
+        bind = node.ring0_addr
+    else:
+        addresses = host_addresses()
+        node_id = config.local_nodeid(addresses)
+        bind = config.bind_address(addresses)
+        if node_id is None or bind is None:
+            raise StartupError(f"no nodelist entry of {config_path} has an address of this host "
+                               "(pass --node-id to pick one)")
+    link = config.totem.interface(0)
+    peers = {n.nodeid: _resolve_address(n.ring0_addr) for n in config.nodelist
+             if n.ring0_addr is not None}
+    overrides: dict[str, Any] = {}
+    if send_queue_bytes is not None:
+        overrides = {"max_queued_bytes": send_queue_bytes,
+                     "max_message_size": min(send_queue_bytes, 1 << 20)}
+    try:
+        params = coroconf.totem_params(config, **overrides)
+    except ValueError as error:
+        raise StartupError(f"{config_path}: {error}") from error
+    return NodeSettings(
+        node_id=node_id, bind_address=_resolve_address(bind),
+        port=link.mcastport if link is not None else 5405,
+        mode=config.totem.network_transport, peers=peers, params=params,
+        run_dir=run_dir or config.system.run_dir, state_dir=state_dir or config.system.state_dir,
+        cluster_name=config.totem.cluster_name or "coro",
+        config_version=config.totem.config_version,
+        multicast_group=link.mcastaddr if link is not None else None,
+        multicast_ttl=link.ttl if link is not None else 1, evs_log=evs_log,
+        config_path=config_path)
+
+
+class _FileEventLog(EventLog):
+    """An EventLog written to one named file (``--evs-log FILE``) instead of
+    ``<dir>/n<node>.<inc>.jsonl``."""
+
+    def __init__(self, path: Path, node: int, inc: int) -> None:
+        super().__init__(None, node, inc)
+        self.records = None
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+def open_event_log(target: str, node: int, inc: int) -> EventLog:
+    """A directory (created if missing) gets ``n<node>.<inc>.jsonl``; a path
+    ending in ``.jsonl`` is used as the file itself."""
+    path = Path(target)
+    if path.suffix == ".jsonl" and not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _FileEventLog(path, node, inc)
+    path.mkdir(parents=True, exist_ok=True)
+    return EventLog(path, node, inc)
