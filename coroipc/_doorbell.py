@@ -29,7 +29,6 @@ import threading
 __all__ = ["Doorbell", "ring_address", "fence", "wait_readable"]
 
 _sender: socket.socket | None = None
-_sender_pid = 0
 _sender_lock = threading.Lock()
 _fence_lock = threading.Lock()
 _fence_acquire = _fence_lock.acquire
@@ -50,17 +49,27 @@ def fence() -> None:
 
 
 def _get_sender() -> socket.socket:
-    global _sender, _sender_pid
-    pid = os.getpid()
-    if _sender is None or _sender_pid != pid:
+    global _sender
+    sender = _sender
+    if sender is None:
         with _sender_lock:
-            if _sender is None or _sender_pid != pid:
-                if _sender is not None:
-                    _sender.close()  # inherited over fork: this process's copy
+            if _sender is None:
                 sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 sender.setblocking(False)
-                _sender, _sender_pid = sender, pid
-    return _sender
+                _sender = sender
+            sender = _sender
+    return sender
+
+
+def _forget_sender_after_fork() -> None:
+    """A forked child gets its own sender (the inherited copy is closed)."""
+    global _sender
+    if _sender is not None:
+        _sender.close()
+        _sender = None
+
+
+os.register_at_fork(after_in_child=_forget_sender_after_fork)
 
 
 @atexit.register

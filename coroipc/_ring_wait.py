@@ -17,13 +17,61 @@ from coroipc._ring_layout import (CLOSED, R_EPOCH, R_FLAGS, R_PID, R_POS, SLEEPI
                                   frame_size)
 from coroipc.errors import ConnectionLost, Timeout
 
-__all__ = ["WaitMixin"]
+__all__ = ["WaitMixin", "SpinPolicy"]
 
 #: How long a blocking wait sleeps before re-checking the peer's liveness when
 #: no pidfd or watch descriptor can tell us sooner.
 _LIVENESS_SLICE_S = 0.25
 #: Checks of the ring before a spinning waiter starts yielding the CPU.
 _TIGHT_SPINS = 20
+#: A spin budget below this is not worth a loop: sleep at once.
+_MIN_SPIN_NS = 2_000
+
+
+class SpinPolicy:
+    """Adaptive spin-then-sleep: spin only as long as spinning pays.
+
+    On an idle machine the peer answers within microseconds on the other
+    core, and spinning saves a wake-up (two system calls and a context
+    switch). On a loaded machine the peer is often not running at all, and
+    every microsecond of spinning is stolen from it or from others. So the
+    budget halves after each spin that found nothing, and after a sleep that
+    ended sooner than the maximum it becomes twice that sleep (the peer's
+    actual answer time), up to ``max_ns``.
+    """
+
+    __slots__ = ("max_ns", "budget_ns")
+
+    def __init__(self, max_ns: int) -> None:
+        self.max_ns = max(0, max_ns)
+        self.budget_ns = self.max_ns
+
+    def spin(self, ready) -> bool:
+        """Poll ``ready()`` within the budget; True once it returns true.
+
+        A few tight checks catch a peer on the other core; after that each
+        check yields the CPU, so a peer that shares our core can run.
+        """
+        budget = self.budget_ns
+        if budget < _MIN_SPIN_NS:
+            return ready()
+        clock = time.perf_counter_ns
+        end = clock() + budget
+        for _ in range(_TIGHT_SPINS):
+            if ready():
+                return True
+        yield_cpu = os.sched_yield
+        while clock() < end:
+            yield_cpu()
+            if ready():
+                return True
+        self.budget_ns = budget >> 1
+        return False
+
+    def slept(self, elapsed_ns: int) -> None:
+        """A sleep ended after ``elapsed_ns`` with the peer's answer: adapt."""
+        if elapsed_ns < self.max_ns:
+            self.budget_ns = min(self.max_ns, max(2 * elapsed_ns, 2 * _MIN_SPIN_NS))
 
 
 class WaitMixin:
@@ -58,8 +106,13 @@ class WaitMixin:
             self._writer_bell = Doorbell(self._writer_address)
         return self._writer_bell
 
-    def arm_reader(self) -> bool:
+    def arm_reader(self, drain: bool = True) -> bool:
         """Ask the writer to ring our doorbell on the next write.
+
+        Args:
+            drain: first consume wake-ups already queued, so that a poll on
+                :meth:`fileno` blocks until the next one (internal waits
+                drain after they wake instead).
 
         Returns:
             True if data is already waiting (then do not sleep: read it).
@@ -67,7 +120,9 @@ class WaitMixin:
         if not self._is_reader:
             self.become_reader()
         words = self._words
-        self._get_reader_bell().drain()
+        bell = self._get_reader_bell()
+        if drain:
+            bell.drain()
         words[R_EPOCH] += 1
         words[R_FLAGS] = SLEEPING
         fence()
@@ -77,7 +132,7 @@ class WaitMixin:
         if self._words is not None and self._is_reader:
             self._words[R_FLAGS] = 0
 
-    def arm_writer(self, needed: int = 1) -> bool:
+    def arm_writer(self, needed: int = 1, drain: bool = True) -> bool:
         """Ask the reader to ring our writer doorbell when it frees space.
 
         Returns:
@@ -86,7 +141,9 @@ class WaitMixin:
         if not self._is_writer:
             self.become_writer()
         words = self._words
-        self._get_writer_bell().drain()
+        bell = self._get_writer_bell()
+        if drain:
+            bell.drain()
         words[W_EPOCH] += 1
         words[W_FLAGS] = SLEEPING
         fence()
@@ -106,16 +163,18 @@ class WaitMixin:
         """
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout
-        if self._spin(self.readable):
+        if self._spinner.spin(self.readable):
             return
+        started = time.perf_counter_ns()
         while True:
-            if self.arm_reader():
+            if self.arm_reader(drain=False):
                 break
             if self._words[W_FLAGS] & CLOSED:
                 self.disarm_reader()
                 raise ConnectionLost(f"ring {self.name}: the writer closed its end")
             self._sleep(self._reader_bell, W_PID, deadline, "writer")
         self.disarm_reader()
+        self._spinner.slept(time.perf_counter_ns() - started)
 
     def wait_writable(self, size: int, timeout: float | None = None) -> None:
         """Return once a message of ``size`` payload bytes would fit.
@@ -133,37 +192,18 @@ class WaitMixin:
         def has_room() -> bool:
             return capacity - (self._wpos - self._words[R_POS]) >= needed
 
-        if self._spin(has_room):
+        if self._spinner.spin(has_room):
             return
+        started = time.perf_counter_ns()
         while True:
-            if self.arm_writer(needed):
+            if self.arm_writer(needed, drain=False):
                 break
             if self._words[R_FLAGS] & CLOSED:
                 self.disarm_writer()
                 raise ConnectionLost(f"ring {self.name}: the reader closed its end")
             self._sleep(self._writer_bell, R_PID, deadline, "reader")
         self.disarm_writer()
-
-    def _spin(self, ready) -> bool:
-        """Poll ``ready`` for up to spin_us before the caller sleeps.
-
-        A few tight checks catch a peer that is running on the other core;
-        after that each check yields the CPU, so a peer that shares our core
-        (a loaded machine) gets to run instead of waiting out our spin.
-        """
-        if self._spin_ns <= 0:
-            return ready()
-        clock = time.perf_counter_ns
-        end = clock() + self._spin_ns
-        for _ in range(_TIGHT_SPINS):
-            if ready():
-                return True
-        yield_cpu = os.sched_yield
-        while clock() < end:
-            yield_cpu()
-            if ready():
-                return True
-        return False
+        self._spinner.slept(time.perf_counter_ns() - started)
 
     def _sleep(self, bell: Doorbell, peer_pid_word: int, deadline: float | None, peer: str) -> None:
         """One sleep on ``bell`` plus the peer's pidfd and watch fds."""
@@ -179,7 +219,9 @@ class WaitMixin:
         if pidfd < 0 or remaining is None:
             remaining = _LIVENESS_SLICE_S if remaining is None else min(remaining, _LIVENESS_SLICE_S)
         ready = wait_readable(fds, remaining)
-        if ready and ready != [bell.fileno()]:
+        if ready:
+            if bell.fileno() in ready:
+                bell.drain(1)  # one wake-up per sleep epoch: one datagram
             if any(fd in ready for fd in self.watch_fds) or pidfd in ready:
                 self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
                 raise ConnectionLost(f"ring {self.name}: the {peer} went away")

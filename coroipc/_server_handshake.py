@@ -75,6 +75,8 @@ class HandshakeMixin:
         return 1
 
     def _handshake_readable(self, pending: PendingHandshake) -> int:
+        if pending.sock.fileno() < 0:
+            return 0  # failed earlier in this batch of events
         try:
             data = pending.sock.recv(4096)
         except (BlockingIOError, InterruptedError):

@@ -19,6 +19,7 @@ from coroipc.ring import Ring
 __all__ = ["send_handshake", "recv_handshake", "HandshakeBuffer", "put_message", "peer_credentials"]
 
 _CREDENTIALS = struct.Struct("3i")
+_pack_header = codec.MESSAGE_HEADER.pack
 _MAX_FDS = 3
 
 
@@ -110,12 +111,7 @@ def put_message(ring: Ring, function: int, status: int, ident: int, payload) -> 
     Raises:
         WouldBlock, MessageTooLarge, ConnectionLost, NotConnected: as the ring's.
     """
-    length = len(payload)
-    view = ring.reserve_nowait(16 + length)
-    codec.MESSAGE_HEADER.pack_into(view, 0, function, status, ident)
-    view[16:] = payload
-    view.release()
-    ring.commit(16 + length)
+    ring.write_prefixed_nowait(_pack_header(function, status, ident), payload)
 
 
 def parse_message(view) -> tuple[int, int, int]:

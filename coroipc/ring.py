@@ -30,7 +30,7 @@ from coroipc._ring_layout import (CLOSED, FRAME, FRAME_CHECK, FRAME_ONE, HEADER_
                                   KIND_PAD, LAYOUT_VERSION, MAGIC, MIN_CAPACITY, ONE_OVERHEAD, R_FLAGS, R_PID,
                                   R_POS, SLEEPING, STATIC, W_EPOCH, W_FLAGS, W_PID, W_POS, R_EPOCH, frame_size,
                                   validate_header)
-from coroipc._ring_wait import WaitMixin
+from coroipc._ring_wait import SpinPolicy, WaitMixin
 from coroipc.errors import ConnectionLost, MessageTooLarge, NotConnected, RingCorrupted, WouldBlock
 
 __all__ = ["Ring", "RingStats", "HEADER_SIZE", "MAGIC", "LAYOUT_VERSION", "frame_size", "READ_BATCH_BYTES"]
@@ -88,7 +88,7 @@ class Ring(WaitMixin):
         self.name = name
         self._mmap = mapping
         self._owner = owner
-        self._spin_ns = int(spin_us * 1000)
+        self._spinner = SpinPolicy(int(spin_us * 1000))
         try:
             self.capacity = validate_header(mapping)
             self._view = memoryview(mapping)
@@ -323,6 +323,39 @@ class Ring(WaitMixin):
         counters["bytes_written"] += length
         self._publish_write()
 
+    def write_prefixed_nowait(self, prefix: bytes, data) -> None:
+        """Write one message made of ``prefix`` + ``data`` (e.g. a header and a
+        payload) with one copy of each, without joining them first.
+
+        Raises:
+            As :meth:`write_nowait`.
+        """
+        if not self._is_writer:
+            self.become_writer()
+        prefix_length = len(prefix)
+        length = prefix_length + len(data)
+        if length > self.max_message_size:
+            raise MessageTooLarge(f"message of {length} bytes exceeds this ring's limit of {self.max_message_size}")
+        size = (length + ONE_OVERHEAD + 15) & ~15
+        wpos = self._wpos
+        capacity = self.capacity
+        offset = wpos % capacity
+        if size > capacity - offset or capacity - (wpos - self._read_cache) < size:
+            offset = self._claim(size)
+            if offset < 0:
+                self._full()
+        start = HEADER_SIZE + offset + ONE_OVERHEAD
+        FRAME_ONE.pack_into(self._mmap, start - ONE_OVERHEAD, KIND_DATA, 1, length,
+                            KIND_DATA ^ 1 ^ length ^ FRAME_CHECK, length)
+        view = self._view
+        view[start:start + prefix_length] = prefix
+        view[start + prefix_length:start + length] = data
+        self._wpos += size
+        counters = self._count
+        counters["messages_written"] += 1
+        counters["bytes_written"] += length
+        self._publish_write()
+
     def _full(self):
         self._count["would_block"] += 1
         if self._words[R_FLAGS] & CLOSED:
@@ -475,8 +508,11 @@ class Ring(WaitMixin):
         words[R_PID] = os.getpid()
         self._rpos = words[R_POS]
 
-    def _next_frame(self) -> list[int] | None:
+    def _next_frame(self, written: int) -> list[int] | None:
         """Parse the next DATA frame at the read position (skipping PAD).
+
+        Args:
+            written: the writer's position, loaded once by the caller.
 
         Returns:
             the absolute mmap offsets [start0, end0 = start1, ..., endN], or
@@ -489,7 +525,7 @@ class Ring(WaitMixin):
         capacity = self.capacity
         while True:
             rpos = self._rpos
-            available = self._words[W_POS] - rpos
+            available = written - rpos
             if available <= 0:
                 if available < 0:
                     raise RingCorrupted(f"ring {self.name}: write position is behind the read position")
@@ -533,10 +569,13 @@ class Ring(WaitMixin):
             self.become_reader()
         spans: list[tuple[int, int, list[int]]] = []
         budget = sys.maxsize if max_count is None else max_count
+        written = self._words[W_POS]
         while budget > 0 and max_bytes > 0:
             ends = self._pending
             if ends is None:
-                ends = self._next_frame()
+                if self._rpos == written:
+                    break
+                ends = self._next_frame(written)
                 if ends is None:
                     break
                 self._pending, self._pending_index = ends, 0

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from coroipc import _shm, codec
 from coroipc._server_handshake import MAX_RING, MIN_RING, HandshakeMixin, PendingHandshake
+from coroipc._ring_wait import SpinPolicy
 from coroipc._wire import parse_message, put_message, send_handshake
 from coroipc.errors import (ConnectionLost, IpcError, MessageTooLarge, NotConnected, ProtocolError,
                             RingCorrupted, WouldBlock)
@@ -226,7 +227,7 @@ class IpcServer(HandshakeMixin):
         self.max_connections = max_connections
         self.max_ring_size = max(max_ring_size, ring_size, self.event_ring_size)
         self.requests_per_turn = requests_per_turn
-        self._spin_ns = int(spin_us * 1000)
+        self._spinner = SpinPolicy(int(spin_us * 1000))
         self._selector: selectors.BaseSelector | None = None
         self._listeners: dict[str, socket.socket] = {}
         self._handshakes: dict[int, PendingHandshake] = {}
@@ -352,24 +353,25 @@ class IpcServer(HandshakeMixin):
         if self._selector is None:
             raise NotConnected("the server is not started")
         done = self._turn(0.0)
-        if done or timeout <= 0:
-            self._arm_idle()
+        if timeout <= 0:
+            self._arm_idle()  # the caller polls fileno() next: wake-ups must reach it
             return done
-        if self._spin():
+        if done:
+            return done  # still busy: clients need not ring us
+        if self._connections and self._spinner.spin(self._request_waiting):
             return self._turn(0.0)
+        started = time.perf_counter_ns()
         if self._arm_idle():
             return self._turn(0.0)
-        return self._turn(timeout)
+        done = self._turn(timeout)
+        if done:
+            self._spinner.slept(time.perf_counter_ns() - started)
+        return done
 
-    def _spin(self) -> bool:
-        if self._spin_ns <= 0 or not self._connections:
-            return False
-        end = time.perf_counter_ns() + self._spin_ns
-        connections = list(self._connections.values())
-        while time.perf_counter_ns() < end:
-            for conn in connections:
-                if not conn.closed and not conn.response_backlog and conn.request_ring.readable():
-                    return True
+    def _request_waiting(self) -> bool:
+        for conn in self._connections.values():
+            if not conn.response_backlog and conn.request_ring.readable():
+                return True
         return False
 
     def _arm_idle(self) -> bool:
@@ -380,7 +382,7 @@ class IpcServer(HandshakeMixin):
                 continue
             try:
                 conn.armed = True
-                if conn.request_ring.arm_reader():
+                if conn.request_ring.arm_reader(drain=False):  # drained when its doorbell fires
                     ready = True
             except IpcError as error:
                 self._disconnect(conn, RefuseCode.CORRUPTED, f"request ring failed: {error}")
@@ -394,9 +396,12 @@ class IpcServer(HandshakeMixin):
                 done += self._accept(key.fileobj, target)
             elif kind == "handshake":
                 done += self._handshake_readable(target)
+            elif target.closed:
+                continue  # disconnected earlier in this batch of events
             elif kind == "socket":
                 self._socket_readable(target)
             elif kind == "request":
+                target.request_ring._reader_bell.drain(1)
                 target.armed = False  # its doorbell rang: re-arm before the next sleep
             elif kind == "space":
                 for ring in (target.response_ring, target.event_ring):
@@ -407,7 +412,9 @@ class IpcServer(HandshakeMixin):
             if conn.response_backlog or conn in self._backlogged:
                 done += self._flush(conn)
             if not conn.response_backlog and conn.request_ring.readable():
-                conn.armed = False
+                if conn.armed:
+                    conn.request_ring.disarm_reader()  # we are awake: no wake-ups until we arm again
+                    conn.armed = False
                 done += self._serve_requests(conn)
         self._check_deadlines()
         return done
