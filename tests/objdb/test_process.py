@@ -111,10 +111,21 @@ def test_coro_cmap_track_prints_a_set_made_elsewhere(node) -> None:
     assert tracker.returncode == 0
 
 
-def test_corosync_cmapctl_compatible_output(node) -> None:
+def test_corosync_cmapctl_compatible_output(node, capsys, monkeypatch) -> None:
+    # In-process (clients.cli.main) to save a Python start-up per call; the
+    # subprocess tests above and below cover the real command line.
+    import io
+
+    from clients.cli import main
+
+    monkeypatch.setenv("CORO_RUN_DIR", str(node.run_dir))
+
     def coro(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(node.coro("cmap", *args), env=node.env(), capture_output=True,
-                              text=True, timeout=60, input=stdin)
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+        status = main(["cmap", *args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, status, captured.out, captured.err)
 
     dump = coro()
     assert dump.returncode == 0
@@ -141,6 +152,23 @@ def test_corosync_cmapctl_compatible_output(node) -> None:
     assert coro("-D", "app.").returncode == 0
     assert coro("app.").returncode == 1
     assert coro("-g").stderr == "Expected key after options\n"
+
+
+def test_cmapctl_track_flag_prints_events_until_q(node) -> None:
+    tracker = subprocess.Popen(node.coro("cmap", "-T", "app."), env=node.env(), text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert tracker.stdout.readline() == 'Type "q" to finish\n'
+        with CmapClient.connect(node.run_dir) as cmap:
+            cmap.set("app.t", "v", ValueType.STRING)
+            assert tracker.stdout.readline() == "create> app.t (str) = v\n"
+            cmap.delete("app.t")
+            assert tracker.stdout.readline() == "delete> app.t (str) = v\n"
+        out, _err = tracker.communicate("q\n", timeout=30)
+    finally:
+        tracker.kill()
+        tracker.wait()
+    assert (tracker.returncode, out) == (0, "")
 
 
 def test_coro_cmap_verbs_and_json(node) -> None:
