@@ -270,3 +270,36 @@ def test_stats_are_frozen_snapshots(running, tmp_path, service):
             conn_stats.requests = 5
         assert running.stats().connections == 1
         assert client.stats().requests == 1
+
+
+def test_connect_disconnect_cycles_leak_no_descriptors(running, tmp_path, service):
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with IpcClient.connect("test", run_dir=tmp_path) as warm_up:  # lazily created sockets exist from here
+        warm_up.request(ECHO, b"x", timeout=5.0)
+    assert wait_for(lambda: running.stats().connections == 0)
+    before = open_descriptors()
+    for _ in range(30):
+        with IpcClient.connect("test", run_dir=tmp_path) as client:
+            client.request(EVENTS, b"2", timeout=5.0)
+    assert wait_for(lambda: running.stats().connections == 0)
+    assert open_descriptors() == before
+    assert len(service.disconnected) == 31
+
+
+def test_group_policy_admits_by_gid(tmp_path):
+    server = IpcServer(tmp_path, [TestService()], allowed_uids={os.getuid() + 4242}, allowed_gids={os.getgid()})
+    with ServerThread(server):
+        with IpcClient.connect("test", run_dir=tmp_path) as client:
+            assert client.request(ECHO, b"by group", timeout=5.0) == b"by group"
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowning a segment to another user needs root")
+def test_segments_are_chowned_to_the_client_when_root():
+    from coroipc import Ring
+
+    with Ring.create(4096, owner=(65534, 65534)) as ring:
+        info = os.stat("/dev/shm" + ring.name)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600)
