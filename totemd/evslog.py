@@ -144,7 +144,7 @@ class EventLog:
                 seq: int, safe: bool, crc: int, in_conf: Any, t: int | None = None) -> None:
         """The message was delivered to the application here. ``in_conf`` is
         the id of the last conf this incarnation delivered (a ring id or a
-        TRANS id)."""
+        TRANS id; None before any)."""
         self._add(t, "deliver", {
             "mid": mid, "sender": sender, "sinc": sinc, "sseq": sseq,
             "orig_ring": _ring(orig_ring), "seq": seq, "safe": bool(safe), "crc": crc,
@@ -210,8 +210,12 @@ class EventLog:
         self.close()
 
 
-def _any_conf_id(conf_id: Any) -> list[Any]:
-    """A ring id ``[rep, seq]`` or a TRANS id ``[[..], [..]]``."""
+def _any_conf_id(conf_id: Any) -> list[Any] | None:
+    """A ring id ``[rep, seq]`` or a TRANS id ``[[..], [..]]``; None (a
+    delivery before any configuration, a bug the checker's S6 reports) is
+    written as null rather than crashing the node that logs it."""
+    if conf_id is None:
+        return None
     first = conf_id[0]
     if isinstance(first, (list, tuple)):
         return _conf_id("TRANS", conf_id)

@@ -58,6 +58,12 @@ def test_file_log_follows_the_schema_and_flushes_on_stop(tmp_path) -> None:
         log.conf("REG", (1, 12), [1], t=1)
 
 
+def test_delivery_before_any_configuration_is_logged_not_raised() -> None:
+    log = EventLog(None, 1, 1)
+    log.deliver("1.1.1", 1, 1, 1, (1, 4), 1, False, 0, None, t=5)
+    assert log.records[0]["in_conf"] is None
+
+
 def test_memory_log_keeps_the_same_records() -> None:
     log = EventLog(None, 1, 1)
     _write_sample(log)

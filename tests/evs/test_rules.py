@@ -92,6 +92,14 @@ def s6_in_conf_disagrees_with_log() -> Case:
     return h, None, ["in_conf REG [1,2]", "REG [1,4]"]
 
 
+def s6_delivered_before_any_configuration() -> Case:
+    h = History()
+    n1 = h.node(1)
+    m = n1.send(R4)
+    n1.deliver(m, in_conf=None).reg(R4, [1]).stop()
+    return h, None, ["n1.1", m.mid, "before installing any configuration"]
+
+
 def s7_not_prefixes() -> Case:
     h = History()
     n1, n2, n3 = (h.node(i).reg(R4, [1, 2, 3]) for i in (1, 2, 3))
@@ -245,7 +253,8 @@ CASES: dict[str, list[Callable[[], Case]]] = {
     "S3": [s3_not_self_included],
     "S4": [s4_reg_after_reg, s4_trans_names_wrong_old_ring, s4_ring_seq_goes_back_after_restart],
     "S5": [s5_same_id_other_members],
-    "S6": [s6_delivered_before_its_ring, s6_in_conf_disagrees_with_log],
+    "S6": [s6_delivered_before_its_ring, s6_in_conf_disagrees_with_log,
+           s6_delivered_before_any_configuration],
     "S7": [s7_not_prefixes, s7_gap_in_regular_delivery],
     "S8": [s8_cycle_from_disagreeing_seqs],
     "S9": [s9_moved_together_delivered_differently],

@@ -20,6 +20,9 @@ TransId = tuple[RingId, RingId]
 # A configuration key: ("REG", ring id) or ("TRANS", (old ring id, new ring id)).
 ConfKey = tuple[str, Any]
 
+# in_conf of a delivery logged before any configuration (JSON null).
+NO_CONF: ConfKey = ("NONE", None)
+
 FILE_PATTERN = re.compile(r"^n(\d+)\.(\d+)\.jsonl$")
 HARNESS_FILE = "harness.jsonl"
 
@@ -144,6 +147,8 @@ class History:
 def conf_label(key: ConfKey) -> str:
     """``REG [1,4]`` / ``TRANS [[1,4],[1,8]]`` for witnesses."""
     kind, conf_id = key
+    if conf_id is None:
+        return "no configuration (null)"
     return f"{kind} {json.dumps(conf_id, separators=(',', ':'))}".replace("(", "[").replace(")", "]")
 
 
@@ -199,7 +204,10 @@ class _Checker:
         raise self.fail(f"{name!r} must be a ring id [rep, seq], got {value!r}")
 
     def conf_key(self, value: Any, name: str) -> ConfKey:
-        """A REG ring id or a TRANS id, told apart by shape."""
+        """A REG ring id or a TRANS id, told apart by shape; null (a delivery
+        before any configuration, which S6 reports) is ("NONE", None)."""
+        if value is None:
+            return NO_CONF
         if isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(
             value[0], (list, tuple)
         ):
