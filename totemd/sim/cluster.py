@@ -76,7 +76,8 @@ class _Node:
     rate: float = 1.0
     base_virtual: float = 0.0
     base_local: float = 0.0
-    timers: dict = field(default_factory=dict)
+    timers: dict = field(default_factory=dict)         # timer -> local deadline
+    timer_entries: dict = field(default_factory=dict)  # timer -> generation in the heap
     timer_generation: int = 0
     sseq: int = 0
     last_delivered: str | None = None
@@ -160,18 +161,22 @@ class Cluster:
             if kind == _PACKET:
                 core.receive(payload, node.local(at))
             elif kind == _TIMER:
+                # One heap entry per armed timer: a re-arm to a later deadline
+                # only moves the deadline, and the entry re-queues itself.
                 timer, generation = payload
-                armed = node.timers.get(timer)
-                if armed is None or armed[1] != generation:
+                if node.timer_entries.get(timer) != generation:
+                    continue
+                deadline = node.timers.get(timer)
+                if deadline is None:
+                    del node.timer_entries[timer]
                     continue
                 local = node.local(at)
-                deadline = armed[0]
                 if local + 1e-6 < deadline:
-                    # The node's clock rate changed since the timer was armed.
                     self._push(max(at + 1e-6, node.virtual(deadline)), _TIMER, node_id,
                                payload, inc)
                     continue
                 del node.timers[timer]
+                del node.timer_entries[timer]
                 core.timer_expired(timer, max(local, deadline))
             elif kind == _SUBMIT:
                 self._submit(node)
@@ -187,6 +192,7 @@ class Cluster:
             return
         node.inc += 1
         node.timers.clear()
+        node.timer_entries.clear()
         node.sseq = 0
         node.last_delivered = None
         node.in_conf = None
@@ -210,6 +216,7 @@ class Cluster:
             return
         node.core = None
         node.timers.clear()
+        node.timer_entries.clear()
         node.log.crash(t=int(self.now * _NS))
 
     def leave_node(self, node_id: int) -> None:
@@ -321,10 +328,15 @@ class Cluster:
             elif kind is Deliver:
                 self._log_deliver(node, action)
             elif kind is SetTimer:
-                node.timer_generation += 1
-                node.timers[action.timer] = (action.deadline_ms, node.timer_generation)
-                self._push(max(self.now, node.virtual(action.deadline_ms)), _TIMER, me,
-                           (action.timer, node.timer_generation), node.inc)
+                timer = action.timer
+                previous = node.timers.get(timer)
+                node.timers[timer] = action.deadline_ms
+                if previous is None or action.deadline_ms < previous \
+                        or timer not in node.timer_entries:
+                    node.timer_generation += 1
+                    node.timer_entries[timer] = node.timer_generation
+                    self._push(max(self.now, node.virtual(action.deadline_ms)), _TIMER, me,
+                               (timer, node.timer_generation), node.inc)
             elif kind is SendUnicast:
                 self._send(me, action.dest, action.data, True)
             elif kind is CancelTimer:

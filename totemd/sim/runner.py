@@ -5,7 +5,7 @@ The phases of a run (virtual time, T = effective token timeout):
 1. all nodes start at 0; the workload runs at every node;
 2. faults from the schedule during [0, fault_ms);
 3. at fault_ms the network heals, pauses end, crashed nodes restart;
-4. converge for T_conv = 2 x (T + consensus) + 20 x join;
+4. converge for T_conv = 3 x (T + consensus) + 30 x join;
 5. quiet window [S, E] of quiet_ms: the workload continues until E - drain,
    then every node stops cleanly and the logs go to the EVS checker
    (S1-S16, and L1-L3 over the quiet window).
@@ -40,6 +40,7 @@ class SeedResult:
     report: Report
     events: int
     virtual_ms: float
+    trace: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -96,7 +97,7 @@ def _run(cluster: Cluster, config: SimConfig, schedule: FaultSchedule, fault_ms:
         if node.core is None:
             cluster.start_node(node_id)
     token = params.effective_token_ms
-    converge = 2 * (token + params.consensus_ms) + 20 * params.join_ms
+    converge = 3 * (token + params.consensus_ms) + 30 * params.join_ms
     start = max(fault_ms, paused_until) + converge
     end = start + quiet_ms
     drain = quiet_ms * 0.6
@@ -112,7 +113,8 @@ def _run(cluster: Cluster, config: SimConfig, schedule: FaultSchedule, fault_ms:
         records = {key: log.records for key, log in cluster.logs.items()}
     report = check_records(records, quiet=quiet, nodes=list(cluster.nodes),
                            ring_seq_persisted=not cluster.ring_seq_lost)
-    return SeedResult(config.seed, config.nodes, schedule, report, cluster.events, end)
+    return SeedResult(config.seed, config.nodes, schedule, report, cluster.events, end,
+                      tuple(cluster.state_changes))
 
 
 def _read_back(log) -> list[dict]:
@@ -123,8 +125,25 @@ def _read_back(log) -> list[dict]:
 
 def run_seed(seed: int, nodes: int, faults: tuple[str, ...] = FAULT_KINDS,
              log_dir: Path | None = None, initial_seq: int | None = None,
-             fault_ms: float = 1500.0, quiet_ms: float = 1200.0) -> SeedResult:
-    """Run one seed with a random schedule drawn from ``faults``."""
+             fault_ms: float = 1000.0, quiet_ms: float = 800.0,
+             cluster_rate_per_s: float = 120.0) -> SeedResult:
+    """Run one seed with a random schedule drawn from ``faults``.
+
+    Args:
+        seed: the seed (schedule, network, workload, cores).
+        nodes: cluster size.
+        faults: fault kinds to draw from (empty: no faults).
+        log_dir: write the JSONL logs there (one subdirectory per seed is
+            the caller's business).
+        initial_seq: first frame seq of every ring (None: 30% of seeds start
+            within 400 of 2**32, to cross the wrap).
+        fault_ms: length of the fault phase (virtual).
+        quiet_ms: length of the quiet window (virtual).
+        cluster_rate_per_s: messages per virtual second, summed over nodes.
+
+    Returns:
+        The SeedResult.
+    """
     rng = random.Random(f"schedule-{seed}")
     params = sim_params(nodes)
     schedule = random_schedule(rng, nodes, fault_ms, params.effective_token_ms, faults) \
@@ -132,5 +151,5 @@ def run_seed(seed: int, nodes: int, faults: tuple[str, ...] = FAULT_KINDS,
     if initial_seq is None:
         initial_seq = 0xFFFFFFFF - rng.randrange(0, 400) if rng.random() < 0.3 else 0
     config = SimConfig(nodes=nodes, seed=seed, params=params, initial_seq=initial_seq,
-                       log_dir=log_dir)
+                       log_dir=log_dir, submit_interval_ms=1000.0 * nodes / cluster_rate_per_s)
     return run_schedule(config, schedule, fault_ms, quiet_ms)

@@ -131,12 +131,18 @@ class MembershipMixin:
             self._counters.join_ignored += 1
             return
         me = self._node_id
+        before = (len(self._proc), len(self._failed))
         self._proc.update(join.proc)
         if me in join.failed:
             self._failed.add(join.sender)
         elif join.sender in self._installed.members:
             self._failed.update(join.failed)
         self._failed.discard(me)
+        if (len(self._proc), len(self._failed)) == before:
+            # Nothing new for me (its failed set is not mine to adopt): a
+            # re-broadcast now would only feed a join storm.
+            self._counters.join_ignored += 1
+            return
         self._gather_enter(GatherReason.JOIN_IN_GATHER)
 
     def _on_leave(self: SrpCore, join: Join) -> None:
