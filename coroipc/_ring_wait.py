@@ -13,6 +13,7 @@ import os
 import time
 
 from coroipc._doorbell import Doorbell, fence, wait_readable
+from coroipc._shm import pid_alive
 from coroipc._ring_layout import (CLOSED, R_EPOCH, R_FLAGS, R_PID, R_POS, SLEEPING, W_EPOCH, W_FLAGS, W_PID, W_POS,
                                   frame_size)
 from coroipc.errors import ConnectionLost, Timeout
@@ -106,6 +107,15 @@ class WaitMixin:
             self._writer_bell = Doorbell(self._writer_address)
         return self._writer_bell
 
+    def _arm(self, flags_word: int, epoch_word: int, bell: Doorbell, drain: bool) -> None:
+        """Set our SLEEPING flag for a new epoch, then fence (before the re-check)."""
+        if drain:
+            bell.drain()
+        words = self._words
+        words[epoch_word] += 1
+        words[flags_word] = SLEEPING
+        fence()
+
     def arm_reader(self, drain: bool = True) -> bool:
         """Ask the writer to ring our doorbell on the next write.
 
@@ -119,14 +129,8 @@ class WaitMixin:
         """
         if not self._is_reader:
             self.become_reader()
-        words = self._words
-        bell = self._get_reader_bell()
-        if drain:
-            bell.drain()
-        words[R_EPOCH] += 1
-        words[R_FLAGS] = SLEEPING
-        fence()
-        return self._pending is not None or words[W_POS] != self._rpos
+        self._arm(R_FLAGS, R_EPOCH, self._get_reader_bell(), drain)
+        return self._pending is not None or self._words[W_POS] != self._rpos
 
     def disarm_reader(self) -> None:
         if self._words is not None and self._is_reader:
@@ -140,13 +144,7 @@ class WaitMixin:
         """
         if not self._is_writer:
             self.become_writer()
-        words = self._words
-        bell = self._get_writer_bell()
-        if drain:
-            bell.drain()
-        words[W_EPOCH] += 1
-        words[W_FLAGS] = SLEEPING
-        fence()
+        self._arm(W_FLAGS, W_EPOCH, self._get_writer_bell(), drain)
         self._refresh_read_position()
         return self.capacity - (self._wpos - self._read_cache) >= needed
 
@@ -163,18 +161,8 @@ class WaitMixin:
         """
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout
-        if self._spinner.spin(self.readable):
-            return
-        started = time.perf_counter_ns()
-        while True:
-            if self.arm_reader(drain=False):
-                break
-            if self._words[W_FLAGS] & CLOSED:
-                self.disarm_reader()
-                raise ConnectionLost(f"ring {self.name}: the writer closed its end")
-            self._sleep(self._reader_bell, W_PID, deadline, "writer")
-        self.disarm_reader()
-        self._spinner.slept(time.perf_counter_ns() - started)
+        if not self._spinner.spin(self.readable):
+            self._wait(lambda: self.arm_reader(drain=False), self.disarm_reader, W_FLAGS, W_PID, deadline, "writer")
 
     def wait_writable(self, size: int, timeout: float | None = None) -> None:
         """Return once a message of ``size`` payload bytes would fit.
@@ -192,17 +180,22 @@ class WaitMixin:
         def has_room() -> bool:
             return capacity - (self._wpos - self._words[R_POS]) >= needed
 
-        if self._spinner.spin(has_room):
-            return
+        if not self._spinner.spin(has_room):
+            self._wait(lambda: self.arm_writer(needed, drain=False), self.disarm_writer, R_FLAGS, R_PID, deadline,
+                       "reader")
+
+    def _wait(self, arm, disarm, peer_flags_word: int, peer_pid_word: int, deadline: float | None,
+              peer: str) -> None:
+        """Arm, re-check, sleep until ``arm()`` reports the condition (then disarm)."""
         started = time.perf_counter_ns()
-        while True:
-            if self.arm_writer(needed, drain=False):
-                break
-            if self._words[R_FLAGS] & CLOSED:
-                self.disarm_writer()
-                raise ConnectionLost(f"ring {self.name}: the reader closed its end")
-            self._sleep(self._writer_bell, R_PID, deadline, "reader")
-        self.disarm_writer()
+        try:
+            while not arm():
+                if self._words[peer_flags_word] & CLOSED:
+                    raise ConnectionLost(f"ring {self.name}: the {peer} closed its end")
+                self._sleep(self._reader_bell if peer == "writer" else self._writer_bell, peer_pid_word,
+                            deadline, peer)
+        finally:
+            disarm()
         self._spinner.slept(time.perf_counter_ns() - started)
 
     def _sleep(self, bell: Doorbell, peer_pid_word: int, deadline: float | None, peer: str) -> None:
@@ -214,7 +207,6 @@ class WaitMixin:
             fds.append(pidfd)
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
-            self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
             raise Timeout(f"ring {self.name}: timed out waiting for the {peer}")
         if pidfd < 0 or remaining is None:
             remaining = _LIVENESS_SLICE_S if remaining is None else min(remaining, _LIVENESS_SLICE_S)
@@ -223,10 +215,8 @@ class WaitMixin:
             if bell.fileno() in ready:
                 bell.drain(1)  # one wake-up per sleep epoch: one datagram
             if any(fd in ready for fd in self.watch_fds) or pidfd in ready:
-                self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
                 raise ConnectionLost(f"ring {self.name}: the {peer} went away")
         if pidfd < 0 and not self._peer_alive(self._words[peer_pid_word]):
-            self._words[R_FLAGS if peer == "writer" else W_FLAGS] = 0
             raise ConnectionLost(f"ring {self.name}: the {peer} process died")
 
     def _peer_pidfd(self, pid: int) -> int:
@@ -245,13 +235,4 @@ class WaitMixin:
 
     @staticmethod
     def _peer_alive(pid: int) -> bool:
-        if pid <= 0 or pid == os.getpid():
-            return True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
+        return pid <= 0 or pid == os.getpid() or pid_alive(pid)

@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 
-__all__ = ["SHM_DIR", "PREFIX", "new_name", "create_segment", "open_segment", "unlink", "sweep_dead"]
+__all__ = ["SHM_DIR", "PREFIX", "new_name", "create_segment", "open_segment", "unlink", "sweep_dead", "pid_alive"]
 
 SHM_DIR = "/dev/shm"
 PREFIX = "coro-"
@@ -116,7 +116,8 @@ def owner_pid(file_name: str) -> int | None:
     return int(match.group("pid")) if match else None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True unless no process has this pid (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -146,7 +147,7 @@ def sweep_dead(tag: str | None = None) -> list[str]:
         match = _NAME_PATTERN.match(file_name)
         if match is None or (tag is not None and match.group("tag") != (tag or None)):
             continue
-        if _pid_alive(int(match.group("pid"))):
+        if pid_alive(int(match.group("pid"))):
             continue
         try:
             if os.stat(os.path.join(SHM_DIR, file_name)).st_uid != uid:

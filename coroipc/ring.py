@@ -111,8 +111,7 @@ class Ring(WaitMixin):
         self._pending: list[int] | None = None  # ends of a partly read frame
         self._pending_index = 0
         self._pending_next = 0
-        self._rung_reader_epoch = -1
-        self._rung_writer_epoch = -1
+        self._rung_epochs: dict[int, int] = {}  # epoch word -> the epoch we last rang
         self._pidfds: dict[int, int] = {}
         self._count = dict.fromkeys(
             ("messages_written", "messages_read", "bytes_written",
@@ -286,11 +285,7 @@ class Ring(WaitMixin):
         words[W_POS] = self._wpos
         fence()
         if words[R_FLAGS] & SLEEPING:
-            epoch = words[R_EPOCH]
-            if epoch != self._rung_reader_epoch:
-                self._rung_reader_epoch = epoch
-                self._count["wakeups_sent"] += 1
-                ring_address(self._reader_address)
+            self._wake(R_EPOCH, self._reader_address)
 
     def write_nowait(self, data) -> None:
         """Write one message (a bytes-like object) or raise WouldBlock.
@@ -301,27 +296,7 @@ class Ring(WaitMixin):
             ConnectionLost: the reader closed the ring and it is full.
             NotConnected: this handle is closed.
         """
-        if not self._is_writer:
-            self.become_writer()
-        length = len(data)
-        if length > self.max_message_size:
-            raise MessageTooLarge(f"message of {length} bytes exceeds this ring's limit of {self.max_message_size}")
-        size = (length + ONE_OVERHEAD + 15) & ~15
-        wpos = self._wpos
-        capacity = self.capacity
-        offset = wpos % capacity
-        if size > capacity - offset or capacity - (wpos - self._read_cache) < size:
-            offset = self._claim(size)  # slow path: refresh the reader's position, or pad
-            if offset < 0:
-                self._full()
-        start = HEADER_SIZE + offset
-        FRAME_ONE.pack_into(self._mmap, start, KIND_DATA, 1, length, KIND_DATA ^ 1 ^ length ^ FRAME_CHECK, length)
-        self._view[start + ONE_OVERHEAD:start + ONE_OVERHEAD + length] = data
-        self._wpos += size
-        counters = self._count
-        counters["messages_written"] += 1
-        counters["bytes_written"] += length
-        self._publish_write()
+        self.write_prefixed_nowait(b"", data)
 
     def write_prefixed_nowait(self, prefix: bytes, data) -> None:
         """Write one message made of ``prefix`` + ``data`` (e.g. a header and a
@@ -341,14 +316,15 @@ class Ring(WaitMixin):
         capacity = self.capacity
         offset = wpos % capacity
         if size > capacity - offset or capacity - (wpos - self._read_cache) < size:
-            offset = self._claim(size)
+            offset = self._claim(size)  # slow path: refresh the reader's position, or pad
             if offset < 0:
                 self._full()
         start = HEADER_SIZE + offset + ONE_OVERHEAD
         FRAME_ONE.pack_into(self._mmap, start - ONE_OVERHEAD, KIND_DATA, 1, length,
                             KIND_DATA ^ 1 ^ length ^ FRAME_CHECK, length)
         view = self._view
-        view[start:start + prefix_length] = prefix
+        if prefix_length:
+            view[start:start + prefix_length] = prefix
         view[start + prefix_length:start + length] = data
         self._wpos += size
         counters = self._count
@@ -604,11 +580,15 @@ class Ring(WaitMixin):
         words[R_POS] = self._rpos
         fence()
         if words[W_FLAGS] & SLEEPING:
-            epoch = words[W_EPOCH]
-            if epoch != self._rung_writer_epoch:
-                self._rung_writer_epoch = epoch
-                self._count["wakeups_sent"] += 1
-                ring_address(self._writer_address)
+            self._wake(W_EPOCH, self._writer_address)
+
+    def _wake(self, epoch_word: int, address: bytes) -> None:
+        """Ring the sleeping peer's doorbell, once per sleep epoch."""
+        epoch = self._words[epoch_word]
+        if self._rung_epochs.get(epoch_word) != epoch:
+            self._rung_epochs[epoch_word] = epoch
+            self._count["wakeups_sent"] += 1
+            ring_address(address)
 
     def read_batch(self, max_count: int | None = None, max_bytes: int = READ_BATCH_BYTES) -> list[bytes]:
         """Copy out the available messages; never blocks.
