@@ -103,6 +103,8 @@ class IpcClient:
                 sock.connect(path)
             except (FileNotFoundError, ConnectionRefusedError) as error:
                 raise NotConnected(f"no coroipc server for {service!r} at {path}: {error.strerror}") from None
+            except socket.timeout:
+                raise Timeout(f"the server for {service!r} at {path} did not accept within {timeout} s") from None
             send_handshake(sock, codec.Hello(service=service, request_ring_bytes=ring_size,
                                              response_ring_bytes=ring_size, event_ring_bytes=event_ring_size,
                                              max_message_bytes=max_message_size))

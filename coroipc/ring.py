@@ -81,6 +81,7 @@ class Ring(WaitMixin):
     _owner = False
     _is_writer = False
     _is_reader = False
+    _pid = 0
     fd = -1
 
     def __init__(self, name: str, mapping, *, owner: bool, spin_us: float = 50.0) -> None:
@@ -88,6 +89,7 @@ class Ring(WaitMixin):
         self.name = name
         self._mmap = mapping
         self._owner = owner
+        self._pid = os.getpid()  # the process this handle belongs to (see close)
         self._spinner = SpinPolicy(int(spin_us * 1000))
         try:
             self.capacity = validate_header(mapping)
@@ -182,12 +184,15 @@ class Ring(WaitMixin):
         """Mark our end closed (waking the peer), then unmap. Idempotent.
 
         The owner also unlinks the name, so a forgotten ``unlink`` leaks nothing.
+        In a forked child, closing a handle inherited from the parent only
+        drops the child's mapping: the parent's roles and segment stay intact.
         """
         if self._closed:
             return
         self._closed = True
+        inherited = os.getpid() != self._pid
         words = self._words
-        if words is not None:
+        if words is not None and not inherited:
             if self._is_writer:
                 words[W_FLAGS] = CLOSED
                 ring_address(self._reader_address)
@@ -204,7 +209,7 @@ class Ring(WaitMixin):
             os.close(self.fd)
             self.fd = -1
         self._release_views()
-        if self._owner:
+        if self._owner and not inherited:
             self.unlink()
 
     def _release_views(self) -> None:

@@ -229,6 +229,7 @@ class IpcServer(HandshakeMixin):
         self.requests_per_turn = requests_per_turn
         self._spinner = SpinPolicy(int(spin_us * 1000))
         self._selector: selectors.BaseSelector | None = None
+        self._pid = os.getpid()
         self._listeners: dict[str, socket.socket] = {}
         self._handshakes: dict[int, PendingHandshake] = {}
         self._connections: dict[int, Connection] = {}
@@ -277,7 +278,14 @@ class IpcServer(HandshakeMixin):
         return self._selector.fileno()
 
     def close(self) -> None:
-        """Disconnect everyone, stop listening, remove sockets and segments. Idempotent."""
+        """Disconnect everyone, stop listening, remove sockets and segments. Idempotent.
+
+        In a forked child that inherited a running server, only the child's
+        descriptors are dropped: the parent keeps serving.
+        """
+        if self._pid != os.getpid():
+            self._forget_inherited()
+            return
         for conn in list(self._connections.values()):
             self._disconnect(conn, RefuseCode.SHUTTING_DOWN, "the server is shutting down")
         for pending in list(self._handshakes.values()):
@@ -289,6 +297,23 @@ class IpcServer(HandshakeMixin):
             except FileNotFoundError:
                 pass
             listener.close()
+        self._listeners.clear()
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+
+    def _forget_inherited(self) -> None:
+        for conn in self._connections.values():
+            conn.closed = True
+            for ring in (conn.request_ring, conn.response_ring, conn.event_ring):
+                ring.close()  # a no-op on the shared state in a child (see Ring.close)
+            conn.sock.close()
+        for pending in self._handshakes.values():
+            pending.sock.close()
+        for listener in self._listeners.values():
+            listener.close()
+        self._connections.clear()
+        self._handshakes.clear()
         self._listeners.clear()
         if self._selector is not None:
             self._selector.close()

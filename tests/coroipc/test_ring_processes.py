@@ -54,3 +54,22 @@ def test_dead_writer_wakes_blocked_reader_and_partial_record_is_invisible():
         finally:
             child.wait(timeout=20)
         assert child.returncode == -9
+
+
+def test_a_forked_child_closing_inherited_handles_leaves_the_parent_alone():
+    import os
+
+    with Ring.create(4096) as ring:
+        reader = Ring.attach(ring.name)
+        ring.write(b"before")
+        pid = os.fork()
+        if pid == 0:  # the child: drop both inherited handles, then leave at once
+            ring.close()
+            reader.close()
+            os._exit(0)
+        _pid, status = os.waitpid(pid, 0)
+        assert status == 0
+        assert os.path.exists("/dev/shm" + ring.name)  # not unlinked by the child
+        ring.write(b"after")  # the writer is not marked closed
+        assert reader.read_batch() == [b"before", b"after"]
+        reader.close()
