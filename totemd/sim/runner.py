@@ -23,7 +23,8 @@ from totemd.evslog import write_quiet
 from totemd.sim.cluster import Cluster, SimConfig, sim_params
 from totemd.sim.faults import FAULT_KINDS, FaultSchedule, random_schedule
 
-__all__ = ["SeedResult", "run_seed", "run_schedule", "NETWORK_KINDS"]
+__all__ = ["SeedResult", "run_seed", "run_schedule", "shrink_schedule", "seed_config",
+           "NETWORK_KINDS"]
 
 NETWORK_KINDS = ("partition", "heal_partition", "oneway", "heal_oneway", "loss", "duplicate",
                  "reorder", "token_loss")
@@ -123,26 +124,24 @@ def _read_back(log) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def run_seed(seed: int, nodes: int, faults: tuple[str, ...] = FAULT_KINDS,
-             log_dir: Path | None = None, initial_seq: int | None = None,
-             fault_ms: float = 1000.0, quiet_ms: float = 800.0,
-             cluster_rate_per_s: float = 120.0) -> SeedResult:
-    """Run one seed with a random schedule drawn from ``faults``.
+def seed_config(seed: int, nodes: int, log_dir: Path | None = None,
+                initial_seq: int | None = None, cluster_rate_per_s: float = 120.0,
+                fault_ms: float = 1000.0,
+                faults: tuple[str, ...] = FAULT_KINDS) -> tuple[SimConfig, FaultSchedule]:
+    """The cluster configuration and the random fault schedule of one seed.
 
     Args:
         seed: the seed (schedule, network, workload, cores).
         nodes: cluster size.
-        faults: fault kinds to draw from (empty: no faults).
-        log_dir: write the JSONL logs there (one subdirectory per seed is
-            the caller's business).
+        log_dir: write the JSONL logs there (None: in memory).
         initial_seq: first frame seq of every ring (None: 30% of seeds start
             within 400 of 2**32, to cross the wrap).
-        fault_ms: length of the fault phase (virtual).
-        quiet_ms: length of the quiet window (virtual).
         cluster_rate_per_s: messages per virtual second, summed over nodes.
+        fault_ms: length of the fault phase (virtual).
+        faults: fault kinds to draw from (empty: no faults).
 
     Returns:
-        The SeedResult.
+        (config, schedule).
     """
     rng = random.Random(f"schedule-{seed}")
     params = sim_params(nodes)
@@ -152,4 +151,46 @@ def run_seed(seed: int, nodes: int, faults: tuple[str, ...] = FAULT_KINDS,
         initial_seq = 0xFFFFFFFF - rng.randrange(0, 400) if rng.random() < 0.3 else 0
     config = SimConfig(nodes=nodes, seed=seed, params=params, initial_seq=initial_seq,
                        log_dir=log_dir, submit_interval_ms=1000.0 * nodes / cluster_rate_per_s)
+    return config, schedule
+
+
+def shrink_schedule(config: SimConfig, schedule: FaultSchedule, fault_ms: float = 1000.0,
+                    quiet_ms: float = 800.0, core_factory=None) -> SeedResult:
+    """Greedily drop faults while the run still fails (a minimal witness).
+
+    Args:
+        config: the failing run's configuration (log_dir should be None).
+        schedule: its failing schedule.
+        fault_ms: length of the fault phase.
+        quiet_ms: length of the quiet window.
+        core_factory: as for run_schedule.
+
+    Returns:
+        The failing result with the smallest schedule found (or the passing
+        result if the schedule does not fail).
+    """
+    best = run_schedule(config, schedule, fault_ms, quiet_ms, core_factory)
+    if best.ok:
+        return best
+    changed = True
+    while changed:
+        changed = False
+        for index in range(len(best.schedule)):
+            candidate = best.schedule[:index] + best.schedule[index + 1:]
+            result = run_schedule(config, candidate, fault_ms, quiet_ms, core_factory)
+            if not result.ok:
+                best = result
+                changed = True
+                break
+    return best
+
+
+def run_seed(seed: int, nodes: int, faults: tuple[str, ...] = FAULT_KINDS,
+             log_dir: Path | None = None, initial_seq: int | None = None,
+             fault_ms: float = 1000.0, quiet_ms: float = 800.0,
+             cluster_rate_per_s: float = 120.0) -> SeedResult:
+    """Run one seed with a random schedule drawn from ``faults`` (see
+    ``seed_config`` for the arguments) and check it."""
+    config, schedule = seed_config(seed, nodes, log_dir, initial_seq, cluster_rate_per_s,
+                                   fault_ms, faults)
     return run_schedule(config, schedule, fault_ms, quiet_ms)
