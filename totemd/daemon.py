@@ -39,6 +39,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
 import time
 import zlib
@@ -54,6 +55,7 @@ from totemd.settings import NodeSettings, StartupError, open_event_log, resolve_
 from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, Originated, PersistRingSeq,
                         SendMulticast, SendUnicast, SetTimer, SrpCore, StateChanged,
                         SubmitRejected, Timer)
+from totemd import codec  # after totemd.srp: codec and the core import each other
 from totemd.stats import DaemonStats, MemberRecord, cmap_items, format_ring_id
 from totemd.transport import UdpTransport
 
@@ -67,6 +69,7 @@ IPC_TICK_MS = 100.0
 CMAP_RETRY_MS = 5000.0
 RECEIVE_BATCHES_PER_TURN = 4
 IPC_PASSES_PER_TURN = 4
+_TOTEM_HEADER = struct.Struct("!HBBBI")
 
 
 class _Timers:
@@ -128,6 +131,7 @@ class Daemon:
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
         self._timers = _Timers()
         self._loopback: deque[bytes] = deque()
+        self._learned: dict[int, str] = {}
         self._stop_requested = False
         self._started = False
         self._sseq = 0
@@ -310,12 +314,29 @@ class Daemon:
         receive = self.core.receive
         while self._loopback:
             receive(self._loopback.popleft(), now)
+        learn = self.settings.mode == "udp"
         for _ in range(RECEIVE_BATCHES_PER_TURN):
             batch = self.transport.receive_batch()
-            for data, _source in batch:
+            for data, source in batch:
+                if learn:
+                    self._learn_peer(data, source)
                 receive(data, now)
             if len(batch) < 256:
                 break
+
+    def _learn_peer(self, data: bytes, source: str) -> None:
+        """udp (multicast) without a full nodelist: learn where to unicast the
+        token from the sender id in the Totem header (codec: magic u16,
+        version u8, type u8, flags u8, sender u32)."""
+        if len(data) < codec.HEADER_SIZE:
+            return
+        magic, _version, _kind, _flags, sender = _TOTEM_HEADER.unpack_from(data)
+        if magic != codec.MAGIC or sender == self.node_id or not sender:
+            return
+        if self._learned.get(sender) != source:
+            self._learned[sender] = source
+            self.transport.learn_peer(sender, source)
+            self._member_records.setdefault(sender, MemberRecord(ip=source)).ip = source
 
     def _serve_local(self) -> bool:
         """Serve the local clients; True if they may have more work waiting."""
