@@ -384,7 +384,7 @@ class IpcServer(HandshakeMixin):
         if done:
             return done  # still busy: clients need not ring us
         if self._connections and self._spinner.spin(self._request_waiting):
-            return self._turn(0.0)
+            return self._serve_connections()  # requests are waiting: skip the selector this time
         started = time.perf_counter_ns()
         if self._arm_idle():
             return self._turn(0.0)
@@ -431,6 +431,13 @@ class IpcServer(HandshakeMixin):
             elif kind == "space":
                 for ring in (target.response_ring, target.event_ring):
                     ring._get_writer_bell().drain()
+        done += self._serve_connections()
+        self._check_deadlines()
+        return done
+
+    def _serve_connections(self) -> int:
+        """Flush backlogs and take requests from every connection that has some."""
+        done = 0
         for conn in list(self._connections.values()):
             if conn.closed:
                 continue
@@ -441,7 +448,6 @@ class IpcServer(HandshakeMixin):
                     conn.request_ring.disarm_reader()  # we are awake: no wake-ups until we arm again
                     conn.armed = False
                 done += self._serve_requests(conn)
-        self._check_deadlines()
         return done
 
     # ------------------------------------------------------------ established
