@@ -154,6 +154,9 @@ class Connection:
                 return
             except WouldBlock:
                 pass
+            except (ConnectionLost, RingCorrupted) as error:  # the client broke its event ring
+                self._server._disconnect(self, RefuseCode.CORRUPTED, f"event ring unusable: {error}")
+                raise NotConnected(f"connection {self.id} was closed: {error}") from None
         self._server._backlog_event(self, codec.MESSAGE_HEADER.pack(function, 0, sequence) + bytes(payload))
 
     def respond(self, request_id: int, payload=b"", status: int = 0, function: int = 0) -> None:
@@ -497,6 +500,8 @@ class IpcServer(HandshakeMixin):
 
     def _request(self, conn: Connection, view: memoryview) -> None:
         function, status, request_id = parse_message(view)
+        if len(view) - 16 > conn.max_message_size:
+            raise ProtocolError(f"request of {len(view) - 16} bytes exceeds the agreed {conn.max_message_size}")
         conn.counts["requests"] += 1
         self._counts["requests"] += 1
         conn.current_request_id = request_id
@@ -556,15 +561,20 @@ class IpcServer(HandshakeMixin):
             conn.stalled_since = time.monotonic()
         self._backlogged.add(conn)
         self._watch_space(conn)
+        if conn.closed:
+            raise NotConnected(f"connection {conn.id} was closed: its rings are unusable")
 
     def _watch_space(self, conn: Connection) -> None:
         """Have the client ring us when it frees space in its response/event rings."""
-        for ring in (conn.response_ring, conn.event_ring):
-            fd = ring.writer_fileno()
-            if fd not in conn.selector_fds:
-                self._selector.register(fd, selectors.EVENT_READ, ("space", conn))
-                conn.selector_fds.append(fd)
-            ring.arm_writer()
+        try:
+            for ring in (conn.response_ring, conn.event_ring):
+                fd = ring.writer_fileno()
+                if fd not in conn.selector_fds:
+                    self._selector.register(fd, selectors.EVENT_READ, ("space", conn))
+                    conn.selector_fds.append(fd)
+                ring.arm_writer()
+        except RingCorrupted as error:
+            self._disconnect(conn, RefuseCode.CORRUPTED, f"response or event ring corrupted: {error}")
 
     def _flush(self, conn: Connection) -> int:
         """Move backlogged responses and events into their rings; returns how many."""
@@ -583,6 +593,9 @@ class IpcServer(HandshakeMixin):
                     ring.arm_writer()
         except ConnectionLost as error:
             self._disconnect(conn, RefuseCode.SHUTTING_DOWN, f"client closed its rings: {error}")
+            return done
+        except RingCorrupted as error:
+            self._disconnect(conn, RefuseCode.CORRUPTED, f"response or event ring corrupted: {error}")
             return done
         if done:
             conn.stalled_since = time.monotonic() if conn.event_backlog else None

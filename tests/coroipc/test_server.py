@@ -303,3 +303,22 @@ def test_segments_are_chowned_to_the_client_when_root():
     with Ring.create(4096, owner=(65534, 65534)) as ring:
         info = os.stat("/dev/shm" + ring.name)
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600)
+
+
+def test_client_that_corrupts_its_event_ring_positions_is_dropped_alone(running, tmp_path):
+    from coroipc._ring_layout import R_POS
+
+    with IpcClient.connect("test", run_dir=tmp_path) as bad, IpcClient.connect("test", run_dir=tmp_path) as good:
+        bad.event_ring._words[R_POS] = 1 << 40  # claims to have read more than was ever written
+        with pytest.raises(errors.ConnectionLost, match="event ring unusable"):
+            bad.request(FLOOD, timeout=5.0)
+        assert good.request(ECHO, b"fine", timeout=5.0) == b"fine"
+
+
+def test_request_above_the_agreed_size_written_behind_the_clients_back(running, tmp_path):
+    from coroipc._wire import put_message
+
+    with IpcClient.connect("test", run_dir=tmp_path, max_message_size=100) as sneaky:
+        put_message(sneaky.request_ring, ECHO, 0, 1, b"x" * 200)  # bypasses request()'s check
+        with pytest.raises(errors.ConnectionLost, match="exceeds the agreed 100"):
+            sneaky.request(ECHO, b"y", timeout=5.0)
