@@ -296,6 +296,41 @@ class CmapClient:
                                ERROR_BY_STATUS[status](f"set of {item.key!r} refused"))
         return results
 
+    def set_nowait(self, key: str, value: Value, value_type: ValueType | str, *,
+                   force_type: bool = False) -> None:
+        """Send a set without waiting for its answer (pipelining).
+
+        Sets of one connection are applied in the order sent. A failure (a
+        read-only key, a type change) is kept by the daemon and raised by the
+        next :meth:`sync`. The key and value are checked here first, as for
+        :meth:`set`.
+        """
+        check_key(key)
+        if not isinstance(value_type, ValueType):
+            value_type = ValueType.from_name(str(value_type))
+        value = check_value(value_type, value)
+        payload = codec.encode_set(key, value_type, value, force_type)
+        if self._ipc is None:
+            raise NotConnected("the cmap client is closed")
+        try:
+            self._ipc.post(codec.Function.SET_NOWAIT, payload,  # type: ignore[attr-defined]
+                           timeout=self._request_timeout)
+        except ipc_errors.NotConnected as error:
+            raise NotConnected(str(error)) from error
+        except ipc_errors.IpcError as error:
+            raise ConnectionLost(f"objdb connection lost: {error}") from error
+
+    def sync(self) -> None:
+        """Wait until every earlier :meth:`set_nowait` was applied.
+
+        Raises:
+            CmapError: (the first failure's class) if any of them failed; the
+                message says how many.
+        """
+        failed, first = codec.decode_sync_response(self._call(codec.Sync()))
+        if first is not None:
+            raise type(first)(f"{failed} pipelined set(s) failed; the first: {first}")
+
     def set_i8(self, key: str, value: int) -> None: self.set(key, value, ValueType.INT8)
     def set_u8(self, key: str, value: int) -> None: self.set(key, value, ValueType.UINT8)
     def set_i16(self, key: str, value: int) -> None: self.set(key, value, ValueType.INT16)

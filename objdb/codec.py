@@ -33,6 +33,10 @@ Requests (function: fields -> result):
  8     TRACK_DELETE  u64 tracker id                          (nothing)
  9     SET_MANY      u16 count, count x (u8 flags, key,      u16 count, count x u8 status
                      value)                                  (0 or an error status)
+10     SET_NOWAIT    as SET (sent with coroipc ``post``)     none: a failure is kept for
+                                                             SYNC
+11     SYNC          (nothing)                               u32 failed, u8 first status,
+                                                             u16 length, first message
 =====  ============  =====================================  ==========================
 
 SET_MANY applies its sets in order, each on its own (one failing does not
@@ -104,6 +108,8 @@ class Function(enum.IntEnum):
     TRACK_ADD = 7
     TRACK_DELETE = 8
     SET_MANY = 9
+    SET_NOWAIT = 10
+    SYNC = 11
     NOTIFY = 64
 
 
@@ -160,6 +166,18 @@ class SetMany:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SetNowait:
+    """A SET whose outcome is reported by the next SYNC (pipelining)."""
+
+    set: Set
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sync:
+    """Barrier: answered once every earlier request of the connection was applied."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NotifyEvent:
     """A change notification as the client receives it."""
 
@@ -170,7 +188,8 @@ class NotifyEvent:
     old: Entry | None
 
 
-Request = Union[Hello, Get, Set, Delete, Adjust, Iterate, TrackAdd, TrackDelete, SetMany]
+Request = Union[Hello, Get, Set, Delete, Adjust, Iterate, TrackAdd, TrackDelete, SetMany,
+                SetNowait, Sync]
 
 
 class _Reader:
@@ -281,6 +300,10 @@ def encode_request(request: Request) -> tuple[int, bytes]:
         return Function.SET_MANY, b"".join(
             [REQUEST_HEADER, _U16.pack(len(request.sets))]
             + [_encode_set_fields(item) for item in request.sets])
+    if isinstance(request, SetNowait):
+        return Function.SET_NOWAIT, REQUEST_HEADER + _encode_set_fields(request.set)
+    if isinstance(request, Sync):
+        return Function.SYNC, REQUEST_HEADER
     if isinstance(request, Delete):
         return Function.DELETE, REQUEST_HEADER + encode_key(request.key)
     if isinstance(request, Adjust):
@@ -337,6 +360,10 @@ def decode_request(function: int, payload: bytes | memoryview) -> Request:
         request = Get(key=reader.key())
     elif function == Function.SET:
         request = _decode_set_fields(reader)
+    elif function == Function.SET_NOWAIT:
+        request = SetNowait(set=_decode_set_fields(reader))
+    elif function == Function.SYNC:
+        request = Sync()
     elif function == Function.SET_MANY:
         (count,) = reader.unpack(_U16)
         if count > MAX_SET_MANY_COUNT:
@@ -460,6 +487,31 @@ def decode_statuses_response(payload: bytes | memoryview) -> list[int]:
         if status and status not in ERROR_BY_STATUS:
             raise DecodeError(f"unknown status {status}")
     return statuses
+
+
+_SYNC_HEAD = struct.Struct("<IBH")
+
+
+def encode_sync_response(failed: int, first: CmapError | None) -> bytes:
+    message = b"" if first is None else str(first).encode("utf-8")[:4000]
+    status = 0 if first is None else first.status
+    return RESPONSE_OK + _SYNC_HEAD.pack(failed, status, len(message)) + message
+
+
+def decode_sync_response(payload: bytes | memoryview) -> tuple[int, CmapError | None]:
+    """(how many SET_NOWAIT failed since the last SYNC, the first failure)."""
+    reader = decode_response(payload)
+    failed, status, length = reader.unpack(_SYNC_HEAD)
+    message = bytes(reader.take(length)).decode("utf-8", errors="replace")
+    reader.end()
+    if (failed == 0) != (status == 0):
+        raise DecodeError(f"sync reply: {failed} failed but first status {status}")
+    if status == 0:
+        return 0, None
+    error_class = ERROR_BY_STATUS.get(status)
+    if error_class is None:
+        raise DecodeError(f"unknown status {status}")
+    return failed, error_class(message)
 
 
 def encode_hello_response(privileged: bool, max_value_bytes: int) -> bytes:

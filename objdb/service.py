@@ -57,13 +57,16 @@ class ServiceStats:
 class _ConnectionState:
     """What the service knows about one connection (also the store's tracker owner)."""
 
-    __slots__ = ("connection", "privileged", "bad_requests", "dropped")
+    __slots__ = ("connection", "privileged", "bad_requests", "dropped", "nowait_failed",
+                 "nowait_first_error")
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.privileged = False
         self.bad_requests = 0
         self.dropped = False
+        self.nowait_failed = 0     # SET_NOWAIT failures since the last SYNC
+        self.nowait_first_error: CmapError | None = None
 
 
 class CmapService:
@@ -88,11 +91,12 @@ class CmapService:
         self._states: dict[int, _ConnectionState] = {}
         self._counts = {"requests": 0, "refused": 0, "bad_requests": 0, "events_sent": 0,
                         "dropped_slow": 0, "dropped_garbage": 0}
-        self._handlers: dict[type, Callable[[_ConnectionState, Any], bytes]] = {
+        self._handlers: dict[type, Callable[[_ConnectionState, Any], bytes | None]] = {
             codec.Get: self._get, codec.Set: self._set, codec.Delete: self._delete,
             codec.Adjust: self._adjust, codec.Iterate: self._iterate,
             codec.TrackAdd: self._track_add, codec.TrackDelete: self._track_delete,
             codec.Hello: self._hello, codec.SetMany: self._set_many,
+            codec.SetNowait: self._set_nowait, codec.Sync: self._sync,
         }
 
     # -- coroipc Service interface ---------------------------------------------
@@ -152,6 +156,23 @@ class CmapService:
         if notifications:
             self._deliver(notifications)
         return codec.RESPONSE_OK
+
+    def _set_nowait(self, state: _ConnectionState, request: codec.SetNowait) -> bytes | None:
+        try:
+            self._set(state, request.set)
+        except CmapError as error:
+            self._counts["refused"] += 1
+            state.nowait_failed += 1
+            if state.nowait_first_error is None:
+                state.nowait_first_error = error
+        return None   # posted: the client waits for no answer
+
+    def _sync(self, state: _ConnectionState, request: codec.Sync) -> bytes:
+        # Requests of one connection are handled in order, so answering now
+        # means every earlier SET_NOWAIT has been applied.
+        reply = codec.encode_sync_response(state.nowait_failed, state.nowait_first_error)
+        state.nowait_failed, state.nowait_first_error = 0, None
+        return reply
 
     def _set_many(self, state: _ConnectionState, request: codec.SetMany) -> bytes:
         statuses = []

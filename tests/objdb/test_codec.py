@@ -42,6 +42,9 @@ def _requests() -> st.SearchStrategy:
         st.lists(st.builds(lambda k, e, f: codec.Set(key=k, value_type=e.value_type, value=e.value,
                                                      force_type=f), KEYS, _ENTRIES, st.booleans()),
                  max_size=5).map(lambda sets: codec.SetMany(sets=tuple(sets))),
+        st.builds(lambda k, e: codec.SetNowait(set=codec.Set(key=k, value_type=e.value_type,
+                                                             value=e.value)), KEYS, _ENTRIES),
+        st.just(codec.Sync()),
     )
 
 
@@ -70,6 +73,9 @@ def test_responses_round_trip() -> None:
     assert codec.decode_hello_response(codec.encode_hello_response(True, 16384)) == (1, True, 16384)
     codec.decode_empty_response(codec.RESPONSE_OK)
     assert codec.decode_statuses_response(codec.encode_statuses_response([0, 2, 4])) == [0, 2, 4]
+    assert codec.decode_sync_response(codec.encode_sync_response(0, None)) == (0, None)
+    failed, first = codec.decode_sync_response(codec.encode_sync_response(3, ReadOnly("key 'x' is read-only")))
+    assert failed == 3 and isinstance(first, ReadOnly) and str(first) == "key 'x' is read-only"
 
 
 @pytest.mark.parametrize("error", [NoSuchKey("no key 'a.b'"), ReadOnly("key 'x' is read-only"),

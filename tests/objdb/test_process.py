@@ -58,6 +58,21 @@ def test_set_in_one_client_get_in_another(node) -> None:
             writer.get("x")
 
 
+def test_pipelined_sets_apply_in_order_and_report_failures_at_sync(node) -> None:
+    with CmapClient.connect(node.run_dir) as cmap:
+        for value in range(1000):
+            cmap.set_nowait("app.pipelined", value, ValueType.UINT32)
+        cmap.sync()
+        assert cmap.get_u32("app.pipelined") == 999
+        cmap.set_nowait("totem.secauth", "on", "str")            # read-only
+        cmap.set_nowait("app.pipelined", "text", "str")          # type change
+        cmap.set_nowait("app.after", 1, "u8")
+        with pytest.raises(ReadOnly, match="^2 pipelined set\\(s\\) failed; the first: key 'totem.secauth'"):
+            cmap.sync()
+        assert cmap.get("app.after") == (1, ValueType.UINT8)
+        cmap.sync()   # failures were reported once
+
+
 def test_internal_connection_writes_runtime_keys(node) -> None:
     with CmapClient.connect(node.run_dir, internal=True) as internal, \
             CmapClient.connect(node.run_dir) as plain:
