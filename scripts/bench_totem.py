@@ -1,0 +1,283 @@
+"""``coro bench totem``: ordered throughput and latency on a local cluster.
+
+::
+
+    coro bench totem --nodes 3 [--duration 3] [--senders 1|all] [--json]
+
+Starts a cluster of real ``coro start`` nodes (scripts.localcluster: 3 nodes
+in a private network namespace when root, else on the host's loopback;
+udpu, netmtu 1500, no EVS log) and measures, for 64 B, 1 KiB, 8 KiB and
+64 KiB messages:
+
+- throughput: a client on each sending node keeps the node's send queue full
+  (``submit_many`` batches, TryAgain is back-pressure) for ``--duration``
+  seconds after a warm-up, and counts its own messages as the node delivers
+  them in total order. ``msgs_per_s`` is the cluster's ordered throughput
+  (the sum over senders), ``mb_per_s`` its payload in 10^6 bytes/s;
+- latency: one client submits one message at a time and waits until its own
+  node delivers it (submit-to-own-delivery, which includes a token rotation
+  and the agreed-order wait), with no other load; p50 and p99 in µs.
+
+Reference (issue 4): corosync 3.1.7 with CPG, 3 nodes in namespaces on a
+2-core machine of this kind: 42 k msgs/s at 64 B, 33.5 k at 1 KiB, 77 MB/s at
+8 KiB, 78 MB/s at 64 KiB, latency p50 170 µs.
+
+Every row carries the machine's 1-minute load average: the nodes, the
+clients and anything else running share the same cores.
+
+The clients run inside the namespace (coroipc doorbells are per network
+namespace), in NamespaceWorker processes that call ``saturate`` and
+``latency`` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "run", "saturate", "latency", "Row", "SIZES"]
+
+SIZES = (64, 1024, 8192, 65536)
+WARMUP_S = 0.5
+LATENCY_SAMPLES = 400
+BATCH_BYTES = 256 * 1024
+IN_FLIGHT_BYTES = 2 * 1024 * 1024
+REFERENCE = {64: "42 k msgs/s", 1024: "33.5 k msgs/s", 8192: "77 MB/s", 65536: "78 MB/s"}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    impl: str
+    nodes: int
+    size: int
+    msgs_per_s: float
+    mb_per_s: float
+    p50_us: float | None
+    p99_us: float | None
+    senders: int
+    load_1m: float
+
+
+# -- measurements (run inside the namespace, in a NamespaceWorker) ------------------------
+
+def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMUP_S) -> dict[str, Any]:
+    """Keep one node's send queue full for ``warmup_s + duration_s`` and count
+    our own messages as the node delivers them (after the warm-up).
+
+    Returns:
+        {"delivered": n, "bytes": b, "seconds": s, "try_again": t, "submitted": k}
+    """
+    from clients.totem import DeliverEvent, TotemClient, TryAgain
+
+    payload = bytes(size)
+    batch = max(1, min(256, BATCH_BYTES // max(size, 1)))
+    # Enough in flight to keep the token busy, not so much that a backlog of
+    # seconds is left behind for the next measurement.
+    window = max(4 * batch, IN_FLIGHT_BYTES // max(size, 1))
+    messages = [(payload, False)] * batch
+    with TotemClient.connect(run_dir, subscribe=True) as client:
+        me, inc = client.hello.node_id, client.hello.inc
+        own = [0, 0]  # delivered in all, delivered while measuring
+        counting = [False]
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, DeliverEvent) and event.sender == me and event.sinc == inc:
+                own[0] += 1
+                if counting[0]:
+                    own[1] += 1
+
+        submitted = try_again = 0
+        start = time.monotonic()
+        measure_from = start + warmup_s
+        end = measure_from + duration_s
+        full = False
+        while True:
+            now = time.monotonic()
+            if not counting[0] and now >= measure_from:
+                counting[0] = True
+                measure_from = now
+            if now >= end:
+                break
+            if not full and submitted - own[0] < window:
+                try:
+                    client.submit_many(messages)
+                    submitted += batch
+                except TryAgain as error:
+                    submitted += error.accepted
+                    try_again += 1
+                    full = True
+            else:
+                full = True
+            # Read deliveries; wait for one only when nothing can be sent.
+            if client.dispatch(on_event, timeout=0.005 if full else 0.0):
+                full = False
+        counted = [own[1]]
+        # Let what is still in flight be delivered before the next measurement.
+        drain_until = time.monotonic() + 30.0
+        while own[0] < submitted and time.monotonic() < drain_until:
+            client.dispatch(on_event, timeout=0.1)
+        elapsed = end - measure_from
+        return {"delivered": counted[0], "bytes": counted[0] * size, "seconds": elapsed,
+                "try_again": try_again, "submitted": submitted}
+
+
+def latency(run_dir: str, size: int, samples: int = LATENCY_SAMPLES) -> dict[str, Any]:
+    """Submit-to-own-delivery latency, one message at a time (µs).
+
+    Returns:
+        {"p50_us": .., "p99_us": .., "samples": n}
+    """
+    from clients.totem import DeliverEvent, TotemClient
+
+    payload = bytes(size)
+    values: list[float] = []
+    with TotemClient.connect(run_dir, subscribe=True) as client:
+        me, inc = client.hello.node_id, client.hello.inc
+        for _ in range(samples + samples // 10):
+            started = time.perf_counter_ns()
+            sseq = client.submit(payload)
+            seen = [False]
+
+            def on_event(event: Any, sseq: int = sseq) -> None:
+                if (isinstance(event, DeliverEvent) and event.sender == me and event.sinc == inc
+                        and event.sseq == sseq):
+                    seen[0] = True
+
+            deadline = time.monotonic() + 5.0
+            while not seen[0] and time.monotonic() < deadline:
+                client.dispatch(on_event, timeout=0.5)
+            if not seen[0]:
+                raise RuntimeError(f"message {me}.{inc}.{sseq} was not delivered within 5 s")
+            values.append((time.perf_counter_ns() - started) / 1000.0)
+    measured = sorted(values[samples // 10:])  # the first tenth warms up
+    return {"p50_us": _percentile(measured, 0.50), "p99_us": _percentile(measured, 0.99),
+            "samples": len(measured)}
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    index = min(len(values) - 1, max(0, round(fraction * (len(values) - 1))))
+    return round(values[index], 1)
+
+
+# -- the command ---------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=int, choices=(1, 3), default=3, help="cluster size")
+    parser.add_argument("--duration", type=float, default=3.0, metavar="S",
+                        help="seconds of measured throughput per size (after a warm-up)")
+    parser.add_argument("--senders", choices=("1", "all"), default="all",
+                        help="nodes that send during the throughput run")
+    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES), metavar="B,B,..",
+                        help="message sizes in bytes")
+    parser.add_argument("--no-namespace", action="store_true",
+                        help="run on the host's loopback even as root")
+    parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")
+    parser.add_argument("--json", action="store_true", help="one JSON object per row")
+
+
+def _load_1m() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return -1.0
+
+
+def _measure_size(cluster: Any, workers: list[Any], size: int, duration_s: float) -> Row:
+    senders = list(cluster.nodes)[:len(workers)]
+    results: list[dict[str, Any] | BaseException] = [{}] * len(workers)
+
+    def one(index: int) -> None:
+        node = cluster.nodes[senders[index]]
+        try:
+            results[index] = workers[index].call("scripts.bench_totem:saturate", str(node.run_dir),
+                                                 size, duration_s, timeout_s=duration_s + 60.0)
+        except BaseException as error:  # reported below, after every thread ended
+            results[index] = error
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise RuntimeError(f"throughput at {size} B failed: {failures[0]}")
+    ok = [r for r in results if isinstance(r, dict)]
+    msgs = sum(r["delivered"] / r["seconds"] for r in ok if r["seconds"] > 0)
+    lat = workers[0].call("scripts.bench_totem:latency", str(cluster.nodes[1].run_dir), size,
+                          timeout_s=120.0)
+    return Row(impl="coro-totem", nodes=len(cluster.nodes), size=size, msgs_per_s=round(msgs, 1),
+               mb_per_s=round(msgs * size / 1e6, 2), p50_us=lat["p50_us"], p99_us=lat["p99_us"],
+               senders=len(workers), load_1m=_load_1m())
+
+
+def _print_table(rows: list[Row], out: Any) -> None:
+    print(f"{'impl':<11} {'nodes':>5} {'size':>6} {'msgs/s':>10} {'MB/s':>8} {'p50 µs':>8} "
+          f"{'p99 µs':>8} {'senders':>7} {'load':>5}  corosync 3.1.7 (issue 4)", file=out)
+    for row in rows:
+        print(f"{row.impl:<11} {row.nodes:>5} {row.size:>6} {row.msgs_per_s:>10.0f} "
+              f"{row.mb_per_s:>8.2f} {row.p50_us or 0:>8.0f} {row.p99_us or 0:>8.0f} "
+              f"{row.senders:>7} {row.load_1m:>5.1f}  {REFERENCE.get(row.size, '')}", file=out)
+    print("Reference latency: corosync p50 170 µs. MB = 10^6 bytes of payload.", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scripts.localcluster import ClusterError, ClusterSettings, LocalCluster
+    from scripts.netns import NamespaceWorker, NetnsError
+
+    try:
+        sizes = [int(part) for part in str(args.sizes).split(",") if part.strip()]
+    except ValueError:
+        print(f"coro bench totem: --sizes wants numbers like 64,1024, got {args.sizes!r}", file=sys.stderr)
+        return 2
+    if not sizes or any(size < 1 for size in sizes) or args.duration <= 0:
+        print("coro bench totem: sizes and --duration must be positive", file=sys.stderr)
+        return 2
+    base = Path(tempfile.mkdtemp(prefix="coro-bench-totem-"))
+    settings = ClusterSettings(nodes=args.nodes, token_ms=3000, consensus_ms=3600, evs_log=False,
+                               use_namespace=not args.no_namespace)
+    cluster = LocalCluster(base, settings)
+    workers: list[Any] = []
+    rows: list[Row] = []
+    try:
+        cluster.setup()
+        where = (f"namespace {cluster.namespace.name}" if cluster.namespace is not None
+                 else f"host loopback port {cluster.settings.port}")
+        if not args.json:
+            print(f"Starting {args.nodes} node(s) in the {where} ...", file=sys.stderr)
+        cluster.start()
+        cluster.wait_converged(30.0)
+        count = args.nodes if args.senders == "all" else 1
+        workers = [NamespaceWorker(cluster.namespace) for _ in range(count)]
+        for size in sizes:
+            row = _measure_size(cluster, workers, size, args.duration)
+            rows.append(row)
+            if args.json:
+                print(json.dumps(asdict(row)), flush=True)
+        if not args.json:
+            _print_table(rows, sys.stdout)
+        return 0
+    except (ClusterError, NetnsError, RuntimeError, OSError) as error:
+        print(f"coro bench totem: {error}", file=sys.stderr)
+        for node_id in cluster.nodes:
+            print(f"--- node {node_id} ---\n{cluster.output(node_id, 10)}", file=sys.stderr)
+        return 1
+    finally:
+        for worker in workers:
+            worker.close()
+        cluster.close()
+        if args.keep:
+            print(f"kept {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
