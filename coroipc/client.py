@@ -110,9 +110,7 @@ class IpcClient:
                                              max_message_bytes=max_message_size))
             reply = recv_handshake(sock, buffer, deadline)
             if isinstance(reply, codec.Refuse):
-                error = Refused(f"{service}: {reply.reason}")
-                error.code = reply.code
-                raise error
+                raise Refused(f"{service}: {reply.reason}", code=int(reply.code))
             if not isinstance(reply, codec.Accept) or len(buffer.fds) != 3:
                 raise ProtocolError(f"expected ACCEPT with 3 descriptors, got {type(reply).__name__} "
                                     f"with {len(buffer.fds)}")

@@ -64,7 +64,12 @@ class MessageTooLarge(IpcError, ValueError):
 class Refused(IpcError):
     """The server refused the connection during the handshake: unknown service,
     protocol version mismatch, a uid/gid that is not allowed, or a server that
-    is shutting down. The message carries the server's reason."""
+    is shutting down. The message carries the server's reason and ``code`` its
+    :class:`coroipc.codec.RefuseCode` (0 when unknown)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class RingCorrupted(IpcError):

@@ -132,8 +132,9 @@ def test_garbage_handshake_is_dropped_and_server_keeps_serving(running, tmp_path
 def test_refused_by_uid(tmp_path):
     server = IpcServer(tmp_path, [TestService()], allowed_uids={os.getuid() + 4242})
     with ServerThread(server):
-        with pytest.raises(errors.Refused, match=rf"^test: uid {os.getuid()} gid {os.getgid()} \(pid \d+\) may not"):
+        with pytest.raises(errors.Refused, match=rf"^test: uid {os.getuid()} gid {os.getgid()} \(pid \d+\) may not") as refusal:
             IpcClient.connect("test", run_dir=tmp_path)
+        assert refusal.value.code == codec.RefuseCode.NOT_ALLOWED
         assert server.stats().refused == 1
     assert IpcServer(tmp_path, [TestService()], allowed_gids={os.getgid()}).allowed_gids == {os.getgid()}
 
