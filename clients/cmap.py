@@ -72,18 +72,18 @@ def run_dir_from_env() -> str | None:
     return os.environ.get(RUN_DIR_ENV) or None
 
 
-def _chunks(sets: list[codec.Set]) -> Iterator[tuple[codec.Set, ...]]:
-    """Split sets into SET_MANY requests within the count and byte budgets."""
-    chunk: list[codec.Set] = []
+def _chunks(items: list[bytes]) -> Iterator[list[bytes]]:
+    """Split encoded sets into SET_MANY requests within the count and byte budgets."""
+    chunk: list[bytes] = []
     size = 0
-    for item in sets:
+    for item in items:
         if chunk and (len(chunk) >= codec.MAX_SET_MANY_COUNT or size >= codec.BATCH_BYTES_BUDGET):
-            yield tuple(chunk)
+            yield chunk
             chunk, size = [], 0
         chunk.append(item)
-        size += codec.encoded_set_size(item)
+        size += len(item)
     if chunk:
-        yield tuple(chunk)
+        yield chunk
 
 
 class CmapClient:
@@ -279,22 +279,23 @@ class CmapClient:
             InvalidKey, InvalidValue, TooLong: an item is invalid (checked before
                 anything is sent, so then nothing is set).
         """
-        sets = []
+        keys, encoded = [], []
         for key, value, value_type in items:
             check_key(key)
             if not isinstance(value_type, ValueType):
                 value_type = ValueType.from_name(str(value_type))
-            sets.append(codec.Set(key=key, value_type=value_type,
-                                  value=check_value(value_type, value), force_type=force_type))
-        results: list[CmapError | None] = []
-        for chunk in _chunks(sets):
-            statuses = codec.decode_statuses_response(self._call(codec.SetMany(sets=chunk)))
-            if len(statuses) != len(chunk):
-                raise DecodeError(f"{len(statuses)} statuses for {len(chunk)} sets")
-            for item, status in zip(chunk, statuses):
-                results.append(None if status == 0 else
-                               ERROR_BY_STATUS[status](f"set of {item.key!r} refused"))
-        return results
+            keys.append(key)
+            encoded.append(codec.encode_set_item(key, value_type, check_value(value_type, value),
+                                                 force_type))
+        statuses: list[int] = []
+        for chunk in _chunks(encoded):
+            reply = self._call_raw(codec.Function.SET_MANY, codec.encode_set_many(chunk))
+            chunk_statuses = codec.decode_statuses_response(reply)
+            if len(chunk_statuses) != len(chunk):
+                raise DecodeError(f"{len(chunk_statuses)} statuses for {len(chunk)} sets")
+            statuses.extend(chunk_statuses)
+        return [None if status == 0 else ERROR_BY_STATUS[status](f"set of {key!r} refused")
+                for key, status in zip(keys, statuses)]
 
     def set_nowait(self, key: str, value: Value, value_type: ValueType | str, *,
                    force_type: bool = False) -> None:

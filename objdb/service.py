@@ -125,9 +125,18 @@ class CmapService:
             if entry is not None:
                 return codec.encode_value_response(entry)
         try:
+            if function == codec.Function.SET or function == codec.Function.SET_NOWAIT:
+                # No request object for the second commonest requests.
+                item = codec.decode_set_item(payload)
+                if function == codec.Function.SET:
+                    return self._apply_set(state, item)
+                return self._set_nowait(state, codec.SetNowait(set=item))
             request = codec.decode_request(function, payload)
         except DecodeError as error:
             return self._bad_request(state, error)
+        except CmapError as error:
+            self._counts["refused"] += 1
+            return codec.encode_error(error)
         try:
             reply = self._handlers[type(request)](state, request)
         except CmapError as error:
@@ -151,15 +160,18 @@ class CmapService:
         return codec.encode_value_response(self.store.get(request.key))
 
     def _set(self, state: _ConnectionState, request: codec.Set) -> bytes:
-        notifications = self.store.set(request.key, request.value_type, request.value,
-                                       privileged=state.privileged, force_type=request.force_type)
+        return self._apply_set(state, request)
+
+    def _apply_set(self, state: _ConnectionState, item: codec.Set | codec.SetItem) -> bytes:
+        notifications = self.store.set(item.key, item.value_type, item.value,
+                                       privileged=state.privileged, force_type=item.force_type)
         if notifications:
             self._deliver(notifications)
         return codec.RESPONSE_OK
 
     def _set_nowait(self, state: _ConnectionState, request: codec.SetNowait) -> bytes | None:
         try:
-            self._set(state, request.set)
+            self._apply_set(state, request.set)
         except CmapError as error:
             self._counts["refused"] += 1
             state.nowait_failed += 1

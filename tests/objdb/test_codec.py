@@ -39,11 +39,11 @@ def _requests() -> st.SearchStrategy:
         st.builds(lambda k, f: codec.TrackAdd(key=k, flags=f), KEYS, st.integers(0, 2**32 - 1)),
         st.integers(0, 2**64 - 1).map(lambda t: codec.TrackDelete(tracker_id=t)),
         st.integers(0, 2**32 - 1).map(lambda o: codec.Hello(options=o)),
-        st.lists(st.builds(lambda k, e, f: codec.Set(key=k, value_type=e.value_type, value=e.value,
-                                                     force_type=f), KEYS, _ENTRIES, st.booleans()),
+        st.lists(st.builds(lambda k, e, f: codec.SetItem(k, e.value_type, e.value, f),
+                           KEYS, _ENTRIES, st.booleans()),
                  max_size=5).map(lambda sets: codec.SetMany(sets=tuple(sets))),
-        st.builds(lambda k, e: codec.SetNowait(set=codec.Set(key=k, value_type=e.value_type,
-                                                             value=e.value)), KEYS, _ENTRIES),
+        st.builds(lambda k, e: codec.SetNowait(set=codec.SetItem(k, e.value_type, e.value)),
+                  KEYS, _ENTRIES),
         st.just(codec.Sync()),
     )
 

@@ -151,10 +151,10 @@ def test_track_delete_is_per_connection(service: CmapService) -> None:
 def test_set_many_applies_each_item_on_its_own(service: CmapService) -> None:
     client = connect(service)
     sets = (
-        codec.Set(key="a.one", value_type=ValueType.UINT8, value=1),
-        codec.Set(key="runtime.members.1.status", value_type=ValueType.STRING, value="x"),
-        codec.Set(key="totem.token", value_type=ValueType.STRING, value="x"),
-        codec.Set(key="a.two", value_type=ValueType.UINT8, value=2),
+        codec.SetItem("a.one", ValueType.UINT8, 1),
+        codec.SetItem("runtime.members.1.status", ValueType.STRING, "x"),
+        codec.SetItem("totem.token", ValueType.STRING, "x"),
+        codec.SetItem("a.two", ValueType.UINT8, 2),
     )
     statuses = codec.decode_statuses_response(call(service, client, codec.SetMany(sets=sets)))
     assert statuses == [0, ReadOnly.status, WrongType.status, 0]
