@@ -41,8 +41,11 @@ def fence() -> None:
     The sleep protocol is Dekker-shaped: the writer stores its position then
     loads the reader's flag, the reader stores its flag then loads the
     position. Even x86 may reorder a store with a later load, which would lose
-    a wake-up. Acquiring a lock executes a locked instruction (a full fence on
-    x86, a barrier pair on ARM); that is the cheapest fence Python offers.
+    a wake-up. Acquiring a lock executes a locked instruction, a full fence on
+    x86; that is the cheapest fence Python offers. On weakly ordered CPUs
+    (ARM) glibc's acquire/release pair does not order a store before a later
+    load, so there a wake-up can be lost; sleeps are sliced (0.25 s) so that
+    costs latency, never liveness.
     """
     _fence_acquire()
     _fence_release()

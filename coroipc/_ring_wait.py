@@ -20,9 +20,11 @@ from coroipc.errors import ConnectionLost, Timeout
 
 __all__ = ["WaitMixin", "SpinPolicy"]
 
-#: How long a blocking wait sleeps before re-checking the peer's liveness when
-#: no pidfd or watch descriptor can tell us sooner.
-_LIVENESS_SLICE_S = 0.25
+#: The longest single sleep: then re-check the ring and the peer. A pidfd or
+#: watch descriptor reports a dead peer sooner; the slice bounds the cost of a
+#: wake-up lost to memory reordering on a CPU where our fence is weaker than
+#: x86's (see _doorbell.fence).
+_SLEEP_SLICE_S = 0.25
 #: Checks of the ring before a spinning waiter starts yielding the CPU.
 _TIGHT_SPINS = 20
 #: A spin budget below this is not worth a loop: sleep at once.
@@ -208,8 +210,7 @@ class WaitMixin:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise Timeout(f"ring {self.name}: timed out waiting for the {peer}")
-        if pidfd < 0 or remaining is None:
-            remaining = _LIVENESS_SLICE_S if remaining is None else min(remaining, _LIVENESS_SLICE_S)
+        remaining = _SLEEP_SLICE_S if remaining is None else min(remaining, _SLEEP_SLICE_S)
         ready = wait_readable(fds, remaining)
         if ready:
             if bell.fileno() in ready:
