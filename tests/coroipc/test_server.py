@@ -323,3 +323,25 @@ def test_request_above_the_agreed_size_written_behind_the_clients_back(running, 
         put_message(sneaky.request_ring, ECHO, 0, 1, b"x" * 200)  # bypasses request()'s check
         with pytest.raises(errors.ConnectionLost, match="exceeds the agreed 100"):
             sneaky.request(ECHO, b"y", timeout=5.0)
+
+
+def test_client_events_through_asyncio_add_reader(running, tmp_path):
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        seen: list[int] = []
+        enough = asyncio.Event()
+        with IpcClient.connect("test", run_dir=tmp_path) as client:
+            def on_readable() -> None:
+                client.dispatch(lambda function, payload: seen.append(function))
+                if len(seen) >= 3:
+                    enough.set()
+
+            loop.add_reader(client.fileno(), on_readable)
+            try:
+                assert client.request(EVENTS, b"3", timeout=5.0) == b"ok"
+                await asyncio.wait_for(enough.wait(), 5.0)
+            finally:
+                loop.remove_reader(client.fileno())
+        return seen
+
+    assert asyncio.run(main()) == [0, 1, 2]
