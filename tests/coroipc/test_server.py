@@ -345,3 +345,19 @@ def test_client_events_through_asyncio_add_reader(running, tmp_path):
         return seen
 
     assert asyncio.run(main()) == [0, 1, 2]
+
+
+def test_silent_client_is_dropped_after_the_handshake_timeout(tmp_path):
+    server = IpcServer(tmp_path, [TestService()], handshake_timeout_s=0.3)
+    with ServerThread(server):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(socket_path(tmp_path, "test"))
+            start = time.monotonic()
+            data = sock.recv(4096)
+            version, kind, length = codec.decode_header(data)
+            refusal = codec.decode_handshake(version, kind, data[codec.HEADER_BYTES:codec.HEADER_BYTES + length])
+            assert refusal.reason == "no handshake within 0.3 s"
+            assert sock.recv(4096) == b""  # then closed
+            assert 0.2 < time.monotonic() - start < 5.0
+        assert server.stats().handshakes_failed == 1
