@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 from coroipc._doorbell import Doorbell, fence, wait_readable
 from coroipc._shm import pid_alive
@@ -78,7 +79,28 @@ class SpinPolicy:
 
 
 class WaitMixin:
-    """The waiting half of Ring (it relies on Ring's fields)."""
+    """The waiting half of Ring (it relies on Ring's fields, declared here)."""
+
+    name: str
+    capacity: int
+    watch_fds: list[int]
+    _words: memoryview | None
+    _wpos: int
+    _rpos: int
+    _pending: list[int] | None
+    _is_reader: bool
+    _is_writer: bool
+    _spinner: SpinPolicy
+    _pidfds: dict[int, int]
+    _reader_bell: Doorbell | None
+    _writer_bell: Doorbell | None
+    _reader_address: bytes
+    _writer_address: bytes
+    _count: dict[str, int]
+    _require_open: Callable[[], memoryview]
+    become_reader: Callable[[], None]
+    become_writer: Callable[[], None]
+    _refresh_read_position: Callable[[], None]
 
     def readable(self) -> bool:
         """True when a message is waiting (cheap: one shared load)."""

@@ -9,12 +9,14 @@ answers with a REFUSE carrying the reason when the socket still works.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import os
 import selectors
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from coroipc import codec
 from coroipc._wire import HandshakeBuffer, peer_credentials, send_handshake
@@ -46,7 +48,23 @@ class PendingHandshake:
 
 
 class HandshakeMixin:
-    """Handshake steps of IpcServer (they rely on its fields)."""
+    """Handshake steps of IpcServer (they rely on its fields, declared here)."""
+
+    services: dict[str, "Service"]
+    allowed_uids: frozenset[int]
+    allowed_gids: frozenset[int]
+    ring_size: int
+    event_ring_size: int
+    max_ring_size: int
+    max_message_size: int | None
+    max_connections: int
+    handshake_timeout_s: float
+    _selector: selectors.BaseSelector | None
+    _handshakes: dict[int, PendingHandshake]
+    _connections: dict[int, object]
+    _counts: "collections.Counter[str]"
+    _ids: "itertools.count[int]"
+    _establish: Callable[[PendingHandshake], None]
 
     def _accept(self, listener: socket.socket, service_name: str) -> int:
         try:

@@ -137,7 +137,7 @@ def sweep_dead(tag: str | None = None) -> list[str]:
     Returns:
         the names removed ('/coro-...').
     """
-    removed = []
+    removed: list[str] = []
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:

@@ -29,6 +29,7 @@ import selectors
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 from coroipc import _shm, codec
 from coroipc._server_handshake import MAX_RING, MIN_RING, HandshakeMixin, PendingHandshake
@@ -39,6 +40,9 @@ from coroipc.errors import (ConnectionLost, IpcError, MessageTooLarge, NotConnec
 from coroipc.ring import Ring
 
 __all__ = ["Service", "Connection", "IpcServer", "ServerStats", "ConnectionStats", "socket_path"]
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("coroipc.server")
 RefuseCode = codec.RefuseCode
@@ -238,7 +242,7 @@ class IpcServer(HandshakeMixin):
         self._connections: dict[int, Connection] = {}
         self._backlogged: set[Connection] = set()
         self._ids = itertools.count(1)
-        self._counts = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
         self._disconnects: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------ lifecycle
@@ -349,7 +353,7 @@ class IpcServer(HandshakeMixin):
         while stop_event is None or not stop_event.is_set():
             self.process(timeout=poll_interval_s)
 
-    def attach(self, loop) -> "callable":
+    def attach(self, loop: "asyncio.AbstractEventLoop") -> Callable[[], None]:
         """Drive this server from an asyncio loop; returns a function that detaches it."""
         if self._selector is None:
             self.start()
