@@ -167,6 +167,16 @@ def test_corosync_cmapctl_compatible_output(node, capsys, monkeypatch) -> None:
     assert coro("-D", "app.").returncode == 0
     assert coro("app.").returncode == 1
     assert coro("-g").stderr == "Expected key after options\n"
+    settings = node.run_dir.parent / "settings.txt"
+    settings.write_text("# comment\napp.p1 u16 7\napp.p2 str hello\n\napp.gone u8 1\n^app.gone\n"
+                        "other.a u8 1\nother.b u8 2\n^^other.\n")
+    assert coro("-p", str(settings)).returncode == 0
+    assert coro("app.p").stdout == "app.p1 (u16) = 7\napp.p2 (str) = hello\n"
+    assert coro("other.").returncode == 1
+    assert coro("-g", "app.gone").returncode == 1
+    started = time.monotonic()
+    assert coro("track", "app.quiet", "--timeout", "0.3").returncode == 0
+    assert time.monotonic() - started >= 0.3
 
 
 def test_cmapctl_track_flag_prints_events_until_q(node) -> None:
@@ -217,6 +227,14 @@ def test_no_daemon_is_a_clear_error(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "clients.cli", "cmap", "--run-dir", str(tmp_path),
                              "get", "totem.token"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "cannot reach objdb" in result.stderr
+
+
+def test_a_second_objdb_on_the_same_run_dir_is_refused(node) -> None:
+    with pytest.raises(ObjdbStartError, match="already listening"):
+        ObjdbProcess.start(run_dir=node.run_dir)
+    assert_still_serving = CmapClient.connect(node.run_dir)
+    with assert_still_serving as cmap:
+        assert cmap.get_u32("totem.token") == 3000
 
 
 def test_bad_configuration_fails_start_with_its_reason(tmp_path) -> None:
