@@ -180,6 +180,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="nodes that send during the throughput run")
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES), metavar="B,B,..",
                         help="message sizes in bytes")
+    parser.add_argument("--latency-samples", type=int, default=LATENCY_SAMPLES, metavar="N",
+                        help="round trips per size for p50/p99")
     parser.add_argument("--no-namespace", action="store_true",
                         help="run on the host's loopback even as root")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")
@@ -193,7 +195,8 @@ def _load_1m() -> float:
         return -1.0
 
 
-def _measure_size(cluster: Any, workers: list[Any], size: int, duration_s: float) -> Row:
+def _measure_size(cluster: Any, workers: list[Any], size: int, duration_s: float,
+                  samples: int) -> Row:
     senders = list(cluster.nodes)[:len(workers)]
     results: list[dict[str, Any] | BaseException] = [{}] * len(workers)
 
@@ -216,7 +219,7 @@ def _measure_size(cluster: Any, workers: list[Any], size: int, duration_s: float
     ok = [r for r in results if isinstance(r, dict)]
     msgs = sum(r["delivered"] / r["seconds"] for r in ok if r["seconds"] > 0)
     lat = workers[0].call("scripts.bench_totem:latency", str(cluster.nodes[1].run_dir), size,
-                          timeout_s=120.0)
+                          samples, timeout_s=120.0 + samples * 0.05)
     return Row(impl="coro-totem", nodes=len(cluster.nodes), size=size, msgs_per_s=round(msgs, 1),
                mb_per_s=round(msgs * size / 1e6, 2), p50_us=lat["p50_us"], p99_us=lat["p99_us"],
                senders=len(workers), load_1m=_load_1m())
@@ -241,10 +244,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"coro bench totem: --sizes wants numbers like 64,1024, got {args.sizes!r}", file=sys.stderr)
         return 2
-    if not sizes or any(size < 1 for size in sizes) or args.duration <= 0:
-        print("coro bench totem: sizes and --duration must be positive", file=sys.stderr)
+    if not sizes or any(size < 1 for size in sizes) or args.duration <= 0 or args.latency_samples < 1:
+        print("coro bench totem: sizes, --duration and --latency-samples must be positive",
+              file=sys.stderr)
         return 2
-    base = Path(tempfile.mkdtemp(prefix="coro-bench-totem-"))
+    base = Path(tempfile.mkdtemp(prefix="coro-bt-"))
     settings = ClusterSettings(nodes=args.nodes, token_ms=3000, consensus_ms=3600, evs_log=False,
                                use_namespace=not args.no_namespace)
     cluster = LocalCluster(base, settings)
@@ -261,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         count = args.nodes if args.senders == "all" else 1
         workers = [NamespaceWorker(cluster.namespace) for _ in range(count)]
         for size in sizes:
-            row = _measure_size(cluster, workers, size, args.duration)
+            row = _measure_size(cluster, workers, size, args.duration, args.latency_samples)
             rows.append(row)
             if args.json:
                 print(json.dumps(asdict(row)), flush=True)

@@ -48,6 +48,9 @@ __all__ = [
 DEFAULT_PORT = 5405
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.05
+# sockaddr_un holds 108 bytes; the longest socket a node makes is
+# "<run_dir>/<service>.sock" with a service name of up to ~12 characters.
+RUN_DIR_MAX_CHARS = 108 - 1 - len("/objdb-admin.sock") - 4
 
 
 class ClusterError(Exception):
@@ -260,6 +263,11 @@ class LocalCluster:
 
     def setup(self) -> LocalCluster:
         """Create the namespace, firewall, worker and node files (no node runs yet)."""
+        longest = self.base_dir / f"node{self.settings.nodes}" / "run"
+        if len(str(longest.resolve())) > RUN_DIR_MAX_CHARS:
+            raise ClusterError(f"the run directory {longest} is longer than {RUN_DIR_MAX_CHARS} "
+                               "characters: node sockets would not fit in sockaddr_un; use a "
+                               "shorter base directory")
         self.evs_dir.mkdir(parents=True, exist_ok=True)
         if self.namespaced:
             self.namespace = Namespace().create()
