@@ -33,7 +33,8 @@ _NS = 1_000_000  # virtual ms -> log ns
 def sim_params(nodes: int, token_ms: float = 200.0) -> TotemParams:
     """Short virtual timeouts for the simulator (corosync's ratios)."""
     return TotemParams(token_ms=token_ms, token_coefficient_ms=10.0, join_ms=20.0,
-                       merge_ms=100.0, nodes=max(2, nodes), fail_recv_const=2500)
+                       merge_ms=100.0, nodes=max(2, nodes), fail_recv_const=2500,
+                       seqno_unchanged_const=6)
 
 
 @dataclass(frozen=True, kw_only=True)
