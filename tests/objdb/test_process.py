@@ -278,3 +278,22 @@ def test_asyncio_add_reader_dispatches_notifications(node) -> None:
     notes = asyncio.run(main())
     assert [(note.event, note.new.value) for note in notes] == [
         (TrackFlags.ADD, 1), (TrackFlags.MODIFY, 2), (TrackFlags.MODIFY, 3)]
+
+
+def test_clients_see_connection_lost_when_objdb_stops(tmp_path_factory) -> None:
+    run_dir = tmp_path_factory.mktemp("cl")
+    process = ObjdbProcess.start(run_dir=run_dir)
+    try:
+        cmap = CmapClient.connect(run_dir)
+        cmap.track_add("app.x", TrackFlags.all_changes(), lambda note: None)
+        assert process.stop() == 0
+        from clients.cmap import ConnectionLost
+
+        with pytest.raises(ConnectionLost):
+            cmap.get("totem.token")
+        cmap.close()
+        cmap.close()   # idempotent
+        with pytest.raises(NotConnected, match="closed"):
+            cmap.get("totem.token")
+    finally:
+        process.close()
