@@ -151,3 +151,15 @@ def test_a_client_killed_mid_request_does_not_hurt_the_daemon(node) -> None:
             child.wait()
     assert node.process.is_running()
     assert_serving(node)
+
+
+def test_a_client_that_floods_its_own_tracker_is_dropped_cleanly(node) -> None:
+    """The event ring that overflows belongs to the connection whose request
+    caused the change: objdb drops it in the middle of its own request."""
+    with CmapClient.connect(node.run_dir) as selfish:
+        selfish.track_add("app.self", TrackFlags.all_changes(), lambda note: None)
+        with pytest.raises(ConnectionLost):
+            for value in range(500_000):
+                selfish.set("app.self", value, ValueType.UINT64)
+    assert node.process.is_running()
+    assert_serving(node)
