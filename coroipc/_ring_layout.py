@@ -16,6 +16,8 @@ shared words below are also little-endian)::
      72  u64  writer pid       set when a handle first writes
      80  u64  writer flags     bit 0 SLEEPING (waits for space), bit 1 CLOSED
      88  u64  writer epoch     +1 each time the writer goes to sleep
+     96  u64  writer wants     free bytes the sleeping writer waits for (the
+                               reader rings it only once that much is free)
       -- reader-owned words, own cache line --
     128  u64  read position    bytes ever consumed (read <= write <= read + capacity)
     136  u64  reader pid
@@ -59,7 +61,7 @@ import sys
 from coroipc.errors import RingCorrupted
 
 __all__ = [
-    "MAGIC", "LAYOUT_VERSION", "HEADER_SIZE", "HEADER_CHECK", "STATIC", "W_POS", "W_PID", "W_FLAGS", "W_EPOCH",
+    "MAGIC", "LAYOUT_VERSION", "HEADER_SIZE", "HEADER_CHECK", "STATIC", "W_POS", "W_PID", "W_FLAGS", "W_EPOCH", "W_WANT",
     "R_POS", "R_PID", "R_FLAGS", "R_EPOCH", "SLEEPING", "CLOSED", "KIND_DATA", "KIND_PAD", "FRAME_CHECK", "FRAME",
     "FRAME_ONE", "ONE_OVERHEAD", "MIN_CAPACITY", "frame_size", "validate_header",
 ]
@@ -73,7 +75,7 @@ HEADER_SIZE = 4096
 HEADER_CHECK = 0x5A5A5A5A
 STATIC = struct.Struct("<IHHQII")
 # Indices of the shared u64 words (byte offset / 8).
-W_POS, W_PID, W_FLAGS, W_EPOCH = 8, 9, 10, 11
+W_POS, W_PID, W_FLAGS, W_EPOCH, W_WANT = 8, 9, 10, 11, 12
 R_POS, R_PID, R_FLAGS, R_EPOCH = 16, 17, 18, 19
 SLEEPING = 1
 CLOSED = 2

@@ -15,7 +15,7 @@ from typing import Callable
 
 from coroipc._doorbell import Doorbell, fence, wait_readable
 from coroipc._shm import pid_alive
-from coroipc._ring_layout import (CLOSED, R_EPOCH, R_FLAGS, R_PID, R_POS, SLEEPING, W_EPOCH, W_FLAGS, W_PID, W_POS,
+from coroipc._ring_layout import (CLOSED, R_EPOCH, R_FLAGS, R_PID, R_POS, SLEEPING, W_EPOCH, W_FLAGS, W_PID, W_POS, W_WANT,
                                   frame_size)
 from coroipc.errors import ConnectionLost, Timeout
 
@@ -26,8 +26,10 @@ __all__ = ["WaitMixin", "SpinPolicy"]
 #: wake-up lost to memory reordering on a CPU where our fence is weaker than
 #: x86's (see _doorbell.fence).
 _SLEEP_SLICE_S = 0.25
-#: Checks of the ring before a spinning waiter starts yielding the CPU.
-_TIGHT_SPINS = 20
+#: A sleeping writer is woken once 1/this of the ring is free.
+_WAKE_WRITER_FRACTION = 4
+#: Checks of the ring between two looks at the clock while spinning.
+_TIGHT_SPINS = 8
 #: A spin budget below this is not worth a loop: sleep at once.
 _MIN_SPIN_NS = 2_000
 
@@ -61,14 +63,12 @@ class SpinPolicy:
             return ready()
         clock = time.perf_counter_ns
         end = clock() + budget
-        for _ in range(_TIGHT_SPINS):
-            if ready():
-                return True
-        yield_cpu = os.sched_yield
-        while clock() < end:
-            yield_cpu()
-            if ready():
-                return True
+        while True:
+            for _ in range(_TIGHT_SPINS):
+                if ready():
+                    return True
+            if clock() >= end:
+                break
         self.budget_ns = budget >> 1
         return False
 
@@ -160,14 +160,20 @@ class WaitMixin:
         if self._words is not None and self._is_reader:
             self._words[R_FLAGS] = 0
 
-    def arm_writer(self, needed: int = 1, drain: bool = True) -> bool:
+    def arm_writer(self, needed: int = 1, drain: bool = True, want: int | None = None) -> bool:
         """Ask the reader to ring our writer doorbell when it frees space.
 
+        Args:
+            needed: bytes (a frame's size) we need now.
+            drain: as for :meth:`arm_reader`.
+            want: be woken only once this much is free (default ``needed``).
+
         Returns:
-            True if ``needed`` bytes (frame size) are already free.
+            True if ``needed`` bytes are already free.
         """
         if not self._is_writer:
             self.become_writer()
+        self._words[W_WANT] = needed if want is None else want
         self._arm(W_FLAGS, W_EPOCH, self._get_writer_bell(), drain)
         self._refresh_read_position()
         return self.capacity - (self._wpos - self._read_cache) >= needed
@@ -200,13 +206,18 @@ class WaitMixin:
         capacity = self.capacity
         tail = capacity - self._wpos % capacity
         needed = size if size <= tail else tail + size  # a PAD first when it does not fit
+        # Sleep until a good share of the ring is free, not just this frame:
+        # each wake-up then buys many writes (fewer sleep/wake round trips
+        # when the reader is slower). The sleep slice bounds the wait if the
+        # reader stops short of that.
+        want = min(capacity, max(needed, capacity // _WAKE_WRITER_FRACTION))
 
         def has_room() -> bool:
             return capacity - (self._wpos - self._words[R_POS]) >= needed
 
         if not self._spinner.spin(has_room):
-            self._wait(lambda: self.arm_writer(needed, drain=False), self.disarm_writer, R_FLAGS, R_PID, deadline,
-                       "reader")
+            self._wait(lambda: self.arm_writer(needed, drain=False, want=want), self.disarm_writer, R_FLAGS, R_PID,
+                       deadline, "reader")
 
     def _wait(self, arm, disarm, peer_flags_word: int, peer_pid_word: int, deadline: float | None,
               peer: str) -> None:

@@ -28,7 +28,7 @@ from coroipc import _shm
 from coroipc._doorbell import Doorbell, fence, ring_address
 from coroipc._ring_layout import (CLOSED, FRAME, FRAME_CHECK, FRAME_ONE, HEADER_CHECK, HEADER_SIZE, KIND_DATA,
                                   KIND_PAD, LAYOUT_VERSION, MAGIC, MIN_CAPACITY, ONE_OVERHEAD, R_FLAGS, R_PID,
-                                  R_POS, SLEEPING, STATIC, W_EPOCH, W_FLAGS, W_PID, W_POS, R_EPOCH, frame_size,
+                                  R_POS, SLEEPING, STATIC, W_EPOCH, W_FLAGS, W_PID, W_POS, W_WANT, R_EPOCH, frame_size,
                                   validate_header)
 from coroipc._ring_wait import SpinPolicy, WaitMixin
 from coroipc.errors import ConnectionLost, MessageTooLarge, NotConnected, RingCorrupted, WouldBlock
@@ -39,7 +39,7 @@ __all__ = ["Ring", "RingStats", "HEADER_SIZE", "MAGIC", "LAYOUT_VERSION", "frame
 #: each message is copied straight into the ring (the join would double copy).
 _JOIN_BELOW = 4096
 #: Default payload budget of one read_batch() (see there).
-READ_BATCH_BYTES = 64 * 1024
+READ_BATCH_BYTES = 32 * 1024
 #: Largest frame a batch write builds (a single larger message gets its own).
 _BATCH_FRAME_BYTES = 64 * 1024
 
@@ -584,7 +584,7 @@ class Ring(WaitMixin):
             return
         words[R_POS] = self._rpos
         fence()
-        if words[W_FLAGS] & SLEEPING:
+        if words[W_FLAGS] & SLEEPING and self.capacity - (words[W_POS] - self._rpos) >= words[W_WANT]:
             self._wake(W_EPOCH, self._writer_address)
 
     def _wake(self, epoch_word: int, address: bytes) -> None:
