@@ -9,8 +9,10 @@ foreground with the process title ``coro: objdb``. It:
    coroipc server in the run directory;
 3. when ready, writes ``ready <pid>\\n`` to ``--ready-fd`` if given (the
    supervisor waits for that line rather than polling for a socket);
-4. stops on SIGTERM or SIGINT: closes the server (socket file and every
-   shared segment removed) and exits 0.
+4. stops on SIGTERM or SIGINT, or when its supervisor (``--parent-pid``)
+   is gone: closes the server (socket file and every shared segment
+   removed) and exits 0. Watching the parent means a supervisor killed with
+   SIGKILL does not leave an orphan objdb holding the run directory.
 
 A start-up failure (bad configuration, no run directory, a second objdb on
 the same run directory) exits 1 with one line on stderr saying what to fix.
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "default: this host's addresses)")
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="write 'ready PID' to this descriptor once serving")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="stop when this process (the supervisor) is gone")
     parser.add_argument("--log-level", default="WARNING",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -69,8 +73,25 @@ def _signal_ready(ready_fd: int | None) -> None:
         os.close(ready_fd)
 
 
+class _StopWhen:
+    """``is_set()`` for coroipc's serve loop: a signal arrived, or the parent left."""
+
+    def __init__(self, event: threading.Event, parent_pid: int | None) -> None:
+        self._event = event
+        self._parent_pid = parent_pid
+
+    def is_set(self) -> bool:
+        if self._event.is_set():
+            return True
+        if self._parent_pid is not None and os.getppid() != self._parent_pid:
+            LOG.warning("the supervisor (pid %d) is gone; stopping", self._parent_pid)
+            self._event.set()
+            return True
+        return False
+
+
 def serve(store: Store, run_dir: str, stop: threading.Event, *,
-          ready_fd: int | None = None) -> int:
+          ready_fd: int | None = None, parent_pid: int | None = None) -> int:
     """Serve ``store`` as the cmap service in ``run_dir`` until ``stop`` is set.
 
     Returns:
@@ -85,7 +106,7 @@ def serve(store: Store, run_dir: str, stop: threading.Event, *,
     try:
         server.start()
         _signal_ready(ready_fd)
-        server.serve_forever(stop_event=stop)
+        server.serve_forever(stop_event=_StopWhen(stop, parent_pid))
     finally:
         server.close()
     stats = service.stats()
@@ -122,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         os.makedirs(run_dir, mode=0o755, exist_ok=True)
-        return serve(store, run_dir, stop, ready_fd=args.ready_fd)
+        return serve(store, run_dir, stop, ready_fd=args.ready_fd, parent_pid=args.parent_pid)
     except Exception as error:
         # Start-up failures (another objdb on this run directory, permissions)
         # are the operator's to fix: one line, no traceback.

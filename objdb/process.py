@@ -57,7 +57,8 @@ class ObjdbProcess:
         Raises:
             ObjdbStartError: it exited, or was not ready in ``ready_timeout``.
         """
-        command = [sys.executable, "-m", "objdb", "--log-level", log_level]
+        command = [sys.executable, "-m", "objdb", "--log-level", log_level,
+                   "--parent-pid", str(os.getpid())]
         if config_path is not None:
             command += ["-c", os.fspath(config_path)]
         if run_dir is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 import time
 
 import psutil
@@ -297,3 +298,29 @@ def test_clients_see_connection_lost_when_objdb_stops(tmp_path_factory) -> None:
             cmap.get("totem.token")
     finally:
         process.close()
+
+
+def test_objdb_stops_when_its_supervisor_dies(tmp_path_factory) -> None:
+    run_dir = tmp_path_factory.mktemp("pd")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from objdb.process import ObjdbProcess
+            objdb = ObjdbProcess.start(run_dir={str(run_dir)!r})
+            print(objdb.pid, flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        objdb_pid = int(supervisor.stdout.readline())
+        supervisor.kill()
+        supervisor.wait()
+        psutil.Process(objdb_pid).wait(timeout=15)   # not our child: no exit status
+        assert not psutil.pid_exists(objdb_pid) or \
+            psutil.Process(objdb_pid).status() == psutil.STATUS_ZOMBIE
+        # It stopped cleanly (a SIGKILL would have left the socket file).
+        assert not (run_dir / "cmap.sock").exists()
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+        supervisor.stdout.close()
