@@ -237,3 +237,18 @@ def test_pitfall_16_a_recovery_frame_fits_in_netmtu():
                   payload=b"x" * params.frame_payload_max)
     outer = Mcast(sender=2, ring_id=RingId(1, 8), seq=1, safe=False, payload=b"", inner=inner)
     assert len(codec.encode(outer)) <= params.netmtu - 28
+
+
+def test_pitfall_07_failed_to_receive_with_a_small_fail_recv_const():
+    """csts failed-to-receive-crash.sh: a node that gets the token but no
+    frames accuses itself after fail_recv_const rotations (corosync's way)."""
+    net = _formed(fail_recv_const=5)
+    net.filter = lambda src, dest, packet: not (dest == 3 and isinstance(packet, Mcast))
+    for index in range(30):
+        net.submit(1, bytes([index]) * 1200)
+    net.run_timers(net.now + 200)
+    reasons = [change.reason for change in net.states[3]]
+    assert GatherReason.FAILED_TO_RECEIVE in reasons
+    assert net.cores[3].stats().failed_to_receive == 1
+    assert not any(GatherReason.FAILED_TO_RECEIVE in [c.reason for c in net.states[node]]
+                   for node in (1, 2))
