@@ -22,10 +22,12 @@ is counted and dropped, never asserted on.
 from __future__ import annotations
 
 import logging
-import random
 from collections import deque
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import random
 
 from totemd import codec
 from totemd.pg import MessageTooLarge, Packer, QueueFull, Unpacker
@@ -126,18 +128,19 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
     Args:
         node_id: this node's id (1 .. 2**32-1).
         params: timers and constants.
-        rng: injected randomness (only used for jitter; None: seeded by node id).
+        rng: injected randomness, used only for the ring-seq epoch of a node
+            that has nothing persisted (None: that epoch is 0, as in corosync).
         initial_seq: the frame seq every new ring starts at (tests use a value
             near 2**32 to exercise wrap-around).
     """
 
     def __init__(self, node_id: int, params: TotemParams | None = None,
-                 rng: random.Random | None = None, initial_seq: int = 0) -> None:
+                 rng: "random.Random | None" = None, initial_seq: int = 0) -> None:
         if not 0 < node_id <= 0xFFFFFFFF:
             raise ValueError(f"node_id must be within 1..2**32-1, got {node_id}")
         self._node_id = node_id
         self._params = params if params is not None else TotemParams()
-        self._rng = rng if rng is not None else random.Random(node_id)
+        self._rng = rng
         self._initial_seq = initial_seq & 0xFFFFFFFF
         self._packer = Packer(self._params.frame_payload_max, self._params.max_message_size,
                               self._params.max_queued_bytes)
@@ -227,7 +230,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             raise RuntimeError("start() called twice")
         self._now = now_ms
         if persisted_ring_seq is None:
-            seq = self._rng.getrandbits(40) << 2
+            seq = self._rng.getrandbits(40) << 2 if self._rng is not None else 0
         else:
             seq = persisted_ring_seq + 1
         self._ring_id = RingId(self._node_id, seq)
