@@ -9,7 +9,10 @@ foreground with the process title ``coro: objdb``. It:
    coroipc server in the run directory;
 3. when ready, writes ``ready <pid>\\n`` to ``--ready-fd`` if given (the
    supervisor waits for that line rather than polling for a socket);
-4. stops on SIGTERM or SIGINT, or when its supervisor (``--parent-pid``)
+4. publishes its own counters as ``stats.objdb.*`` (u64, read-only for
+   clients: requests, refused, bad_requests, dropped_slow, dropped_garbage,
+   events_sent, keys, trackers, ...), refreshed every second;
+5. stops on SIGTERM or SIGINT, or when its supervisor (``--parent-pid``)
    is gone: closes the server (socket file and every shared segment
    removed) and exits 0. Watching the parent means a supervisor killed with
    SIGKILL does not leave an orphan objdb holding the run directory.
@@ -26,7 +29,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Sequence
+import time
+from typing import Any, Sequence
 
 from objdb.config import ConfigUnavailable, load_config
 from objdb.errors import CmapError
@@ -34,6 +38,8 @@ from objdb.service import CmapService
 from objdb.store import Store
 
 PROCESS_TITLE = "coro: objdb"
+#: How often the daemon refreshes its ``stats.objdb.*`` keys.
+STATS_INTERVAL_S = 1.0
 RING_BYTES = 256 * 1024
 LOG = logging.getLogger("objdb")
 
@@ -73,8 +79,8 @@ def _signal_ready(ready_fd: int | None) -> None:
         os.close(ready_fd)
 
 
-class _StopWhen:
-    """``is_set()`` for coroipc's serve loop: a signal arrived, or the parent left."""
+class _Stopping:
+    """Whether to stop: a signal arrived, or the parent left."""
 
     def __init__(self, event: threading.Event, parent_pid: int | None) -> None:
         self._event = event
@@ -88,6 +94,18 @@ class _StopWhen:
             self._event.set()
             return True
         return False
+
+
+def _serve_loop(server: Any, service: CmapService, stopping: _Stopping) -> None:
+    """coroipc turns until told to stop; the stats keys refreshed every second."""
+    service.publish(service.stats_items(server.stats()))
+    next_stats = time.monotonic() + STATS_INTERVAL_S
+    while not stopping.is_set():
+        server.process(timeout=0.1)
+        now = time.monotonic()
+        if now >= next_stats:
+            service.publish(service.stats_items(server.stats()))
+            next_stats = now + STATS_INTERVAL_S
 
 
 def serve(store: Store, run_dir: str, stop: threading.Event, *,
@@ -105,8 +123,9 @@ def serve(store: Store, run_dir: str, stop: threading.Event, *,
     server = IpcServer(run_dir, [service], ring_size=RING_BYTES)
     try:
         server.start()
+        service.publish(service.stats_items(server.stats()))
         _signal_ready(ready_fd)
-        server.serve_forever(stop_event=_StopWhen(stop, parent_pid))
+        _serve_loop(server, service, _Stopping(stop, parent_pid))
     finally:
         server.close()
     stats = service.stats()

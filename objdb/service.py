@@ -32,11 +32,13 @@ from coroipc import errors as ipc_errors
 from objdb import codec
 from objdb.errors import CmapError, DecodeError, InvalidRequest, LimitReached, ReadOnly
 from objdb.store import Notification, Store
-from objdb.types import MAX_VALUE_BYTES
+from objdb.types import MAX_VALUE_BYTES, Value, ValueType
 
 LOG = logging.getLogger("objdb.service")
 
 SERVICE_NAME = "cmap"
+#: Where the daemon publishes its own counters (read-only for clients).
+STATS_PREFIX = "stats.objdb."
 DEFAULT_MAX_TRACKERS = 1024
 DEFAULT_MAX_BAD_REQUESTS = 8
 
@@ -279,3 +281,33 @@ class CmapService:
     def stats(self) -> ServiceStats:
         """The service's counters."""
         return ServiceStats(connections=len(self._states), **self._counts)
+
+    def publish(self, items: list[tuple[str, ValueType, Value]]) -> None:
+        """Set keys as the daemon itself (privileged), notifying their trackers.
+
+        Raises:
+            CmapError: an item is not valid (a bug in the caller).
+        """
+        for key, value_type, value in items:
+            notifications = self.store.set(key, value_type, value, privileged=True,
+                                           force_type=True)
+            if notifications:
+                self._deliver(notifications)
+
+    def stats_items(self, server_stats: Any = None) -> list[tuple[str, ValueType, Value]]:
+        """The ``stats.objdb.*`` keys: the service's, the store's and (if given) coroipc's counters."""
+        service, store = self.stats(), self.store.stats()
+        numbers = {
+            "connections": service.connections, "requests": service.requests,
+            "refused": service.refused, "bad_requests": service.bad_requests,
+            "events_sent": service.events_sent, "dropped_slow": service.dropped_slow,
+            "dropped_garbage": service.dropped_garbage, "keys": store.keys,
+            "trackers": store.trackers, "notifications": store.notifications,
+        }
+        if server_stats is not None:
+            numbers["ipc.connections_total"] = server_stats.connections_total
+            numbers["ipc.handshakes_failed"] = server_stats.handshakes_failed
+            numbers["ipc.refused"] = server_stats.refused
+            numbers["ipc.events_refused"] = server_stats.events_refused
+        return [(f"{STATS_PREFIX}{name}", ValueType.UINT64, int(value))
+                for name, value in sorted(numbers.items())]

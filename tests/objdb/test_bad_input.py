@@ -13,20 +13,16 @@ import time
 
 import pytest
 
-import coroipc
 
-if not hasattr(coroipc, "IpcClient"):
-    pytest.skip("coroipc's IpcServer/IpcClient are not in the tree yet", allow_module_level=True)
-
-from clients.cmap import (CmapClient, ConnectionLost, InvalidKey, InvalidValue, TooLong,
-                          TrackFlags, ValueType)
+from clients.cmap import (CmapClient, ConnectionLost, InvalidKey, InvalidValue, ReadOnly,
+                          TooLong, TrackFlags, ValueType)
+from coroipc import IpcClient
+from coroipc import errors as ipc_errors
 from objdb import codec
 from objdb.errors import InvalidRequest
 from objdb.types import MAX_VALUE_BYTES
 
 pytestmark = pytest.mark.multiprocess
-IpcClient = coroipc.IpcClient
-ipc_errors = coroipc.errors
 
 
 def raw_set(key: bytes, type_code: int, raw_value: bytes) -> bytes:
@@ -163,3 +159,21 @@ def test_a_client_that_floods_its_own_tracker_is_dropped_cleanly(node) -> None:
                 selfish.set("app.self", value, ValueType.UINT64)
     assert node.process.is_running()
     assert_serving(node)
+
+
+def test_refusals_and_garbage_are_counted_in_stats_keys(node) -> None:
+    with CmapClient.connect(node.run_dir) as cmap:
+        before = {key: value for key, value, _type in cmap.iter("stats.objdb.")}
+        assert {"stats.objdb.bad_requests", "stats.objdb.refused", "stats.objdb.requests",
+                "stats.objdb.dropped_slow", "stats.objdb.keys"} <= set(before)
+        with IpcClient.connect("cmap", run_dir=str(node.run_dir), timeout=5.0) as ipc:
+            for _attempt in range(3):
+                with pytest.raises(InvalidRequest):
+                    codec.decode_empty_response(ipc.request(codec.Function.GET, b"junk"))
+        with pytest.raises(ReadOnly):
+            cmap.set("stats.objdb.refused", 0, ValueType.UINT64)
+        deadline = time.monotonic() + 10
+        while cmap.get_u64("stats.objdb.bad_requests") < before["stats.objdb.bad_requests"] + 3:
+            assert time.monotonic() < deadline, "stats.objdb.bad_requests did not count the garbage"
+            cmap.dispatch(timeout=0.2)   # (nothing tracked: just waits) until the next refresh
+        assert cmap.get_u64("stats.objdb.refused") >= before["stats.objdb.refused"] + 1

@@ -11,10 +11,6 @@ import time
 import psutil
 import pytest
 
-import coroipc
-
-if not hasattr(coroipc, "IpcClient"):
-    pytest.skip("coroipc's IpcServer/IpcClient are not in the tree yet", allow_module_level=True)
 
 from clients.cmap import (CmapClient, InvalidKey, NoSuchKey, NotConnected, ReadOnly, TrackFlags,
                           ValueType, WrongType)
