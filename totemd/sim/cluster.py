@@ -389,9 +389,11 @@ class Cluster:
         self._push(self.now + gap, _SUBMIT, node.node_id, None, node.inc)
 
     def _submit(self, node: _Node) -> None:
-        if not (self.submitting and node.submitting):
+        if not node.submitting:
             return
         self._schedule_submit(node)
+        if not self.submitting:
+            return
         rng = self._app_rng
         config = self.config
         size = rng.choices(config.sizes, config.size_weights)[0]

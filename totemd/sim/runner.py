@@ -4,9 +4,10 @@ The phases of a run (virtual time, T = effective token timeout):
 
 1. all nodes start at 0; the workload runs at every node;
 2. faults from the schedule during [0, fault_ms);
-3. at fault_ms the network heals, pauses end, crashed nodes restart;
+3. at fault_ms the network heals, pauses end, crashed nodes restart, and
+   the workload pauses;
 4. converge for T_conv = 3 x (T + consensus) + 30 x join;
-5. quiet window [S, E] of quiet_ms: the workload continues until E - drain,
+5. quiet window [S, E] of quiet_ms: the workload resumes until E - drain,
    then every node stops cleanly and the logs go to the EVS checker
    (S1-S16, and L1-L3 over the quiet window).
 """
@@ -93,6 +94,7 @@ def _run(cluster: Cluster, config: SimConfig, schedule: FaultSchedule, fault_ms:
     cluster.schedule(schedule)
     cluster.run_until(fault_ms)
     cluster.heal()
+    cluster.submitting = False  # no load while the cluster converges
     paused_until = max(node.paused_until for node in cluster.nodes.values())
     for node_id, node in cluster.nodes.items():
         if node.core is None:
@@ -102,6 +104,7 @@ def _run(cluster: Cluster, config: SimConfig, schedule: FaultSchedule, fault_ms:
     start = max(fault_ms, paused_until) + converge
     end = start + quiet_ms
     drain = quiet_ms * 0.6
+    cluster.call_at(start, lambda c: setattr(c, "submitting", True))
     cluster.call_at(end - drain, lambda c: setattr(c, "submitting", False))
     cluster.run_until(end)
     cluster.stop_all()
