@@ -413,6 +413,11 @@ class LocalCluster:
                 self._signal(node, signal.SIGKILL)
                 node.process.wait(STOP_TIMEOUT_S)
                 node.process = None
+        for node in self.nodes.values():
+            # A SIGKILLed node (supervisor included) cannot remove its sockets;
+            # its next start would. Nobody listens on them any more.
+            for path in node.run_dir.glob("*.sock"):
+                path.unlink(missing_ok=True)
         if self.worker is not None:
             self.worker.close()
             self.worker = None
