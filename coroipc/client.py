@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from coroipc import codec
-from coroipc._doorbell import ring_address
-from coroipc._wire import HandshakeBuffer, parse_message, peer_credentials, put_message, recv_handshake, send_handshake
+from coroipc._wire import FDS_PER_RING, HandshakeBuffer, parse_message, peer_credentials, put_message, recv_handshake, send_handshake
 from coroipc.errors import (ConnectionLost, MessageTooLarge, NotConnected, ProtocolError, Refused,
                             ServiceError, Timeout, WouldBlock)
 from coroipc.ring import Ring
@@ -111,11 +110,13 @@ class IpcClient:
             reply = recv_handshake(sock, buffer, deadline)
             if isinstance(reply, codec.Refuse):
                 raise Refused(f"{service}: {reply.reason}", code=int(reply.code))
-            if not isinstance(reply, codec.Accept) or len(buffer.fds) != 3:
-                raise ProtocolError(f"expected ACCEPT with 3 descriptors, got {type(reply).__name__} "
-                                    f"with {len(buffer.fds)}")
-            for fd, name in zip(buffer.fds, reply.ring_names):
-                rings.append(Ring.attach_fd(fd, name))
+            if not isinstance(reply, codec.Accept) or len(buffer.fds) != 3 * FDS_PER_RING:
+                raise ProtocolError(f"expected ACCEPT with {3 * FDS_PER_RING} descriptors, got "
+                                    f"{type(reply).__name__} with {len(buffer.fds)}")
+            for index, name in enumerate(reply.ring_names):
+                segment, reader_bell, writer_bell = buffer.fds[index * FDS_PER_RING:(index + 1) * FDS_PER_RING]
+                buffer.fds[index * FDS_PER_RING + 1:(index + 1) * FDS_PER_RING] = [-1, -1]  # the ring owns them now
+                rings.append(Ring.attach_fd(segment, name, bell_fds=(reader_bell, writer_bell)))
             buffer.close_fds()
             send_handshake(sock, codec.Ready())
             return cls(service, sock, reply, (rings[0], rings[1], rings[2]))
@@ -244,7 +245,7 @@ class IpcClient:
     def _rearm_events(self) -> None:
         """Keep fileno() meaningful: the server rings us for the next event."""
         if self.event_ring.arm_reader():
-            ring_address(self.event_ring._reader_address)  # already waiting: make fileno() readable
+            self.event_ring._reader_bell.ring()  # already waiting: make fileno() readable
 
     def _read_events(self, max_count: int | None, timeout: float | None) -> list[bytes]:
         self._check_open()

@@ -15,8 +15,9 @@ Handshake frame (network byte order, on the SOCK_STREAM Unix socket)::
                       u32 max message (0 = server default), u8 name length, name
     ACCEPT  (server)  u64 connection id, u32 server pid, u32 request ring,
                       u32 response ring, u32 event ring, u32 max message,
-                      3 x (u8 length, segment name); the three segment file
-                      descriptors travel with it as SCM_RIGHTS, same order
+                      3 x (u8 length, segment name); nine descriptors travel
+                      with it as SCM_RIGHTS: per ring, in the same order, its
+                      segment, its reader's eventfd and its writer's eventfd
     REFUSE  (server)  u16 code, u16 reason length, reason (UTF-8)
     READY   (client)  empty: the client has mapped all three rings
     GOODBYE (server)  u16 code, u16 reason length, reason: why it disconnects

@@ -25,7 +25,7 @@ from itertools import accumulate, pairwise
 from typing import Iterator, Sequence
 
 from coroipc import _shm
-from coroipc._doorbell import Doorbell, fence, ring_address
+from coroipc._doorbell import Bell, DatagramBell, EventfdBell, fence
 from coroipc._ring_layout import (CLOSED, FRAME, FRAME_CHECK, FRAME_ONE, HEADER_CHECK, HEADER_SIZE, KIND_DATA,
                                   KIND_PAD, LAYOUT_VERSION, MAGIC, MIN_CAPACITY, ONE_OVERHEAD, R_FLAGS, R_PID,
                                   R_POS, SLEEPING, STATIC, W_EPOCH, W_FLAGS, W_PID, W_POS, W_WANT, R_EPOCH, frame_size,
@@ -75,8 +75,8 @@ class Ring(WaitMixin):
     _view: memoryview | None = None
     _words: memoryview | None = None
     _u32: memoryview | None = None
-    _reader_bell: Doorbell | None = None
-    _writer_bell: Doorbell | None = None
+    _reader_bell: Bell | None = None
+    _writer_bell: Bell | None = None
     _closed = True
     _owner = False
     _is_writer = False
@@ -84,9 +84,18 @@ class Ring(WaitMixin):
     _pid = 0
     fd = -1
 
-    def __init__(self, name: str, mapping, *, owner: bool, spin_us: float = 50.0) -> None:
-        """Use :meth:`create`, :meth:`attach` or :meth:`attach_fd` instead."""
+    def __init__(self, name: str, mapping, *, owner: bool, spin_us: float = 50.0,
+                 bells: tuple[Bell, Bell] | None = None) -> None:
+        """Use :meth:`create`, :meth:`attach` or :meth:`attach_fd` instead.
+
+        ``bells`` (reader's, writer's) default to datagram doorbells named
+        after the ring; the ring owns and closes them.
+        """
         self.name = name
+        if bells is None:
+            address = b"\0" + name.lstrip("/").encode()
+            bells = (DatagramBell(address + b".r"), DatagramBell(address + b".w"))
+        self._reader_bell, self._writer_bell = bells
         self._mmap = mapping
         self._owner = owner
         self._pid = os.getpid()  # the process this handle belongs to (see close)
@@ -98,12 +107,10 @@ class Ring(WaitMixin):
             self._u32 = self._view.cast("I")
         except BaseException:
             self._release_views()
+            self._close_bells()
             raise
         self.max_message_size = self.capacity // 2 - ONE_OVERHEAD
         self.batch_frame_limit = min(_BATCH_FRAME_BYTES, self.capacity // 8)
-        address = b"\0" + name.lstrip("/").encode()
-        self._reader_address = address + b".r"
-        self._writer_address = address + b".w"
         self.watch_fds: list[int] = []  # readable/hung-up => the peer is gone
         self._is_writer = self._is_reader = False
         self._wpos = self._words[W_POS]
@@ -115,6 +122,7 @@ class Ring(WaitMixin):
         self._pending_next = 0
         self._rung_epochs: dict[int, int] = {}  # epoch word -> the epoch we last rang
         self._pidfds: dict[int, int] = {}
+        self._pollers: dict[tuple[int, ...], object] = {}  # see WaitMixin._poller
         self._count = dict.fromkeys(
             ("messages_written", "messages_read", "bytes_written",
              "bytes_read", "would_block", "wakeups_sent", "sleeps", "peak_used_bytes"), 0)
@@ -123,7 +131,7 @@ class Ring(WaitMixin):
     # ------------------------------------------------------------ lifecycle
     @classmethod
     def create(cls, capacity: int = 1 << 20, *, owner: tuple[int, int] | None = None,
-               spin_us: float = 50.0, keep_fd: bool = False) -> "Ring":
+               spin_us: float = 50.0, keep_fd: bool = False, eventfd_bells: bool = False) -> "Ring":
         """Create a new ring in a fresh segment (mode 0600, unguessable tagged name).
 
         Args:
@@ -132,6 +140,10 @@ class Ring(WaitMixin):
             spin_us: how long a blocking wait polls the ring before sleeping.
             keep_fd: keep the segment's descriptor (``ring.fd``) open, e.g. to
                 pass it over a Unix socket; closed by :meth:`close`.
+            eventfd_bells: wake the other side through two eventfds
+                (``ring.bell_fds``, to pass with the segment to
+                :meth:`attach_fd`) instead of datagram doorbells found by
+                name; faster, but the peer needs the descriptors.
 
         Raises:
             ValueError: bad capacity. OSError: the segment could not be made.
@@ -143,7 +155,8 @@ class Ring(WaitMixin):
         try:
             check = MAGIC ^ LAYOUT_VERSION ^ (capacity & 0xFFFFFFFF) ^ HEADER_CHECK
             STATIC.pack_into(mapping, 0, MAGIC, LAYOUT_VERSION, HEADER_SIZE, capacity, os.getpid(), check)
-            ring = cls(name, mapping, owner=True, spin_us=spin_us)
+            bells = (EventfdBell.new(), EventfdBell.new()) if eventfd_bells else None
+            ring = cls(name, mapping, owner=True, spin_us=spin_us, bells=bells)
         except BaseException:
             mapping.close()
             os.close(fd)
@@ -162,14 +175,32 @@ class Ring(WaitMixin):
         return cls._from_mapping(name, mapping, spin_us)
 
     @classmethod
-    def attach_fd(cls, fd: int, name: str, *, spin_us: float = 50.0) -> "Ring":
-        """Map a ring from a descriptor (the caller keeps and closes ``fd``)."""
-        return cls._from_mapping(name, _shm.map_fd(fd), spin_us)
+    def attach_fd(cls, fd: int, name: str, *, spin_us: float = 50.0,
+                  bell_fds: tuple[int, int] | None = None) -> "Ring":
+        """Map a ring from a descriptor (the caller keeps and closes ``fd``).
+
+        Args:
+            bell_fds: the creator's ``bell_fds`` (reader's, writer's eventfd),
+                received with the segment; the ring takes them over.
+        """
+        bells = None if bell_fds is None else (EventfdBell(bell_fds[0]), EventfdBell(bell_fds[1]))
+        try:
+            mapping = _shm.map_fd(fd)
+        except BaseException:
+            for bell in bells or ():
+                bell.close()
+            raise
+        return cls._from_mapping(name, mapping, spin_us, bells)
+
+    @property
+    def bell_fds(self) -> tuple[int, int]:
+        """The (reader's, writer's) doorbell descriptors, to pass to a peer."""
+        return self._reader_bell.fileno(), self._writer_bell.fileno()
 
     @classmethod
-    def _from_mapping(cls, name: str, mapping, spin_us: float) -> "Ring":
+    def _from_mapping(cls, name: str, mapping, spin_us: float, bells: tuple[Bell, Bell] | None = None) -> "Ring":
         try:
-            ring = cls(name, mapping, owner=False, spin_us=spin_us)
+            ring = cls(name, mapping, owner=False, spin_us=spin_us, bells=bells)
         except BaseException:
             mapping.close()
             raise
@@ -195,15 +226,15 @@ class Ring(WaitMixin):
         if words is not None and not inherited:
             if self._is_writer:
                 words[W_FLAGS] = CLOSED
-                ring_address(self._reader_address)
+                self._reader_bell.ring()
             if self._is_reader:
                 words[R_FLAGS] = CLOSED
-                ring_address(self._writer_address)
-        for bell in (self._reader_bell, self._writer_bell):
-            if bell is not None:
-                bell.close()
+                self._writer_bell.ring()
+        self._close_bells()
+        self._pollers.clear()
         for pidfd in self._pidfds.values():
-            os.close(pidfd)
+            if pidfd >= 0:
+                os.close(pidfd)
         self._pidfds.clear()
         if self.fd >= 0:
             os.close(self.fd)
@@ -211,6 +242,11 @@ class Ring(WaitMixin):
         self._release_views()
         if self._owner and not inherited:
             self.unlink()
+
+    def _close_bells(self) -> None:
+        for bell in (self._reader_bell, self._writer_bell):
+            if bell is not None:
+                bell.close()
 
     def _release_views(self) -> None:
         for attribute in ("_u32", "_words", "_view"):
@@ -290,7 +326,7 @@ class Ring(WaitMixin):
         words[W_POS] = self._wpos
         fence()
         if words[R_FLAGS] & SLEEPING:
-            self._wake(R_EPOCH, self._reader_address)
+            self._wake(R_EPOCH, self._reader_bell)
 
     def write_nowait(self, data) -> None:
         """Write one message (a bytes-like object) or raise WouldBlock.
@@ -585,15 +621,15 @@ class Ring(WaitMixin):
         words[R_POS] = self._rpos
         fence()
         if words[W_FLAGS] & SLEEPING and self.capacity - (words[W_POS] - self._rpos) >= words[W_WANT]:
-            self._wake(W_EPOCH, self._writer_address)
+            self._wake(W_EPOCH, self._writer_bell)
 
-    def _wake(self, epoch_word: int, address: bytes) -> None:
+    def _wake(self, epoch_word: int, bell: Bell) -> None:
         """Ring the sleeping peer's doorbell, once per sleep epoch."""
         epoch = self._words[epoch_word]
         if self._rung_epochs.get(epoch_word) != epoch:
             self._rung_epochs[epoch_word] = epoch
             self._count["wakeups_sent"] += 1
-            ring_address(address)
+            bell.ring()
 
     def read_batch(self, max_count: int | None = None, max_bytes: int = READ_BATCH_BYTES) -> list[bytes]:
         """Copy out the available messages; never blocks.

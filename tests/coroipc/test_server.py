@@ -144,7 +144,7 @@ def test_segments_have_mode_0600_while_they_exist(running, tmp_path, resource_ta
         sock.settimeout(5)
         sock.connect(socket_path(tmp_path, "test"))
         sock.sendall(codec.encode_handshake(codec.Hello(service="test")))
-        data, ancillary, _flags, _address = sock.recvmsg(4096, socket.CMSG_SPACE(3 * 4))
+        data, ancillary, _flags, _address = sock.recvmsg(4096, socket.CMSG_SPACE(9 * 4))
         version, kind, length = codec.decode_header(data)
         accept = codec.decode_handshake(version, kind, data[codec.HEADER_BYTES:codec.HEADER_BYTES + length])
         for _level, _type, payload in ancillary:
