@@ -168,11 +168,19 @@ class Ring(WaitMixin):
         return ring
 
     @classmethod
-    def attach(cls, name: str, *, spin_us: float = 50.0) -> "Ring":
-        """Map an existing ring by name. Raises RingCorrupted on a bad header."""
+    def attach(cls, name: str, *, spin_us: float = 50.0, bell_fds: tuple[int, int] | None = None) -> "Ring":
+        """Map an existing ring by name. Raises RingCorrupted on a bad header.
+
+        Args:
+            bell_fds: the creator's eventfd doorbells (``ring.bell_fds``), if
+                this process has them (received, or inherited over fork); the
+                ring takes them over. Without them the ring must have been
+                created with datagram doorbells (the default).
+        """
         fd, mapping = _shm.open_segment(name)
         os.close(fd)
-        return cls._from_mapping(name, mapping, spin_us)
+        bells = None if bell_fds is None else (EventfdBell(bell_fds[0]), EventfdBell(bell_fds[1]))
+        return cls._from_mapping(name, mapping, spin_us, bells)
 
     @classmethod
     def attach_fd(cls, fd: int, name: str, *, spin_us: float = 50.0,

@@ -73,3 +73,31 @@ def test_a_forked_child_closing_inherited_handles_leaves_the_parent_alone():
         ring.write(b"after")  # the writer is not marked closed
         assert reader.read_batch() == [b"before", b"after"]
         reader.close()
+
+
+def test_eventfd_doorbells_inherited_over_fork_carry_a_round_trip():
+    import os
+
+    # No spinning: every wait that finds nothing sleeps on an eventfd.
+    with Ring.create(4096, eventfd_bells=True, spin_us=0) as out, \
+            Ring.create(4096, eventfd_bells=True, spin_us=0) as back:
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                source = Ring.attach(out.name, spin_us=0, bell_fds=tuple(os.dup(fd) for fd in out.bell_fds))
+                sink = Ring.attach(back.name, spin_us=0, bell_fds=tuple(os.dup(fd) for fd in back.bell_fds))
+                for _ in range(50):
+                    sink.write(source.read(timeout=10.0) + b" back", timeout=10.0)
+                source.close()
+                sink.close()
+                status = 0
+            finally:
+                os._exit(status)
+        try:
+            for index in range(50):
+                out.write(b"ping %d" % index)
+                assert back.read(timeout=10.0) == b"ping %d back" % index
+        finally:
+            _pid, status = os.waitpid(pid, 0)
+        assert status == 0
