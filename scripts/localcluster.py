@@ -583,12 +583,43 @@ class LocalCluster:
         for node in frozen:
             self._signal(node, signal.SIGSTOP)
         try:
+            # kill() only queues the signal: a node may run on for a moment on
+            # the other core. Copy only once every process is really stopped.
+            self._wait_stopped({node.process.pid for node in frozen if node.process is not None})
             for path in self.evs_dir.glob("n*.jsonl"):
                 shutil.copyfile(path, destination / path.name)
         finally:
             for node in frozen:
                 self._signal(node, signal.SIGCONT)
         return destination
+
+    @staticmethod
+    def _wait_stopped(groups: set[int], timeout_s: float = 2.0) -> None:
+        """Wait until every process of the given process groups is stopped
+        (state T) or gone.
+
+        Raises:
+            ClusterError: one is still running after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            running = []
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
+                        fields = stat.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                # fields[0] is the state, fields[2] the process group.
+                if int(fields[2]) in groups and fields[0] not in ("T", "t", "Z", "X"):
+                    running.append(int(entry.name))
+            if not running:
+                return
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"processes {running} did not stop within {timeout_s} s")
+            time.sleep(0.002)
 
     def output(self, node_id: int, tail_lines: int = 40) -> str:
         """The end of a node's stdout/stderr (all its incarnations)."""
