@@ -205,12 +205,15 @@ def test_corrupted_request_ring_closes_only_that_connection(running, tmp_path, s
 
 def test_impossible_record_length_closes_only_that_connection(running, tmp_path):
     with IpcClient.connect("test", run_dir=tmp_path) as bad, IpcClient.connect("test", run_dir=tmp_path) as good:
+        from coroipc._ring_layout import FRAME_CHECK, HEADER_SIZE, KIND_DATA
+
         ring = bad.request_ring
-        view = ring.reserve(32)
-        view[:16] = codec.MESSAGE_HEADER.pack(ECHO, 0, 1)
-        ring.commit(32)
-        frame_start = 4096 + (ring._wpos - 64) % ring.capacity
-        struct.pack_into("<I", ring._mmap, frame_start + 16, 10**6)  # the message length
+        # A frame whose header checks out but whose one length (10**6) is not
+        # the frame's payload (16), published as the writer would.
+        frame_start = HEADER_SIZE + ring._wpos % ring.capacity
+        struct.pack_into("<IIIII", ring._mmap, frame_start, KIND_DATA, 1, 16, KIND_DATA ^ 1 ^ 16 ^ FRAME_CHECK, 10**6)
+        ring._wpos += 48
+        ring._publish_write()
         with pytest.raises(errors.ConnectionLost, match="corrupted"):
             bad.request(ECHO, b"x", timeout=5.0)
         assert good.request(ECHO, b"y", timeout=5.0) == b"y"
