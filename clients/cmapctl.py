@@ -224,13 +224,16 @@ def _track(cmap: CmapClient, keys: list[str], *, prefix: bool, args: argparse.Na
         # On stderr, so stdout stays pure data; scripts can wait for this line.
         print(f"coro cmap: tracking {' '.join(keys)}", file=sys.stderr, flush=True)
     deadline = None if timeout is None else time.monotonic() + timeout
+    poller = select.poll()   # not select(): descriptor numbers may pass 1024
+    poller.register(cmap.fileno(), select.POLLIN)
+    if watch_stdin:
+        poller.register(sys.stdin.fileno(), select.POLLIN)
     while count is None or seen < count:
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if wait == 0.0 and deadline is not None:
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
             break
-        sources = [cmap.fileno()] + ([sys.stdin.fileno()] if watch_stdin else [])
-        readable, _w, _x = select.select(sources, [], [], 1.0 if wait is None else min(wait, 1.0))
-        if watch_stdin and sys.stdin.fileno() in readable:
+        ready = {fd for fd, _events in poller.poll(1000 if wait is None else min(wait, 1.0) * 1000)}
+        if watch_stdin and sys.stdin.fileno() in ready:
             line = sys.stdin.readline()
             if not line or line.startswith("q"):
                 break
