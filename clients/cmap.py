@@ -65,6 +65,8 @@ Callback = Callable[[Notification], None]
 #: Entries fetched per ITERATE round trip.
 ITERATE_PAGE = 256
 RUN_DIR_ENV = "CORO_RUN_DIR"
+#: Encoded GET requests kept per client (cleared when full).
+GET_CACHE_SIZE = 4096
 
 
 def run_dir_from_env() -> str | None:
@@ -99,6 +101,7 @@ class CmapClient:
         self._request_timeout = request_timeout
         self._privileged = privileged
         self._callbacks: dict[int, Callback] = {}
+        self._get_payloads: dict[str, bytes] = {}
         self.unknown_events = 0   # notifications for handles already deleted (a benign race)
 
     @classmethod
@@ -187,9 +190,16 @@ class CmapClient:
 
     def get(self, key: str) -> tuple[Value, ValueType]:
         """(value, type) of ``key``; raises like :meth:`get_entry`."""
-        check_key(key)
-        reply = self._call_raw(codec.Function.GET, codec.REQUEST_HEADER + codec.encode_key(key))
-        return codec.decode_value_reply(reply)
+        payload = self._get_payloads.get(key)
+        if payload is None:
+            # Validated and encoded once per key: gets of the same keys are
+            # the hot loop of most readers (the cache is bounded).
+            check_key(key)
+            payload = codec.REQUEST_HEADER + codec.encode_key(key)
+            if len(self._get_payloads) >= GET_CACHE_SIZE:
+                self._get_payloads.clear()
+            self._get_payloads[key] = payload
+        return codec.decode_value_reply(self._call_raw(codec.Function.GET, payload))
 
     def get_typed(self, key: str, value_type: ValueType) -> Value:
         """The value of ``key``, which must have type ``value_type``.
