@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 shrunk = shrink_schedule(replace(config, log_dir=None), schedule,
                                          args.fault_ms, args.quiet_ms)
                 print("shrunk to a minimal failing schedule:", file=sys.stderr)
-                print(shrunk.witness(), file=sys.stderr)
+                print(shrunk.witness(trace_lines=20), file=sys.stderr)
             print(f"coro sim: seed {seed} failed (replay: coro sim --nodes {args.nodes} "
                   f"--first-seed {seed} --seeds 1)", file=sys.stderr)
             return 1

@@ -48,13 +48,17 @@ class SeedResult:
     def ok(self) -> bool:
         return self.report.ok
 
-    def witness(self) -> str:
-        """The violated rules with their first witnesses, and the schedule."""
+    def witness(self, trace_lines: int = 0) -> str:
+        """The violated rules with their first witnesses, the schedule, and
+        the last ``trace_lines`` state changes of the run."""
         lines = [f"seed {self.seed} nodes {self.nodes}: violated {', '.join(self.report.violated)}"]
         for name in self.report.violated:
             lines.append(f"  {name}: {self.report.result(name).witness}")
         lines.append("  schedule:")
         lines.extend(f"    {fault}" for fault in self.schedule)
+        if trace_lines and self.trace:
+            lines.append(f"  last {min(trace_lines, len(self.trace))} state changes:")
+            lines.extend(f"    {line}" for line in self.trace[-trace_lines:])
         return "\n".join(lines)
 
 
