@@ -41,6 +41,8 @@ SERVICE_NAME = "cmap"
 STATS_PREFIX = "stats.objdb."
 DEFAULT_MAX_TRACKERS = 1024
 DEFAULT_MAX_BAD_REQUESTS = 8
+#: GET replies cached by the fast path (cleared when full).
+GET_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +93,7 @@ class CmapService:
         self._max_bad_requests = max_bad_requests
         self._daemon_uid = os.geteuid() if daemon_uid is None else daemon_uid
         self._states: dict[int, _ConnectionState] = {}
+        self._get_cache: dict[bytes, tuple[str, Any, bytes]] = {}
         self._counts = {"requests": 0, "refused": 0, "bad_requests": 0, "events_sent": 0,
                         "dropped_slow": 0, "dropped_garbage": 0}
         self._handlers: dict[type, Callable[[_ConnectionState, Any], bytes | None]] = {
@@ -120,12 +123,9 @@ class CmapService:
             self._states[id(connection)] = state
         self._counts["requests"] += 1
         if function == codec.Function.GET:
-            # Fast path for the commonest request: a well-formed GET of an
-            # existing key. Anything else takes the general path below.
-            key = codec.fast_get_key(payload)
-            entry = self.store.peek(key) if key is not None else None
-            if entry is not None:
-                return codec.encode_value_response(entry)
+            reply = self._fast_get(payload)
+            if reply is not None:
+                return reply
         try:
             if function == codec.Function.SET or function == codec.Function.SET_NOWAIT:
                 # No request object for the second commonest requests.
@@ -144,6 +144,29 @@ class CmapService:
         except CmapError as error:
             self._counts["refused"] += 1
             return codec.encode_error(error)
+        return reply
+
+    def _fast_get(self, payload: Any) -> bytes | None:
+        """The reply to a well-formed GET of an existing key, else None (general path).
+
+        The commonest request, so: the reply is cached per request body and
+        reused while the key still holds the same Entry object (entries are
+        immutable and every change stores a new one, so identity means "unchanged").
+        """
+        body = bytes(payload[4:])
+        cached = self._get_cache.get(body)
+        if cached is not None and payload[:4] == codec.REQUEST_HEADER:
+            key, entry, reply = cached
+            if self.store.peek(key) is entry:
+                return reply
+        key = codec.fast_get_key(payload)
+        current = self.store.peek(key) if key is not None else None
+        if current is None:
+            return None
+        reply = codec.encode_value_response(current)
+        if len(self._get_cache) >= GET_CACHE_SIZE:
+            self._get_cache.clear()
+        self._get_cache[body] = (key, current, reply)
         return reply
 
     # -- handlers ----------------------------------------------------------------

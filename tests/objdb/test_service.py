@@ -159,3 +159,22 @@ def test_set_many_applies_each_item_on_its_own(service: CmapService) -> None:
     statuses = codec.decode_statuses_response(call(service, client, codec.SetMany(sets=sets)))
     assert statuses == [0, ReadOnly.status, WrongType.status, 0]
     assert service.store.keys("a.") == ["a.one", "a.two"]
+
+
+def test_cached_get_replies_follow_every_change(service: CmapService) -> None:
+    client = connect(service)
+
+    def get() -> object:
+        return codec.decode_value_reply(call(service, client, codec.Get(key="totem.token")))
+
+    assert get() == (3000, ValueType.UINT32)
+    assert get() == (3000, ValueType.UINT32)          # served from the cache
+    service.store.set("totem.token", ValueType.UINT32, 4000)
+    assert get() == (4000, ValueType.UINT32)
+    service.store.set("totem.token", ValueType.STRING, "x", force_type=True)
+    assert get() == ("x", ValueType.STRING)
+    service.store.delete("totem.token")
+    with pytest.raises(NoSuchKey):
+        get()
+    service.store.set("totem.token", ValueType.STRING, "x")
+    assert get() == ("x", ValueType.STRING)
