@@ -36,6 +36,7 @@ import dataclasses
 import heapq
 import logging
 import os
+import random
 import selectors
 import signal
 import socket
@@ -118,7 +119,9 @@ class Daemon:
         self.node_id = settings.node_id
         self._clock_ns = clock_ns
         self.inc = 0
-        self.core = SrpCore(settings.node_id, settings.params)
+        # OS-seeded: the core draws its ring-seq epoch from it when no ring seq is
+        # stored, and a seed that repeats across restarts would repeat ring ids.
+        self.core = SrpCore(settings.node_id, settings.params, rng=random.Random())
         self.transport = UdpTransport(
             mode=settings.mode, bind_address=settings.bind_address, port=settings.port,
             peers={n: a for n, a in settings.peers.items() if n != settings.node_id},
