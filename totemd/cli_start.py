@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from totemd.settings import NodeSettings, StartupError, resolve_settings
 
@@ -213,9 +214,11 @@ class Supervisor:
         finally:
             os.close(write_end)
         try:
-            line = _read_line(read_end, CHILD_READY_TIMEOUT_S)
+            line = _read_line(read_end, CHILD_READY_TIMEOUT_S, self._wakeup_fd(), lambda: self._stop)
         finally:
             os.close(read_end)
+        if self._stop and not line.startswith(b"ready"):
+            return 0  # asked to stop while totemd was starting: stopped below, not a failure
         if not line.startswith(b"ready"):
             code = self.totemd.poll()
             log.error("totemd did not start (%s)", f"exit status {code}" if code is not None
@@ -247,6 +250,9 @@ class Supervisor:
         finally:
             for fd in pidfds:
                 os.close(fd)
+
+    def _wakeup_fd(self) -> int | None:
+        return self._wakeup[0].fileno() if self._wakeup is not None else None
 
     def _drain_wakeup(self) -> None:
         assert self._wakeup is not None
@@ -286,15 +292,18 @@ class Supervisor:
             self._wakeup = None
 
 
-def _read_line(fd: int, timeout: float) -> bytes:
+def _read_line(fd: int, timeout: float, wakeup_fd: int | None = None,
+               stopping: Callable[[], bool] = lambda: False) -> bytes:
+    """A child's readiness line; gives up at the deadline or when ``stopping()``."""
     deadline = time.monotonic() + timeout
     data = b""
-    while b"\n" not in data:
+    watched = [fd] if wakeup_fd is None else [fd, wakeup_fd]
+    while b"\n" not in data and not stopping():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        readable, _w, _x = select.select([fd], [], [], remaining)
-        if not readable:
+        readable, _w, _x = select.select(watched, [], [], remaining)
+        if fd not in readable:
             continue
         chunk = os.read(fd, 256)
         if not chunk:

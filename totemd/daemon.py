@@ -48,6 +48,7 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from coroipc import IpcServer
+from coroipc.errors import IpcError
 from totemd import local_codec as wire
 from totemd.evslog import EventLog, next_incarnation
 from totemd.local import TotemService
@@ -184,10 +185,16 @@ class Daemon:
             self.transport.open()
         except TransportError as error:
             raise StartupError(str(error)) from error
-        if settings.evs_log:
-            self.evslog = open_event_log(settings.evs_log, self.node_id, self.inc)
+        try:
+            if settings.evs_log:
+                self.evslog = open_event_log(settings.evs_log, self.node_id, self.inc)
+        except OSError as error:
+            raise StartupError(f"EVS log {settings.evs_log}: {error.strerror}") from error
         self.server = IpcServer(settings.run_dir, [self.service])
-        self.server.start()
+        try:
+            self.server.start()
+        except (IpcError, OSError) as error:
+            raise StartupError(f"run directory {settings.run_dir}: {error}") from error
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.transport.fileno(), selectors.EVENT_READ, "net")
         self._selector.register(self.server.fileno(), selectors.EVENT_READ, "ipc")
