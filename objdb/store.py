@@ -204,7 +204,8 @@ class Store:
             old = self._entries.get(key)
             if old is None:
                 key_rules.check_key(key)
-            value_type = ValueType(value_type)
+            if value_type.__class__ is not ValueType:
+                value_type = ValueType(value_type)
             normalised = check_value(value_type, value)
             if not privileged and key_rules.is_read_only(key):
                 raise ReadOnly(f"key {key!r} is read-only")
