@@ -247,3 +247,27 @@ def test_evs_log_to_a_named_file(tmp_path: Path):
     events = [line.split('"ev":"')[1].split('"')[0] for line in target.read_text().splitlines()]
     assert events[0] == "conf" and events[-1] == "stop"
     assert events.count("submit") == events.count("originate") == events.count("deliver") == 1
+
+
+def test_a_dead_objdb_stops_the_whole_node(single: Node):
+    single.start()
+    single.wait_members([1])
+    supervisor = psutil.Process(single.process.pid)
+    children = {" ".join(c.cmdline()).strip(): c for c in supervisor.children()}
+    children["coro: objdb"].send_signal(signal.SIGKILL)
+    assert single.process.wait(20) == 1
+    assert "objdb (pid" in single.log_text() and "exited unexpectedly" in single.log_text()
+    assert "node 1 left the ring" in single.log_text()    # totemd stopped gracefully
+    assert sorted(p.name for p in single.run_dir.iterdir()) == []
+
+
+def test_a_killed_supervisor_takes_its_children_down(single: Node):
+    single.start()
+    single.wait_members([1])
+    children = psutil.Process(single.process.pid).children()
+    single.process.send_signal(signal.SIGKILL)
+    single.process.wait(10)
+    wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
+             15.0, "totemd and objdb to notice their supervisor is gone")
+    assert "node 1 left the ring" in single.log_text()
+    assert sorted(p.name for p in single.run_dir.iterdir()) == ["coro.pid"]
