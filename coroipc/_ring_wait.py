@@ -214,18 +214,28 @@ class WaitMixin:
 
     def _wait(self, arm, disarm, peer_flags_word: int, peer_pid_word: int, deadline: float | None,
               peer: str) -> None:
-        """Arm, re-check, sleep until ``arm()`` reports the condition (then disarm)."""
+        """Arm, re-check, sleep until ``arm()`` reports the condition (then disarm).
+
+        A peer that is gone is reported only once the condition is still
+        false after it went: what it wrote before dying is delivered first.
+        """
+        bell = self._reader_bell if peer == "writer" else self._writer_bell
         try:
             while not arm():
                 if self._words[peer_flags_word] & CLOSED:
                     raise ConnectionLost(f"ring {self.name}: the {peer} closed its end")
-                self._sleep(self._reader_bell if peer == "writer" else self._writer_bell, peer_pid_word,
-                            deadline, peer)
+                gone = self._sleep(bell, peer_pid_word, deadline, peer)
+                if gone and not arm():
+                    raise ConnectionLost(f"ring {self.name}: {gone}")
         finally:
             disarm()
 
-    def _sleep(self, bell: Bell, peer_pid_word: int, deadline: float | None, peer: str) -> None:
-        """One sleep on ``bell`` plus the peer's pidfd and watch fds."""
+    def _sleep(self, bell: Bell, peer_pid_word: int, deadline: float | None, peer: str) -> str:
+        """One sleep on ``bell`` plus the peer's pidfd and watch fds.
+
+        Returns:
+            why the peer is gone, or "" while it is alive.
+        """
         self._count["sleeps"] += 1
         pidfd = self._peer_pidfd(self._words[peer_pid_word])
         remaining = None if deadline is None else deadline - time.monotonic()
@@ -238,9 +248,10 @@ class WaitMixin:
             if bell.fileno() in ready:
                 bell.drain(1)  # one wake-up per sleep epoch: one datagram
             if any(fd in ready for fd in self.watch_fds) or pidfd in ready:
-                raise ConnectionLost(f"ring {self.name}: the {peer} went away")
+                return f"the {peer} went away"
         if pidfd < 0 and not self._peer_alive(self._words[peer_pid_word]):
-            raise ConnectionLost(f"ring {self.name}: the {peer} process died")
+            return f"the {peer} process died"
+        return ""
 
     def _poller(self, bell: Bell, pidfd: int) -> "select.poll":
         """A poll object for the bell, the watch fds and the peer's pidfd (cached)."""

@@ -92,6 +92,8 @@ def test_eventfd_doorbells_inherited_over_fork_carry_a_round_trip():
                 source.close()
                 sink.close()
                 status = 0
+            except BaseException as error:  # shown in the parent's failure output
+                print(f"child failed: {error!r}", file=sys.stderr, flush=True)
             finally:
                 os._exit(status)
         try:
