@@ -123,22 +123,27 @@ def test_coro_cmap_track_prints_a_set_made_elsewhere(node) -> None:
     assert tracker.returncode == 0
 
 
-def test_corosync_cmapctl_compatible_output(node, capsys, monkeypatch) -> None:
-    # In-process (clients.cli.main) to save a Python start-up per call; the
-    # subprocess tests above and below cover the real command line.
+@pytest.fixture
+def coro(node, capsys, monkeypatch):
+    """`coro cmap ARGS` run in this process (clients.cli.main), saving a Python
+    start-up per call; a few tests run the real command line in a subprocess."""
     import io
 
     from clients.cli import main
 
     monkeypatch.setenv("CORO_RUN_DIR", str(node.run_dir))
 
-    def coro(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
         status = main(["cmap", *args])
         captured = capsys.readouterr()
         return subprocess.CompletedProcess(args, status, captured.out, captured.err)
 
+    return run
+
+
+def test_corosync_cmapctl_compatible_output(node, coro) -> None:
     dump = coro()
     assert dump.returncode == 0
     lines = dump.stdout.splitlines()
@@ -193,23 +198,28 @@ def test_cmapctl_track_flag_prints_events_until_q(node) -> None:
     assert (tracker.returncode, out) == (0, "")
 
 
-def test_coro_cmap_verbs_and_json(node) -> None:
-    def coro(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(node.coro("cmap", *args), env=node.env(), capture_output=True,
-                              text=True, timeout=60)
-
-    assert coro("set", "app.n", "u32", "0x10").returncode == 0
+def test_coro_cmap_verbs_and_json(node, coro) -> None:
+    real = subprocess.run(node.coro("cmap", "set", "app.n", "u32", "0x10"), env=node.env(),
+                          capture_output=True, text=True, timeout=60)
+    assert (real.returncode, real.stdout, real.stderr) == (0, "", "")
     assert json.loads(coro("get", "app.n", "--json").stdout) == {
         "key": "app.n", "type": "u32", "value": 16}
     assert coro("inc", "app.n").stdout == "17\n"
+    assert coro("dec", "app.n").stdout == "16\n"
     changed = coro("set", "app.n", "str", "x")
     assert changed.returncode == 1 and "pass force_type" in changed.stderr
     assert coro("set", "--force-type", "app.n", "str", "x").returncode == 0
+    assert coro("set", "app.b", "bin", "00ff5c").returncode == 0
     dumped = [json.loads(line) for line in coro("dump", "app.", "--json").stdout.splitlines()]
-    assert dumped == [{"key": "app.n", "type": "str", "value": "x"}]
+    assert dumped == [{"key": "app.b", "type": "bin", "value": "00ff5c"},
+                      {"key": "app.n", "type": "str", "value": "x"}]
+    assert coro("dump", "app.b").stdout == "app.b (bin)\n"
+    assert coro("dump", "app.b", "-b").stdout == "app.b (bin) = \\x00\\xFF\\\\\n"
     assert coro("delete", "app.n").returncode == 0
     gone = coro("get", "app.n")
     assert gone.returncode == 1 and "no key 'app.n'" in gone.stderr
+    assert coro("set", "app.b", "bin", "zz").stderr.endswith("bin values are given as hex\n")
+    assert coro("get", "bad key").stderr.startswith("coro cmap get: key name 'bad key' contains ' '")
     # The run directory can also come from the configuration file.
     env = node.env()
     del env["CORO_RUN_DIR"]
