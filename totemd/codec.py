@@ -160,6 +160,8 @@ def decode(data: bytes) -> Packet:
     Raises:
         DecodeError: anything is wrong with it (the caller counts and drops).
     """
+    if len(data) >= MCAST_OVERHEAD and data[3] == PacketType.MCAST:
+        return _decode_mcast(data, allow_inner=True)  # the hot path: one unpack
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"packet of {len(data)} bytes is shorter than the header")
     magic, version, kind, flags, sender = _HEADER.unpack_from(data)
@@ -170,7 +172,7 @@ def decode(data: bytes) -> Packet:
     if sender == 0:
         raise DecodeError("sender node id 0")
     if kind == PacketType.MCAST:
-        return _decode_mcast(data, flags, allow_inner=True)
+        return _decode_mcast(data, allow_inner=True)
     if flags:
         raise DecodeError(f"flags 0x{flags:02x} on a packet of type {kind}")
     try:
@@ -183,10 +185,16 @@ def decode(data: bytes) -> Packet:
         raise DecodeError(f"truncated {PacketType(kind).name}: {error}") from None
 
 
-def _decode_mcast(data: bytes, flags: int, allow_inner: bool) -> Mcast:
+def _decode_mcast(data: bytes, allow_inner: bool) -> Mcast:
     if len(data) < MCAST_OVERHEAD:
         raise DecodeError(f"MCAST of {len(data)} bytes is shorter than its header")
-    _m, _v, _k, flags, sender, rep, ring_seq, seq, safe = _MCAST.unpack_from(data)
+    magic, version, _k, flags, sender, rep, ring_seq, seq, safe = _MCAST.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError(f"bad magic 0x{magic:04x}")
+    if version != VERSION:
+        raise DecodeError(f"unsupported version {version}")
+    if sender == 0:
+        raise DecodeError("sender node id 0")
     if flags & ~FLAG_ENCAPSULATED:
         raise DecodeError(f"unknown MCAST flags 0x{flags:02x}")
     if safe > 1:
@@ -200,9 +208,7 @@ def _decode_mcast(data: bytes, flags: int, allow_inner: bool) -> Mcast:
         body = data[MCAST_OVERHEAD:]
         if len(body) < MCAST_OVERHEAD or packet_type(body) != PacketType.MCAST:
             raise DecodeError("encapsulated MCAST does not carry an MCAST")
-        inner = _decode_mcast(body, body[4], allow_inner=False)
-        if inner.sender == 0:
-            raise DecodeError("inner sender node id 0")
+        inner = _decode_mcast(body, allow_inner=False)
         return Mcast(sender=sender, ring_id=ring_id, seq=seq, safe=bool(safe), payload=b"",
                      inner=inner)
     return Mcast(sender=sender, ring_id=ring_id, seq=seq, safe=bool(safe),
