@@ -174,23 +174,29 @@ def test_garbage_packets_are_counted_and_dropped_while_the_ring_works(tmp_path: 
         node.stop()
 
 
-def test_conf_events_reach_a_subscriber_before_the_ring_forms(tmp_path: Path):
-    port = free_udp_port(["127.0.0.1"])
-    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"}, token_ms=1000)
-    node = Node(tmp_path, config, 1)
+def test_subscriber_sees_trans_and_reg_when_a_node_joins_and_leaves(tmp_path: Path):
+    port = free_udp_port(["127.0.0.1", "127.0.0.2"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1", 2: "127.0.0.2"})
+    one, two = Node(tmp_path, config, 1), Node(tmp_path, config, 2)
     try:
-        node.start()
-        client = wait_for(lambda: node.client(), 20.0, "the local interface")
-        with client:
-            events = list(client.events(timeout=2.0)) if client.hello.members == () else []
-            stats = node.wait_members([1])
-        if events:  # connected while still in GATHER: the REG conf is an event
-            regs = [e for e in events if isinstance(e, ConfEvent) and e.kind == "REG"]
-            assert regs and regs[-1].ring_id == tuple(stats["ring_id"]) and regs[-1].members == (1,)
-        else:
-            assert client.hello.members == (1,)
+        one.start()
+        alone = one.wait_members([1])
+        with one.client() as client:
+            assert client.hello.members == (1,) and client.hello.ring_id == tuple(alone["ring_id"])
+            two.start()
+            pair = one.wait_members([1, 2])
+            assert two.stop() == 0                     # graceful: a leave message
+            back = one.wait_members([1], timeout_s=10.0)
+            events = [e for e in client.events(timeout=0.5) if isinstance(e, ConfEvent)]
     finally:
-        node.stop()
+        two.stop()
+        one.stop()
+    summary = [(e.kind, e.members, e.left, e.joined) for e in events]
+    assert summary == [("TRANS", (1,), (), ()), ("REG", (1, 2), (), (2,)),
+                       ("TRANS", (1,), (2,), ()), ("REG", (1,), (), ())]
+    assert [e.ring_id for e in events] == [tuple(pair["ring_id"])] * 2 + [tuple(back["ring_id"])] * 2
+    assert events[0].old_ring_id == tuple(alone["ring_id"])
+    assert events[2].old_ring_id == tuple(pair["ring_id"])
 
 
 def test_bad_requests_get_errors_and_the_daemon_keeps_serving(single: Node):
