@@ -143,7 +143,13 @@ def run_ipc_demo(out: TextIO = sys.stdout, bench_duration_s: float = 0.3,
             say("The server did not start in time.")
             return 1
         say(f"The server (pid {server.pid}) is listening on its Unix socket in the run directory.")
-        _client_story(run_dir, say)
+        from coroipc import errors
+
+        try:
+            story_complete = _client_story(run_dir, say)
+        except errors.IpcError as error:
+            say(f"The client failed: {type(error).__name__}: {error}.")
+            story_complete = False
     finally:
         stop.set()
         server.join(timeout=5.0)
@@ -152,13 +158,14 @@ def run_ipc_demo(out: TextIO = sys.stdout, bench_duration_s: float = 0.3,
             server.join(timeout=5.0)
         shutil.rmtree(run_dir, ignore_errors=True)
     say(f"The server stopped (exit status {server.exitcode}) and the run directory is removed.")
-    status = 0 if server.exitcode == 0 else 1
+    status = 0 if server.exitcode == 0 and story_complete else 1
     if bench:
         status |= _bench_rows(out, say, bench_duration_s)
     return status | _check_nothing_left(say, run_dir, segments_before)
 
 
-def _client_story(run_dir: str, say: _Narrator) -> None:
+def _client_story(run_dir: str, say: _Narrator) -> bool:
+    """Connect, request, ask for credentials, receive events; True if all of it happened."""
     from coroipc import IpcClient
 
     with IpcClient.connect(SERVICE_NAME, run_dir=run_dir, timeout=5.0) as client:
@@ -184,6 +191,7 @@ def _client_story(run_dir: str, say: _Narrator) -> None:
         if len(received) < wanted:
             say(f"Only {len(received)} of {wanted} events arrived in time.")
     say("The client disconnected.")
+    return reply == greeting and len(received) == wanted
 
 
 def _wait_for_events(client: Any, wanted: int, timeout_s: float = 5.0) -> list[tuple]:
