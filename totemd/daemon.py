@@ -177,8 +177,8 @@ class Daemon:
 
         settings = self.settings
         try:
+            persisted = load_ring_seq(settings.state_dir, self.node_id)   # before any write
             self.inc = next_incarnation(settings.state_dir)
-            persisted = load_ring_seq(settings.state_dir, self.node_id)
         except (OSError, ValueError, RingStoreError) as error:
             raise StartupError(f"state directory {settings.state_dir}: {error}") from error
         try:

@@ -277,3 +277,18 @@ def test_a_killed_supervisor_takes_its_children_down(single: Node):
              15.0, "totemd and objdb to notice their supervisor is gone")
     assert "node 1 left the ring" in single.log_text()
     assert sorted(p.name for p in single.run_dir.iterdir()) == ["coro.pid"]
+
+
+def test_a_corrupt_ring_seq_file_is_a_clear_start_up_error(tmp_path: Path):
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "ringid_1").write_text("not a number\n")
+    result = subprocess.run([sys.executable, "-m", "totemd.daemon", "-c", str(config), "--node-id", "1",
+                             "--run-dir", str(tmp_path / "run"), "--state-dir", str(state)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "does not hold a ring seq (got 'not a number'); remove it to start over" in result.stderr
+    assert not (tmp_path / "run").exists() or list((tmp_path / "run").iterdir()) == []
+    assert sorted(p.name for p in state.iterdir()) == ["ringid_1"]   # nothing written
