@@ -37,7 +37,6 @@ import multiprocessing
 import os
 import select
 import shutil
-import statistics
 import sys
 import tempfile
 import time

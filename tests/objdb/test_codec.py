@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from objdb import codec
 from objdb.errors import DecodeError, InvalidKey, NoSuchKey, ReadOnly, TooLong, WrongType
-from objdb.store import Entry, TrackFlags
+from objdb.store import Entry
 from objdb.types import ValueType
 
 KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-/:", min_size=3, max_size=255)
