@@ -119,7 +119,6 @@ class OrderingMixin:
         params = self._params
         me = self._node_id
         operational = self._state is State.OPERATIONAL
-        self._cancel_timer(Timer.TOKEN_RETRANSMIT)
         my_backlog = self._my_backlog()
         allowed = flow.transmits_allowed(params.max_messages, params.window_size, token.fcc,
                                          token.backlog, my_backlog, self._previous_backlog)
@@ -168,9 +167,10 @@ class OrderingMixin:
         if self._should_hold(ring, out):
             self._held_token = out
             self._counters.token_holds += 1
+            self._cancel_timer(Timer.TOKEN_RETRANSMIT)
             self._set_timer(Timer.TOKEN_HOLD, params.hold_ms)
         else:
-            self._forward_token(out)
+            self._forward_token(out)  # re-arms TOKEN_RETRANSMIT
         if not operational:
             self._maybe_install(ring, out)
 
