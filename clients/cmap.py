@@ -425,7 +425,6 @@ class CmapClient:
         """Set ``key`` to a binary value."""
         self.set(key, value, ValueType.BINARY)
 
-
     def delete(self, key: str) -> None:
         """Remove ``key``. Raises NoSuchKey, ReadOnly, InvalidKey."""
         check_key(key)

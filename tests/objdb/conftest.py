@@ -56,9 +56,14 @@ class Node:
         return env
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """objdb started from a two-node corosync.conf, in a fresh run directory."""
+    """objdb started from a two-node corosync.conf, in a fresh run directory.
+
+    One daemon per test module (starting one costs a Python start-up): tests
+    use their own keys under ``app.``/``conc.``, and leave the configuration
+    keys as they found them.
+    """
     base = tmp_path_factory.mktemp("ob")
     run_dir = base / "run"
     config_path = base / "corosync.conf"

@@ -185,7 +185,7 @@ WRITER = textwrap.dedent("""
     rng = random.Random(int(sys.argv[2]))
     with CmapClient.connect(sys.argv[1]) as cmap:
         for step in range(400):
-            key = f"app.w{sys.argv[2]}.k{rng.randrange(8)}"
+            key = f"conc.w{sys.argv[2]}.k{rng.randrange(8)}"
             action = rng.random()
             try:
                 if action < 0.6:
@@ -202,7 +202,7 @@ WRITER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_concurrent_writers_and_a_tracker_agree_on_the_final_state(node) -> None:
-    """Three writer processes change keys while a tracker follows app.*: replaying
+    """Three writer processes change keys while a tracker follows conc.*: replaying
     the notifications (old values checked) rebuilds exactly what objdb holds."""
     replica: dict[str, object] = {}
     mismatches = []
@@ -216,7 +216,7 @@ def test_concurrent_writers_and_a_tracker_agree_on_the_final_state(node) -> None
             replica[note.key] = note.new.value
 
     with CmapClient.connect(node.run_dir) as tracker:
-        tracker.track_add("app.", TrackFlags.all_changes() | TrackFlags.PREFIX, on_change)
+        tracker.track_add("conc.", TrackFlags.all_changes() | TrackFlags.PREFIX, on_change)
         writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(node.run_dir), str(seed)])
                    for seed in range(3)]
         try:
@@ -230,7 +230,7 @@ def test_concurrent_writers_and_a_tracker_agree_on_the_final_state(node) -> None
                     writer.kill()
                 writer.wait()
         assert [writer.returncode for writer in writers] == [0, 0, 0]
-        final = {key: value for key, value, _type in tracker.iter("app.")}
+        final = {key: value for key, value, _type in tracker.iter("conc.")}
         tracker.sync()   # every change before this point has been notified
         while tracker.dispatch(timeout=0.2):
             pass

@@ -99,6 +99,7 @@ def test_track_sees_a_set_from_another_process(node) -> None:
         cmap.track_delete(handle)
         with pytest.raises(NoSuchKey):
             cmap.track_delete(handle)
+        cmap.set("totem.token", 3000, ValueType.UINT32)   # as the configuration has it
 
 
 def test_coro_cmap_track_prints_a_set_made_elsewhere(node) -> None:
@@ -199,26 +200,26 @@ def test_cmapctl_track_flag_prints_events_until_q(node) -> None:
 
 
 def test_coro_cmap_verbs_and_json(node, coro) -> None:
-    real = subprocess.run(node.coro("cmap", "set", "app.n", "u32", "0x10"), env=node.env(),
+    real = subprocess.run(node.coro("cmap", "set", "verb.n", "u32", "0x10"), env=node.env(),
                           capture_output=True, text=True, timeout=60)
     assert (real.returncode, real.stdout, real.stderr) == (0, "", "")
-    assert json.loads(coro("get", "app.n", "--json").stdout) == {
-        "key": "app.n", "type": "u32", "value": 16}
-    assert coro("inc", "app.n").stdout == "17\n"
-    assert coro("dec", "app.n").stdout == "16\n"
-    changed = coro("set", "app.n", "str", "x")
+    assert json.loads(coro("get", "verb.n", "--json").stdout) == {
+        "key": "verb.n", "type": "u32", "value": 16}
+    assert coro("inc", "verb.n").stdout == "17\n"
+    assert coro("dec", "verb.n").stdout == "16\n"
+    changed = coro("set", "verb.n", "str", "x")
     assert changed.returncode == 1 and "pass force_type" in changed.stderr
-    assert coro("set", "--force-type", "app.n", "str", "x").returncode == 0
-    assert coro("set", "app.b", "bin", "00ff5c").returncode == 0
-    dumped = [json.loads(line) for line in coro("dump", "app.", "--json").stdout.splitlines()]
-    assert dumped == [{"key": "app.b", "type": "bin", "value": "00ff5c"},
-                      {"key": "app.n", "type": "str", "value": "x"}]
-    assert coro("dump", "app.b").stdout == "app.b (bin)\n"
-    assert coro("dump", "app.b", "-b").stdout == "app.b (bin) = \\x00\\xFF\\\\\n"
-    assert coro("delete", "app.n").returncode == 0
-    gone = coro("get", "app.n")
-    assert gone.returncode == 1 and "no key 'app.n'" in gone.stderr
-    assert coro("set", "app.b", "bin", "zz").stderr.endswith("bin values are given as hex\n")
+    assert coro("set", "--force-type", "verb.n", "str", "x").returncode == 0
+    assert coro("set", "verb.b", "bin", "00ff5c").returncode == 0
+    dumped = [json.loads(line) for line in coro("dump", "verb.", "--json").stdout.splitlines()]
+    assert dumped == [{"key": "verb.b", "type": "bin", "value": "00ff5c"},
+                      {"key": "verb.n", "type": "str", "value": "x"}]
+    assert coro("dump", "verb.b").stdout == "verb.b (bin)\n"
+    assert coro("dump", "verb.b", "-b").stdout == "verb.b (bin) = \\x00\\xFF\\\\\n"
+    assert coro("delete", "verb.n").returncode == 0
+    gone = coro("get", "verb.n")
+    assert gone.returncode == 1 and "no key 'verb.n'" in gone.stderr
+    assert coro("set", "verb.b", "bin", "zz").stderr.endswith("bin values are given as hex\n")
     assert coro("get", "bad key").stderr.startswith("coro cmap get: key name 'bad key' contains ' '")
     # The run directory can also come from the configuration file.
     env = node.env()
