@@ -3,6 +3,8 @@ core is caught and its failing schedule shrunk to a minimal one."""
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +13,8 @@ from totemd.sim.runner import run_schedule, seed_config, shrink_schedule
 from totemd.srp import ConfChange, ConfKind, Deliver, SrpCore
 
 NODES = 3
+# CI explores the same examples every run (no flaky CI); `make soak` explores new ones.
+SOAK = os.environ.get("CORO_SOAK") == "1"
 
 
 @st.composite
@@ -35,8 +39,8 @@ def fault_schedules(draw, kinds=FAULT_KINDS, max_size=6):
 
 
 @given(fault_schedules(), st.integers(0, 2**16))
-@settings(max_examples=25, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500 if SOAK else 25, deadline=None, database=None,
+          derandomize=not SOAK, suppress_health_check=[HealthCheck.too_slow])
 def test_any_fault_schedule_keeps_every_evs_rule(schedule, seed):
     config, _ = seed_config(seed, NODES)
     result = run_schedule(config, schedule)
