@@ -7,12 +7,14 @@ foreground with the process title ``coro: objdb``. It:
    :class:`~objdb.store.Store`, with privilege (read-only keys included);
 2. serves the ``cmap`` service (:class:`~objdb.service.CmapService`) on a
    coroipc server in the run directory;
-3. when ready, writes ``ready <pid>\\n`` to ``--ready-fd`` if given (the
+3. lets connect only root, its own uid and the uids/gids of the
+   configuration's ``uidgid`` entries (:func:`allowed_peers`);
+4. when ready, writes ``ready <pid>\\n`` to ``--ready-fd`` if given (the
    supervisor waits for that line rather than polling for a socket);
-4. publishes its own counters as ``stats.objdb.*`` (u64, read-only for
+5. publishes its own counters as ``stats.objdb.*`` (u64, read-only for
    clients: requests, refused, bad_requests, dropped_slow, dropped_garbage,
    events_sent, keys, trackers, ...), refreshed every second;
-5. stops on SIGTERM or SIGINT, or when its supervisor (``--parent-pid``)
+6. stops on SIGTERM or SIGINT, or when its supervisor (``--parent-pid``)
    is gone: closes the server (socket file and every shared segment
    removed) and exits 0. Watching the parent means a supervisor killed with
    SIGKILL does not leave an orphan objdb holding the run directory.
@@ -79,6 +81,21 @@ def _signal_ready(ready_fd: int | None) -> None:
         os.close(ready_fd)
 
 
+def allowed_peers(store: Store) -> tuple[set[int], set[int]]:
+    """Who may connect: root, our own uid, and the uids and gids the
+    configuration lists (``uidgid { uid: N gid: M }`` and uidgid.d files,
+    i.e. ``uidgid.config.uid.N`` / ``uidgid.config.gid.M``, and the runtime
+    ``uidgid.uid.N`` / ``uidgid.gid.M`` keys present at start), as corosync's
+    IPC access list. A peer passes if its uid or its gid is listed.
+    """
+    uids, gids = {0, os.geteuid()}, set()
+    for key in store.keys("uidgid."):
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[-1].isdigit() and parts[-2] in ("uid", "gid"):
+            (uids if parts[-2] == "uid" else gids).add(int(parts[-1]))
+    return uids, gids
+
+
 class _Stopping:
     """Whether to stop: a signal arrived, or the parent left."""
 
@@ -118,9 +135,11 @@ def serve(store: Store, run_dir: str, stop: threading.Event, *,
     from coroipc import IpcServer
 
     service = CmapService(store)
+    uids, gids = allowed_peers(store)
     # 256 KiB rings: 768 KiB of shared memory per client, messages up to
     # ~128 KiB (codec.BATCH_BYTES_BUDGET keeps batches well inside that).
-    server = IpcServer(run_dir, [service], ring_size=RING_BYTES)
+    server = IpcServer(run_dir, [service], ring_size=RING_BYTES, allowed_uids=uids,
+                       allowed_gids=gids)
     try:
         server.start()
         service.publish(service.stats_items(server.stats()))

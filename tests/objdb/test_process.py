@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import time
+
+from pathlib import Path
 
 import psutil
 import pytest
@@ -15,6 +18,9 @@ import pytest
 from clients.cmap import (CmapClient, InvalidKey, NoSuchKey, NotConnected, ReadOnly, TrackFlags,
                           ValueType, WrongType)
 from objdb.process import ObjdbProcess, ObjdbStartError
+from tests.objdb.conftest import CONFIG
+
+CONFIG_WITH_UIDGID = CONFIG + "uidgid {\n    uid: 4242\n}\nuidgid {\n    gid: 4747\n}\n"
 
 pytestmark = pytest.mark.multiprocess
 
@@ -331,3 +337,56 @@ def test_objdb_stops_when_its_supervisor_dies(tmp_path_factory) -> None:
             supervisor.kill()
             supervisor.wait()
         supervisor.stdout.close()
+
+
+ACL_CHILD = textwrap.dedent("""
+    import os, sys
+    # Import first, as root: the interpreter's own files may not be readable
+    # by the uid the client then becomes.
+    from clients.cmap import CmapClient, NotConnected, ReadOnly
+    os.setgroups([])
+    os.setgid(int(sys.argv[3]))
+    os.setuid(int(sys.argv[2]))
+    try:
+        cmap = CmapClient.connect(sys.argv[1], timeout=5.0)
+    except NotConnected as error:
+        print("refused", error)
+        sys.exit(0)
+    with cmap:
+        print("connected", cmap.get("totem.token")[0])
+    try:
+        CmapClient.connect(sys.argv[1], internal=True, timeout=5.0)
+    except ReadOnly:
+        print("internal refused")
+""")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run clients as other uids")
+def test_uidgid_entries_decide_who_may_connect() -> None:
+    import shutil
+    import tempfile
+
+    # Not under pytest's temporary directory: that one is private to root,
+    # and the clients here run as other uids.
+    base = Path(tempfile.mkdtemp(prefix="coro-objdb-acl-"))
+    try:
+        base.chmod(0o755)
+        run_dir = base / "run"
+        config = base / "corosync.conf"
+        config.write_text(CONFIG_WITH_UIDGID % {"run_dir": run_dir})
+        with ObjdbProcess.start(config_path=config, local_addresses=["127.0.0.1"]) as objdb:
+            assert objdb.run_dir == str(run_dir)
+
+            def as_user(uid: int, gid: int) -> str:
+                return subprocess.run([sys.executable, "-c", ACL_CHILD, str(run_dir), str(uid),
+                                       str(gid)], capture_output=True, text=True, timeout=60,
+                                      check=True).stdout
+
+            assert as_user(4242, 4242) == "connected 3000\ninternal refused\n"   # listed uid
+            assert as_user(4343, 4747) == "connected 3000\ninternal refused\n"   # listed gid
+            refused = as_user(4343, 4343)                                          # neither
+            assert refused.startswith("refused") and "uid 4343 gid 4343" in refused, refused
+        assert not (run_dir / "cmap.sock").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
