@@ -41,6 +41,10 @@ SERVICE_NAME = "cmap"
 STATS_PREFIX = "stats.objdb."
 DEFAULT_MAX_TRACKERS = 1024
 DEFAULT_MAX_BAD_REQUESTS = 8
+# Plain ints: comparing with IntEnum members costs a lookup and a call per request.
+_GET = int(codec.Function.GET)
+_SET = int(codec.Function.SET)
+_SET_NOWAIT = int(codec.Function.SET_NOWAIT)
 #: GET replies cached by the fast path (cleared when full).
 GET_CACHE_SIZE = 4096
 
@@ -122,17 +126,17 @@ class CmapService:
             state = _ConnectionState(connection)
             self._states[id(connection)] = state
         self._counts["requests"] += 1
-        if function == codec.Function.GET:
+        if function == _GET:
             reply = self._fast_get(payload)
             if reply is not None:
                 return reply
         try:
-            if function == codec.Function.SET or function == codec.Function.SET_NOWAIT:
+            if function == _SET or function == _SET_NOWAIT:
                 # No request object for the second commonest requests.
                 item = codec.decode_set_item(payload)
-                if function == codec.Function.SET:
+                if function == _SET:
                     return self._apply_set(state, item)
-                return self._set_nowait(state, codec.SetNowait(set=item))
+                return self._apply_nowait(state, item)
             request = codec.decode_request(function, payload)
         except DecodeError as error:
             return self._bad_request(state, error)
@@ -195,8 +199,11 @@ class CmapService:
         return codec.RESPONSE_OK
 
     def _set_nowait(self, state: _ConnectionState, request: codec.SetNowait) -> bytes | None:
+        return self._apply_nowait(state, request.set)
+
+    def _apply_nowait(self, state: _ConnectionState, item: codec.SetItem) -> None:
         try:
-            self._apply_set(state, request.set)
+            self._apply_set(state, item)
         except CmapError as error:
             self._counts["refused"] += 1
             state.nowait_failed += 1
