@@ -232,11 +232,15 @@ class Ring(WaitMixin):
         inherited = os.getpid() != self._pid
         words = self._words
         if words is not None and not inherited:
+            # Same protocol as a publish: flag, fence, then ring a sleeping peer.
             if self._is_writer:
                 words[W_FLAGS] = CLOSED
-                self._reader_bell.ring()
             if self._is_reader:
                 words[R_FLAGS] = CLOSED
+            fence()
+            if self._is_writer and words[R_FLAGS] & SLEEPING:
+                self._reader_bell.ring()
+            if self._is_reader and words[W_FLAGS] & SLEEPING:
                 self._writer_bell.ring()
         self._close_bells()
         self._pollers.clear()
