@@ -76,6 +76,19 @@ def test_pipelined_sets_apply_in_order_and_report_failures_at_sync(node) -> None
         cmap.sync()   # failures were reported once
 
 
+def test_large_batches_and_dumps_are_split_to_fit_the_rings(node) -> None:
+    """600 keys of 1 KiB (600 KiB, more than a ring's largest message) go in
+    several SET_MANY requests and come back in several ITERATE pages."""
+    items = [(f"big.k{index:04d}", bytes([index % 256]) * 1024, ValueType.BINARY)
+             for index in range(600)]
+    with CmapClient.connect(node.run_dir) as cmap:
+        assert cmap.set_many(items) == [None] * 600
+        dumped = list(cmap.iter("big."))
+        assert [(key, value) for key, value, _type in dumped] == [(k, v) for k, v, _t in items]
+        huge = [("big.max", b"x" * 16384, ValueType.BINARY)] * 20
+        assert cmap.set_many(huge) == [None] * 20
+
+
 def test_internal_connection_writes_runtime_keys(node) -> None:
     with CmapClient.connect(node.run_dir, internal=True) as internal, \
             CmapClient.connect(node.run_dir) as plain:
