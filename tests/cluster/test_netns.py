@@ -4,6 +4,7 @@ no daemon needed. Root only (namespaces, iptables)."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -54,7 +55,12 @@ def test_create_and_destroy_leave_nothing():
 
 def test_destroy_kills_what_still_runs_inside(namespace):
     sleeper = namespace.popen(["sleep", "60"])
-    assert sleeper.pid in namespace.pids() or namespace.pids()  # ip netns exec execs in place
+    # ip netns exec enters the namespace and execs in place: the child's pid
+    # is the command's, and it shows up inside once the setns is done.
+    deadline = time.monotonic() + 5
+    while sleeper.pid not in namespace.pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sleeper.pid in namespace.pids()
     killed = namespace.destroy()
     assert sleeper.pid in killed
     assert sleeper.wait(5) == -9
