@@ -78,21 +78,27 @@ class OrderingMixin:
         safe_line = ring.safe_line
         ring_id = ring.ring_id
         feed = self._unpacker.feed
-        emit = self._actions.append
+        extend = self._actions.extend
         counters = self._counters
+        frames = delivered = 0
         while True:
             frame = queue[nxt]
-            if frame.safe and seq_lt(safe_line, nxt):
+            safe = frame.safe
+            if safe and seq_lt(safe_line, nxt):
                 break
             ring.high_delivered = nxt
             if frame.inner is None:
-                counters.frames_delivered += 1
-                for message in feed(frame.sender, frame.payload):
-                    emit(Deliver(frame.sender, ring_id, nxt, frame.safe, message))
-                    counters.messages_delivered += 1
+                frames += 1
+                sender = frame.sender
+                messages = feed(sender, frame.payload)
+                if messages:
+                    delivered += len(messages)
+                    extend([Deliver(sender, ring_id, nxt, safe, message) for message in messages])
             if nxt == aru:
                 break
             nxt = (nxt + 1) & SEQ_MASK
+        counters.frames_delivered += frames
+        counters.messages_delivered += delivered
 
     # ---- the regular token ----------------------------------------------------
 
