@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 from totemd import codec
 from totemd.pg import MessageTooLarge, Packer, QueueFull, Unpacker
-from totemd.srp.actions import (Action, CancelTimer, GatherReason, PersistRingSeq, SetTimer,
-                                State, StateChanged, Timer)
+from totemd.srp.actions import (Action, CancelTimer, GatherReason, PersistRingSeq,
+                                SendMulticast, SetTimer, State, StateChanged, Timer)
 from totemd.srp.errors import DecodeError, NotStarted, SubmitRejected
 from totemd.srp.membership import MembershipMixin
 from totemd.srp.messages import (CommitToken, Join, Mcast, MergeDetect, OrfToken, RingId,
@@ -338,7 +338,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._proc.discard(self._node_id)
         leave = Join(sender=self._node_id, ring_seq=self._ring_id.seq,
                      proc=frozenset(self._proc), failed=frozenset(self._failed))
-        self._actions.append(self._multicast(codec.encode(leave)))
+        self._actions.append(SendMulticast(codec.encode(leave)))
         for timer in list(self._timers):
             self._cancel_timer(timer)
         self._set_state(State.LEFT, None)
@@ -369,11 +369,6 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             raise NotStarted("the core must be started before it gets events")
         self._now = now_ms
 
-    @staticmethod
-    def _multicast(data: bytes):
-        from totemd.srp.actions import SendMulticast
-        return SendMulticast(data)
-
     def _set_timer(self, timer: Timer, delay_ms: float) -> None:
         deadline = self._now + delay_ms
         self._timers[timer] = deadline
@@ -384,16 +379,16 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             self._actions.append(CancelTimer(timer))
 
     def _set_state(self, new: State, reason: GatherReason | None) -> None:
+        """Change state, log it, and report it (with the reason on GATHER)."""
         old = self._state
         self._state = new
-        if reason is not None:
-            text = f"node {self._node_id} entered {new.value}: {reason.value} in {old.value}" \
-                if reason is not GatherReason.STARTUP else \
-                f"node {self._node_id} entered {new.value}: {reason.value}"
-            if reason.value.endswith(old.value):
-                text = f"node {self._node_id} entered {new.value}: {reason.value}"
+        if reason is None:
+            text = f"node {self._node_id} entered {new.value} (ring {self._ring_id.rep}." \
+                   f"{self._ring_id.seq})"
+        elif reason.value.endswith(old.value) or reason is GatherReason.STARTUP:
+            text = f"node {self._node_id} entered {new.value}: {reason.value}"
         else:
-            text = f"node {self._node_id} entered {new.value} (ring {self._ring_id.rep}.{self._ring_id.seq})"
+            text = f"node {self._node_id} entered {new.value}: {reason.value} in {old.value}"
         log.info(text)
         self._actions.append(StateChanged(old=old, new=new, reason=reason, text=text))
 
