@@ -279,8 +279,14 @@ class CmapService:
                             getattr(state.connection, "pid", "?"))
                 self._counts["dropped_slow"] += 1
                 self._drop(state)
-            except ipc_errors.IpcError:
+            except ipc_errors.MessageTooLarge:
+                # The client asked for rings too small for this key's values.
+                LOG.warning("dropping cmap connection (pid %s): a %d-byte event exceeds its "
+                            "maximum message size", getattr(state.connection, "pid", "?"),
+                            len(payload))
                 self._drop(state)
+            except ipc_errors.IpcError:
+                self._drop(state)   # already gone
             else:
                 self._counts["events_sent"] += 1
 
