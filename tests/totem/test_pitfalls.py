@@ -8,7 +8,7 @@ from totemd import codec
 from totemd.sim.cluster import Cluster, SimConfig, sim_params
 from totemd.sim.faults import Fault
 from totemd.sim.runner import run_schedule, seed_config
-from totemd.srp import GatherReason, SendUnicast, SrpCore, State, Timer, TotemParams
+from totemd.srp import GatherReason, SendUnicast, SrpCore, State, TotemParams
 from totemd.srp.messages import CommitToken, Mcast, OrfToken, RingId, RtrEntry
 
 from tests.totem.helpers import Net

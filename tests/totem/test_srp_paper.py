@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from totemd import codec
-from totemd.srp import (ConfKind, GatherReason, SendMulticast, SendUnicast, SrpCore, State,
+from totemd.srp import (GatherReason, SendMulticast, SendUnicast, SrpCore, State,
                         StateChanged, Timer, TotemParams)
 from totemd.srp import flow
 from totemd.srp.membership import JoinDecision, decide_join

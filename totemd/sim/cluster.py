@@ -22,7 +22,7 @@ from totemd.sim.faults import Fault, FaultSchedule
 from totemd.sim.workload import SIZE_WEIGHTS, SIZES, AppMessage, decode_message, encode_message
 from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, Originated, PersistRingSeq,
                         SendMulticast, SendUnicast, SetTimer, SrpCore, StateChanged,
-                        SubmitRejected, Timer, TotemParams)
+                        SubmitRejected, TotemParams)
 
 __all__ = ["SimConfig", "Cluster", "sim_params"]
 

@@ -17,7 +17,7 @@ from totemd.srp.actions import (Deliver, GatherReason, Originated, SendMulticast
 from totemd.srp.messages import Mcast, OrfToken, RtrEntry, TokenHoldCancel
 from totemd.srp.params import RTR_LIST_MAX, SORT_QUEUE_MAX
 from totemd.srp.ringstate import RingState
-from totemd.srp.seqnum import SEQ_MASK, seq_diff, seq_ge, seq_lt, seq_min, seq_max
+from totemd.srp.seqnum import SEQ_MASK, seq_diff, seq_ge, seq_lt, seq_min
 
 if TYPE_CHECKING:
     from totemd.srp.core import SrpCore
