@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the EVS event log (n<node>.<inc>.jsonl in DIR) for coro check-evs")
     parser.add_argument("--send-queue-bytes", type=int, metavar="BYTES",
                         help="bound of totemd's send queue (clients get TRY_AGAIN beyond it)")
+    parser.add_argument("--send-queue-messages", type=int, metavar="N",
+                        help="bound of totemd's send queue in messages "
+                             "(default: what 4 token visits originate, 1156 with the defaults)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -207,6 +210,8 @@ class Supervisor:
             command += ["--evs-log", settings.evs_log]
         if args.send_queue_bytes:
             command += ["--send-queue-bytes", str(args.send_queue_bytes)]
+        if getattr(args, "send_queue_messages", None):
+            command += ["--send-queue-messages", str(args.send_queue_messages)]
         read_end, write_end = os.pipe()
         try:
             self.totemd = subprocess.Popen(command + ["--ready-fd", str(write_end)],

@@ -88,18 +88,22 @@ class EventLog:
         clock: Callable[[], int] = time.monotonic_ns,
         *,
         flush_every: int = 512,
+        path: str | os.PathLike[str] | None = None,
     ) -> None:
         """Open (create or append to) ``<directory>/n<node>.<inc>.jsonl``.
 
         Args:
-            directory: where to write; None keeps the records in memory.
+            directory: where to write; None keeps the records in memory
+                (unless ``path`` is given).
             node: this node's id.
             inc: this process's incarnation (>= 1).
             clock: nanosecond clock used when a method gets no ``t``.
             flush_every: write the buffer out once it holds this many records.
+            path: write to this file instead (``--evs-log FILE``); only with
+                ``directory=None``.
 
         Raises:
-            ValueError: node or inc out of range.
+            ValueError: node or inc out of range, or both directory and path.
             OSError: the file cannot be opened.
         """
         if node < 1 or inc < 1:
@@ -113,10 +117,15 @@ class EventLog:
         self.records: list[dict[str, Any]] | None = None
         self.path: Path | None = None
         self._fd = -1
-        if directory is None:
+        if directory is not None and path is not None:
+            raise ValueError("give the event log a directory or a path, not both")
+        if path is not None:
+            self.path = Path(path)
+        elif directory is not None:
+            self.path = Path(directory) / incarnation_file_name(node, inc)
+        if self.path is None:
             self.records = []
         else:
-            self.path = Path(directory) / incarnation_file_name(node, inc)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     # -- the record kinds -------------------------------------------------

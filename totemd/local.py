@@ -11,9 +11,13 @@ policies:
   slowed down instead of growing the daemon without bound (corosync's
   CS_ERR_TRY_AGAIN from ``corosync_sending_allowed``).
 - Deliveries and configuration changes go to every *subscribed* connection
-  (HELLO with the subscribe flag) as events. The event payload is built once
-  per delivery and written into each subscriber's event ring (one copy into
-  shared memory per subscriber, none besides).
+  (HELLO with the subscribe flag) as events. A client that asked for batches
+  (HELLO flag BATCH; ``TotemClient`` does) gets the deliveries of one loop
+  turn as DELIVER_BATCH events of up to ``BATCH_EVENT_BYTES`` each: one
+  event-ring write (and at most one wake-up) for many deliveries. Others get
+  one DELIVER event per delivery. Either payload is built once per turn and
+  written into each subscriber's event ring (one copy into shared memory per
+  subscriber, none besides).
 - A subscriber that reads its events slower than they come fills its event
   ring, then the server's bounded backlog, then a per-connection overflow
   queue here (bounded by ``overflow_limit_bytes``, default 32 MiB; the event
@@ -57,6 +61,8 @@ class TotemService(Service):
         self._daemon = daemon
         self._overflow_limit = overflow_limit_bytes
         self._subscribers: dict[int, Connection] = {}
+        # Subscribers that take DELIVER_BATCH events (the others get one DELIVER each).
+        self._batched: set[int] = set()
         # Events a subscriber could not take yet, in order: conn id -> (queue, bytes).
         self._overflow: dict[int, tuple[deque[tuple[int, Any]], list[int]]] = {}
         self.overflow_peak_bytes = 0
@@ -72,6 +78,7 @@ class TotemService(Service):
 
     def on_disconnect(self, conn: Connection) -> None:
         self._subscribers.pop(conn.id, None)
+        self._batched.discard(conn.id)
         self._overflow.pop(conn.id, None)
 
     def on_request(self, conn: Connection, function: int, payload: memoryview) -> bytes | None:
@@ -103,15 +110,21 @@ class TotemService(Service):
     # -- requests ------------------------------------------------------------------------
 
     def _hello(self, conn: Connection, payload: memoryview) -> bytes:
-        subscribe = wire.decode_hello(payload)
+        flags = wire.decode_hello_flags(payload)
+        subscribe = bool(flags & wire.SUBSCRIBE)
+        batched = subscribe and bool(flags & wire.BATCH)
         if subscribe:
             self._subscribers[conn.id] = conn
         else:
             self._subscribers.pop(conn.id, None)
+        if batched:
+            self._batched.add(conn.id)
+        else:
+            self._batched.discard(conn.id)
         daemon = self._daemon
         return wire.encode_hello_reply(wire.Hello(
             version=wire.VERSION, subscribed=subscribe, node_id=daemon.node_id, inc=daemon.inc,
-            ring_id=daemon.current_ring_id(), members=daemon.current_members()))
+            ring_id=daemon.current_ring_id(), members=daemon.current_members(), batched=batched))
 
     def _behind(self, reply: bytes) -> bytes:
         """The client has deliveries waiting for it here: it reads first, then sends."""
@@ -134,17 +147,10 @@ class TotemService(Service):
 
     def _submit_many(self, payload: memoryview) -> bytes:
         items = wire.decode_submit_many(payload)
-        accepted = 0
-        first = 0
-        status = wire.Status.OK
-        for data, safe in items:
-            status, sseq = self._daemon.local_submit(data, safe)
+        status, accepted, first = self._daemon.local_submit_many(items)
+        self.counts["submitted"] += accepted
+        if accepted < len(items):
             self._count(status)
-            if status is not wire.Status.OK:
-                break
-            if accepted == 0:
-                first = sseq
-            accepted += 1
         return wire.encode_submit_many_reply(status, accepted, first)
 
     # -- events --------------------------------------------------------------------------
@@ -153,29 +159,56 @@ class TotemService(Service):
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def wants_single_deliveries(self) -> bool:
+        """True if a subscriber takes one DELIVER event per delivery (no BATCH flag)."""
+        return len(self._batched) < len(self._subscribers)
+
     def broadcast(self, kind: wire.EventKind, payload: Any) -> None:
         """Send one event to every subscriber, in order behind any overflow it has."""
         if not self._subscribers:
             return
         for conn in list(self._subscribers.values()):
-            overflow = self._overflow.get(conn.id)
-            if overflow is None:
-                try:
-                    conn.send_event(kind, payload)
-                    self.counts["events_sent"] += 1
-                    continue
-                except ipc_errors.WouldBlock:
-                    overflow = self._overflow[conn.id] = (deque(), [0])
-                except ipc_errors.NotConnected:
-                    self._subscribers.pop(conn.id, None)
-                    continue
-            queue, size = overflow
-            queue.append((kind, payload))
-            size[0] += len(payload)
-            self.counts["events_overflowed"] += 1
-            self.overflow_peak_bytes = max(self.overflow_peak_bytes, size[0])
-            if size[0] > self._overflow_limit:
-                self._drop_slow(conn)
+            self._send(conn, kind, payload)
+
+    def broadcast_deliveries(self, batches: list[bytes], singles: list[bytes] | None) -> None:
+        """Send one turn's deliveries: the DELIVER_BATCH payloads ``batches``
+        to the subscribers that asked for them, the DELIVER payloads
+        ``singles`` (None when no subscriber needs them) to the others."""
+        batched = self._batched
+        for conn in list(self._subscribers.values()):
+            if conn.id in batched:
+                for payload in batches:
+                    if not self._send(conn, wire.EventKind.DELIVER_BATCH, payload):
+                        break
+            elif singles is not None:
+                for payload in singles:
+                    if not self._send(conn, wire.EventKind.DELIVER, payload):
+                        break
+
+    def _send(self, conn: Connection, kind: int, payload: Any) -> bool:
+        """One event to one subscriber, behind its overflow; False if it is gone."""
+        overflow = self._overflow.get(conn.id)
+        if overflow is None:
+            try:
+                conn.send_event(kind, payload)
+                self.counts["events_sent"] += 1
+                return True
+            except ipc_errors.WouldBlock:
+                overflow = self._overflow[conn.id] = (deque(), [0])
+            except ipc_errors.NotConnected:
+                self._subscribers.pop(conn.id, None)
+                self._batched.discard(conn.id)
+                return False
+        queue, size = overflow
+        queue.append((kind, payload))
+        size[0] += len(payload)
+        self.counts["events_overflowed"] += 1
+        self.overflow_peak_bytes = max(self.overflow_peak_bytes, size[0])
+        if size[0] > self._overflow_limit:
+            self._drop_slow(conn)
+            return False
+        return True
 
     def flush(self) -> None:
         """Move overflowed events into the event rings as room appears (each loop turn)."""
@@ -195,11 +228,13 @@ class TotemService(Service):
                 continue
             except ipc_errors.NotConnected:
                 self._subscribers.pop(conn_id, None)
+                self._batched.discard(conn_id)
             del self._overflow[conn_id]
 
     def _drop_slow(self, conn: Connection) -> None:
         self.counts["slow_clients_disconnected"] += 1
         self._subscribers.pop(conn.id, None)
+        self._batched.discard(conn.id)
         self._overflow.pop(conn.id, None)
         log.warning("disconnecting local client pid %d: it does not read its deliveries "
                     "(%d bytes of events waiting)", conn.pid, self._overflow_limit)
@@ -210,5 +245,6 @@ class TotemService(Service):
 
     def stats(self) -> dict[str, int]:
         return {**self.counts, "subscribers": len(self._subscribers),
+                "batch_subscribers": len(self._batched),
                 "overflow_bytes": sum(size[0] for _queue, size in self._overflow.values()),
                 "overflow_peak_bytes": self.overflow_peak_bytes}

@@ -6,8 +6,9 @@ length and value and raise one ``LocalDecodeError``.
 
 Requests (client -> daemon; coroipc function id, payload -> reply payload)::
 
-    1 HELLO        u16 version, u16 flags (bit 0: subscribe to events)
-                   -> u16 version, u16 flags, u32 node_id, u32 inc,
+    1 HELLO        u16 version, u16 flags (bit 0: subscribe to events,
+                   bit 1: take deliveries in DELIVER_BATCH events)
+                   -> u16 version, u16 flags (the granted bits), u32 node_id, u32 inc,
                       u32 ring_rep, u64 ring_seq, u16 n, n x u32 members
     2 SUBMIT       u8 flags (bit 0: safe), payload bytes
                    -> u8 status, 3 pad, u64 sseq (0 unless status is OK)
@@ -28,6 +29,10 @@ Events (daemon -> subscribed client)::
     2 CONFCHG   u8 kind (0 REG, 1 TRANS), 3 pad, u32 ring_rep, u64 ring_seq,
                 u32 old_rep, u64 old_seq (0/0 when none), u16 n_members,
                 u16 n_left, u16 n_joined, 2 pad, then the u32 node ids
+    3 DELIVER_BATCH  u32 count, then count x (u32 length, a DELIVER event
+                of that many bytes): consecutive deliveries in order, sent
+                only to a client whose HELLO asked for them (one event-ring
+                write and at most one wake-up for many deliveries)
 
 Origin header (in front of every message the daemon submits to the core)::
 
@@ -49,11 +54,13 @@ __all__ = ["VERSION", "Function", "EventKind", "Status", "LocalDecodeError", "He
            "encode_submit", "decode_submit", "encode_submit_reply", "decode_submit_reply",
            "encode_submit_many", "decode_submit_many", "encode_submit_many_reply",
            "decode_submit_many_reply", "deliver_header", "decode_deliver", "encode_conf",
-           "decode_conf", "SAFE", "SUBSCRIBE"]
+           "decode_conf", "SAFE", "SUBSCRIBE", "BATCH", "DELIVER_ITEM", "decode_hello_flags",
+           "encode_deliver_batch", "decode_deliver_batch", "iter_deliver_batch"]
 
 VERSION = 1
 SAFE = 0x1
 SUBSCRIBE = 0x1
+BATCH = 0x2
 ORIGIN_MAGIC = 0xC7
 ORIGIN_VERSION = 1
 
@@ -68,6 +75,9 @@ _MANY_REPLY = struct.Struct("!B3xIQ")
 _DELIVER = struct.Struct("!IIQIQIB3x")
 _CONF = struct.Struct("!B3xIQIQHHH2x")
 _ID = struct.Struct("!I")
+# One DELIVER_BATCH item header: u32 item length, then the DELIVER header.
+DELIVER_ITEM = struct.Struct("!IIIQIQIB3x")
+_DELIVER_SIZE = _DELIVER.size
 
 
 class Function(enum.IntEnum):
@@ -84,6 +94,7 @@ class EventKind(enum.IntEnum):
 
     DELIVER = 1
     CONFCHG = 2
+    DELIVER_BATCH = 3
 
 
 class Status(enum.IntEnum):
@@ -111,6 +122,7 @@ class Hello:
     inc: int
     ring_id: tuple[int, int]
     members: tuple[int, ...]
+    batched: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,8 +178,18 @@ def decode_origin(message: bytes | memoryview) -> tuple[int, int, bool]:
 
 # -- HELLO ----------------------------------------------------------------------------------
 
-def encode_hello(subscribe: bool) -> bytes:
-    return _HELLO.pack(VERSION, SUBSCRIBE if subscribe else 0)
+def encode_hello(subscribe: bool, batch: bool = False) -> bytes:
+    return _HELLO.pack(VERSION, (SUBSCRIBE if subscribe else 0) | (BATCH if batch else 0))
+
+
+def decode_hello_flags(payload: memoryview | bytes) -> int:
+    """The HELLO flags (SUBSCRIBE, BATCH; unknown bits are ignored for
+    forward compatibility). Raises LocalDecodeError (also on a version mismatch)."""
+    _need(payload, _HELLO.size, "HELLO")
+    version, flags = _HELLO.unpack_from(payload)
+    if version != VERSION:
+        raise LocalDecodeError(f"local interface version {version} is not {VERSION}")
+    return flags & (SUBSCRIBE | BATCH)
 
 
 def decode_hello(payload: memoryview | bytes) -> bool:
@@ -181,7 +203,8 @@ def decode_hello(payload: memoryview | bytes) -> bool:
 
 def encode_hello_reply(hello: Hello) -> bytes:
     members = hello.members
-    return _HELLO_REPLY.pack(VERSION, SUBSCRIBE if hello.subscribed else 0, hello.node_id,
+    flags = (SUBSCRIBE if hello.subscribed else 0) | (BATCH if hello.batched else 0)
+    return _HELLO_REPLY.pack(VERSION, flags, hello.node_id,
                              hello.inc, hello.ring_id[0], hello.ring_id[1],
                              len(members)) + b"".join(_ID.pack(m) for m in members)
 
@@ -193,7 +216,7 @@ def decode_hello_reply(payload: memoryview | bytes) -> Hello:
         raise LocalDecodeError(f"HELLO reply of {len(payload)} bytes does not hold {count} members")
     members = struct.unpack_from(f"!{count}I", payload, _HELLO_REPLY.size)
     return Hello(version=version, subscribed=bool(flags & SUBSCRIBE), node_id=node, inc=inc,
-                 ring_id=(rep, seq), members=tuple(members))
+                 ring_id=(rep, seq), members=tuple(members), batched=bool(flags & BATCH))
 
 
 # -- SUBMIT ---------------------------------------------------------------------------------
@@ -280,6 +303,47 @@ def decode_deliver(payload: memoryview | bytes) -> DeliverEvent:
     sender, sinc, sseq, rep, ring_seq, seq, flags = _DELIVER.unpack_from(payload)
     return DeliverEvent(sender=sender, sinc=sinc, sseq=sseq, ring_id=(rep, ring_seq), seq=seq,
                         safe=bool(flags & SAFE), data=bytes(payload[_DELIVER.size:]))
+
+
+def encode_deliver_batch(items: list[bytes | memoryview], count: int) -> bytes:
+    """A DELIVER_BATCH payload from ``count`` items, each already laid out as
+    ``DELIVER_ITEM`` header + payload (``items`` may interleave headers and
+    payloads: they are joined as given)."""
+    return _MANY_COUNT.pack(count) + b"".join(items)
+
+
+def iter_deliver_batch(payload: memoryview | bytes):
+    """Yield the tuples (sender, sinc, sseq, ring_rep, ring_seq, seq, flags,
+    data view) of a DELIVER_BATCH, checking each length before it is used.
+
+    Raises:
+        LocalDecodeError: a length overruns the event, or bytes are left over.
+    """
+    view = memoryview(payload)
+    _need(view, _MANY_COUNT.size, "DELIVER_BATCH event")
+    (count,) = _MANY_COUNT.unpack_from(view)
+    offset = _MANY_COUNT.size
+    end = len(view)
+    unpack = DELIVER_ITEM.unpack_from
+    head = DELIVER_ITEM.size
+    for index in range(count):
+        if offset + head > end:
+            raise LocalDecodeError(f"DELIVER_BATCH ends inside the header of delivery {index}")
+        length, sender, sinc, sseq, rep, ring_seq, seq, flags = unpack(view, offset)
+        stop = offset + 4 + length
+        if length < _DELIVER_SIZE or stop > end:
+            raise LocalDecodeError(f"DELIVER_BATCH delivery {index} of {length} bytes overruns the event")
+        yield sender, sinc, sseq, rep, ring_seq, seq, flags, view[offset + head:stop]
+        offset = stop
+    if offset != end:
+        raise LocalDecodeError(f"DELIVER_BATCH has {end - offset} bytes after {count} deliveries")
+
+
+def decode_deliver_batch(payload: memoryview | bytes) -> list[DeliverEvent]:
+    """Every delivery of a DELIVER_BATCH, in order. Raises LocalDecodeError."""
+    return [DeliverEvent(sender=sender, sinc=sinc, sseq=sseq, ring_id=(rep, ring_seq), seq=seq,
+                         safe=bool(flags & SAFE), data=bytes(data))
+            for sender, sinc, sseq, rep, ring_seq, seq, flags, data in iter_deliver_batch(payload)]
 
 
 def encode_conf(event: ConfEvent) -> bytes:
