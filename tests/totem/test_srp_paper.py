@@ -275,3 +275,28 @@ def test_token_retransmission_resends_the_same_token():
     net.queue.clear()
     net.fire(1, Timer.TOKEN_RETRANSMIT)
     assert net.queue and net.queue[-1][1:] == last
+
+
+def test_send_join_delays_each_join_by_a_random_amount():
+    import random
+    params = TotemParams(send_join_ms=80.0, nodes=3)
+    core = SrpCore(1, params, rng=random.Random(3))
+    core.start(1000.0, 4)
+    actions = core.take_actions()
+    assert not [a for a in actions if isinstance(a, SendMulticast)]
+    deadline = [a.deadline_ms for a in actions
+                if type(a).__name__ == "SetTimer" and a.timer is Timer.SEND_JOIN][0]
+    assert 1000.0 <= deadline <= 1080.0
+    core.timer_expired(Timer.SEND_JOIN, deadline)
+    sent = [codec.decode(a.data) for a in core.take_actions() if isinstance(a, SendMulticast)]
+    assert [type(p).__name__ for p in sent] == ["Join"] and sent[0].ring_seq == 5
+
+
+def test_stats_are_a_frozen_snapshot():
+    import dataclasses
+    core = SrpCore(1, TotemParams())
+    core.start(0.0, None)
+    stats = core.stats()
+    assert stats.state == "GATHER" and stats.memb_join_tx == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.memb_join_tx = 5  # type: ignore[misc]

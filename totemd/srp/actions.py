@@ -37,6 +37,7 @@ class Timer(enum.Enum):
     TOKEN_RETRANSMIT = "token_retransmit"
     TOKEN_HOLD = "token_hold"
     JOIN = "join"
+    SEND_JOIN = "send_join"
     CONSENSUS = "consensus"
     MERGE_DETECT = "merge_detect"
 

@@ -304,6 +304,9 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         elif timer is Timer.JOIN:
             if state is State.GATHER:
                 self._on_join_timer()
+        elif timer is Timer.SEND_JOIN:
+            if state is State.GATHER:
+                self._send_join_now()
         elif timer is Timer.CONSENSUS:
             if state is State.GATHER:
                 self._on_consensus_timeout()

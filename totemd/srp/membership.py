@@ -79,6 +79,15 @@ class MembershipMixin:
         self._set_timer(Timer.CONSENSUS, self._params.consensus_ms)
 
     def _send_join(self: SrpCore) -> None:
+        """Multicast my join now, or after a random send_join delay."""
+        delay = self._params.send_join_ms
+        if delay > 0 and self._rng is not None:
+            if Timer.SEND_JOIN not in self._timers:
+                self._set_timer(Timer.SEND_JOIN, self._rng.uniform(0.0, delay))
+            return
+        self._send_join_now()
+
+    def _send_join_now(self: SrpCore) -> None:
         join = Join(sender=self._node_id, ring_seq=self._ring_id.seq,
                     proc=frozenset(self._proc), failed=frozenset(self._failed))
         self._actions.append(SendMulticast(encode(join)))

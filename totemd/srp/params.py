@@ -47,6 +47,8 @@ class TotemParams:
         token_retransmit_ms: resend the last token after this long (derived).
         hold_ms: idle token hold period at the representative (derived).
         join_ms: rebroadcast period of join messages in GATHER.
+        send_join_ms: each join waits a random 0..send_join_ms first (0: none;
+            corosync advises ~80 ms on 128-node rings to avoid join bursts).
         consensus_ms: GATHER without agreement this long fails the silent (derived).
         merge_ms: period of merge-detect multicasts by an idle representative.
         fail_recv_const: rotations with a stuck aru before FAILED TO RECEIVE.
@@ -69,6 +71,7 @@ class TotemParams:
     token_retransmit_ms: float | None = None
     hold_ms: float | None = None
     join_ms: float = 50.0
+    send_join_ms: float = 0.0
     consensus_ms: float | None = None
     merge_ms: float = 200.0
     fail_recv_const: int = 2500
