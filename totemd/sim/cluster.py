@@ -212,6 +212,7 @@ class Cluster:
         self._schedule_submit(node)
 
     def crash_node(self, node_id: int) -> None:
+        """Kill a node's incarnation now (its log ends with ``crash``)."""
         node = self.nodes[node_id]
         if node.core is None:
             return
@@ -240,6 +241,7 @@ class Cluster:
             log.close()
 
     def running(self) -> list[int]:
+        """Ids of the nodes that have a running incarnation."""
         return [n.node_id for n in self.nodes.values() if n.core is not None]
 
     # ---- faults -----------------------------------------------------------------
@@ -389,6 +391,8 @@ class Cluster:
         self._push(self.now + gap, _SUBMIT, node.node_id, None, node.inc)
 
     def _submit(self, node: _Node) -> None:
+        """One workload tick at a node: submit a message (when the workload
+        is on) and schedule the next tick."""
         if not node.submitting:
             return
         self._schedule_submit(node)
