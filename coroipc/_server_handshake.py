@@ -185,8 +185,16 @@ class HandshakeMixin:
             self._fail_handshake(pending, f"could not set up rings: {error}", refuse=RefuseCode.RESOURCES)
 
     def _fail_handshake(self, pending: PendingHandshake, reason: str, refuse: RefuseCode | None = None) -> None:
+        # Count and free first, tell the client last: whoever sees the socket
+        # close must find the stats and /dev/shm already settled.
         if pending.sock.fileno() >= 0:
             self._handshakes.pop(pending.sock.fileno(), None)
+        if refuse in (None, RefuseCode.BAD_HANDSHAKE, RefuseCode.RESOURCES, RefuseCode.SHUTTING_DOWN):
+            self._counts["handshakes_failed"] += 1
+        for ring in pending.rings or ():
+            ring.close()  # the owner's close unlinks the segment
+        pending.rings = None
+        if pending.sock.fileno() >= 0:
             try:
                 self._selector.unregister(pending.sock)
             except (KeyError, ValueError):
@@ -197,9 +205,4 @@ class HandshakeMixin:
                 except OSError:
                     pass
             pending.sock.close()
-        for ring in pending.rings or ():
-            ring.close()  # the owner's close unlinks the segment
-        pending.rings = None
-        if refuse in (None, RefuseCode.BAD_HANDSHAKE, RefuseCode.RESOURCES, RefuseCode.SHUTTING_DOWN):
-            self._counts["handshakes_failed"] += 1
         log.info("handshake from pid %d uid %d failed: %s", pending.credentials[0], pending.credentials[1], reason)

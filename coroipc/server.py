@@ -642,7 +642,6 @@ class IpcServer(HandshakeMixin):
         if conn.closed:
             return
         conn.closed = True
-        self._connections.pop(conn.id, None)
         self._backlogged.discard(conn)
         self._disconnects[code.name.lower()] += 1
         log.info("%r disconnected: %s", conn, reason)
@@ -660,6 +659,7 @@ class IpcServer(HandshakeMixin):
         conn.sock.close()
         conn.event_backlog.clear()
         conn.response_backlog.clear()
+        self._connections.pop(conn.id, None)  # last: stats() counts it until all is freed
         try:
             conn.service.on_disconnect(conn)
         except Exception:

@@ -289,7 +289,7 @@ def test_connect_disconnect_cycles_leak_no_descriptors(running, tmp_path, servic
             client.request(EVENTS, b"2", timeout=5.0)
     assert wait_for(lambda: running.stats().connections == 0)
     assert open_descriptors() == before
-    assert len(service.disconnected) == 31
+    assert wait_for(lambda: len(service.disconnected) == 31)
 
 
 def test_group_policy_admits_by_gid(tmp_path):
