@@ -47,6 +47,7 @@ __all__ = [
 
 DEFAULT_PORT = 5405
 STOP_TIMEOUT_S = 10.0
+STARTUP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.05
 # sockaddr_un holds 108 bytes; the longest socket a node makes is
 # "<run_dir>/<service>.sock" with a service name of up to ~12 characters.
@@ -244,6 +245,7 @@ class LocalCluster:
     firewall: Firewall | None = None
     worker: NamespaceWorker | None = None
     nodes: dict[int, Node] = field(default_factory=dict)
+    starting: set[int] = field(default_factory=set)
     evs_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -308,6 +310,7 @@ class LocalCluster:
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         node.starts += 1
         node.paused = False
+        self.starting.add(node.node_id)
 
     def running(self) -> list[int]:
         """Nodes whose process is alive (paused ones included)."""
@@ -520,6 +523,7 @@ class LocalCluster:
         Raises:
             ClusterError: the deadline passed; the message lists each view.
         """
+        self.wait_serving()
         budget = timeout_s if timeout_s is not None else self.settings.convergence_budget_s()
         deadline = time.monotonic() + budget
         wanted = [tuple(sorted(group)) for group in groups]
@@ -542,6 +546,29 @@ class LocalCluster:
                               for n, v in sorted(views.items()))
         raise ClusterError(f"no ring per group {[list(g) for g in wanted]} within {budget:.1f} s "
                            f"({described})")
+
+    def wait_serving(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Wait until the nodes started since the last call answer on their
+        local interface. Starting the Python processes of a node (supervisor,
+        objdb, totemd) takes seconds on a loaded 2-core box; convergence
+        budgets are about the protocol, so they count from here.
+
+        Raises:
+            ClusterError: a started node does not serve within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.starting &= set(self.running())
+            if not self.starting:
+                return
+            views = self.views(sorted(self.starting))
+            self.starting -= {n for n, view in views.items() if "error" not in view.raw}
+            if not self.starting:
+                return
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"nodes {sorted(self.starting)} do not serve {timeout_s:.0f} s "
+                                   "after their start")
+            time.sleep(POLL_INTERVAL_S)
 
     def wait_drained(self, node_ids: Iterable[int] | None = None, timeout_s: float = 5.0) -> bool:
         """Wait until the nodes' send queues and sort queues are empty on two
@@ -630,77 +657,6 @@ class LocalCluster:
         return "\n".join(lines[-tail_lines:])
 
 
-# -- background load (python -m scripts.localcluster load ...) ------------------------------
-
-def _load_main(argv: Sequence[str]) -> int:
-    """Submit messages through one node at a steady rate until SIGTERM,
-    reconnecting when the node goes away; print a JSON summary at the end."""
-    import argparse
-    import json
-
-    from coroipc import IpcClient
-    from totemd import local_codec as wire
-
-    parser = argparse.ArgumentParser(prog="python -m scripts.localcluster load")
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--rate", type=float, default=200.0, help="messages per second")
-    parser.add_argument("--size", type=int, default=200, help="payload bytes")
-    parser.add_argument("--safe-every", type=int, default=0, help="every Nth message is safe (0: none)")
-    parser.add_argument("--duration", type=float, default=0.0, help="seconds (0: until SIGTERM)")
-    args = parser.parse_args(argv)
-
-    stopping = [False]
-    signal.signal(signal.SIGTERM, lambda *_: stopping.__setitem__(0, True))
-    counts = dict.fromkeys(("submitted", "try_again", "rejected", "reconnects", "errors"), 0)
-    filler = os.urandom(max(0, args.size - 8))
-    interval_s = 1.0 / args.rate if args.rate > 0 else 0.0
-    end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
-    client: Any = None
-    next_due = time.monotonic()
-    number = 0
-    while not stopping[0] and time.monotonic() < end:
-        if client is None:
-            try:
-                client = IpcClient.connect("totem", run_dir=args.run_dir, timeout=1.0)
-                client.request(wire.Function.HELLO, wire.encode_hello(False), timeout=2.0)
-            except Exception:
-                client = None
-                counts["reconnects"] += 1
-                time.sleep(0.1)
-                continue
-        now = time.monotonic()
-        if now < next_due:
-            time.sleep(min(next_due - now, 0.05))
-            continue
-        safe = bool(args.safe_every) and (number + 1) % args.safe_every == 0
-        payload = (number + 1).to_bytes(8, "big") + filler
-        try:
-            reply = client.request(wire.Function.SUBMIT, wire.encode_submit(payload, safe), timeout=2.0)
-            status, _sseq = wire.decode_submit_reply(reply)
-        except Exception:
-            counts["errors"] += 1
-            try:
-                client.close()
-            except Exception:
-                pass
-            client = None
-            continue
-        if status == wire.Status.OK:
-            number += 1
-            counts["submitted"] += 1
-            next_due = max(next_due + interval_s, time.monotonic() - 1.0)
-        elif status == wire.Status.TRY_AGAIN:
-            counts["try_again"] += 1
-            time.sleep(0.01)
-        else:
-            counts["rejected"] += 1
-            time.sleep(0.05)
-    if client is not None:
-        client.close()
-    print(json.dumps(counts), flush=True)
-    return 0
-
-
 def _agreed_ring(views: dict[int, NodeView], group: tuple[int, ...]) -> tuple[int, int] | None:
     """The ring every node of ``group`` reports with exactly ``group`` as its
     members and state OPERATIONAL, or None."""
@@ -717,10 +673,3 @@ def _replace(settings: ClusterSettings, **changes: Any) -> ClusterSettings:
 
     return replace(settings, **changes)
 
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["load"]:
-        sys.exit(_load_main(sys.argv[2:]))
-    print("usage: python -m scripts.localcluster load --run-dir DIR [--rate N] [--size B]",
-          file=sys.stderr)
-    sys.exit(2)

@@ -99,8 +99,9 @@ class Harness:
         self.events.append(f"{time.monotonic():.3f} {text}")
 
     def start(self, node_ids: Iterable[int] | None = None) -> None:
-        self.cluster.start(node_ids)
-        self.note(f"started {sorted(node_ids) if node_ids is not None else 'all'}")
+        ids = sorted(node_ids) if node_ids is not None else sorted(self.cluster.nodes)
+        self.cluster.start(ids)
+        self.note(f"started {ids}")
 
     def kill(self, node_id: int) -> None:
         self.stop_load([node_id])
@@ -144,7 +145,7 @@ class Harness:
                 continue
             node = self.cluster.nodes[node_id]
             output = self.base_dir / f"load{node_id}.out"
-            command = [sys.executable, "-m", "scripts.localcluster", "load",
+            command = [sys.executable, "-m", "scripts.clusterload",
                        "--run-dir", str(node.run_dir), "--rate", str(rate),
                        "--size", str(size), "--safe-every", str(safe_every)]
             argv = (self.cluster.namespace.argv(command) if self.cluster.namespace is not None
@@ -185,7 +186,8 @@ class Harness:
             self.note(f"send queues of {node_ids or 'all'} did not drain in time")
 
     def converge(self, timeout_s: float | None = None) -> tuple[int, int]:
-        """Assert that the running nodes form one ring in time; return it."""
+        """Assert that the running nodes form one ring within the L1 budget
+        (counted from when freshly started nodes serve); return it."""
         try:
             ring = self.cluster.wait_converged(timeout_s)
         except ClusterError as exc:
