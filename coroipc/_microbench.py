@@ -2,8 +2,11 @@
 
     python -m coroipc._microbench [size ...]
 
-Forks a reader that copies every message out (``read_batch``) and sums the
-lengths; the parent writes batches. Prints messages/s and MB/s per size.
+Forks a reader that copies every message out (``read_batch``) and compares
+it with what was sent; the parent writes batches of a quarter of the ring.
+Prints messages/s and GB/s per size, plus each side's CPU time: on a loaded
+machine the wall-clock rate mostly measures the neighbours, while CPU
+microseconds per message measure the ring.
 """
 
 from __future__ import annotations
@@ -12,56 +15,78 @@ import os
 import sys
 import time
 
-from coroipc.errors import WouldBlock
 from coroipc.ring import Ring
 
+CAPACITY = 1 << 20
 
-def _reader(name: str, total: int) -> None:
+
+def _reader(name: str, total: int, payloads: list[bytes], report_fd: int) -> None:
     ring = Ring.attach(name)
     received = 0
+    started = time.process_time()
+    mask = len(payloads) - 1
     while received < total:
         batch = ring.read_batch()
         if not batch:
             ring.wait_readable(timeout=10.0)
             continue
-        received += len(batch)
+        for message in batch:
+            if message != payloads[received & mask]:
+                raise SystemExit(f"message {received} corrupted")
+            received += 1
+    os.write(report_fd, f"{time.process_time() - started}".encode())
     ring.close()
 
 
-def measure(size: int, seconds: float = 1.0, capacity: int = 1 << 22) -> tuple[float, float]:
-    """Messages/s and bytes/s for ``size``-byte messages across two processes."""
-    batch = [os.urandom(size)] * max(1, min(4096, (1 << 20) // max(size, 1) // 4 or 1))
-    ring = Ring.create(capacity)
-    # Calibrate the count so the run lasts about ``seconds``.
-    total = max(len(batch) * 4, int(seconds * (2_000_000 if size <= 1024 else 6e9 / size)))
+def measure(size: int, total: int) -> tuple[float, float, float, float]:
+    """(messages/s, bytes/s, writer CPU µs/msg, reader CPU µs/msg) across two processes."""
+    payloads = [os.urandom(size) for _ in range(64)]
+    per_batch = max(1, min(256, (CAPACITY // 4) // size))
+    # Message i carries payloads[i % 64]; a batch starts wherever the last one stopped.
+    cycle = payloads * (per_batch // 64 + 2)
+    ring = Ring.create(CAPACITY)
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
+        status = 1
         try:
-            _reader(ring.name, total)
+            os.close(read_end)
+            _reader(ring.name, total, payloads, write_end)
+            status = 0
+        except BaseException as error:
+            print(f"reader failed: {error!r}", file=sys.stderr, flush=True)
         finally:
-            os._exit(0)
-    start = time.perf_counter()
+            os._exit(status)
+    os.close(write_end)
+    started, cpu = time.perf_counter(), time.process_time()
     sent = 0
     while sent < total:
-        chunk = batch if total - sent >= len(batch) else batch[: total - sent]
+        start = sent & 63
+        chunk = cycle[start:start + min(per_batch, total - sent)]
         written = ring.write_batch(chunk)
         if written == 0:
-            try:
-                ring._wait_writable(ring.batch_frame_limit, time.monotonic() + 10.0)
-            except WouldBlock:
-                pass
+            ring.write(chunk[0], timeout=10.0)  # full: sleep until the reader frees room
+            written = 1
         sent += written
-    os.waitpid(pid, 0)
-    elapsed = time.perf_counter() - start
+    writer_cpu = time.process_time() - cpu
+    _pid, status = os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - started
+    reader_cpu = float(os.read(read_end, 64) or b"nan")
+    os.close(read_end)
     ring.close()
-    return total / elapsed, total * size / elapsed
+    if status:
+        raise SystemExit(f"the reader failed with status {status}")
+    return total / elapsed, total * size / elapsed, writer_cpu / total * 1e6, reader_cpu / total * 1e6
 
 
 def main(argv: list[str]) -> int:
     sizes = [int(arg) for arg in argv] or [64, 1024, 65536]
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     for size in sizes:
-        rate, bandwidth = measure(size)
-        print(f"{size:>7} B  {rate / 1e6:7.2f} M msgs/s  {bandwidth / 1e9:6.2f} GB/s")
+        total = 1_000_000 if size <= 4096 else max(1000, int(2e9 / size))
+        rate, bandwidth, writer_us, reader_us = measure(size, total)
+        print(f"{size:>7} B  {rate / 1e6:6.2f} M msgs/s  {bandwidth / 1e9:6.2f} GB/s  "
+              f"CPU per message: writer {writer_us:.3f} us, reader {reader_us:.3f} us")
     return 0
 
 
