@@ -1,9 +1,10 @@
 """Single-producer single-consumer ring of variable-length messages in POSIX shm.
 
 The byte layout (header words, frames, PAD) is documented at the top of
-:mod:`coroipc._ring_layout`, next to the constants that implement it; the
-sleep/wake protocol is in :mod:`coroipc._ring_wait` and
-:mod:`coroipc._doorbell`.
+:mod:`coroipc._ring_layout`, next to the constants that implement it. This
+module holds the lifecycle and the writing half; the reading half is
+:mod:`coroipc._ring_read`, the sleep/wake protocol :mod:`coroipc._ring_wait`
+and :mod:`coroipc._doorbell`.
 
 A batch write puts many messages in one frame (one header, one lengths
 array, one copy), which is where the throughput comes from; a single write
@@ -15,21 +16,19 @@ PAD frame when it does not fit before the end of the data area.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from array import array
 from bisect import bisect_right
-from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import accumulate, pairwise
-from typing import Iterator, Sequence
+from itertools import accumulate
+from typing import Sequence
 
 from coroipc import _shm
 from coroipc._doorbell import Bell, DatagramBell, EventfdBell, fence
 from coroipc._ring_layout import (CLOSED, FRAME, FRAME_CHECK, FRAME_ONE, HEADER_CHECK, HEADER_SIZE, KIND_DATA,
-                                  KIND_PAD, LAYOUT_VERSION, MAGIC, MIN_CAPACITY, ONE_OVERHEAD, R_FLAGS, R_PID,
-                                  R_POS, SLEEPING, STATIC, W_EPOCH, W_FLAGS, W_PID, W_POS, W_WANT, R_EPOCH, frame_size,
-                                  validate_header)
+                                  KIND_PAD, LAYOUT_VERSION, MAGIC, MIN_CAPACITY, ONE_OVERHEAD, R_EPOCH, R_FLAGS,
+                                  R_POS, SLEEPING, STATIC, W_FLAGS, W_PID, W_POS, frame_size, validate_header)
+from coroipc._ring_read import READ_BATCH_BYTES, ReadMixin
 from coroipc._ring_wait import SpinPolicy, WaitMixin
 from coroipc.errors import ConnectionLost, MessageTooLarge, NotConnected, RingCorrupted, WouldBlock
 
@@ -38,8 +37,6 @@ __all__ = ["Ring", "RingStats", "HEADER_SIZE", "MAGIC", "LAYOUT_VERSION", "frame
 #: Below this average message size a batch is joined into one copy; above it
 #: each message is copied straight into the ring (the join would double copy).
 _JOIN_BELOW = 4096
-#: Default payload budget of one read_batch() (see there).
-READ_BATCH_BYTES = 32 * 1024
 #: Largest frame a batch write builds (a single larger message gets its own).
 _BATCH_FRAME_BYTES = 64 * 1024
 
@@ -61,7 +58,7 @@ class RingStats:
     sleeps: int
 
 
-class Ring(WaitMixin):
+class Ring(ReadMixin, WaitMixin):
     """One end (or both ends) of a shared SPSC message ring.
 
     Create with :meth:`create` (owner, chooses the name) or :meth:`attach`
@@ -529,112 +526,6 @@ class Ring(WaitMixin):
         counters["bytes_written"] += payload
         return count
 
-    # -------------------------------------------------------------- reading
-    def become_reader(self) -> None:
-        """Claim the reader role (records our pid for the writer's liveness checks)."""
-        words = self._require_open()
-        self._is_reader = True
-        words[R_PID] = os.getpid()
-        self._rpos = words[R_POS]
-
-    def _next_frame(self, written: int) -> list[int] | None:
-        """Parse the next DATA frame at the read position (skipping PAD).
-
-        Args:
-            written: the writer's position, loaded once by the caller.
-
-        Returns:
-            the absolute mmap offsets [start0, end0 = start1, ..., endN], or
-            None when nothing is available. ``self._pending_next`` is set to
-            the read position after the frame.
-
-        Raises:
-            RingCorrupted: a header, length or position that cannot be valid.
-        """
-        capacity = self.capacity
-        while True:
-            rpos = self._rpos
-            available = written - rpos
-            if available <= 0:
-                if available < 0:
-                    raise RingCorrupted(f"ring {self.name}: write position is behind the read position")
-                return None
-            if available > capacity or available & 15:
-                raise RingCorrupted(f"ring {self.name}: impossible fill of {available} bytes")
-            offset = rpos % capacity
-            start = HEADER_SIZE + offset
-            kind, count, payload, check = FRAME.unpack_from(self._mmap, start)
-            if check != kind ^ count ^ payload ^ FRAME_CHECK:
-                raise RingCorrupted(f"ring {self.name}: bad frame check at offset {offset}")
-            if kind == KIND_PAD and count == 0 and payload == 0 and capacity - offset <= available:
-                self._rpos = rpos + capacity - offset
-                continue
-            size = frame_size(count, payload)
-            if kind != KIND_DATA or count == 0 or size > available or offset + size > capacity:
-                raise RingCorrupted(f"ring {self.name}: impossible frame (kind 0x{kind:08x}, {count} "
-                                    f"messages, {payload} bytes) at offset {offset}")
-            lengths_start = (start + 16) >> 2
-            ends = list(accumulate(self._u32[lengths_start:lengths_start + count],
-                                   initial=start + 16 + ((4 * count + 7) & ~7)))
-            if ends[-1] - ends[0] != payload:
-                raise RingCorrupted(f"ring {self.name}: message lengths do not add up to the frame's "
-                                    f"{payload} bytes at offset {offset}")
-            self._pending_next = rpos + size
-            counters = self._count
-            counters["messages_read"] += count
-            counters["bytes_read"] += payload
-            return ends
-
-    def _take(self, max_count: int | None, max_bytes: int = sys.maxsize) -> list[tuple[int, int, list[int]]]:
-        """Claim up to ``max_count`` messages and about ``max_bytes`` payload
-        (at least one message when any is waiting).
-
-        Returns:
-            (first index, stop index, frame ends) per frame touched; message i
-            of a frame spans ends[i]:ends[i + 1]. Read positions are advanced
-            locally; :meth:`_publish_read` makes them visible.
-        """
-        if not self._is_reader:
-            self.become_reader()
-        spans: list[tuple[int, int, list[int]]] = []
-        budget = sys.maxsize if max_count is None else max_count
-        written = self._words[W_POS]
-        while budget > 0 and max_bytes > 0:
-            ends = self._pending
-            if ends is None:
-                if self._rpos == written:
-                    break
-                ends = self._next_frame(written)
-                if ends is None:
-                    break
-                self._pending, self._pending_index = ends, 0
-            index = self._pending_index
-            stop = min(len(ends) - 1, index + budget)
-            if ends[stop] - ends[index] > max_bytes:
-                stop = bisect_right(ends, ends[index] + max_bytes, index, stop) - 1
-                if stop == index:
-                    if spans:
-                        break  # the next message would overrun the budget
-                    stop = index + 1  # but a batch always has at least one
-            spans.append((index, stop, ends))
-            budget -= stop - index
-            max_bytes -= ends[stop] - ends[index]
-            if stop == len(ends) - 1:
-                self._pending = None
-                self._rpos = self._pending_next
-            else:
-                self._pending_index = stop
-        return spans
-
-    def _publish_read(self) -> None:
-        words = self._words
-        if words is None:
-            return
-        words[R_POS] = self._rpos
-        fence()
-        if words[W_FLAGS] & SLEEPING and self.capacity - (words[W_POS] - self._rpos) >= words[W_WANT]:
-            self._wake(W_EPOCH, self._writer_bell)
-
     def _wake(self, epoch_word: int, bell: Bell) -> None:
         """Ring the sleeping peer's doorbell, once per sleep epoch."""
         epoch = self._words[epoch_word]
@@ -642,137 +533,6 @@ class Ring(WaitMixin):
             self._rung_epochs[epoch_word] = epoch
             self._count["wakeups_sent"] += 1
             bell.ring()
-
-    def read_batch(self, max_count: int | None = None, max_bytes: int = READ_BATCH_BYTES) -> list[bytes]:
-        """Copy out the available messages; never blocks.
-
-        Args:
-            max_count: at most this many messages (None: no count limit).
-            max_bytes: stop after about this much payload (at least one
-                message). The default keeps a batch's copies small enough
-                that the C allocator reuses their memory instead of
-                returning it to the kernel and faulting it back in for the
-                next batch, which costs more than the copying itself.
-
-        Returns:
-            the messages in order; an empty list when the ring is empty.
-
-        Raises:
-            RingCorrupted, NotConnected.
-        """
-        spans = self._take(max_count, max_bytes)
-        if not spans:
-            if self._words[R_POS] != self._rpos:  # skipped a PAD frame: hand the space back
-                self._publish_read()
-            return []
-        mapping = self._mmap
-        if len(spans) == 1:
-            index, stop, ends = spans[0]
-            if index == 0 and stop == len(ends) - 1:
-                out = [mapping[a:b] for a, b in pairwise(ends)]
-            else:
-                out = [mapping[a:b] for a, b in pairwise(ends[index:stop + 1])]
-        else:
-            out = []
-            for index, stop, ends in spans:
-                out += [mapping[a:b] for a, b in pairwise(ends[index:stop + 1])]
-        self._publish_read()
-        return out
-
-    def _read_one(self) -> bytes | None:
-        """The next message, copied out; None when the ring is empty.
-
-        Fast path for a frame of one message (what ``write`` makes); any other
-        case goes through the general frame parser.
-        """
-        if not self._is_reader:
-            self.become_reader()
-        words = self._words
-        rpos = self._rpos
-        available = words[W_POS] - rpos
-        if available <= 0 and self._pending is None:
-            if available < 0:
-                raise RingCorrupted(f"ring {self.name}: write position is behind the read position")
-            return None
-        capacity = self.capacity
-        offset = rpos % capacity
-        if self._pending is None and 32 <= available <= capacity and offset + 24 <= capacity:
-            start = HEADER_SIZE + offset
-            kind, count, payload, check, length = FRAME_ONE.unpack_from(self._mmap, start)
-            size = (payload + ONE_OVERHEAD + 15) & ~15
-            if (kind == KIND_DATA and count == 1 and length == payload and size <= available
-                    and offset + size <= capacity and check == KIND_DATA ^ 1 ^ payload ^ FRAME_CHECK):
-                data = self._mmap[start + ONE_OVERHEAD:start + ONE_OVERHEAD + payload]
-                self._rpos = rpos + size
-                counters = self._count
-                counters["messages_read"] += 1
-                counters["bytes_read"] += payload
-                self._publish_read()
-                return data
-        out = self.read_batch(1)
-        return out[0] if out else None
-
-    def read_nowait(self) -> bytes:
-        """Copy out the next message or raise WouldBlock (or ConnectionLost when
-        the writer closed the ring and nothing is left)."""
-        out = self._read_one()
-        if out is None:
-            if self._words[W_FLAGS] & CLOSED:
-                raise ConnectionLost(f"ring {self.name}: the writer closed its end")
-            raise WouldBlock(f"ring {self.name} is empty")
-        return out
-
-    def read(self, timeout: float | None = None) -> bytes:
-        """Copy out the next message, waiting up to ``timeout`` seconds.
-
-        Raises:
-            Timeout, ConnectionLost (writer gone and ring drained), RingCorrupted.
-        """
-        out = self._read_one()
-        if out is not None:
-            return out
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self.wait_readable(deadline=deadline)
-            out = self._read_one()
-            if out is not None:
-                return out
-
-    @contextmanager
-    def peek(self, timeout: float | None = None) -> Iterator[memoryview]:
-        """Zero-copy read of one message: a view valid inside the ``with`` block.
-
-        The message is consumed when the block exits (also on an exception).
-        ``timeout=0`` makes it non-blocking (raises WouldBlock).
-        """
-        with self.peek_batch(1, timeout=timeout) as views:
-            yield views[0]
-
-    @contextmanager
-    def peek_batch(self, max_count: int | None = None, timeout: float | None = 0.0) -> Iterator[list[memoryview]]:
-        """Zero-copy read of every available message (at most ``max_count``).
-
-        Yields:
-            a list of views valid inside the ``with`` block, released after.
-            With the default ``timeout=0`` an empty ring raises WouldBlock.
-        """
-        spans = self._take(max_count)
-        if not spans and timeout != 0:
-            self.wait_readable(timeout=timeout)
-            spans = self._take(max_count)
-        if not spans:
-            self._count["would_block"] += 1
-            if self._words[R_POS] != self._rpos:
-                self._publish_read()
-            raise WouldBlock(f"ring {self.name} is empty")
-        view = self._view
-        views = [view[a:b] for index, stop, ends in spans for a, b in pairwise(ends[index:stop + 1])]
-        try:
-            yield views
-        finally:
-            for item in views:
-                item.release()
-            self._publish_read()
 
     def stats(self) -> RingStats:
         """A snapshot of this handle's counters and the shared fill level."""
