@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bound of totemd's send queue (clients get TRY_AGAIN beyond it)")
     parser.add_argument("--send-queue-messages", type=int, metavar="N",
                         help="bound of totemd's send queue in messages "
-                             "(default: what 4 token visits originate, 1156 with the defaults)")
+                             "(default: what 4 token visits originate, 1088 with the defaults)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 

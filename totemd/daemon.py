@@ -14,10 +14,12 @@ One loop turn:
    coroipc server's housekeeping tick (100 ms);
 2. check how long the loop was not scheduled (corosync's pause detection);
 3. drain the UDP socket (bounded batches) and the self-addressed token
-   queue, feeding each packet to ``SrpCore.receive``;
-4. serve local clients (submits go into the core's send queue);
-5. fire the timers that are due (``SrpCore.timer_expired``);
-6. execute ``SrpCore.take_actions()`` in order (see ``Daemon._execute``):
+   queue, feeding each packet to ``SrpCore.receive``, and execute the
+   core's actions at once (the token is forwarded before anything else);
+4. fire the timers that are due (``SrpCore.timer_expired``), execute;
+5. serve local clients (submits go into the core's send queue, bounded per
+   turn by ``IPC_PASSES_PER_TURN`` passes), execute;
+6. executing ``SrpCore.take_actions()`` means, in order (``Daemon._execute``):
    ``PersistRingSeq`` is fsync'd and renamed into place before any later
    action runs; the EVS log is flushed before every send; sends go to the
    transport (a token to ourselves is queued for the next turn);
@@ -100,7 +102,7 @@ def default_max_queued_messages(params: Any) -> int:
     messages are small (``SMALL_MESSAGE_BYTES`` plus the 16-byte origin
     header and the packer's length prefix): ``max_messages`` frames per visit
     of ``frame_payload_max`` bytes each. With the defaults (17 frames of
-    1448 bytes) that is 4 x 17 x 17 = 1156 messages. A queue longer than a
+    1408 bytes, 16 such messages each) that is 4 x 17 x 16 = 1088 messages. A queue longer than a
     few visits adds only latency (a message waits one rotation per visit's
     worth ahead of it), never throughput: the byte bound alone (16 MiB) let
     ~80k small messages queue up, seconds of latency at ~20k msg/s.
@@ -336,10 +338,16 @@ class Daemon:
             if key.data == "signal":
                 self._drain_wakeup()
         self._drain_network(now)
-        ipc_busy = self._serve_local()
-        self.service.flush()
+        # The token goes on before local clients are served: their requests
+        # (and the wake-ups of their answers, which can hand the CPU to the
+        # client on a busy machine) must not stand between the token's
+        # arrival and its forwarding.
+        self._execute(self.core.take_actions())
         for timer in self._timers.pop_due(now):
             self.core.timer_expired(timer, now)
+        self._execute(self.core.take_actions())
+        ipc_busy = self._serve_local()
+        self.service.flush()
         self._execute(self.core.take_actions())
         if self.evslog is not None:
             self.evslog.flush()

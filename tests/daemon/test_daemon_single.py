@@ -292,3 +292,47 @@ def test_a_corrupt_ring_seq_file_is_a_clear_start_up_error(tmp_path: Path):
     assert "does not hold a ring seq (got 'not a number'); remove it to start over" in result.stderr
     assert not (tmp_path / "run").exists() or list((tmp_path / "run").iterdir()) == []
     assert sorted(p.name for p in state.iterdir()) == ["ringid_1"]   # nothing written
+
+
+def test_send_queue_is_bounded_by_messages_and_by_token_visits(tmp_path: Path):
+    from clients.totem import TotemClient
+
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
+    node = Node(tmp_path, config, 1, extra_args=("--send-queue-messages", "50"))
+    try:
+        node.start()
+        node.wait_members([1])
+        with node.client() as client, \
+                TotemClient.connect(run_dir=node.run_dir, batch=False, timeout=2.0) as legacy:
+            assert client.hello.batched and not legacy.hello.batched
+            with pytest.raises(TryAgain) as caught:
+                client.submit_many([(b"m%d" % i, False) for i in range(200)])
+            assert (caught.value.accepted, caught.value.first_sseq) == (50, 1)
+            got = _deliveries(client, 50)
+            assert [e.data for e in got] == [b"m%d" % i for i in range(50)]
+            # A subscriber without the BATCH flag gets the same deliveries one event each.
+            assert [(e.data, e.sseq, e.seq) for e in _deliveries(legacy, 50)] == \
+                [(e.data, e.sseq, e.seq) for e in got]
+            assert client.submit(b"after") == 51
+            assert [e.data for e in _deliveries(client, 1)] == [b"after"]
+            stats = client.stats()
+        assert stats["daemon"]["try_again_queue_messages"] == 1
+        assert stats["local"]["batch_subscribers"] == 1 and stats["local"]["subscribers"] == 2
+    finally:
+        node.stop()
+    # The default bounds: 4 token visits of frames (68 frames of 1408 bytes) stop a
+    # batch of 1 KiB messages long before the 16 MiB byte bound would.
+    node = Node(tmp_path, config, 1)
+    try:
+        node.start()
+        node.wait_members([1])
+        with node.client() as client:
+            with pytest.raises(TryAgain) as caught:
+                client.submit_many([(bytes([i]) * 1024, False) for i in range(200)])
+            accepted = caught.value.accepted
+            assert 68 * 1408 // (1024 + 20) <= accepted <= 68 * 1408 // (1024 + 20) + 1
+            assert len(_deliveries(client, accepted)) == accepted
+            assert client.stats()["daemon"]["try_again_queue_frames"] == 1
+    finally:
+        node.stop()

@@ -128,3 +128,66 @@ def test_load_payload_detects_corruption_and_reordering():
     checker.on_event(wire.DeliverEvent(sender=1, sinc=1, sseq=4, ring_id=(1, 4), seq=4, safe=False,
                                        data=bytes(bad)))
     assert (checker.delivered, checker.own_delivered, checker.reordered, checker.corrupt) == (4, 3, 1, 1)
+
+
+def _batch_item(sender: int, sseq: int, data: bytes, safe: bool = False) -> bytes:
+    return wire.DELIVER_ITEM.pack(wire.DELIVER_ITEM.size - 4 + len(data), sender, 2, sseq, 1, 8,
+                                  sseq + 10, wire.SAFE if safe else 0) + data
+
+
+@given(st.lists(st.tuples(st.binary(max_size=200), st.booleans()), max_size=12))
+def test_deliver_batch_round_trips(messages):
+    items = [_batch_item(3, index + 1, data, safe) for index, (data, safe) in enumerate(messages)]
+    events = wire.decode_deliver_batch(wire.encode_deliver_batch(items, len(items)))
+    assert [(e.data, e.safe) for e in events] == messages
+    assert [e.mid for e in events] == [f"3.2.{index + 1}" for index in range(len(messages))]
+    assert {(e.ring_id, e.seq - e.sseq) for e in events} <= {((1, 8), 10)}
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"\x00\x00", r"^DELIVER_BATCH event of 2 bytes is shorter than 4$"),
+    (struct.pack("!I", 1) + bytes(10), r"^DELIVER_BATCH ends inside the header of delivery 0$"),
+    (struct.pack("!I", 1) + _batch_item(1, 1, b"abc")[:-1],
+     r"^DELIVER_BATCH delivery 0 of 39 bytes overruns the event$"),
+    (struct.pack("!I", 1) + struct.pack("!I", 3) + bytes(36),
+     r"^DELIVER_BATCH delivery 0 of 3 bytes overruns the event$"),
+    (struct.pack("!I", 1) + _batch_item(1, 1, b"abc") + b"x",
+     r"^DELIVER_BATCH has 1 bytes after 1 deliveries$"),
+])
+def test_malformed_deliver_batch_is_refused(payload, message):
+    with pytest.raises(wire.LocalDecodeError, match=message):
+        wire.decode_deliver_batch(payload)
+
+
+def test_hello_flags_ask_for_batches_and_the_reply_says_if_granted():
+    assert wire.decode_hello_flags(wire.encode_hello(True, batch=True)) == wire.SUBSCRIBE | wire.BATCH
+    assert wire.decode_hello_flags(wire.encode_hello(False)) == 0
+    assert wire.decode_hello_flags(struct.pack("!HH", 1, 0xFFF1)) == wire.SUBSCRIBE  # unknown bits ignored
+    hello = wire.Hello(version=1, subscribed=True, node_id=4, inc=2, ring_id=(4, 8), members=(4,),
+                       batched=True)
+    assert wire.decode_hello_reply(wire.encode_hello_reply(hello)) == hello
+
+
+def test_default_send_queue_holds_four_token_visits_of_small_messages():
+    from totemd.daemon import QUEUE_VISITS, default_max_queued_messages
+    from totemd.srp import TotemParams
+
+    params = TotemParams()
+    per_frame = params.frame_payload_max // (64 + 16 + 4)
+    assert default_max_queued_messages(params) == QUEUE_VISITS * params.max_messages * per_frame == 1088
+    assert default_max_queued_messages(TotemParams(max_messages=5)) == 4 * 5 * per_frame
+
+
+def test_event_log_writes_to_a_named_file(tmp_path):
+    from totemd.evslog import EventLog
+
+    path = tmp_path / "sub" / "mine.jsonl"
+    path.parent.mkdir()
+    with EventLog(None, 2, 3, clock=lambda: 5, path=path) as log:
+        log.submit("2.3.1", 1, False, 7, None)
+        assert log.records is None
+    assert path.read_text() == ('{"node":2,"inc":3,"t":5,"ev":"submit","mid":"2.3.1","sseq":1,'
+                                '"safe":false,"crc":7,"deps":null}\n')
+    assert sorted(p.name for p in path.parent.iterdir()) == ["mine.jsonl"]
+    with pytest.raises(ValueError, match=r"^give the event log a directory or a path, not both$"):
+        EventLog(tmp_path, 2, 3, path=path)
