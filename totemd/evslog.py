@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -53,6 +54,10 @@ HARNESS_FILE = "harness.jsonl"
 INCARNATION_FILE = "incarnation"
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# A mid made of these characters is written into the JSON text as is (the
+# daemon's mids are "<node>.<inc>.<sseq>" and "unframed.<node>.<crc>"); any
+# other goes through the JSON encoder.
+_PLAIN_MID = re.compile(r"[0-9A-Za-z._:-]*").fullmatch
 
 
 def incarnation_file_name(node: int, inc: int) -> str:
@@ -127,6 +132,11 @@ class EventLog:
             self.records = []
         else:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # Writing to a file, the hot record kinds are formatted as text directly.
+        self._fast = self.records is None
+        self._head = f'{{"node":{int(node)},"inc":{int(inc)},"t":'
+        self._conf_key: Any = object()
+        self._conf_text = "null"
 
     # -- the record kinds -------------------------------------------------
 
@@ -141,12 +151,22 @@ class EventLog:
     def submit(self, mid: str, sseq: int, safe: bool, crc: int, deps: Sequence[str] | None,
                t: int | None = None) -> None:
         """The application called send (sseq counts from 1 per incarnation)."""
+        if self._fast and _PLAIN_MID(mid):
+            self._line(t, f'"submit","mid":"{mid}","sseq":{int(sseq)},'
+                          f'"safe":{"true" if safe else "false"},"crc":{int(crc)},"deps":'
+                          + ("null}" if deps is None else _deps_text(deps) + "}"))
+            return
         self._add(t, "submit", {"mid": mid, "sseq": sseq, "safe": bool(safe), "crc": crc,
                                 "deps": None if deps is None else list(deps)})
 
     def originate(self, mid: str, ring: Sequence[int], seq: int, sseq: int,
                   t: int | None = None) -> None:
         """The protocol gave the message a sequence number on the token."""
+        if self._fast and _PLAIN_MID(mid):
+            rep, ring_seq = ring
+            self._line(t, f'"originate","mid":"{mid}","ring":[{int(rep)},{int(ring_seq)}],'
+                          f'"seq":{int(seq)},"sseq":{int(sseq)}}}')
+            return
         self._add(t, "originate", {"mid": mid, "ring": _ring(ring), "seq": seq, "sseq": sseq})
 
     def deliver(self, mid: str, sender: int, sinc: int, sseq: int, orig_ring: Sequence[int],
@@ -154,6 +174,20 @@ class EventLog:
         """The message was delivered to the application here. ``in_conf`` is
         the id of the last conf this incarnation delivered (a ring id or a
         TRANS id; None before any)."""
+        if self._fast and _PLAIN_MID(mid):
+            if type(in_conf) is not tuple:  # noqa: E721 - only an immutable id is cached
+                conf_text = _dumps(_any_conf_id(in_conf))
+            elif in_conf == self._conf_key:
+                conf_text = self._conf_text
+            else:
+                conf_text = self._conf_text = _dumps(_any_conf_id(in_conf))
+                self._conf_key = in_conf
+            rep, ring_seq = orig_ring
+            self._line(t, f'"deliver","mid":"{mid}","sender":{int(sender)},"sinc":{int(sinc)},'
+                          f'"sseq":{int(sseq)},"orig_ring":[{int(rep)},{int(ring_seq)}],'
+                          f'"seq":{int(seq)},"safe":{"true" if safe else "false"},"crc":{int(crc)},'
+                          f'"in_conf":{conf_text}}}')
+            return
         self._add(t, "deliver", {
             "mid": mid, "sender": sender, "sinc": sinc, "sseq": sseq,
             "orig_ring": _ring(orig_ring), "seq": seq, "safe": bool(safe), "crc": crc,
@@ -171,6 +205,16 @@ class EventLog:
         self.close()
 
     # -- buffering --------------------------------------------------------
+
+    def _line(self, t: int | None, rest: str) -> None:
+        """Buffer one record written as text: the common head, then ``rest``
+        (``"<ev>", <fields>}``). The same bytes ``_add`` would produce, at a
+        fraction of the cost (no dict, no encoder walk)."""
+        if self._closed:
+            raise ValueError(f"event log of node {self.node} inc {self.inc} is closed")
+        self._buffer.append(f'{self._head}{int(self._clock() if t is None else t)},"ev":{rest}')
+        if len(self._buffer) >= self._flush_every:
+            self.flush()
 
     def _add(self, t: int | None, ev: str, fields: dict[str, Any]) -> None:
         if self._closed:
@@ -217,6 +261,13 @@ class EventLog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _deps_text(deps: Sequence[str]) -> str:
+    """The JSON list of ``deps`` (plain mids joined directly)."""
+    if all(_PLAIN_MID(mid) for mid in deps):
+        return '["' + '","'.join(deps) + '"]' if deps else "[]"
+    return _dumps(list(deps))
 
 
 def _any_conf_id(conf_id: Any) -> list[Any] | None:

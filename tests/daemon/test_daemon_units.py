@@ -191,3 +191,29 @@ def test_event_log_writes_to_a_named_file(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["mine.jsonl"]
     with pytest.raises(ValueError, match=r"^give the event log a directory or a path, not both$"):
         EventLog(tmp_path, 2, 3, path=path)
+
+
+@given(mid=st.sampled_from(["1.2.3", "unframed.4.99", 'odd "mid"\n', "ü.1"]),
+       numbers=st.lists(st.integers(0, 2**32 - 1), min_size=6, max_size=6), safe=st.booleans(),
+       in_conf=st.sampled_from([None, (1, 8), [1, 8], ((1, 4), (1, 8)), [[1, 4], [2, 8]]]),
+       deps=st.sampled_from([None, [], ["1.1.1", 'x"y']]))
+def test_event_log_text_records_equal_the_encoded_dicts(tmp_path_factory, mid, numbers, safe,
+                                                         in_conf, deps):
+    import json
+
+    from totemd.evslog import EventLog
+
+    sender, sinc, sseq, seq, crc, t = numbers
+    memory = EventLog(None, 3, 2)
+    memory.deliver(mid, sender, sinc, sseq, (4, 9), seq, safe, crc, in_conf, t=t)
+    memory.submit(mid, sseq, safe, crc, deps, t=t)
+    memory.originate(mid, (4, 9), seq, sseq, t=t)
+    memory.deliver(mid, sender, sinc, sseq, (4, 9), seq, safe, crc, in_conf, t=t)  # cached in_conf
+    path = tmp_path_factory.mktemp("evs") / "log.jsonl"
+    with EventLog(None, 3, 2, path=path) as log:
+        log.deliver(mid, sender, sinc, sseq, (4, 9), seq, safe, crc, in_conf, t=t)
+        log.submit(mid, sseq, safe, crc, deps, t=t)
+        log.originate(mid, (4, 9), seq, sseq, t=t)
+        log.deliver(mid, sender, sinc, sseq, (4, 9), seq, safe, crc, in_conf, t=t)
+    expected = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in memory.records]
+    assert path.read_text(encoding="utf-8").splitlines() == expected
