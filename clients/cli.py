@@ -36,8 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _available(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    except ImportError:  # a parent package that fails to import: listed as unavailable below
+        return True
 
 
 def build_parser() -> argparse.ArgumentParser:
