@@ -53,9 +53,11 @@ def encode_payload(node: int, pid: int, counter: int, size: int, now_ns: int, bo
 def check_payload(data: bytes) -> tuple[int, int, int, int] | None:
     """(node, pid, counter, submit ns) of an intact loader message; None if
     it is not one; raises ValueError if the CRC does not match (corruption)."""
-    if len(data) < HEADER.size or data[:4] != MAGIC:
+    if len(data) < HEADER.size:
         return None
-    _magic, node, pid, counter, sent_ns, crc = HEADER.unpack_from(data)
+    magic, node, pid, counter, sent_ns, crc = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        return None
     if zlib.crc32(memoryview(data)[HEADER.size:]) != crc:
         raise ValueError(f"CRC mismatch in message {node}/{pid}/{counter}")
     return node, pid, counter, sent_ns
@@ -82,26 +84,32 @@ class LoadChecker:
     _conf_since: set[tuple[int, int]] = field(default_factory=set)
 
     def on_event(self, event: Any) -> None:
+        """Check one event (a ``DeliverEvent`` or ``ConfEvent``)."""
         if isinstance(event, ConfEvent):
             self.conf_changes += 1
             self._conf_since = set(self._last_counter)  # gaps across a change are not loss here
             return
-        if not isinstance(event, DeliverEvent):
-            return
+        if isinstance(event, DeliverEvent):
+            self.on_delivery(event.sender, event.sinc, event.sseq, 0, 0, event.seq,
+                             1 if event.safe else 0, event.data)
+
+    def on_delivery(self, sender: int, sinc: int, sseq: int, _ring_rep: int, _ring_seq: int,
+                    _seq: int, _flags: int, data: Any) -> None:
+        """Check one delivery (``TotemClient.dispatch_deliveries``'s callback)."""
         now = time.monotonic_ns()
         self.delivered += 1
-        self.delivered_bytes += len(event.data)
-        sender = (event.sender, event.sinc)
-        last_sseq = self._last_sseq.get(sender)
-        if last_sseq is not None and event.sseq <= last_sseq:
-            self._problem(f"sender {event.sender}.{event.sinc}: sseq {event.sseq} after {last_sseq}")
+        self.delivered_bytes += len(data)
+        origin = (sender, sinc)
+        last_sseq = self._last_sseq.get(origin)
+        if last_sseq is not None and sseq <= last_sseq:
+            self._problem(f"sender {sender}.{sinc}: sseq {sseq} after {last_sseq}")
             self.reordered += 1
-        self._last_sseq[sender] = event.sseq
+        self._last_sseq[origin] = sseq
         try:
-            identity = check_payload(event.data)
+            identity = check_payload(data)
         except ValueError as error:
             self.corrupt += 1
-            self._problem(f"{event.mid}: {error}")
+            self._problem(f"{sender}.{sinc}.{sseq}: {error}")
             return
         if identity is None:
             self.foreign += 1
@@ -172,6 +180,10 @@ def _validate(args: argparse.Namespace) -> str | None:
 
 def _drive(totem: TotemClient, args: argparse.Namespace, checker: LoadChecker) -> dict[str, Any]:
     rng = random.Random(args.seed)
+
+    def dispatch(timeout: float) -> None:
+        totem.dispatch_deliveries(checker.on_delivery, checker.on_event, timeout=timeout)
+
     body = rng.randbytes(max(0, args.size - HEADER.size))
     pid = os.getpid()
     sent = try_again = 0
@@ -184,7 +196,7 @@ def _drive(totem: TotemClient, args: argparse.Namespace, checker: LoadChecker) -
         due = min(int((now - start) * args.rate) + 1 - sent, args.batch)
         if due <= 0:
             wait = min(end, start + (sent / args.rate)) - now
-            totem.dispatch(checker.on_event, timeout=max(0.0, wait))
+            dispatch(timeout=max(0.0, wait))
             continue
         stamp = time.monotonic_ns()
         batch = [(encode_payload(totem.node_id, pid, sent + i + 1, args.size, stamp, body),
@@ -195,12 +207,12 @@ def _drive(totem: TotemClient, args: argparse.Namespace, checker: LoadChecker) -
         except TryAgain as error:
             sent += error.accepted
             try_again += 1
-            totem.dispatch(checker.on_event, timeout=0.001)
-        totem.dispatch(checker.on_event, timeout=0.0)
+            dispatch(timeout=0.001)
+        dispatch(timeout=0.0)
     submit_s = time.monotonic() - start
     drain_end = time.monotonic() + DRAIN_TIMEOUT_S
     while checker.own_delivered < sent and time.monotonic() < drain_end:
-        totem.dispatch(checker.on_event, timeout=0.1)
+        dispatch(timeout=0.1)
     elapsed = time.monotonic() - start
     return {"sent": sent, "try_again": try_again, "submit_seconds": round(submit_s, 3),
             "elapsed_seconds": round(elapsed, 3)}

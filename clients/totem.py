@@ -251,6 +251,56 @@ class TotemClient:
             raise ConnectionLost(f"totemd connection lost: {error}") from error
         return dispatched
 
+    def dispatch_deliveries(self, on_deliver: Callable[..., object],
+                            on_other: Callable[[Event], object], max_count: int | None = None,
+                            timeout: float | None = 0.0) -> int:
+        """Like :meth:`dispatch`, without building a :class:`DeliverEvent` per
+        delivery (for consumers of many small messages, e.g. ``coro load``).
+
+        Args:
+            on_deliver: called as ``on_deliver(sender, sinc, sseq, ring_rep,
+                ring_seq, seq, flags, data)`` for each delivery, in order;
+                ``data`` is a memoryview valid only during the call, ``flags``
+                bit 0 is safe.
+            on_other: called with every other event (``ConfEvent``).
+            max_count, timeout: as :meth:`dispatch`.
+
+        Returns:
+            How many events (deliveries included) were dispatched.
+
+        Raises:
+            ConnectionLost: the daemon is gone or dropped us.
+        """
+        if self._ipc is None:
+            raise NotConnected("the totem client is closed")
+        dispatched = 0
+
+        def on_event(function: int, payload: memoryview) -> None:
+            nonlocal dispatched
+            if function == wire.EventKind.DELIVER_BATCH:
+                for fields in wire.iter_deliver_batch(payload):
+                    on_deliver(*fields)
+                    dispatched += 1
+                return
+            events = _decode_events(function, payload)
+            if events is None:
+                self.unknown_events += 1
+                return
+            for event in events:
+                if isinstance(event, DeliverEvent):
+                    on_deliver(event.sender, event.sinc, event.sseq, event.ring_id[0],
+                               event.ring_id[1], event.seq, wire.SAFE if event.safe else 0,
+                               memoryview(event.data))
+                else:
+                    on_other(event)
+            dispatched += len(events)
+
+        try:
+            self._ipc.dispatch(on_event, max_count=max_count, timeout=timeout)
+        except ipc_errors.IpcError as error:
+            raise ConnectionLost(f"totemd connection lost: {error}") from error
+        return dispatched
+
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Iterate over events; ends after ``timeout`` seconds without one.
 

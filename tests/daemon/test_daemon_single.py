@@ -296,6 +296,7 @@ def test_a_corrupt_ring_seq_file_is_a_clear_start_up_error(tmp_path: Path):
 
 def test_send_queue_is_bounded_by_messages_and_by_token_visits(tmp_path: Path):
     from clients.totem import TotemClient
+    from totemd.local_codec import SAFE as wire_safe
 
     port = free_udp_port(["127.0.0.1"])
     config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
@@ -314,8 +315,14 @@ def test_send_queue_is_bounded_by_messages_and_by_token_visits(tmp_path: Path):
             # A subscriber without the BATCH flag gets the same deliveries one event each.
             assert [(e.data, e.sseq, e.seq) for e in _deliveries(legacy, 50)] == \
                 [(e.data, e.sseq, e.seq) for e in got]
-            assert client.submit(b"after") == 51
-            assert [e.data for e in _deliveries(client, 1)] == [b"after"]
+            assert client.submit(b"after", safe=True) == 51
+            raw: list[tuple] = []
+            deadline = time.monotonic() + 10.0
+            while not raw and time.monotonic() < deadline:
+                client.dispatch_deliveries(
+                    lambda *fields: raw.append(fields[:3] + (fields[6], bytes(fields[7]))),
+                    lambda event: None, timeout=0.2)
+            assert raw == [(1, 1, 51, wire_safe, b"after")]
             stats = client.stats()
         assert stats["daemon"]["try_again_queue_messages"] == 1
         assert stats["local"]["batch_subscribers"] == 1 and stats["local"]["subscribers"] == 2

@@ -217,3 +217,16 @@ def test_event_log_text_records_equal_the_encoded_dicts(tmp_path_factory, mid, n
         log.deliver(mid, sender, sinc, sseq, (4, 9), seq, safe, crc, in_conf, t=t)
     expected = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in memory.records]
     assert path.read_text(encoding="utf-8").splitlines() == expected
+
+
+def test_load_checker_takes_raw_deliveries_from_memoryviews():
+    checker = LoadChecker(node=1, pid=99)
+    good = encode_payload(1, 99, 1, HEADER.size + 4, 0, b"abcd")
+    bad = bytearray(encode_payload(1, 99, 2, HEADER.size + 4, 0, b"abcd"))
+    bad[-1] ^= 1
+    checker.on_delivery(1, 1, 1, 1, 4, 1, 0, memoryview(good))
+    checker.on_delivery(1, 1, 2, 1, 4, 2, 0, memoryview(bytes(bad)))
+    checker.on_delivery(1, 1, 2, 1, 4, 3, 0, memoryview(b"someone else's"))
+    assert (checker.delivered, checker.own_delivered, checker.corrupt, checker.foreign) == (3, 1, 1, 1)
+    assert checker.reordered == 1  # sseq 2 twice from sender 1.1
+    assert checker.problems[0] == "1.1.2: CRC mismatch in message 1/99/2"
