@@ -202,6 +202,8 @@ class Daemon:
             "loop_turns", "loop_stalls", "ring_seq_writes", "cmap_errors",
             "try_again_queue_messages", "try_again_queue_frames", "try_again_queue_bytes"), 0)
         self._max_stall_ms = 0.0
+        # A derived property of the params: computed once, read every turn.
+        self._stall_threshold_ms = 0.8 * settings.params.effective_token_ms
         self._max_turn_ms = 0.0
         self._last_turn_ms: float | None = None
         self._token_rate = (0.0, 0)       # (time, orf_token_rx) at the last stats tick
@@ -370,7 +372,7 @@ class Daemon:
         if last is None:
             return
         gap = now - last
-        threshold = 0.8 * self.settings.params.effective_token_ms
+        threshold = self._stall_threshold_ms
         if gap > threshold:
             self._counts["loop_stalls"] += 1
             self._max_stall_ms = max(self._max_stall_ms, gap)
