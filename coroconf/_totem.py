@@ -213,17 +213,16 @@ def _check_network(src: Source, transport: str, nodes: Nodelist, links: list[int
         raise src.fail("link 0 is not configured; links are numbered from 0")
 
 
-#: totem keys nothing here acts on yet (the Totem core has no random join
-#: delay, heartbeat, interface down-check or token warning log): setting one
+#: totem keys nothing here acts on yet (the Totem core has no heartbeat,
+#: interface down-check or token warning log): setting one
 #: is reported. Remove a key from this list when its feature lands.
-UNUSED_TOTEM_KEYS = ("send_join", "heartbeat_failures_allowed", "max_network_delay",
+UNUSED_TOTEM_KEYS = ("heartbeat_failures_allowed", "max_network_delay",
                      "downcheck", "token_warning")
 
 
 def _report_unimplemented(src: Source, transport: str, nodes: Nodelist, links: list[int]) -> None:
     unused = [name for name in UNUSED_TOTEM_KEYS
-              if src.has(f"totem.{name}") and not (name in ("send_join",
-                                                            "heartbeat_failures_allowed")
+              if src.has(f"totem.{name}") and not (name == "heartbeat_failures_allowed"
                                                    and src.get(f"totem.{name}") == 0)]
     if unused:
         src.warn(f"not implemented, so these totem options have no effect: {', '.join(unused)}",

@@ -30,8 +30,8 @@ def totem_params_kwargs(config: Config) -> dict[str, Any]:
         effective token_retransmit_ms, hold_ms, consensus_ms, join_ms,
         merge_ms, token_retransmits_before_loss_const, fail_recv_const,
         seqno_unchanged_const, window_size, max_messages, miss_count_const,
-        netmtu and cancel_token_hold_on_retransmit. The other totem values
-        (send_join, downcheck, max_network_delay, ...) are on
+        netmtu, cancel_token_hold_on_retransmit and send_join_ms. The other
+        totem values (downcheck, max_network_delay, ...) are on
         ``config.totem``.
     """
     totem = config.totem
@@ -52,6 +52,7 @@ def totem_params_kwargs(config: Config) -> dict[str, Any]:
         "miss_count_const": totem.miss_count_const,
         "netmtu": totem.netmtu,
         "cancel_token_hold_on_retransmit": totem.cancel_token_hold_on_retransmit,
+        "send_join_ms": totem.send_join_ms,
     }
 
 

@@ -35,3 +35,9 @@ def test_core_objections_surface_as_its_error():
     config = load_udpu("\twindow_size: 10\n\tmax_messages: 20\n")
     with pytest.raises(srp.ParamsError, match="max_messages"):
         coroconf.totem_params(config)
+
+
+def test_send_join_reaches_the_core_and_is_not_reported_unimplemented():
+    config = load_udpu("\tsend_join: 80\n")
+    assert coroconf.totem_params(config).send_join_ms == 80
+    assert not any("send_join" in warning for warning in config.warnings)
