@@ -335,3 +335,25 @@ def test_summary_compares_with_the_best_peer_and_checks_the_targets() -> None:
     assert "target: coroipc-batch 1 KiB msgs/s >= 1,500,000: 1,000,000 (NOT met)" in lines
     assert "target: coroipc-request 64 B p50 us < 25: 30.0 (NOT met)" in lines
     assert not any("64 KiB" in line for line in lines)  # nothing measured there
+
+
+@pytest.mark.multiprocess
+def test_message_queue_on_host_limits_runs_and_unlinks_its_queues(monkeypatch: pytest.MonkeyPatch) -> None:
+    import posix_ipc
+
+    names: list[str] = []
+
+    def recorded_name(kind: str) -> str:
+        names.append(f"/coro-{os.environ['CORO_RESOURCE_TAG']}-bench-test-{len(names)}")
+        return names[-1]
+
+    monkeypatch.setattr(bench_ipc_mq.PosixMessageQueue, "can_use_namespace", staticmethod(lambda: False))
+    monkeypatch.setattr(bench_ipc_mq, "resource_name", recorded_name)
+    impl = bench_ipc_mq.PosixMessageQueue()
+    result = impl.run_case(64, "latency", 0.1)
+    assert result.messages > 0 and result.percentile_us(0.5) > 0
+    assert impl.note(64, "latency").startswith("host limits, queue depth")
+    assert len(names) == 2  # one queue per direction
+    for name in names:
+        with pytest.raises(posix_ipc.ExistentialError):
+            posix_ipc.MessageQueue(name)
