@@ -339,11 +339,12 @@ class Daemon:
         for key, _mask in ready:
             if key.data == "signal":
                 self._drain_wakeup()
+        # The token goes on before local clients are served (_drain_network
+        # executes the actions of each packet): their requests (and the
+        # wake-ups of their answers, which can hand the CPU to the client on
+        # a busy machine) must not stand between the token's arrival and its
+        # forwarding. This execute sends the deliveries collected meanwhile.
         self._drain_network(now)
-        # The token goes on before local clients are served: their requests
-        # (and the wake-ups of their answers, which can hand the CPU to the
-        # client on a busy machine) must not stand between the token's
-        # arrival and its forwarding.
         self._execute(self.core.take_actions())
         for timer in self._timers.pop_due(now):
             self.core.timer_expired(timer, now)
@@ -380,9 +381,20 @@ class Daemon:
                         "Consider token timeout increase.", self.node_id, gap, threshold)
 
     def _drain_network(self, now: float) -> None:
+        """Feed waiting packets to the core, executing its actions after each
+        one: a token is forwarded as soon as it is processed, not after the
+        hundreds of frames that may sit behind it in the socket. Deliveries
+        are only collected here; the turn sends them in one batch."""
         receive = self.core.receive
-        while self._loopback:
+        take_actions = self.core.take_actions
+        run = self._run_actions
+        # Only what was queued before this turn: a token we send ourselves
+        # while processing waits for the next turn (bounded work per turn).
+        for _ in range(len(self._loopback)):
             receive(self._loopback.popleft(), now)
+            actions = take_actions()
+            if actions:
+                run(actions)
         learn = self.settings.mode == "udp"
         for _ in range(RECEIVE_BATCHES_PER_TURN):
             batch = self.transport.receive_batch()
@@ -390,6 +402,9 @@ class Daemon:
                 if learn:
                     self._learn_peer(data, source)
                 receive(data, now)
+                actions = take_actions()
+                if actions:
+                    run(actions)
             if len(batch) < 256:
                 break
 
@@ -418,6 +433,13 @@ class Daemon:
     # -- the core's actions ----------------------------------------------------------------
 
     def _execute(self, actions: list[Any]) -> None:
+        """Execute the core's actions (``_run_actions``), then send the
+        collected deliveries to the subscribers."""
+        self._run_actions(actions)
+        if self._batch_count:
+            self._flush_deliveries()
+
+    def _run_actions(self, actions: list[Any]) -> None:
         """Execute the core's actions in the order it produced them.
 
         The order matters: a ``PersistRingSeq`` is durable before any later
@@ -456,8 +478,6 @@ class Daemon:
                 self._counts["ring_seq_writes"] += 1
             elif kind is StateChanged:
                 self._last_state_change = action.text
-        if self._batch_count:
-            self._flush_deliveries()
 
     def _on_deliver(self, action: Deliver) -> None:
         """Count one delivery, add it to this turn's batch, log it."""
