@@ -300,3 +300,38 @@ def test_stats_are_a_frozen_snapshot():
     assert stats.state == "GATHER" and stats.memb_join_tx == 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.memb_join_tx = 5  # type: ignore[misc]
+
+
+def test_originated_comes_before_the_frame_is_sent():
+    """A driver logs Originated when it sees it; the frame must not be on the
+    wire before that (a crash in between left deliveries with no originate
+    record, EVS rule S10, found by the real-cluster tests)."""
+    from totemd.srp.actions import Originated
+
+    net = _operational_core()
+    core = net.cores[1]
+    seen: list[object] = []
+    real_take = core.take_actions
+
+    def recording_take():
+        actions = real_take()
+        seen.extend(actions)
+        return actions
+
+    core.take_actions = recording_take
+    for index in range(40):
+        net.submit(1, f"m{index}".encode())
+    net.run_timers(net.now + 100)
+    originated_at = {}
+    sent_at = {}
+    for position, action in enumerate(seen):
+        if isinstance(action, Originated):
+            originated_at.setdefault(action.seq, position)
+        elif isinstance(action, SendMulticast):
+            packet = codec.decode(action.data)
+            if getattr(packet, "sender", None) == 1 and getattr(packet, "payload", b""):
+                sent_at.setdefault(packet.seq, position)
+    assert originated_at, "node 1 originated nothing"
+    for seq, position in originated_at.items():
+        assert seq in sent_at
+        assert position < sent_at[seq], f"frame {seq} sent before its Originated"

@@ -217,9 +217,11 @@ class OrderingMixin:
             mcast = Mcast(sender=me, ring_id=ring_id, seq=seq, safe=frame.safe,
                           payload=frame.payload)
             ring.insert(mcast)
-            emit(SendMulticast(encode_mcast(mcast)))
+            # Originated goes first: a driver that logs it must have it on
+            # disk before the frame can reach another node (EVS rule S10).
             if frame.completed:
                 emit(Originated(ring_id, seq, frame.completed))
+            emit(SendMulticast(encode_mcast(mcast)))
             count += 1
         self._counters.mcast_tx += count
         return seq, count
