@@ -69,7 +69,7 @@ class TotemService(Service):
         self.counts = dict.fromkeys(("connections", "requests", "bad_requests", "submitted",
                                      "try_again", "try_again_reader_behind", "too_large",
                                      "events_sent", "events_overflowed",
-                                     "slow_clients_disconnected"), 0)
+                                     "slow_clients_disconnected", "events_too_large"), 0)
 
     # -- coroipc callbacks ---------------------------------------------------------------
 
@@ -200,6 +200,15 @@ class TotemService(Service):
                 self._subscribers.pop(conn.id, None)
                 self._batched.discard(conn.id)
                 return False
+            except ipc_errors.MessageTooLarge:
+                # Its rings are too small for this delivery: it cannot have
+                # them all, so it loses its connection (never a silent gap).
+                reason = (f"a delivery event of {len(payload)} bytes exceeds the connection's "
+                          f"maximum of {conn.max_message_size}")
+                self.counts["events_too_large"] += 1
+                log.warning("disconnecting local client pid %d: %s", conn.pid, reason)
+                self._drop(conn, reason)
+                return False
         queue, size = overflow
         queue.append((kind, payload))
         size[0] += len(payload)
@@ -233,13 +242,17 @@ class TotemService(Service):
 
     def _drop_slow(self, conn: Connection) -> None:
         self.counts["slow_clients_disconnected"] += 1
+        log.warning("disconnecting local client pid %d: it does not read its deliveries "
+                    "(%d bytes of events waiting)", conn.pid, self._overflow_limit)
+        self._drop(conn, "the client did not read its deliveries (event queue full)")
+
+    def _drop(self, conn: Connection, reason: str) -> None:
+        """Forget a subscriber and close its connection with ``reason``."""
         self._subscribers.pop(conn.id, None)
         self._batched.discard(conn.id)
         self._overflow.pop(conn.id, None)
-        log.warning("disconnecting local client pid %d: it does not read its deliveries "
-                    "(%d bytes of events waiting)", conn.pid, self._overflow_limit)
         try:
-            conn.close("the client did not read its deliveries (event queue full)")
+            conn.close(reason)
         except ipc_errors.IpcError:
             pass
 

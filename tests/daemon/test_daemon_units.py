@@ -230,3 +230,44 @@ def test_load_checker_takes_raw_deliveries_from_memoryviews():
     assert (checker.delivered, checker.own_delivered, checker.corrupt, checker.foreign) == (3, 1, 1, 1)
     assert checker.reordered == 1  # sseq 2 twice from sender 1.1
     assert checker.problems[0] == "1.1.2: CRC mismatch in message 1/99/2"
+
+
+class _FakeConnection:
+    """A subscriber whose event ring takes ``room`` events, then WouldBlock;
+    events above ``max_message_size`` raise MessageTooLarge as coroipc does."""
+
+    def __init__(self, conn_id: int, room: int = 100, max_message_size: int = 1000) -> None:
+        self.id, self.pid, self.room, self.max_message_size = conn_id, 4242, room, max_message_size
+        self.events: list[tuple[int, bytes]] = []
+        self.closed_with: str | None = None
+
+    def send_event(self, kind, payload):
+        from coroipc import errors as ipc_errors
+        if len(payload) > self.max_message_size:
+            raise ipc_errors.MessageTooLarge("too large")
+        if len(self.events) >= self.room:
+            raise ipc_errors.WouldBlock("full")
+        self.events.append((int(kind), bytes(payload)))
+
+    def close(self, reason):
+        self.closed_with = reason
+
+
+def test_a_subscriber_that_cannot_take_a_delivery_loses_its_connection_others_keep_theirs():
+    from totemd.local import TotemService
+
+    service = TotemService(daemon=None)  # type: ignore[arg-type]
+    small, big, slow = _FakeConnection(1, max_message_size=100), _FakeConnection(2), _FakeConnection(3, room=1)
+    for conn in (small, big, slow):
+        service._subscribers[conn.id] = conn
+        service._batched.add(conn.id)
+    service.broadcast_deliveries([b"a" * 50, b"b" * 500], None)
+    assert small.closed_with == "a delivery event of 500 bytes exceeds the connection's maximum of 100"
+    assert big.events == [(3, b"a" * 50), (3, b"b" * 500)] and big.closed_with is None
+    # The slow one got what fit; the rest waits in its overflow, in order.
+    assert slow.events == [(3, b"a" * 50)] and service.stats()["overflow_bytes"] == 500
+    slow.room = 10
+    service.flush()
+    assert slow.events == [(3, b"a" * 50), (3, b"b" * 500)]
+    stats = service.stats()
+    assert (stats["events_too_large"], stats["subscribers"], stats["overflow_bytes"]) == (1, 2, 0)
