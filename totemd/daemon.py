@@ -177,6 +177,8 @@ class Daemon:
         self._started = False
         self._sseq = 0
         self._originated = 0                # own messages the core has stamped
+        self._own_delivered = 0             # highest own sseq delivered back to us
+        self._draining = False              # stopping: no new submits, finish the queued ones
         self.max_queued_messages = int(settings.extra.get("send_queue_messages")
                                        or default_max_queued_messages(settings.params))
         # What QUEUE_VISITS token visits originate, whatever the message size.
@@ -307,10 +309,35 @@ class Daemon:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Turn the loop until a stop is requested (signal, ``request_stop``) or ``until()``."""
+        """Turn the loop until a stop is requested (signal, ``request_stop``) or ``until()``.
+
+        A requested stop first drains (see ``drain``), so what the node
+        accepted from its clients is ordered and self-delivered before it leaves.
+        """
         busy = False
         while not self._stop_requested and (until is None or not until()):
             busy = self.turn(busy)
+        if self._stop_requested:
+            self.drain()
+
+    def drain(self, timeout_ms: float | None = None) -> bool:
+        """Stop accepting submits (SHUTTING_DOWN) and keep turning until every
+        message this node accepted has been delivered back to it, or until
+        ``timeout_ms`` (default: twice the token timeout) runs out: a node cut
+        off from its ring must still stop. Returns True if fully drained.
+        """
+        self._draining = True
+        if timeout_ms is None:
+            timeout_ms = 2 * self.settings.params.effective_token_ms
+        deadline = self.now_ms() + timeout_ms
+        busy = False
+        while self._own_delivered < self._sseq and self.now_ms() < deadline:
+            busy = self.turn(busy)
+        drained = self._own_delivered >= self._sseq
+        if not drained:
+            log.warning("node %d stopping with %d accepted message(s) not delivered back after "
+                        "%.0f ms", self.node_id, self._sseq - self._own_delivered, timeout_ms)
+        return drained
 
     def _select_timeout_s(self, now: float, busy: bool) -> float:
         if busy or self._loopback:
@@ -491,6 +518,8 @@ class Daemon:
             # Not framed by a coro daemon: delivered as is, with no origin.
             self._counts["unframed_deliveries"] += 1
             sinc, sseq, safe, body = 0, 0, action.safe, memoryview(message)
+        if action.sender == self.node_id and sinc == self.inc:
+            self._own_delivered = sseq  # own messages come back in sseq order
         size = len(body)
         self._batch_count += 1
         self._batch_bytes += size
@@ -617,7 +646,7 @@ class Daemon:
             status of the first refused one (TRY_AGAIN, TOO_LARGE,
             SHUTTING_DOWN) and how many before it were queued.
         """
-        if not self._started:
+        if not self._started or self._draining:
             return wire.Status.SHUTTING_DOWN, 0, 0
         limit = self.settings.params.max_message_size - _ORIGIN_SIZE
         room = self.max_queued_messages - (self._sseq - self._originated)

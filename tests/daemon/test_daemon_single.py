@@ -343,3 +343,30 @@ def test_send_queue_is_bounded_by_messages_and_by_token_visits(tmp_path: Path):
             assert client.stats()["daemon"]["try_again_queue_frames"] == 1
     finally:
         node.stop()
+
+
+def test_a_graceful_stop_delivers_what_it_accepted_first(single: Node):
+    """SIGTERM drains: every message the node accepted is ordered and
+    delivered back to it before it leaves (EVS rule S12 over its log)."""
+    from totemd.evs import check_directory
+
+    single.start()
+    single.wait_members([1])
+    accepted = 0
+    with single.client() as client:
+        for _ in range(3):
+            batch = [(b"x" * 64, False)] * 1000
+            try:
+                client.submit_many(batch)
+                accepted += len(batch)
+            except TryAgain as error:
+                accepted += error.accepted
+                break
+        assert single.stop() == 0
+    records = [line for line in (single.evs_dir / "n1.1.jsonl").read_text().splitlines()]
+    submits = sum('"ev":"submit"' in line for line in records)
+    delivers = sum('"ev":"deliver"' in line for line in records)
+    assert submits == accepted > 0
+    assert delivers == submits
+    report = check_directory(single.evs_dir)
+    assert report.ok, report.format()
