@@ -8,16 +8,13 @@ peers, the core's ``TotemParams``, the run and state directories.
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from totemd.evslog import EventLog
 from totemd.srp import TotemParams
 
-__all__ = ["NodeSettings", "StartupError", "resolve_settings", "open_event_log"]
+__all__ = ["NodeSettings", "StartupError", "resolve_settings"]
 
 
 class StartupError(Exception):
@@ -118,25 +115,3 @@ def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: s
         multicast_group=link.mcastaddr if link is not None else None,
         multicast_ttl=link.ttl if link is not None else 1, evs_log=evs_log,
         config_path=config_path)
-
-
-class _FileEventLog(EventLog):
-    """An EventLog written to one named file (``--evs-log FILE``) instead of
-    ``<dir>/n<node>.<inc>.jsonl``."""
-
-    def __init__(self, path: Path, node: int, inc: int) -> None:
-        super().__init__(None, node, inc)
-        self.records = None
-        self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-
-def open_event_log(target: str, node: int, inc: int) -> EventLog:
-    """A directory (created if missing) gets ``n<node>.<inc>.jsonl``; a path
-    ending in ``.jsonl`` is used as the file itself."""
-    path = Path(target)
-    if path.suffix == ".jsonl" and not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return _FileEventLog(path, node, inc)
-    path.mkdir(parents=True, exist_ok=True)
-    return EventLog(path, node, inc)
