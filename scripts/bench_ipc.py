@@ -85,6 +85,7 @@ class Row:
     skipped: str | None = None
     error: str | None = None
     note: str | None = None
+    runs: int = 1
 
     def as_json(self) -> dict[str, Any]:
         row: dict[str, Any] = {"impl": self.impl, "mode": self.mode, "size": self.size,
@@ -98,6 +99,8 @@ class Row:
         for key in ("skipped", "error", "note"):
             if getattr(self, key):
                 row[key] = getattr(self, key)
+        if self.runs > 1:
+            row["runs"] = self.runs
         return row
 
 
@@ -139,6 +142,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-latency", action="store_true",
                         help="skip the round-trip latency cases")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each case N times and report the median run (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_DURATION_S} s per case: a smoke run, not a measurement")
 
@@ -155,14 +160,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"coro bench ipc: {error}", file=sys.stderr)
         return 2
     duration_s = args.duration or (QUICK_DURATION_S if args.quick else DEFAULT_DURATION_S)
-    if duration_s <= 0:
-        print("coro bench ipc: --duration must be positive", file=sys.stderr)
+    if duration_s <= 0 or args.repeat < 1:
+        print("coro bench ipc: --duration and --repeat must be positive", file=sys.stderr)
         return 2
     cases = plan(chosen, args.sizes, not args.no_latency)
-    printer = JsonPrinter(sys.stdout) if args.json else TablePrinter(sys.stdout, duration_s)
+    printer = JsonPrinter(sys.stdout) if args.json else TablePrinter(sys.stdout, duration_s, args.repeat)
     rows = []
     for impl, size, mode in cases:
-        row = measure(impl, size, mode, duration_s)
+        row = measure(impl, size, mode, duration_s, args.repeat)
         rows.append(row)
         printer.row(row)
     printer.finish(rows)
@@ -190,24 +195,35 @@ def plan(impls: Iterable[Impl], sizes: Iterable[int], latency: bool) -> list[tup
     return cases
 
 
-def measure(impl: Impl, size: int, mode: str, duration_s: float) -> Row:
-    """Run one case and turn what happened into a row (never raises but for Ctrl-C)."""
+def measure(impl: Impl, size: int, mode: str, duration_s: float, repeat: int = 1) -> Row:
+    """Run one case ``repeat`` times and keep the median run (never raises but for Ctrl-C).
+
+    The median is by rate in throughput and by p50 in latency; any failed
+    run makes the row a failure.
+    """
     reason = impl.unavailable(size, mode)
     if reason:
         return Row(impl.name, mode, size, skipped=reason)
     # An implementation may run its cases its own way (posix_ipc-mq: in a namespace).
     runner = getattr(impl, "run_case", None)
+    results = []
     try:
-        if runner is not None:
-            result = runner(size, mode, duration_s)
-        else:
-            result = run_case(impl, size, mode, duration_s)
+        for _ in range(repeat):
+            if runner is not None:
+                results.append(runner(size, mode, duration_s))
+            else:
+                results.append(run_case(impl, size, mode, duration_s))
     except (CaseFailed, CorruptDelivery, OSError) as error:
         return Row(impl.name, mode, size, error=f"{type(error).__name__}: {error}")
+    if mode == "throughput":
+        results.sort(key=lambda result: result.msgs_per_s)
+    else:
+        results.sort(key=lambda result: result.percentile_us(0.5))
+    result = results[len(results) // 2]
     note = getattr(impl, "note", None)
     if callable(note):
         note = note(size, mode)
-    return Row(impl.name, mode, size, result=result, note=note)
+    return Row(impl.name, mode, size, result=result, note=note, runs=repeat)
 
 
 class JsonPrinter:
@@ -225,12 +241,13 @@ class JsonPrinter:
 class TablePrinter:
     """A table printed a row at a time, so a long run shows progress."""
 
-    def __init__(self, out: TextIO, duration_s: float) -> None:
+    def __init__(self, out: TextIO, duration_s: float, repeat: int = 1) -> None:
         self.out = out
         load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+        runs = f" (the median of {repeat} runs)" if repeat > 1 else ""
         out.write(f"coro bench ipc: {os.cpu_count()} CPUs ({platform.machine()}), "
                   f"load average {load}, Python {platform.python_version()}, "
-                  f"{duration_s:g} s per case, MB = 10^6 bytes\n\n")
+                  f"{duration_s:g} s per case{runs}, MB = 10^6 bytes\n\n")
         out.write(f"{'impl':<22} {'mode':<10} {'size':>7} {'msgs/s':>12} {'MB/s':>10}"
                   f" {'p50 us':>8} {'p99 us':>8}  note\n")
         out.flush()

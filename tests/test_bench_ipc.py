@@ -357,3 +357,16 @@ def test_message_queue_on_host_limits_runs_and_unlinks_its_queues(monkeypatch: p
     for name in names:
         with pytest.raises(posix_ipc.ExistentialError):
             posix_ipc.MessageQueue(name)
+
+
+def test_repeat_keeps_the_median_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = iter([300, 100, 200])
+
+    def fake_run_case(impl, size, mode, duration_s):
+        return bench_ipc_harness.CaseResult(impl=impl.name, mode=mode, size=size,
+                                            messages=next(rates), elapsed_s=1.0)
+
+    monkeypatch.setattr(bench_ipc, "run_case", fake_run_case)
+    row = bench_ipc.measure(bench_ipc_peers.OsPipe(), 64, "throughput", 0.1, repeat=3)
+    assert row.result.msgs_per_s == 200
+    assert row.as_json()["runs"] == 3
