@@ -209,10 +209,9 @@ def _decode_mcast(data: bytes, allow_inner: bool) -> Mcast:
         if len(body) < MCAST_OVERHEAD or packet_type(body) != PacketType.MCAST:
             raise DecodeError("encapsulated MCAST does not carry an MCAST")
         inner = _decode_mcast(body, allow_inner=False)
-        return Mcast(sender=sender, ring_id=ring_id, seq=seq, safe=bool(safe), payload=b"",
-                     inner=inner)
-    return Mcast(sender=sender, ring_id=ring_id, seq=seq, safe=bool(safe),
-                 payload=data[MCAST_OVERHEAD:])
+        return Mcast(sender, ring_id, seq, safe == 1, b"", inner)
+    # Positional: the receive hot path (fields: sender, ring_id, seq, safe, payload).
+    return Mcast(sender, ring_id, seq, safe == 1, data[MCAST_OVERHEAD:])
 
 
 def _check_ids(ids: tuple[int, ...], what: str, strictly_sorted: bool) -> None:

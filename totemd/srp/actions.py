@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from totemd.srp.messages import RingId
 
@@ -98,12 +98,16 @@ class CancelTimer:
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True)
-class Deliver:
+class Deliver(NamedTuple):
     """Deliver one application message, in total order.
 
     ``ring_id``/``seq`` are the ring and 32-bit seq of the frame that completed
     it (its origination ring); ``safe`` is the frame's guarantee.
+
+    A NamedTuple (immutable, same fields and positional order as before)
+    because one is built per delivered message: 0.25 µs against 0.6 µs for a
+    frozen dataclass. Drivers dispatch on ``type(action) is Deliver``, which
+    still holds.
     """
 
     sender: int

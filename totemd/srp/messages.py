@@ -33,12 +33,16 @@ class PacketType(enum.IntEnum):
     TOKEN_HOLD_CANCEL = 5
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Mcast:
+class Mcast(NamedTuple):
     """A frame: one packed payload ordered by ``seq`` on ring ``ring_id``.
 
     ``inner`` is set on a recovery frame (encapsulated): an old-ring frame
     re-sent on the new ring; ``payload`` is then empty.
+
+    A NamedTuple rather than a frozen dataclass, like ``RingId``: one is built
+    per frame sent and per frame received, and a frozen dataclass costs about
+    0.9 µs to build against 0.25 µs for a tuple (positional arguments).
+    Immutable all the same; build it with keywords outside hot paths.
     """
 
     sender: int

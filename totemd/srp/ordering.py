@@ -214,8 +214,7 @@ class OrderingMixin:
             if frame is None:
                 break
             seq = (seq + 1) & SEQ_MASK
-            mcast = Mcast(sender=me, ring_id=ring_id, seq=seq, safe=frame.safe,
-                          payload=frame.payload)
+            mcast = Mcast(me, ring_id, seq, frame.safe, frame.payload)
             ring.insert(mcast)
             # Originated goes first: a driver that logs it must have it on
             # disk before the frame can reach another node (EVS rule S10).
