@@ -9,6 +9,12 @@ node id and multicast a frame to every node.
 - ``udpu`` sends a multicast frame once per configured peer (corosync's udpu
   does the same), and accepts packets only from nodelist addresses: a packet
   from anywhere else is counted and dropped before it reaches the core.
+  Sending goes through one connected send-only socket per peer (bound to the
+  local address, ephemeral port, never read): ``send`` on a connected socket
+  skips the address parsing and the route lookup of ``sendto``, about 0.7 µs
+  of the ~2.7 µs a send costs. The receiver filters by source address only,
+  so the source port does not matter. If such a socket cannot be made, that
+  peer is sent to with ``sendto`` on the bound socket, as before.
 - ``udp`` joins a multicast group; the group delivers to every node, the sender
   included (IP_MULTICAST_LOOP), so discovery needs no nodelist. Unicast
   addresses of peers are learned from the source of their packets.
@@ -35,6 +41,8 @@ __all__ = ["TransportError", "TransportStats", "UdpTransport", "socket_buffer_by
 # rotation may all be in flight while the daemon is busy.
 BUFFER_WINDOWS = 4
 RECEIVE_BATCH_MAX = 256
+_LOST_PACKET_ERRNOS = frozenset((errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                                 errno.ENETUNREACH, errno.EPERM))
 
 
 class TransportError(Exception):
@@ -100,6 +108,11 @@ class UdpTransport:
     _socket: socket.socket | None = None
     _peer_endpoints: dict[int, tuple[str, int]] = field(default_factory=dict)
     _known_sources: set[str] = field(default_factory=set)
+    # udpu: node id -> connected send-only socket (absent: use sendto).
+    _peer_sockets: dict[int, socket.socket] = field(default_factory=dict)
+    # The multicast fan-out, rebuilt when a peer is learned: (node id,
+    # bound send method, argument tuple) so the loop does no lookups.
+    _fanout: list[tuple[int, object, tuple]] = field(default_factory=list)
 
     def open(self) -> "UdpTransport":
         """Create and bind the socket. Raises TransportError with the reason."""
@@ -161,8 +174,56 @@ class UdpTransport:
 
     def learn_peer(self, node_id: int, address: str) -> None:
         """Record where node_id is reached (nodelist, or a udp packet's source)."""
-        self._peer_endpoints[node_id] = (address, self.port)
+        endpoint = (address, self.port)
+        if self._peer_endpoints.get(node_id) == endpoint and node_id in self._peer_sockets:
+            return
+        self._peer_endpoints[node_id] = endpoint
         self._known_sources.add(address)
+        old = self._peer_sockets.pop(node_id, None)
+        if old is not None:
+            old.close()
+        if self.mode == "udpu" and self._socket is not None and address != self.bind_address:
+            connected = self._connected_socket(endpoint)
+            if connected is not None:
+                self._peer_sockets[node_id] = connected
+        self._rebuild_fanout()
+
+    def _connected_socket(self, endpoint: tuple[str, int]) -> socket.socket | None:
+        """A send-only socket bound to our address and connected to endpoint,
+        or None if the kernel refuses (then sendto on the bound socket)."""
+        try:
+            sock = socket.socket(_family(self.bind_address), socket.SOCK_DGRAM)
+        except OSError:
+            return None
+        try:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                socket_buffer_bytes(self.window_size, self.netmtu))
+            except OSError:
+                pass  # the kernel clamps
+            # Nothing is ever sent to its port: keep its receive buffer small.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.bind((self.bind_address, 0))
+            sock.connect(endpoint)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def _rebuild_fanout(self) -> None:
+        if self._socket is None:
+            return  # open() learns every configured peer again
+        fanout: list[tuple[int, object, tuple]] = []
+        for node_id, endpoint in self._peer_endpoints.items():
+            if endpoint[0] == self.bind_address:
+                continue  # never to ourselves: the core self-delivers
+            connected = self._peer_sockets.get(node_id)
+            if connected is not None:
+                fanout.append((node_id, connected.send, ()))
+            else:
+                fanout.append((node_id, self._socket.sendto, (endpoint,)))
+        self._fanout = fanout
 
     def peer_ids(self) -> list[int]:
         return sorted(self._peer_endpoints)
@@ -174,18 +235,20 @@ class UdpTransport:
             raise TransportError("transport is not open")
         return self._socket.fileno()
 
+    def _send_failed(self, exc: OSError, where: str) -> None:
+        """A full send buffer or an unreachable peer is a lost packet, which
+        Totem recovers from; it is counted, never raised into the loop."""
+        if exc.errno not in _LOST_PACKET_ERRNOS:
+            raise exc
+        self.stats.send_errors += 1
+        self.stats.last_send_error = f"{where}: {exc.strerror}"
+
     def _send(self, data: bytes, endpoint: tuple[str, int]) -> None:
         assert self._socket is not None
         try:
             self._socket.sendto(data, endpoint)
         except OSError as exc:
-            # A full send buffer or an unreachable peer is a lost packet, which
-            # Totem recovers from; it is counted, never raised into the loop.
-            if exc.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                                 errno.ENETUNREACH, errno.EPERM):
-                raise
-            self.stats.send_errors += 1
-            self.stats.last_send_error = f"{endpoint[0]}: {exc.strerror}"
+            self._send_failed(exc, endpoint[0])
             return
         self.stats.packets_sent += 1
         self.stats.bytes_sent += len(data)
@@ -195,19 +258,43 @@ class UdpTransport:
         endpoint = self._peer_endpoints.get(node_id)
         if endpoint is None:
             return False
-        self._send(data, endpoint)
+        connected = self._peer_sockets.get(node_id)
+        if connected is None:
+            self._send(data, endpoint)
+            return True
+        try:
+            connected.send(data)
+        except OSError as exc:
+            self._send_failed(exc, endpoint[0])
+            return True
+        self.stats.packets_sent += 1
+        self.stats.bytes_sent += len(data)
         return True
 
     def multicast(self, data: bytes, exclude: Iterable[int] = ()) -> None:
-        """Send to every node (never back to ourselves; the core self-delivers)."""
+        """Send to every node (never back to ourselves; the core self-delivers).
+
+        The same bytes go to every peer; the counters move once per call.
+        """
         if self.mode == "udp":
             assert self.multicast_group is not None
             self._send(data, (self.multicast_group, self.port))
             return
-        skip = set(exclude)
-        for node_id, endpoint in self._peer_endpoints.items():
-            if node_id not in skip and endpoint[0] != self.bind_address:
-                self._send(data, endpoint)
+        skip = set(exclude) if exclude else None
+        sent = 0
+        for node_id, send, extra in self._fanout:
+            if skip is not None and node_id in skip:
+                continue
+            try:
+                send(data, *extra)
+            except OSError as exc:
+                self._send_failed(exc, self._peer_endpoints[node_id][0])
+                continue
+            sent += 1
+        if sent:
+            stats = self.stats
+            stats.packets_sent += sent
+            stats.bytes_sent += sent * len(data)
 
     # -- receiving ---------------------------------------------------------
 
@@ -219,7 +306,13 @@ class UdpTransport:
         """
         assert self._socket is not None
         received: list[tuple[bytes, str]] = []
+        append = received.append
         recvfrom = self._socket.recvfrom
+        udpu = self.mode == "udpu"
+        known = self._known_sources
+        own = self.bind_address
+        packets = received_bytes = dropped = 0
+        # Counters move once per batch, not per packet.
         for _ in range(max_packets):
             try:
                 data, (source, _port, *_rest) = recvfrom(65536)
@@ -227,19 +320,33 @@ class UdpTransport:
                 break
             except ConnectionRefusedError:
                 continue  # an ICMP error for an earlier send; nothing to read
-            self.stats.packets_received += 1
-            self.stats.bytes_received += len(data)
-            if source == self.bind_address and self.mode == "udp":
-                self.stats.dropped_own_loopback += 1
+            packets += 1
+            received_bytes += len(data)
+            if udpu:
+                if source not in known:
+                    dropped += 1
+                    continue
+            elif source == own:
+                dropped += 1
                 continue
-            if self.mode == "udpu" and source not in self._known_sources:
-                self.stats.dropped_unknown_source += 1
-                continue
-            received.append((data, source))
+            append((data, source))
+        if packets:
+            stats = self.stats
+            stats.packets_received += packets
+            stats.bytes_received += received_bytes
+            if dropped:
+                if udpu:
+                    stats.dropped_unknown_source += dropped
+                else:
+                    stats.dropped_own_loopback += dropped
         return received
 
     def close(self) -> None:
-        """Close the socket; idempotent."""
+        """Close the sockets; idempotent."""
+        for connected in self._peer_sockets.values():
+            connected.close()
+        self._peer_sockets.clear()
+        self._fanout = []
         if self._socket is not None:
             self._socket.close()
             self._socket = None

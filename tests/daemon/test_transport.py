@@ -60,6 +60,37 @@ def test_udpu_unicast_and_multicast_fan_out_on_loopback():
             transport.close()
 
 
+def test_udpu_fan_out_survives_a_dead_peer_and_reaches_it_once_it_is_back():
+    # Connected per-peer sockets see ICMP port-unreachable as ECONNREFUSED on
+    # a later send: that must be a counted lost packet, never an exception,
+    # and must not stop the frames to the other peers.
+    port = _free_port()
+    peers = {1: "127.0.0.1", 2: "127.0.0.2", 3: "127.0.0.3"}
+    one = UdpTransport(mode="udpu", bind_address="127.0.0.1", port=port, peers=peers).open()
+    two = UdpTransport(mode="udpu", bind_address="127.0.0.2", port=port, peers=peers).open()
+    three = None
+    try:
+        for index in range(20):
+            one.multicast(b"frame%d" % index)
+            one.unicast(3, b"token%d" % index)
+        got = _receive(two, 20)
+        assert [data for data, _source in got] == [b"frame%d" % index for index in range(20)]
+        assert all(source == "127.0.0.1" for _data, source in got)
+        assert one.stats.packets_sent + one.stats.send_errors == 60
+        three = UdpTransport(mode="udpu", bind_address="127.0.0.3", port=port, peers=peers).open()
+        received: list[tuple[bytes, str]] = []
+        for _ in range(50):
+            one.multicast(b"again")
+            received = _receive(three, 1, timeout_s=0.1)
+            if received:
+                break
+        assert received == [(b"again", "127.0.0.1")]
+    finally:
+        for transport in (one, two, three):
+            if transport is not None:
+                transport.close()
+
+
 def test_udpu_drops_packets_from_outside_the_nodelist():
     port = _free_port()
     with UdpTransport(mode="udpu", bind_address="127.0.0.1", port=port, peers={1: "127.0.0.1"}) as node:
