@@ -14,7 +14,7 @@ import select
 import time
 from typing import Callable
 
-from coroipc._doorbell import Bell, fence
+from coroipc._doorbell import Bell, EventfdBell, fence
 from coroipc._shm import pid_alive
 from coroipc._ring_layout import (CLOSED, R_EPOCH, R_FLAGS, R_PID, R_POS, SLEEPING, W_EPOCH, W_FLAGS, W_PID, W_POS, W_WANT,
                                   frame_size)
@@ -35,6 +35,39 @@ _TIGHT_SPINS = 8
 _MIN_SPIN_NS = 2_000
 #: At most this many waits sleep at once after failed spins before one tries again.
 _MAX_SPIN_BACKOFF = 256
+
+
+#: Bumped in a forked child: epoll sets made before the fork are the parent's.
+_fork_generation = [0]
+
+
+def _forked() -> None:
+    _fork_generation[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _Sleeper:
+    """An epoll set a ring sleeps in: its doorbell, the peer's pidfd, watch fds."""
+
+    __slots__ = ("epoll", "bell_fd", "pidfd", "pid", "watch_fds", "generation", "drain")
+
+    def __init__(self, bell: Bell, pidfd: int, pid: int, watch_fds: list[int]) -> None:
+        self.bell_fd = bell.fileno()
+        self.pidfd, self.pid, self.watch_fds = pidfd, pid, watch_fds
+        self.generation = _fork_generation[0]
+        self.drain = not isinstance(bell, EventfdBell)
+        self.epoll = select.epoll()
+        try:
+            trigger = 0 if self.drain else select.EPOLLET
+            self.epoll.register(self.bell_fd, select.EPOLLIN | trigger)
+            for fd in (pidfd, *watch_fds):
+                if fd >= 0:
+                    self.epoll.register(fd, select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR)
+        except BaseException:
+            self.epoll.close()
+            raise
 
 
 class SpinPolicy:
@@ -90,7 +123,7 @@ class WaitMixin:
     _is_writer: bool
     _spinner: SpinPolicy
     _pidfds: dict[int, int]
-    _pollers: dict[tuple[int, ...], "select.poll"]
+    _sleepers: dict[int, _Sleeper]
     _reader_bell: Bell | None
     _writer_bell: Bell | None
     _count: dict[str, int]
@@ -185,7 +218,10 @@ class WaitMixin:
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout
         if not self._spinner.spin(self.readable):
-            self._wait(lambda: self.arm_reader(drain=False), self.disarm_reader, W_FLAGS, W_PID, deadline, "writer")
+            if not self._is_reader:
+                self.become_reader()
+            self._wait(R_FLAGS, R_EPOCH, self._get_reader_bell(), self.readable, W_FLAGS, W_PID, deadline,
+                       "writer")
 
     def wait_writable(self, size: int, timeout: float | None = None) -> None:
         """Return once a message of ``size`` payload bytes would fit.
@@ -209,26 +245,41 @@ class WaitMixin:
             return capacity - (self._wpos - self._words[R_POS]) >= needed
 
         if not self._spinner.spin(has_room):
-            self._wait(lambda: self.arm_writer(needed, drain=False, want=want), self.disarm_writer, R_FLAGS, R_PID,
-                       deadline, "reader")
+            if not self._is_writer:
+                self.become_writer()
+            self._words[W_WANT] = want
+            self._wait(W_FLAGS, W_EPOCH, self._get_writer_bell(), has_room, R_FLAGS, R_PID, deadline, "reader")
+            self._refresh_read_position()  # validates the position has_room() trusted
 
-    def _wait(self, arm, disarm, peer_flags_word: int, peer_pid_word: int, deadline: float | None,
-              peer: str) -> None:
-        """Arm, re-check, sleep until ``arm()`` reports the condition (then disarm).
+    def _wait(self, flags_word: int, epoch_word: int, bell: Bell, ready: Callable[[], bool],
+              peer_flags_word: int, peer_pid_word: int, deadline: float | None, peer: str) -> None:
+        """Arm, re-check, sleep until ``ready()`` (then disarm).
 
-        A peer that is gone is reported only once the condition is still
-        false after it went: what it wrote before dying is delivered first.
+        After a wake-up the condition is checked before arming again: the
+        wake-up usually means it holds, and arming (a new epoch, a fence)
+        would only invite a second, useless ring from the peer. A peer that
+        is gone is reported only once the condition is still false after it
+        went: what it wrote before dying is delivered first.
         """
-        bell = self._reader_bell if peer == "writer" else self._writer_bell
+        words = self._words
+        bell.fileno()  # a datagram doorbell binds its address now, before the peer can see us armed
         try:
-            while not arm():
-                if self._words[peer_flags_word] & CLOSED:
+            while True:
+                words[epoch_word] += 1
+                words[flags_word] = SLEEPING
+                fence()  # our flag before the re-check (Dekker, see _doorbell.fence)
+                if ready():
+                    return
+                if words[peer_flags_word] & CLOSED:
                     raise ConnectionLost(f"ring {self.name}: the {peer} closed its end")
                 gone = self._sleep(bell, peer_pid_word, deadline, peer)
-                if gone and not arm():
+                if ready():
+                    return
+                if gone:
                     raise ConnectionLost(f"ring {self.name}: {gone}")
         finally:
-            disarm()
+            if self._words is not None:
+                self._words[flags_word] = 0
 
     def _sleep(self, bell: Bell, peer_pid_word: int, deadline: float | None, peer: str) -> str:
         """One sleep on ``bell`` plus the peer's pidfd and watch fds.
@@ -237,33 +288,47 @@ class WaitMixin:
             why the peer is gone, or "" while it is alive.
         """
         self._count["sleeps"] += 1
-        pidfd = self._peer_pidfd(self._words[peer_pid_word])
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise Timeout(f"ring {self.name}: timed out waiting for the {peer}")
-        remaining = _SLEEP_SLICE_S if remaining is None else min(remaining, _SLEEP_SLICE_S)
-        ready = self._poller(bell, pidfd).poll(int(remaining * 1000 + 0.999))
+        if deadline is None:
+            remaining = _SLEEP_SLICE_S
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Timeout(f"ring {self.name}: timed out waiting for the {peer}")
+            remaining = min(remaining, _SLEEP_SLICE_S)
+        pid = self._words[peer_pid_word]
+        sleeper = self._sleepers.get(bell.fileno())
+        if sleeper is None or sleeper.pid != pid or sleeper.generation != _fork_generation[0] \
+                or sleeper.watch_fds != self.watch_fds:
+            sleeper = self._new_sleeper(bell, pid)
+        ready = sleeper.epoll.poll(remaining)
         if ready:
-            ready = [fd for fd, _mask in ready]
-            if bell.fileno() in ready:
-                bell.drain(1)  # one wake-up per sleep epoch: one datagram
-            if any(fd in ready for fd in self.watch_fds) or pidfd in ready:
+            if sleeper.drain:
+                bell.drain(1)  # a datagram doorbell: one datagram per sleep epoch
+            if len(ready) > 1 or ready[0][0] != sleeper.bell_fd:
                 return f"the {peer} went away"
-        if pidfd < 0 and not self._peer_alive(self._words[peer_pid_word]):
+        if sleeper.pidfd < 0 and not self._peer_alive(pid):
             return f"the {peer} process died"
         return ""
 
-    def _poller(self, bell: Bell, pidfd: int) -> "select.poll":
-        """A poll object for the bell, the watch fds and the peer's pidfd (cached)."""
-        key = (bell.fileno(), pidfd, *self.watch_fds)
-        poller = self._pollers.get(key)
-        if poller is None:
-            poller = select.poll()
-            for fd in key:
-                if fd >= 0:
-                    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-            self._pollers[key] = poller
-        return poller
+    def _new_sleeper(self, bell: Bell, pid: int) -> "_Sleeper":
+        """An epoll set of the bell, the peer's pidfd and the watch fds (cached per bell).
+
+        An eventfd doorbell is registered edge-triggered: every ring is a new
+        edge, so the sleeper need not read the counter back to zero (one
+        system call less per wake-up). A datagram doorbell is level-triggered
+        and drained (its socket buffer would fill up otherwise).
+        """
+        old = self._sleepers.pop(bell.fileno(), None)
+        if old is not None:
+            old.epoll.close()  # after a fork this drops only our copy of the parent's
+        sleeper = _Sleeper(bell, self._peer_pidfd(pid), pid, list(self.watch_fds))
+        self._sleepers[bell.fileno()] = sleeper
+        return sleeper
+
+    def _close_sleepers(self) -> None:
+        for sleeper in self._sleepers.values():
+            sleeper.epoll.close()
+        self._sleepers.clear()
 
     def _peer_pidfd(self, pid: int) -> int:
         if pid <= 0 or pid == os.getpid():

@@ -119,7 +119,7 @@ class Ring(ReadMixin, WaitMixin):
         self._pending_next = 0
         self._rung_epochs: dict[int, int] = {}  # epoch word -> the epoch we last rang
         self._pidfds: dict[int, int] = {}
-        self._pollers: dict[tuple[int, ...], object] = {}  # see WaitMixin._poller
+        self._sleepers: dict = {}  # doorbell fd -> WaitMixin's epoll set
         self._count = dict.fromkeys(
             ("messages_written", "messages_read", "bytes_written",
              "bytes_read", "would_block", "wakeups_sent", "sleeps", "peak_used_bytes"), 0)
@@ -240,7 +240,7 @@ class Ring(ReadMixin, WaitMixin):
             if self._is_reader and words[W_FLAGS] & SLEEPING:
                 self._writer_bell.ring()
         self._close_bells()
-        self._pollers.clear()
+        self._close_sleepers()
         for pidfd in self._pidfds.values():
             if pidfd >= 0:
                 os.close(pidfd)
