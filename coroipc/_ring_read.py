@@ -189,36 +189,51 @@ class ReadMixin:
         self._publish_read()
         return out
 
-    def _read_one(self) -> bytes | None:
-        """The next message, copied out; None when the ring is empty.
+    def _claim_one(self) -> tuple[int, int] | None:
+        """Claim the next message if it is a frame of one (what ``write`` makes).
 
-        Fast path for a frame of one message (what ``write`` makes); any other
-        case goes through the general frame parser.
+        The fast path of the per-message reads: one header unpack, no frame
+        parser. The read position advances locally; the caller copies or
+        views ``mmap[start:end]`` and then calls :meth:`_publish_read`.
+
+        Returns:
+            (start, end) offsets in the mapping, or None when the ring is
+            empty or the next frame needs the general parser (a batch frame,
+            a PAD, a partly read frame, or something invalid, which the
+            general parser then reports).
         """
         if not self._is_reader:
             self.become_reader()
-        words = self._words
         rpos = self._rpos
-        available = words[W_POS] - rpos
-        if available <= 0 and self._pending is None:
-            if available < 0:
-                raise RingCorrupted(f"ring {self.name}: write position is behind the read position")
+        available = self._words[W_POS] - rpos
+        if available < 32 or self._pending is not None:
             return None
         capacity = self.capacity
         offset = rpos % capacity
-        if self._pending is None and 32 <= available <= capacity and offset + 24 <= capacity:
-            start = HEADER_SIZE + offset
-            kind, count, payload, check, length = FRAME_ONE.unpack_from(self._mmap, start)
-            size = (payload + ONE_OVERHEAD + 15) & ~15
-            if (kind == KIND_DATA and count == 1 and length == payload and size <= available
-                    and offset + size <= capacity and check == KIND_DATA ^ 1 ^ payload ^ FRAME_CHECK):
-                data = self._mmap[start + ONE_OVERHEAD:start + ONE_OVERHEAD + payload]
-                self._rpos = rpos + size
-                counters = self._count
-                counters["messages_read"] += 1
-                counters["bytes_read"] += payload
-                self._publish_read()
-                return data
+        if available > capacity or offset + 24 > capacity:
+            return None
+        start = HEADER_SIZE + offset
+        kind, count, payload, check, length = FRAME_ONE.unpack_from(self._mmap, start)
+        size = (payload + ONE_OVERHEAD + 15) & ~15
+        if (kind == KIND_DATA and count == 1 and length == payload and size <= available
+                and offset + size <= capacity and check == KIND_DATA ^ 1 ^ payload ^ FRAME_CHECK):
+            self._rpos = rpos + size
+            counters = self._count
+            counters["messages_read"] += 1
+            counters["bytes_read"] += payload
+            start += ONE_OVERHEAD
+            return start, start + payload
+        return None
+
+    def _read_one(self) -> bytes | None:
+        """The next message, copied out; None when the ring is empty."""
+        span = self._claim_one()
+        if span is not None:
+            data = self._mmap[span[0]:span[1]]
+            self._publish_read()
+            return data
+        if self._rpos == self._words[W_POS] and self._pending is None:
+            return None  # empty (the common miss): no need for the general parser
         out = self.read_batch(1)
         return out[0] if out else None
 

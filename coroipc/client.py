@@ -28,6 +28,7 @@ from coroipc.server import socket_path
 __all__ = ["IpcClient", "ClientStats", "DEFAULT_RUN_DIR"]
 
 DEFAULT_RUN_DIR = os.environ.get("CORO_RUN_DIR", "/run/coro")
+_unpack_header = codec.MESSAGE_HEADER.unpack_from
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,19 +216,34 @@ class IpcClient:
         self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
         request_id = next(self._ids)
+        ring = self.response_ring
         try:
             self._send(function, 0, request_id, payload, deadline)
             self._counts["requests"] += 1
             while True:
-                for message in self.response_ring.read_batch():
-                    _function, status, ident = parse_message(message)
+                span = ring._claim_one()  # the usual case: one response, read in place
+                if span is not None:
+                    start, end = span
+                    if end - start < 16:
+                        ring._publish_read()
+                        raise ProtocolError(f"ring message of {end - start} bytes is shorter than its "
+                                            "16-byte header")
+                    mapping = ring._mmap
+                    _function, status, ident = _unpack_header(mapping, start)
+                    body = mapping[start + 16:end]
+                    ring._publish_read()
+                    messages = ((status, ident, body),)
+                else:
+                    messages = [(*parse_message(message)[1:], message[16:]) for message in ring.read_batch()]
+                for status, ident, body in messages:
                     if ident != request_id:
                         self._counts["stale_responses"] += 1  # answer to a request that timed out
                         continue
                     if status:
-                        raise ServiceError(message[16:].decode("utf-8", "replace"), status)
-                    return message[16:]
-                self.response_ring.wait_readable(deadline=deadline)
+                        raise ServiceError(body.decode("utf-8", "replace"), status)
+                    return body
+                if span is None:
+                    ring.wait_readable(deadline=deadline)
         except ConnectionLost as error:
             raise self._lost(str(error)) from None
 
