@@ -24,8 +24,9 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
-import time
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, TextIO
 
@@ -166,12 +167,40 @@ def run(args: argparse.Namespace) -> int:
     cases = plan(chosen, args.sizes, not args.no_latency)
     printer = JsonPrinter(sys.stdout) if args.json else TablePrinter(sys.stdout, duration_s, args.repeat)
     rows = []
-    for impl, size, mode in cases:
-        row = measure(impl, size, mode, duration_s, args.repeat)
-        rows.append(row)
-        printer.row(row)
+    with _InterruptLatch() as interrupted:
+        for impl, size, mode in cases:
+            row = measure(impl, size, mode, duration_s, args.repeat)
+            if interrupted:
+                # Ctrl-C whose KeyboardInterrupt was swallowed (raised inside a
+                # finalizer run by the garbage collector): stop all the same.
+                raise KeyboardInterrupt
+            rows.append(row)
+            printer.row(row)
     printer.finish(rows)
     return 1 if any(row.error for row in rows) else 0
+
+
+class _InterruptLatch(list):
+    """Remembers a SIGINT even if its KeyboardInterrupt is swallowed.
+
+    Python prints and drops an exception raised in a ``__del__`` or a weakref
+    callback, and a KeyboardInterrupt can land there; the latch (a list that
+    is true once a SIGINT came) lets the run stop anyway. Main thread only.
+    """
+
+    def __enter__(self) -> "_InterruptLatch":
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.append(signum)
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def _choose(impls: dict[str, Impl], names: str | None) -> list[Impl]:

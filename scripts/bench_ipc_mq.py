@@ -62,7 +62,9 @@ def tuned_depth(size: int, queues: int = 2) -> int:
     soft_limit, _hard = resource.getrlimit(resource.RLIMIT_MSGQUEUE)
     depth = max(10, BUFFER_BYTES // size)
     if soft_limit != resource.RLIM_INFINITY:
-        depth = min(depth, int(soft_limit * 0.9 / queues) // (size + 96))
+        # The limit is per user across every namespace: leave room for another
+        # run (or anyone else's queues); setup() halves the depth if still short.
+        depth = min(depth, int(soft_limit * 0.4 / queues) // (size + 96))
     return max(1, min(HARD_MESSAGES_MAX, depth))
 
 
@@ -115,7 +117,15 @@ class PosixMessageQueue(_PairedPeer):
             self.depth = tuned_depth(size, queues)
         else:
             self.depth = max(1, min(10, _read_limit("msg_max") or 10))
-        return super().setup(size, mode)
+        while True:
+            try:
+                return super().setup(size, mode)
+            except OSError:
+                # EMFILE: the user's RLIMIT_MSGQUEUE bytes are taken (by queues of
+                # other processes): try a shallower queue, down to one message.
+                if self.depth == 1:
+                    raise
+                self.depth = max(1, self.depth // 2)
 
     def make_link(self, size: int) -> Any:
         import posix_ipc

@@ -76,9 +76,13 @@ class _PairedPeer:
         return None
 
     def setup(self, size: int, mode: str) -> Any:
-        links = [self.make_link(size)]
-        if mode == "latency":
-            links.append(self.make_link(size))
+        links: list[Any] = []
+        try:
+            for _ in range(2 if mode == "latency" else 1):
+                links.append(self.make_link(size))
+        except BaseException:
+            self.teardown(links)  # the first link, when the second failed
+            raise
         return links
 
     def endpoint(self, state: Any, role: str) -> Any:

@@ -284,12 +284,12 @@ def test_ctrl_c_stops_every_child_and_removes_every_resource(tmp_path: Path) -> 
             time.sleep(0.05)
         time.sleep(0.5)
         os.killpg(process.pid, signal.SIGINT)
-        process.communicate(timeout=30)
+        out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert process.returncode == 130
+    assert process.returncode == 130, out + err
     assert set(_tagged_shm()) == before
     assert list((tmp_path / "tmp").iterdir()) == []
     deadline = time.monotonic() + 5
@@ -370,3 +370,20 @@ def test_repeat_keeps_the_median_run(monkeypatch: pytest.MonkeyPatch) -> None:
     row = bench_ipc.measure(bench_ipc_peers.OsPipe(), 64, "throughput", 0.1, repeat=3)
     assert row.result.msgs_per_s == 200
     assert row.as_json()["runs"] == 3
+
+
+def test_message_queue_halves_its_depth_while_the_kernel_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    impl = bench_ipc_mq.PosixMessageQueue(inside_namespace=True)
+    made: list[int] = []
+
+    def make_link(size: int) -> int:
+        if impl.depth > 100:
+            raise OSError("This process already has the maximum number of files open")
+        made.append(impl.depth)
+        return impl.depth
+
+    monkeypatch.setattr(impl, "make_link", make_link)
+    monkeypatch.setattr(impl, "remove_link", lambda link: None)
+    monkeypatch.setattr(bench_ipc_mq, "tuned_depth", lambda size, queues: 1000)
+    assert impl.setup(64, "latency") == [62, 62]  # 1000 -> 500 -> 250 -> 125 -> 62
+    assert impl.note(64, "latency").endswith("queue depth 62")
