@@ -9,6 +9,7 @@ event and executes the actions of ``take_actions()`` in order.
     core.receive(packet, now_ms)                # a packet from the network
     core.timer_expired(Timer.JOIN, now_ms)      # a timer the core armed fired
     core.submit(message, safe=False, handle=h)  # an application message
+    core.submit_many([(message, safe, h), ...]) # several, one wake-up
     core.leave(now_ms)                          # graceful leave
     for action in core.take_actions(): ...
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     import random
@@ -331,6 +332,36 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             raise SubmitRejected(str(error)) from error
         if self._state is not State.INITIAL:
             self._ask_hold_release()
+
+    def submit_many(self, items: Iterable[tuple[bytes, bool, Any]]) -> tuple[int, str | None]:
+        """Queue application messages in order until one is refused.
+
+        The same as calling ``submit`` for each ``(message, safe, handle)``,
+        but the idle ring is woken once for the batch rather than once per
+        message, and a refusal is returned rather than raised.
+
+        Args:
+            items: ``(message, safe, handle)`` in submission order.
+
+        Returns:
+            (how many were queued, the reason the next one was refused or
+            None when all were queued). Messages after a refused one are not
+            looked at.
+        """
+        submit = self._packer.submit
+        accepted = 0
+        refused: str | None = None
+        for message, safe, handle in items:
+            try:
+                submit(message, safe, handle)
+            except (MessageTooLarge, QueueFull) as error:
+                self._counters.submit_rejected += 1
+                refused = str(error)
+                break
+            accepted += 1
+        if accepted and self._state is not State.INITIAL:
+            self._ask_hold_release()
+        return accepted, refused
 
     def leave(self, now_ms: float) -> None:
         """Leave the ring gracefully: multicast a leave, then ignore everything."""
