@@ -170,12 +170,24 @@ class ReadMixin:
         Raises:
             RingCorrupted, NotConnected.
         """
+        mapping = self._mmap
+        first = self._claim_one()  # a frame of one message (what write() makes): no frame parser
+        if first is not None:
+            start, end = first
+            out = [mapping[start:end]]
+            if (max_count is not None and max_count <= 1) or end - start >= max_bytes:
+                self._publish_read()
+                return out
+            spans = self._take(None if max_count is None else max_count - 1, max_bytes - (end - start))
+            for index, stop, ends in spans:
+                out += [mapping[a:b] for a, b in pairwise(ends[index:stop + 1])]
+            self._publish_read()
+            return out
         spans = self._take(max_count, max_bytes)
         if not spans:
             if self._words[R_POS] != self._rpos:  # skipped a PAD frame: hand the space back
                 self._publish_read()
             return []
-        mapping = self._mmap
         if len(spans) == 1:
             index, stop, ends = spans[0]
             if index == 0 and stop == len(ends) - 1:

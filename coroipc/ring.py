@@ -362,6 +362,12 @@ class Ring(ReadMixin, WaitMixin):
         length = prefix_length + len(data)
         if length > self.max_message_size:
             raise MessageTooLarge(f"message of {length} bytes exceeds this ring's limit of {self.max_message_size}")
+        if not self._write_one(prefix, prefix_length, data, length):
+            self._full()
+        self._publish_write()
+
+    def _write_one(self, prefix, prefix_length: int, data, length: int) -> bool:
+        """Write a frame of one message (not yet published); False if it does not fit now."""
         size = (length + ONE_OVERHEAD + 15) & ~15
         wpos = self._wpos
         capacity = self.capacity
@@ -369,7 +375,7 @@ class Ring(ReadMixin, WaitMixin):
         if size > capacity - offset or capacity - (wpos - self._read_cache) < size:
             offset = self._claim(size)  # slow path: refresh the reader's position, or pad
             if offset < 0:
-                self._full()
+                return False
         start = HEADER_SIZE + offset + ONE_OVERHEAD
         FRAME_ONE.pack_into(self._mmap, start - ONE_OVERHEAD, KIND_DATA, 1, length,
                             KIND_DATA ^ 1 ^ length ^ FRAME_CHECK, length)
@@ -381,7 +387,7 @@ class Ring(ReadMixin, WaitMixin):
         counters = self._count
         counters["messages_written"] += 1
         counters["bytes_written"] += length
-        self._publish_write()
+        return True
 
     def _full(self):
         self._count["would_block"] += 1
@@ -468,7 +474,14 @@ class Ring(ReadMixin, WaitMixin):
                                   f"of {self.max_message_size}")
         sums = list(accumulate(lengths, initial=0))
         done = 0
+        big = self.batch_frame_limit // 2
         while done < total:
+            length = lengths[done]
+            if length >= big:  # a frame of its own anyway: the one-message path, no lengths array or bisect
+                if not self._write_one(b"", 0, buffers[done], length):
+                    break
+                done += 1
+                continue
             count = self._write_frame(buffers, lengths, sums, done)
             if count == 0:
                 break

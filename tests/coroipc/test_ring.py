@@ -275,3 +275,20 @@ def test_names_carry_tag_and_sweep_spares_the_living(resource_tag):
         assert os.path.exists(_shm_path(ring))
         assert _shm.owner_pid(ring.name[1:]) == os.getpid()
         assert _shm.owner_pid("psm_1234") is None
+
+
+def test_batch_mixing_large_and_small_messages_wraps_intact(pair):
+    writer, reader = pair
+    big = writer.batch_frame_limit // 2  # from here a message takes the one-message frame path
+    sizes = [big, 3, big + 40, 0, big - 1, 17, writer.batch_frame_limit, 5, big]
+    messages = [bytes([index % 251]) * size for index, size in enumerate(sizes * 40)]
+    received: list[bytes] = []
+    sent = 0
+    for _ in range(10_000):
+        if sent == len(messages):
+            break
+        sent += writer.write_batch(messages[sent:])
+        received += reader.read_batch(max_bytes=3 * big)
+    received += reader.read_batch()
+    assert sent == len(messages)
+    assert received == messages
