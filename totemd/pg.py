@@ -102,6 +102,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 DEFAULT_MAX_QUEUED_BYTES = 16 << 20
 
 _lengths_structs: dict[int, struct.Struct] = {}
+_ONE_LENGTH = struct.Struct("!H")
 
 
 def _lengths_struct(count: int) -> struct.Struct:
@@ -571,6 +572,15 @@ def _decode(payload: bytes) -> tuple[int, int, int, int, list[bytes]]:
     elif open_id:
         raise DecodeError("open_id set without the last-continues flag")
     data_start = HEADER_SIZE + _LENGTH_SIZE * count
+    if count == 1 and data_start <= total:
+        # One entry (every middle fragment, every large message): no
+        # lengths table to walk, one slice. Same checks as below.
+        length = _ONE_LENGTH.unpack_from(payload, HEADER_SIZE)[0]
+        if data_start + length != total:
+            raise DecodeError(
+                f"entry lengths add up to {length} bytes but {total - data_start} follow"
+            )
+        return flags, continued_id, continued_index, open_id, [payload[data_start:]]
     if data_start > total:
         raise DecodeError(
             f"{count} entries need a {data_start}-byte header but the payload has {total} bytes"

@@ -429,3 +429,29 @@ def test_configuration_changes_never_corrupt_duplicate_or_reorder(
     assert positions == sorted(set(positions))
     if not lost_any:
         assert received == submitted
+
+
+def _single_entry_payload() -> bytes:
+    packer = Packer(400)
+    packer.submit(b"only one")
+    return packer.take_frame().payload
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda p: p + b"x", "add up"),
+        (lambda p: p[:-1], "add up"),
+        (lambda p: p[:15], "entries need"),
+        (lambda p: p[:14], "entries need"),
+    ],
+)
+def test_single_entry_fast_path_validates_like_the_general_path(mangle, reason: str) -> None:
+    good = _single_entry_payload()
+    assert decode_payload(good).entries == [b"only one"]
+    with pytest.raises(DecodeError, match=reason):
+        decode_payload(mangle(good))
+    receiver = Unpacker()
+    assert receiver.feed(2, mangle(good)) == []
+    assert receiver.stats().malformed_frames == 1
+    assert receiver.feed(2, good) == [b"only one"]
