@@ -79,6 +79,7 @@ class OrderingMixin:
         ring_id = ring.ring_id
         feed = self._unpacker.feed
         extend = self._actions.extend
+        new_tuple = tuple.__new__
         counters = self._counters
         frames = delivered = 0
         while True:
@@ -93,7 +94,10 @@ class OrderingMixin:
                 messages = feed(sender, frame.payload)
                 if messages:
                     delivered += len(messages)
-                    extend([Deliver(sender, ring_id, nxt, safe, message) for message in messages])
+                    # tuple.__new__ skips the NamedTuple's Python-level __new__
+                    # (one Deliver per message: the per-message hot spot).
+                    extend([new_tuple(Deliver, (sender, ring_id, nxt, safe, message))
+                            for message in messages])
             if nxt == aru:
                 break
             nxt = (nxt + 1) & SEQ_MASK
