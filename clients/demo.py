@@ -1,11 +1,12 @@
 """``coro demo``: the local demonstration.
 
-There is no cluster to show yet, so the demonstration is the IPC layer
-(:func:`run_ipc_demo`): a coroipc server with a small service in a child
-process, a client that makes a request, receives events through a descriptor
-it ``poll()``s, and asks what credentials the server saw; then a few rows of
-``coro bench ipc``; then everything is stopped and checked gone. The cluster
-story will replace :func:`run` and can still call :func:`run_ipc_demo`.
+By default it tells the three-node cluster story (clients/demo_cluster.py:
+form, kill, merge back, ordered delivery, runtime keys, clean stop).
+``coro demo --ipc`` shows the IPC layer (:func:`run_ipc_demo`): a coroipc
+server with a small service in a child process, a client that makes a
+request, receives events through a descriptor it ``poll()``s, and asks what
+credentials the server saw; then a few rows of ``coro bench ipc``; then
+everything is stopped and checked gone.
 """
 
 from __future__ import annotations
@@ -256,10 +257,18 @@ def _check_nothing_left(say: _Narrator, run_dir: str, segments_before: set[str])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-bench", action="store_true", help="skip the benchmark rows")
+    parser.add_argument("--ipc", action="store_true",
+                        help="the IPC demonstration instead of the three-node cluster story")
+    parser.add_argument("--no-bench", action="store_true", help="(--ipc) skip the benchmark rows")
     parser.add_argument("--bench-duration", type=float, default=0.3, metavar="SECONDS",
-                        help="seconds per benchmark row (default 0.3)")
+                        help="(--ipc) seconds per benchmark row (default 0.3)")
+    parser.add_argument("--token", type=int, default=1000, metavar="MS",
+                        help="token timeout of the demo cluster (default 1000 ms)")
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_ipc_demo(sys.stdout, bench_duration_s=args.bench_duration, bench=not args.no_bench)
+    if args.ipc:
+        return run_ipc_demo(sys.stdout, bench_duration_s=args.bench_duration, bench=not args.no_bench)
+    from clients.demo_cluster import run_cluster_demo
+
+    return run_cluster_demo(sys.stdout, token_ms=args.token)

@@ -25,7 +25,7 @@ def test_coro_demo_exits_zero_and_leaves_nothing_behind(tmp_path: Path) -> None:
     demo_tmp.mkdir()
     before = _tagged_shm()
     completed = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "demo", "--bench-duration", "0.1"],
+        [sys.executable, "-m", "clients.cli", "demo", "--ipc", "--bench-duration", "0.1"],
         cwd=ROOT, env={**os.environ, "TMPDIR": str(demo_tmp), "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=120,
     )
