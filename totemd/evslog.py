@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from totemd.durable import write_text_durably
+
 __all__ = [
     "EventLog",
     "HARNESS_FILE",
@@ -306,22 +308,7 @@ def next_incarnation(state_dir: str | os.PathLike[str]) -> int:
             raise ValueError(f"{path}: incarnation counter is not a positive integer: {text!r}")
         current = int(text)
     new = current + 1
-    temporary = directory / (INCARNATION_FILE + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, f"{new}\n".encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return new
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_text_durably(path, f"{new}\n")
     return new
 
 

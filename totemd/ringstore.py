@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from totemd.durable import write_text_durably
+
 __all__ = ["RingStoreError", "ring_seq_path", "load_ring_seq", "store_ring_seq"]
 
 _MAX_SEQ = (1 << 64) - 1
@@ -62,20 +64,8 @@ def store_ring_seq(state_dir: str | os.PathLike[str], node_id: int, ring_seq: in
         raise ValueError(f"ring seq {ring_seq} is outside 0..2**64-1")
     directory = Path(state_dir)
     path = ring_seq_path(directory, node_id)
-    temporary = path.with_name(path.name + ".tmp")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, f"{ring_seq}\n".encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_text_durably(path, f"{ring_seq}\n")
     except OSError as error:
         raise RingStoreError(f"{path}: cannot store ring seq {ring_seq}: {error.strerror}") from error
