@@ -76,6 +76,10 @@ class ClusterSettings:
     cluster_name: str = "coro-local"
     use_namespace: bool = True
     evs_log: bool = True
+    # "udpu" (unicast to the nodelist) or "udp" (IP multicast to
+    # multicast_group; as root the namespace's lo is set up for it).
+    transport: str = "udpu"
+    multicast_group: str = "239.192.77.1"
 
     def convergence_budget_s(self, rotations: int = 4, slack_s: float = 2.0) -> float:
         """L1's T_conv: token + consensus + 4 x join + a few rotations, plus
@@ -96,6 +100,8 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
     Returns:
         The file's text; coroconf.loads accepts it.
     """
+    if settings.transport not in ("udpu", "udp"):
+        raise ValueError(f"transport {settings.transport!r} is not one of udpu, udp")
     nodes = "".join(
         f"\tnode {{\n\t\tring0_addr: {loopback_address(i)}\n\t\tnodeid: {i}\n"
         f"\t\tname: node{i}\n\t}}\n" for i in range(1, settings.nodes + 1))
@@ -104,7 +110,7 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
         "totem {\n"
         "\tversion: 2\n"
         f"\tcluster_name: {settings.cluster_name}\n"
-        "\ttransport: udpu\n"
+        f"\ttransport: {settings.transport}\n"
         "\tcrypto_cipher: none\n"
         "\tcrypto_hash: none\n"
         f"\ttoken: {settings.token_ms}\n"
@@ -118,6 +124,7 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
         f"\tmax_messages: {settings.max_messages}\n"
         "\tinterface {\n"
         "\t\tlinknumber: 0\n"
+        f"{_multicast_keys(settings)}"
         f"\t\tmcastport: {settings.port}\n"
         "\t}\n"
         "}\n"
@@ -133,6 +140,16 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
         f"\tstate_dir: {state_dir}\n"
         "}\n"
     )
+
+
+def _multicast_keys(settings: ClusterSettings) -> str:
+    """The interface keys of transport udp: the network every node's
+    address is in (127.0.0.0) and the group; nothing for udpu."""
+    if settings.transport != "udp":
+        return ""
+    return ("\t\tbindnetaddr: 127.0.0.0\n"
+            f"\t\tmcastaddr: {settings.multicast_group}\n"
+            "\t\tttl: 1\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +290,8 @@ class LocalCluster:
         self.evs_dir.mkdir(parents=True, exist_ok=True)
         if self.namespaced:
             self.namespace = Namespace().create()
+            if self.settings.transport == "udp":
+                self.namespace.enable_multicast()
             self.firewall = Firewall(self.namespace).install()
         for node_id in range(1, self.settings.nodes + 1):
             node_dir = self.base_dir / f"node{node_id}"

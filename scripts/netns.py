@@ -167,6 +167,22 @@ class Namespace:
             raise
         return self
 
+    def enable_multicast(self, routes: Sequence[str] = ("224.0.0.0/4",)) -> Namespace:
+        """Let IP multicast work on ``lo`` inside: turn the interface's
+        MULTICAST flag on (a fresh namespace's ``lo`` has it off, and the
+        kernel then refuses to join groups on it) and route the multicast
+        range to it (there is no default route in a private namespace).
+
+        Raises:
+            NetnsError: the namespace is not created, or ``ip`` failed.
+        """
+        if not self.created:
+            raise NetnsError(f"namespace {self.name} is not created")
+        _run(["ip", "-n", self.name, "link", "set", "lo", "multicast", "on"])
+        for route in routes:
+            _run(["ip", "-n", self.name, "route", "replace", route, "dev", "lo"])
+        return self
+
     def argv(self, command: Sequence[str]) -> list[str]:
         """``command`` wrapped to run inside the namespace (``ip netns exec``
         execs in place, so the child's pid is the command's pid)."""

@@ -17,7 +17,17 @@ node id and multicast a frame to every node.
   peer is sent to with ``sendto`` on the bound socket, as before.
 - ``udp`` joins a multicast group; the group delivers to every node, the sender
   included (IP_MULTICAST_LOOP), so discovery needs no nodelist. Unicast
-  addresses of peers are learned from the source of their packets.
+  addresses of peers are learned from the source of their packets. It uses
+  two sockets, as corosync's udp transport does: one bound to the group
+  address (it receives only the group's frames, so several nodes on one
+  host can share the port) and one bound to the node's own address and the
+  same port, which receives the unicast token and sends everything. Sending
+  from the bound unicast socket makes every packet's source the node's own
+  address; from the group socket the kernel would pick the route's source
+  (127.0.0.1 for every node on one ``lo``), so peers would unicast to the
+  wrong node and node 1 would drop everyone's packets as its own. The two
+  sockets sit behind one epoll descriptor, so the daemon still waits on one
+  file descriptor.
 
 Self-delivery: the core delivers its own multicasts without a round trip
 through the network, so the transport never needs to loop frames back; for
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import select
 import socket
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -113,6 +124,10 @@ class UdpTransport:
     # The multicast fan-out, rebuilt when a peer is learned: (node id,
     # bound send method, argument tuple) so the loop does no lookups.
     _fanout: list[tuple[int, object, tuple]] = field(default_factory=list)
+    # udp: the socket bound to our own address (unicast in, everything out)
+    # and the epoll descriptor over both sockets that fileno() returns.
+    _unicast_socket: socket.socket | None = None
+    _poller: "select.epoll | None" = None
 
     def open(self) -> "UdpTransport":
         """Create and bind the socket. Raises TransportError with the reason."""
@@ -128,6 +143,12 @@ class UdpTransport:
             sock.close()
             raise
         self._socket = sock
+        if self.mode == "udp":
+            try:
+                self._open_unicast(family)
+            except BaseException:
+                self.close()
+                raise
         for node_id, address in self.peers.items():
             self.learn_peer(node_id, address)
         return self
@@ -150,8 +171,41 @@ class UdpTransport:
         except OSError as exc:
             raise TransportError(f"cannot bind {bind_host}:{self.port}: {exc.strerror}") from exc
         if self.mode == "udp":
+            if self.port == 0:
+                self.port = int(sock.getsockname()[1])  # the unicast socket takes the same port
             self._join_group(sock, family)
         sock.setblocking(False)
+
+    def _open_unicast(self, family: socket.AddressFamily) -> None:
+        """udp: bind the unicast socket to (bind_address, port), make it the
+        multicast sender, and put both sockets behind one epoll descriptor."""
+        assert self._socket is not None
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._unicast_socket = sock
+        wanted = socket_buffer_bytes(self.window_size, self.netmtu)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, wanted)
+            except OSError:
+                pass  # the kernel clamps
+        try:
+            sock.bind((self.bind_address, self.port))
+        except OSError as exc:
+            raise TransportError(f"cannot bind {self.bind_address}:{self.port}: {exc.strerror}") from exc
+        self._set_multicast_sender(sock)
+        sock.setblocking(False)
+        self._poller = select.epoll()
+        self._poller.register(self._socket.fileno(), select.EPOLLIN)
+        self._poller.register(sock.fileno(), select.EPOLLIN)
+
+    def _set_multicast_sender(self, sock: socket.socket) -> None:
+        local = socket.inet_aton(self.bind_address)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, local)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.multicast_ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        except OSError as exc:
+            raise TransportError(f"cannot send multicast from {self.bind_address}: {exc.strerror}") from exc
 
     def _join_group(self, sock: socket.socket, family: socket.AddressFamily) -> None:
         assert self.multicast_group is not None
@@ -231,8 +285,12 @@ class UdpTransport:
     # -- sending -----------------------------------------------------------
 
     def fileno(self) -> int:
+        """The descriptor to wait on for incoming packets (udp: an epoll
+        descriptor over both sockets, readable when either is)."""
         if self._socket is None:
             raise TransportError("transport is not open")
+        if self._poller is not None:
+            return self._poller.fileno()
         return self._socket.fileno()
 
     def _send_failed(self, exc: OSError, where: str) -> None:
@@ -244,9 +302,10 @@ class UdpTransport:
         self.stats.last_send_error = f"{where}: {exc.strerror}"
 
     def _send(self, data: bytes, endpoint: tuple[str, int]) -> None:
-        assert self._socket is not None
+        sender = self._unicast_socket or self._socket
+        assert sender is not None
         try:
-            self._socket.sendto(data, endpoint)
+            sender.sendto(data, endpoint)
         except OSError as exc:
             self._send_failed(exc, endpoint[0])
             return
@@ -305,9 +364,20 @@ class UdpTransport:
         back multicasts (udp) are counted and dropped here.
         """
         assert self._socket is not None
+        if self._unicast_socket is not None:
+            # udp: the group's frames first, then the token. On one host a
+            # frame sent before the token is already queued when the token
+            # arrives; reading it first spares a retransmission request.
+            received = self._receive_from(self._socket, max_packets)
+            if len(received) < max_packets:
+                received += self._receive_from(self._unicast_socket, max_packets - len(received))
+            return received
+        return self._receive_from(self._socket, max_packets)
+
+    def _receive_from(self, sock: socket.socket, max_packets: int) -> list[tuple[bytes, str]]:
         received: list[tuple[bytes, str]] = []
         append = received.append
-        recvfrom = self._socket.recvfrom
+        recvfrom = sock.recvfrom
         udpu = self.mode == "udpu"
         known = self._known_sources
         own = self.bind_address
@@ -347,6 +417,12 @@ class UdpTransport:
             connected.close()
         self._peer_sockets.clear()
         self._fanout = []
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
+        if self._unicast_socket is not None:
+            self._unicast_socket.close()
+            self._unicast_socket = None
         if self._socket is not None:
             self._socket.close()
             self._socket = None
