@@ -80,6 +80,9 @@ class ClusterSettings:
     # multicast_group; as root the namespace's lo is set up for it).
     transport: str = "udpu"
     multicast_group: str = "239.192.77.1"
+    # udp only: each node's nodelist names the node alone, so it learns its
+    # peers' addresses from the source of their packets (daemon _learn_peer).
+    learn_peers: bool = False
 
     def convergence_budget_s(self, rotations: int = 4, slack_s: float = 2.0) -> float:
         """L1's T_conv: token + consensus + 4 x join + a few rotations, plus
@@ -89,22 +92,34 @@ class ClusterSettings:
                 + rotations * rotation_s + slack_s)
 
 
-def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: str) -> str:
-    """The corosync.conf text of one node (they differ only in system.*).
+def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: str,
+                       node_id: int | None = None) -> str:
+    """The corosync.conf text of one node (they differ only in system.*,
+    and in the nodelist with ``learn_peers``).
 
     Args:
         settings: the cluster layout and timers.
         run_dir: the node's socket directory.
         state_dir: the node's ring id and incarnation directory.
+        node_id: the node the file is for (needed with ``learn_peers``).
 
     Returns:
         The file's text; coroconf.loads accepts it.
+
+    Raises:
+        ValueError: an unknown transport, or ``learn_peers`` without udp or
+            without ``node_id``.
     """
     if settings.transport not in ("udpu", "udp"):
         raise ValueError(f"transport {settings.transport!r} is not one of udpu, udp")
+    listed = range(1, settings.nodes + 1)
+    if settings.learn_peers:
+        if settings.transport != "udp" or node_id is None:
+            raise ValueError("learn_peers needs transport udp and the node id of the file")
+        listed = range(node_id, node_id + 1)
     nodes = "".join(
         f"\tnode {{\n\t\tring0_addr: {loopback_address(i)}\n\t\tnodeid: {i}\n"
-        f"\t\tname: node{i}\n\t}}\n" for i in range(1, settings.nodes + 1))
+        f"\t\tname: node{i}\n\t}}\n" for i in listed)
     return (
         "# Written by scripts/localcluster.py for a local test cluster.\n"
         "totem {\n"
@@ -300,7 +315,7 @@ class LocalCluster:
             state_dir.mkdir(parents=True, exist_ok=True)
             config_path = node_dir / "corosync.conf"
             config_path.write_text(render_node_config(
-                self.settings, run_dir=str(run_dir), state_dir=str(state_dir)))
+                self.settings, run_dir=str(run_dir), state_dir=str(state_dir), node_id=node_id))
             self.nodes[node_id] = Node(node_id, loopback_address(node_id), config_path,
                                        run_dir, state_dir, node_dir / "output.log")
         self.worker = NamespaceWorker(self.namespace)

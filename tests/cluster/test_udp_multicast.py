@@ -50,18 +50,28 @@ def test_the_udp_config_names_the_group_and_udpu_stays_the_default():
     assert default.totem.interface(0).mcastaddr is None
     with pytest.raises(ValueError, match="knet"):
         render_node_config(replace(UDP_SETTINGS, transport="knet"), run_dir="/r", state_dir="/s")
+    alone = loads(render_node_config(replace(UDP_SETTINGS, learn_peers=True), run_dir="/r",
+                                     state_dir="/s", node_id=2))
+    assert [node.nodeid for node in alone.nodelist] == [2]
+    with pytest.raises(ValueError, match="learn_peers"):
+        render_node_config(replace(TEST_SETTINGS, learn_peers=True), run_dir="/r", state_dir="/s",
+                           node_id=2)
 
 
 @pytest.mark.root
 @pytest.mark.multiprocess
 @pytest.mark.slow
 @NEEDS_NAMESPACE
-def test_three_nodes_over_multicast_survive_a_sigkill_and_restart(tmp_path):
-    with Harness(tmp_path, UDP_SETTINGS) as harness:
+@pytest.mark.parametrize("learn_peers", [False, True], ids=["nodelist", "learned-peers"])
+def test_three_nodes_over_multicast_survive_a_sigkill_and_restart(tmp_path, learn_peers):
+    with Harness(tmp_path, replace(UDP_SETTINGS, learn_peers=learn_peers)) as harness:
         cluster = harness.cluster
         assert cluster.namespaced
         config = (tmp_path / "node1" / "corosync.conf").read_text()
         assert "transport: udp\n" in config and "mcastaddr: 239.192.77.1" in config
+        # learned-peers: node 1 knows only itself; the token's next hop comes
+        # from the source addresses of the others' multicasts.
+        assert ("127.0.0.2" in config) is not learn_peers
         harness.start()
         first = harness.converge()
         assert first[0] == 1
