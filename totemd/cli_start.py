@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 from totemd.settings import NodeSettings, StartupError, resolve_settings
+from totemd.signal_wakeup import SignalWakeup
 
 __all__ = ["add_arguments", "run", "Supervisor", "PID_FILE"]
 
@@ -146,7 +147,7 @@ class Supervisor:
         self.objdb = None
         self.totemd: subprocess.Popen[bytes] | None = None
         self._stop = False
-        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+        self._wakeup: SignalWakeup | None = None
 
     def run(self) -> int:
         """Run the node until a signal or a child's death. Returns the exit status."""
@@ -172,10 +173,8 @@ class Supervisor:
         return status
 
     def _install_signals(self) -> None:
-        self._wakeup = socket.socketpair()
-        for end in self._wakeup:
-            end.setblocking(False)
-        signal.set_wakeup_fd(self._wakeup[1].fileno(), warn_on_full_buffer=False)
+        self._wakeup = SignalWakeup()
+        self._wakeup.arm()
 
         def on_signal(signum: int, _frame: object) -> None:
             self._stop = True
@@ -238,8 +237,8 @@ class Supervisor:
         pidfds = {os.pidfd_open(self.totemd.pid): "totemd", os.pidfd_open(self.objdb.pid): "objdb"}
         try:
             while not self._stop:
-                select.select([self._wakeup[0], *pidfds], [], [], 1.0)
-                self._drain_wakeup()
+                select.select([self._wakeup.read_end, *pidfds], [], [], 1.0)
+                self._wakeup.drain()
                 if self._stop:
                     break  # a terminal's ^C also reached the children: not a failure
                 if self.totemd.poll() is not None:
@@ -257,15 +256,7 @@ class Supervisor:
                 os.close(fd)
 
     def _wakeup_fd(self) -> int | None:
-        return self._wakeup[0].fileno() if self._wakeup is not None else None
-
-    def _drain_wakeup(self) -> None:
-        assert self._wakeup is not None
-        try:
-            while self._wakeup[0].recv(512):
-                pass
-        except BlockingIOError:
-            pass
+        return self._wakeup.fileno() if self._wakeup is not None else None
 
     def _stop_children(self) -> None:
         """totemd first (it leaves the ring, then stops publishing), then objdb."""
@@ -291,9 +282,7 @@ class Supervisor:
             pass
         self.pid_file.release()
         if self._wakeup is not None:
-            signal.set_wakeup_fd(-1)
-            for end in self._wakeup:
-                end.close()
+            self._wakeup.close()
             self._wakeup = None
 
 

@@ -41,7 +41,6 @@ import os
 import random
 import selectors
 import signal
-import socket
 import struct
 import sys
 import time
@@ -57,6 +56,7 @@ from totemd.evslog import EventLog, next_incarnation
 from totemd.local import TotemService
 from totemd.ringstore import load_ring_seq, store_ring_seq
 from totemd.settings import NodeSettings, StartupError, resolve_settings
+from totemd.signal_wakeup import SignalWakeup
 from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, Originated, PersistRingSeq,
                         SendMulticast, SendUnicast, SetTimer, SrpCore, StateChanged,
                         Timer)
@@ -169,7 +169,7 @@ class Daemon:
         self.server: IpcServer | None = None
         self.evslog: EventLog | None = None
         self._selector: selectors.BaseSelector | None = None
-        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+        self._wakeup: SignalWakeup | None = None
         self._timers = _Timers()
         self._loopback: deque[bytes] = deque()
         self._learned: dict[int, str] = {}
@@ -253,10 +253,8 @@ class Daemon:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.transport.fileno(), selectors.EVENT_READ, "net")
         self._selector.register(self.server.fileno(), selectors.EVENT_READ, "ipc")
-        self._wakeup = socket.socketpair()
-        for end in self._wakeup:
-            end.setblocking(False)
-        self._selector.register(self._wakeup[0], selectors.EVENT_READ, "signal")
+        self._wakeup = SignalWakeup()
+        self._selector.register(self._wakeup.read_end, selectors.EVENT_READ, "signal")
         now = self.now_ms()
         self._next_stats_ms = now
         self._token_rate = (now, 0)
@@ -270,7 +268,7 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: leave the ring and stop (handled inside the loop)."""
         assert self._wakeup is not None
-        signal.set_wakeup_fd(self._wakeup[1].fileno(), warn_on_full_buffer=False)
+        self._wakeup.arm()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
 
@@ -300,9 +298,7 @@ class Daemon:
             self._selector.close()
             self._selector = None
         if self._wakeup is not None:
-            signal.set_wakeup_fd(-1)
-            for end in self._wakeup:
-                end.close()
+            self._wakeup.close()
             self._wakeup = None
         self.transport.close()
 
@@ -365,7 +361,7 @@ class Daemon:
         self._counts["loop_turns"] += 1
         for key, _mask in ready:
             if key.data == "signal":
-                self._drain_wakeup()
+                self._wakeup.drain()
         # The token goes on before local clients are served (_drain_network
         # executes the actions of each packet): their requests (and the
         # wake-ups of their answers, which can hand the CPU to the client on
@@ -385,14 +381,6 @@ class Daemon:
             self._stats_tick(now)
         self._max_turn_ms = max(self._max_turn_ms, self.now_ms() - now)
         return ipc_busy
-
-    def _drain_wakeup(self) -> None:
-        assert self._wakeup is not None
-        try:
-            while self._wakeup[0].recv(512):
-                pass
-        except BlockingIOError:
-            pass
 
     def _check_scheduling(self, now: float) -> None:
         """Corosync's pause detection: a gap between turns above 0.8 x token."""
