@@ -231,8 +231,6 @@ class TotemClient:
         Raises:
             ConnectionLost: the daemon is gone or dropped us.
         """
-        if self._ipc is None:
-            raise NotConnected("the totem client is closed")
         dispatched = 0
 
         def on_event(function: int, payload: memoryview) -> None:
@@ -245,11 +243,18 @@ class TotemClient:
                 callback(event)
             dispatched += len(events)
 
+        self._dispatch_raw(on_event, max_count, timeout)
+        return dispatched
+
+    def _dispatch_raw(self, on_event: Callable[[int, memoryview], None], max_count: int | None,
+                      timeout: float | None) -> None:
+        """Run coroipc's dispatch with ``on_event``, mapping its errors to ours."""
+        if self._ipc is None:
+            raise NotConnected("the totem client is closed")
         try:
             self._ipc.dispatch(on_event, max_count=max_count, timeout=timeout)
         except ipc_errors.IpcError as error:
             raise ConnectionLost(f"totemd connection lost: {error}") from error
-        return dispatched
 
     def dispatch_deliveries(self, on_deliver: Callable[..., object],
                             on_other: Callable[[Event], object], max_count: int | None = None,
@@ -271,8 +276,6 @@ class TotemClient:
         Raises:
             ConnectionLost: the daemon is gone or dropped us.
         """
-        if self._ipc is None:
-            raise NotConnected("the totem client is closed")
         dispatched = 0
 
         def on_event(function: int, payload: memoryview) -> None:
@@ -295,10 +298,7 @@ class TotemClient:
                     on_other(event)
             dispatched += len(events)
 
-        try:
-            self._ipc.dispatch(on_event, max_count=max_count, timeout=timeout)
-        except ipc_errors.IpcError as error:
-            raise ConnectionLost(f"totemd connection lost: {error}") from error
+        self._dispatch_raw(on_event, max_count, timeout)
         return dispatched
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
