@@ -28,6 +28,26 @@ readable::
 Requests (get, set, ...) block for their reply (microseconds on a live
 daemon); run them in the loop's thread or use one client per thread.
 
+Gets from shared memory. objdb keeps a read-only shared-memory mirror of the
+store (``objdb.shm_table``); a client of objdb's uid (or root) maps it at
+connect and answers :meth:`CmapClient.get` from it without a round trip. It
+still asks objdb when: the table cannot be mapped (another uid), the writer
+kept the key's slot busy for too many retries, objdb moved to a new table
+generation (the client remaps), or this client has :meth:`set_nowait` calls
+not yet confirmed by a round trip (so it reads its own writes). objdb updates
+the table before it replies to a change and before it notifies trackers, so
+what a reply or a notification announced is what the table holds. Every
+:data:`LIVENESS_INTERVAL_S` the client checks objdb is still running, so a
+killed objdb turns gets into :class:`ConnectionLost` as before.
+:attr:`CmapClient.shared_gets` / :attr:`CmapClient.round_trip_gets` count
+the two paths.
+
+Pipelining. :meth:`set_nowait` checks and encodes its set and buffers it;
+the buffer goes to objdb as one message (SET_NOWAIT_MANY) on :meth:`sync`,
+:meth:`flush`, any other request, :meth:`dispatch`, :meth:`close`, or when
+it reaches ``codec.MAX_SET_MANY_COUNT`` sets or ``codec.BATCH_BYTES_BUDGET``
+bytes. Failures are reported by the next :meth:`sync`, as before.
+
 Errors: every failure is an :class:`objdb.errors.ObjdbError` subclass:
 :class:`NoSuchKey`, :class:`WrongType`, :class:`ReadOnly`, :class:`TooLong`,
 :class:`InvalidKey`, :class:`InvalidValue`, :class:`LimitReached`,
@@ -39,7 +59,9 @@ tracker stopped reading its events).
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator, cast
+import select
+import time
+from typing import Callable, Iterator, NamedTuple, cast
 
 from coroipc import IpcClient
 from coroipc import errors as ipc_errors
@@ -49,8 +71,9 @@ from objdb.errors import (ERROR_BY_STATUS, CmapError, ConnectionLost, DecodeErro
                           ReadOnly, RequestTimeout, TooLong, WrongType)
 from objdb.keys import check_key, check_prefix
 from objdb.service import SERVICE_NAME
+from objdb.shm_table import MISS, STATE_RETIRED, ShmTableReader, TableUnavailable, key_hash
 from objdb.store import Entry, TrackFlags
-from objdb.types import Value, ValueType, check_value
+from objdb.types import NUMERIC_STRUCTS, Value, ValueType, check_value
 
 __all__ = [
     "CmapClient", "Notification", "TrackFlags", "ValueType", "Entry", "CmapError",
@@ -65,8 +88,27 @@ Callback = Callable[[Notification], None]
 #: Entries fetched per ITERATE round trip.
 ITERATE_PAGE = 256
 RUN_DIR_ENV = "CORO_RUN_DIR"
-#: Encoded GET requests kept per client (cleared when full).
+#: Keys whose checks and encodings a client keeps (cleared when full).
 GET_CACHE_SIZE = 4096
+#: How often (seconds) a client reading the shared table checks objdb still runs.
+LIVENESS_INTERVAL_S = 0.05
+_GET = int(codec.Function.GET)
+_SET = int(codec.Function.SET)
+_SET_NOWAIT_MANY = int(codec.Function.SET_NOWAIT_MANY)
+_monotonic = time.monotonic
+#: ``u8 type, u32 length`` of each numeric type's value (a constant per type).
+_NUMERIC_HEADS = {value_type: codec._VALUE_HEAD.pack(int(value_type), layout.size)
+                  for value_type, layout in NUMERIC_STRUCTS.items()}
+
+
+class _KeyInfo(NamedTuple):
+    """A checked key's encodings: the GET payload, its ASCII bytes, the
+    table hash, and its wire form (``u8 length`` + bytes)."""
+
+    get_payload: bytes
+    raw: bytes
+    hashed: int
+    wire: bytes
 
 
 def run_dir_from_env() -> str | None:
@@ -101,12 +143,23 @@ class CmapClient:
         self._request_timeout = request_timeout
         self._privileged = privileged
         self._callbacks: dict[int, Callback] = {}
-        self._get_payloads: dict[str, bytes] = {}
+        self._keys: dict[str, _KeyInfo] = {}
+        self._table: ShmTableReader | None = None
+        #: Why gets use round trips only ('' while the shared table is used).
+        self.table_unavailable = "not connected"
+        self._nowait_items: list[bytes] = []
+        self._nowait_bytes = 0
+        self._unconfirmed = False   # set_nowait calls no round trip has confirmed yet
+        self._server_pid = getattr(ipc_client, "server_pid", None)
+        self._alive_until = 0.0
+        self.shared_gets = 0      # gets answered from the shared table
+        self.round_trip_gets = 0  # gets answered by objdb
         self.unknown_events = 0   # notifications for handles already deleted (a benign race)
 
     @classmethod
     def connect(cls, run_dir: str | os.PathLike[str] | None = None, *, internal: bool = False,
-                timeout: float = 5.0, request_timeout: float = 30.0) -> "CmapClient":
+                timeout: float = 5.0, request_timeout: float = 30.0,
+                shared_table: bool = True) -> "CmapClient":
         """Connect to objdb.
 
         Args:
@@ -116,6 +169,8 @@ class CmapClient:
             timeout: seconds to wait for the daemon.
             request_timeout: seconds a request may wait for its reply before
                 :class:`RequestTimeout` (the daemon is wedged).
+            shared_table: map objdb's shared-memory table for gets if
+                permitted (False: every get is a round trip).
 
         Raises:
             NotConnected: no objdb answers in ``run_dir``.
@@ -133,6 +188,10 @@ class CmapClient:
             options = codec.HELLO_INTERNAL if internal else 0
             reply = client._call(codec.Hello(options=options))
             _version, client._privileged, _max_value = codec.decode_hello_response(reply)
+            if shared_table:
+                client._open_table()
+            else:
+                client.table_unavailable = "not asked for"
         except BaseException:
             client.close()
             raise
@@ -146,9 +205,11 @@ class CmapClient:
     def _call_raw(self, function: int, payload: bytes) -> bytes:
         if self._ipc is None:
             raise NotConnected("the cmap client is closed")
+        if self._nowait_items:
+            self.flush()
         try:
-            return self._ipc.request(function, payload,  # type: ignore[attr-defined]
-                                     timeout=self._request_timeout)
+            reply = self._ipc.request(function, payload,  # type: ignore[attr-defined]
+                                      timeout=self._request_timeout)
         except ipc_errors.NotConnected as error:
             raise NotConnected(str(error)) from error
         except ipc_errors.Timeout as error:
@@ -157,11 +218,117 @@ class CmapClient:
             raise CmapError(f"objdb failed on this request: {error}") from error
         except ipc_errors.IpcError as error:
             raise ConnectionLost(f"objdb connection lost: {error}") from error
+        # objdb handles a connection's requests in order: everything sent
+        # before this request has been applied (and mirrored) by now.
+        self._unconfirmed = False
+        self._alive_until = _monotonic() + LIVENESS_INTERVAL_S
+        return reply
+
+    def _open_table(self) -> None:
+        """Ask objdb for its shared table and map it if this uid may."""
+        try:
+            name = codec.decode_table_info_response(self._call(codec.TableInfo()))
+        except CmapError as error:   # an objdb without a table function
+            self.table_unavailable = f"objdb has no shared table: {error}"
+            return
+        if not name:
+            self.table_unavailable = "objdb has no shared table"
+            return
+        try:
+            self._table = ShmTableReader(name)
+        except TableUnavailable as error:
+            self.table_unavailable = str(error)
+            return
+        self.table_unavailable = ""
+
+    def _table_missed(self, table: ShmTableReader) -> None:
+        """The table could not answer: remap if objdb moved to a new generation."""
+        state = table.state
+        if state == 0:
+            return    # busy slot, or objdb's liveness not confirmed: this get asks objdb
+        table.close()
+        self._table = None
+        if state == STATE_RETIRED:
+            self._open_table()
+        else:
+            self.table_unavailable = "objdb closed its shared table"
+
+    def _key_info(self, key: str) -> _KeyInfo:
+        info = self._keys.get(key) if key.__class__ is str else None
+        if info is None:
+            # Checked and encoded once per key: the same keys are the hot
+            # loop of most readers and writers (the cache is bounded).
+            check_key(key)
+            raw = key.encode("ascii")
+            wire = codec.encode_key(key)
+            info = _KeyInfo(codec.REQUEST_HEADER + wire, raw, key_hash(raw), wire)
+            if len(self._keys) >= GET_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key] = info
+        return info
+
+    def _objdb_alive(self) -> bool:
+        """False if this get should ask objdb: its process is gone, or the
+        connection has something to say (events waiting, or objdb hung up,
+        e.g. because this client's trackers stopped reading). Checked at most
+        every LIVENESS_INTERVAL_S; a round trip also confirms the connection."""
+        now = _monotonic()
+        if now < self._alive_until:
+            return True
+        pid = self._server_pid
+        if pid:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass
+        ipc = self._ipc
+        if ipc is None:
+            return False
+        try:
+            readable, _w, _x = select.select([ipc.fileno()], [], [], 0)  # type: ignore[attr-defined]
+        except (OSError, ValueError, ipc_errors.IpcError):
+            return False
+        if readable:
+            return False
+        self._alive_until = now + LIVENESS_INTERVAL_S
+        return True
+
+    def flush(self) -> None:
+        """Send the buffered :meth:`set_nowait` calls now (without waiting).
+
+        Raises:
+            NotConnected, ConnectionLost: as :meth:`set_nowait`.
+        """
+        items = self._nowait_items
+        if not items:
+            return
+        if self._ipc is None:
+            raise NotConnected("the cmap client is closed")
+        self._nowait_items, self._nowait_bytes = [], 0
+        payload = b"".join([codec.REQUEST_HEADER, codec._U16.pack(len(items)), *items])
+        try:
+            self._ipc.post(_SET_NOWAIT_MANY, payload,  # type: ignore[attr-defined]
+                           timeout=self._request_timeout)
+        except ipc_errors.NotConnected as error:
+            raise NotConnected(str(error)) from error
+        except ipc_errors.IpcError as error:
+            raise ConnectionLost(f"objdb connection lost: {error}") from error
 
     def close(self) -> None:
-        """Disconnect (idempotent). The daemon removes this client's trackers."""
+        """Send buffered sets, then disconnect (idempotent). The daemon removes
+        this client's trackers."""
+        if self._ipc is not None and self._nowait_items:
+            try:
+                self.flush()
+            except ObjdbError:
+                pass   # the connection is gone: nothing more to send them on
         ipc, self._ipc = self._ipc, None
         self._callbacks.clear()
+        table, self._table = self._table, None
+        if table is not None:
+            table.close()
         if ipc is not None:
             ipc.close()  # type: ignore[attr-defined]
 
@@ -185,21 +352,29 @@ class CmapClient:
             InvalidKey: not a valid key name (checked before anything is sent).
             NoSuchKey: no such key.
         """
-        check_key(key)
-        return codec.decode_value_response(self._call(codec.Get(key=key)))
+        value, value_type = self.get(key)
+        return Entry(value_type=value_type, value=value)
 
     def get(self, key: str) -> tuple[Value, ValueType]:
-        """(value, type) of ``key``; raises like :meth:`get_entry`."""
-        payload = self._get_payloads.get(key)
-        if payload is None:
-            # Validated and encoded once per key: gets of the same keys are
-            # the hot loop of most readers (the cache is bounded).
-            check_key(key)
-            payload = codec.REQUEST_HEADER + codec.encode_key(key)
-            if len(self._get_payloads) >= GET_CACHE_SIZE:
-                self._get_payloads.clear()
-            self._get_payloads[key] = payload
-        return codec.decode_value_reply(self._call_raw(codec.Function.GET, payload))
+        """(value, type) of ``key``; raises like :meth:`get_entry`.
+
+        Answered from the shared table when it is mapped (see the module
+        docstring), else by a round trip.
+        """
+        info = self._keys.get(key) if key.__class__ is str else None
+        if info is None:
+            info = self._key_info(key)
+        table = self._table
+        if table is not None and not self._unconfirmed:
+            found = table.lookup(info.raw, info.hashed)
+            if found is not None and self._objdb_alive():
+                if found is MISS:
+                    raise NoSuchKey(f"no key {key!r}")
+                self.shared_gets += 1
+                return found  # type: ignore[return-value]
+            self._table_missed(table)
+        self.round_trip_gets += 1
+        return codec.decode_value_reply(self._call_raw(_GET, info.get_payload))
 
     def get_typed(self, key: str, value_type: ValueType) -> Value:
         """The value of ``key``, which must have type ``value_type``.
@@ -344,27 +519,38 @@ class CmapClient:
 
     def set_nowait(self, key: str, value: Value, value_type: ValueType | str, *,
                    force_type: bool = False) -> None:
-        """Send a set without waiting for its answer (pipelining).
+        """Queue a set without waiting for its answer (pipelining).
 
-        Sets of one connection are applied in the order sent. A failure (a
-        read-only key, a type change) is kept by the daemon and raised by the
-        next :meth:`sync`. The key and value are checked here first, as for
-        :meth:`set`.
+        Sets of one connection are applied in the order sent. The set is
+        buffered and sent with others (see the module docstring); a failure
+        (a read-only key, a type change) is kept by the daemon and raised by
+        the next :meth:`sync`. The key and value are checked here first, as
+        for :meth:`set`.
+
+        Raises:
+            InvalidKey, InvalidValue, TooLong: checked here before buffering.
+            NotConnected, ConnectionLost: the buffer was due and could not be sent.
         """
-        check_key(key)
-        if not isinstance(value_type, ValueType):
-            value_type = ValueType.from_name(str(value_type))
-        value = check_value(value_type, value)
-        payload = codec.encode_set(key, value_type, value, force_type)
         if self._ipc is None:
             raise NotConnected("the cmap client is closed")
-        try:
-            self._ipc.post(codec.Function.SET_NOWAIT, payload,  # type: ignore[attr-defined]
-                           timeout=self._request_timeout)
-        except ipc_errors.NotConnected as error:
-            raise NotConnected(str(error)) from error
-        except ipc_errors.IpcError as error:
-            raise ConnectionLost(f"objdb connection lost: {error}") from error
+        info = self._keys.get(key) if key.__class__ is str else None
+        if info is None:
+            info = self._key_info(key)
+        if value_type.__class__ is not ValueType:
+            value_type = ValueType.from_name(str(value_type))
+        value = check_value(value_type, value)  # type: ignore[arg-type]
+        head = _NUMERIC_HEADS.get(value_type)  # type: ignore[call-overload]
+        if head is not None:
+            item = b"".join((b"\x01" if force_type else b"\x00", info.wire, head,
+                             NUMERIC_STRUCTS[value_type].pack(value)))  # type: ignore[index]
+        else:
+            item = codec.encode_set_item(key, value_type, value, force_type)  # type: ignore[arg-type]
+        self._nowait_items.append(item)
+        self._nowait_bytes += len(item)
+        self._unconfirmed = True
+        if (len(self._nowait_items) >= codec.MAX_SET_MANY_COUNT
+                or self._nowait_bytes >= codec.BATCH_BYTES_BUDGET):
+            self.flush()
 
     def sync(self) -> None:
         """Wait until every earlier :meth:`set_nowait` was applied.
@@ -502,6 +688,8 @@ class CmapClient:
         """
         if self._ipc is None:
             raise NotConnected("the cmap client is closed")
+        if self._nowait_items:
+            self.flush()
         try:
             return self._ipc.dispatch(self._on_event, max_count=max_count,  # type: ignore[attr-defined]
                                       timeout=timeout)

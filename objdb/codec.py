@@ -37,7 +37,18 @@ Requests (function: fields -> result):
                                                              SYNC
 11     SYNC          (nothing)                               u32 failed, u8 first status,
                                                              u16 length, first message
+12     TABLE_INFO    (nothing)                               u8 length + ASCII name of the
+                                                             shared-memory table ('' none)
+13     SET_NOWAIT_   u16 count, count x (u8 flags, key,      none (posted): each failure
+       MANY          value), as SET_MANY                     is kept for SYNC, as
+                                                             SET_NOWAIT
 =====  ============  =====================================  ==========================
+
+TABLE_INFO names the read-only shared-memory mirror of the store
+(``objdb.shm_table``) a client of objdb's uid may map to answer gets without
+a round trip; an empty name means there is none. SET_NOWAIT_MANY is what a
+client's buffered :meth:`set_nowait` calls are flushed as: one ring write for
+many sets, applied in order, each on its own.
 
 SET_MANY applies its sets in order, each on its own (one failing does not
 stop the rest); it is how a node process publishes many statistics keys in
@@ -110,6 +121,8 @@ class Function(enum.IntEnum):
     SET_MANY = 9
     SET_NOWAIT = 10
     SYNC = 11
+    TABLE_INFO = 12
+    SET_NOWAIT_MANY = 13
     NOTIFY = 64
 
 
@@ -189,6 +202,18 @@ class Sync:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TableInfo:
+    """Ask for the name of the shared-memory table (the reply may be empty)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetNowaitMany:
+    """Many SET_NOWAITs in one message; failures are reported by the next SYNC."""
+
+    sets: tuple[SetItem, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NotifyEvent:
     """A change notification as the client receives it."""
 
@@ -200,7 +225,7 @@ class NotifyEvent:
 
 
 Request = Union[Hello, Get, Set, Delete, Adjust, Iterate, TrackAdd, TrackDelete, SetMany,
-                SetNowait, Sync]
+                SetNowait, Sync, TableInfo, SetNowaitMany]
 
 
 class _Reader:
@@ -311,6 +336,11 @@ def encode_request(request: Request) -> tuple[int, bytes]:
         return Function.SET_NOWAIT, REQUEST_HEADER + _encode_set_fields(request.set)
     if isinstance(request, Sync):
         return Function.SYNC, REQUEST_HEADER
+    if isinstance(request, TableInfo):
+        return Function.TABLE_INFO, REQUEST_HEADER
+    if isinstance(request, SetNowaitMany):
+        return Function.SET_NOWAIT_MANY, encode_set_many(
+            [_encode_set_fields(item) for item in request.sets])
     if isinstance(request, Delete):
         return Function.DELETE, REQUEST_HEADER + encode_key(request.key)
     if isinstance(request, Adjust):
@@ -419,11 +449,14 @@ def decode_request(function: int, payload: bytes | memoryview) -> Request:
         request = SetNowait(set=_decode_set_fields(reader))
     elif function == Function.SYNC:
         request = Sync()
-    elif function == Function.SET_MANY:
+    elif function == Function.SET_MANY or function == Function.SET_NOWAIT_MANY:
         (count,) = reader.unpack(_U16)
         if count > MAX_SET_MANY_COUNT:
             raise DecodeError(f"{count} sets in one request (limit {MAX_SET_MANY_COUNT})")
-        request = SetMany(sets=tuple(_decode_set_fields(reader) for _index in range(count)))
+        sets = tuple([_decode_set_fields(reader) for _index in range(count)])
+        request = SetMany(sets=sets) if function == Function.SET_MANY else SetNowaitMany(sets=sets)
+    elif function == Function.TABLE_INFO:
+        request = TableInfo()
     elif function == Function.DELETE:
         request = Delete(key=reader.key())
     elif function == Function.ADJUST:
@@ -581,6 +614,25 @@ def decode_hello_response(payload: bytes | memoryview) -> tuple[int, bool, int]:
     if privileged not in (0, 1):
         raise DecodeError(f"privileged is {privileged}, not 0 or 1")
     return version, bool(privileged), max_value_bytes
+
+
+def encode_table_info_response(name: str) -> bytes:
+    """A TABLE_INFO reply: the table's segment name, or '' for none."""
+    return RESPONSE_OK + encode_key(name)
+
+
+def decode_table_info_response(payload: bytes | memoryview) -> str:
+    """The shared-memory table's name ('' if objdb has none).
+
+    Raises:
+        DecodeError: malformed, or a name that is not a '/name' segment name.
+    """
+    reader = decode_response(payload)
+    name = reader.key()
+    reader.end()
+    if name and (not name.startswith("/") or "/" in name[1:] or not name[1:].isprintable()):
+        raise DecodeError(f"{name!r} is not a shared-memory segment name")
+    return name
 
 
 def encode_u64_response(number: int) -> bytes:

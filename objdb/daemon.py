@@ -14,9 +14,12 @@ foreground with the process title ``coro: objdb``. It:
 5. publishes its own counters as ``stats.objdb.*`` (u64, read-only for
    clients: requests, refused, bad_requests, dropped_slow, dropped_garbage,
    events_sent, keys, trackers, ...), refreshed every second;
-6. stops on SIGTERM or SIGINT, or when its supervisor (``--parent-pid``)
+6. keeps a read-only shared-memory mirror of the store
+   (``objdb.shm_table``) that clients of its uid map to answer gets without
+   a round trip (if shared memory cannot be had, it serves without one);
+7. stops on SIGTERM or SIGINT, or when its supervisor (``--parent-pid``)
    is gone: closes the server (socket file and every shared segment
-   removed) and exits 0. Watching the parent means a supervisor killed with
+   and the table removed) and exits 0. Watching the parent means a supervisor killed with
    SIGKILL does not leave an orphan objdb holding the run directory.
 
 A start-up failure (bad configuration, no run directory, a second objdb on
@@ -37,6 +40,7 @@ from typing import Any, Sequence
 from objdb.config import ConfigUnavailable, load_config
 from objdb.errors import CmapError
 from objdb.service import CmapService
+from objdb.shm_table import ShmTableWriter, TableUnavailable
 from objdb.store import Store
 
 PROCESS_TITLE = "coro: objdb"
@@ -134,19 +138,28 @@ def serve(store: Store, run_dir: str, stop: threading.Event, *,
     """
     from coroipc import IpcServer
 
-    service = CmapService(store)
-    uids, gids = allowed_peers(store)
-    # 256 KiB rings: 768 KiB of shared memory per client, messages up to
-    # ~128 KiB (codec.BATCH_BYTES_BUDGET keeps batches well inside that).
-    server = IpcServer(run_dir, [service], ring_size=RING_BYTES, allowed_uids=uids,
-                       allowed_gids=gids)
     try:
-        server.start()
-        service.publish(service.stats_items(server.stats()))
-        _signal_ready(ready_fd)
-        _serve_loop(server, service, _Stopping(stop, parent_pid))
+        mirror: ShmTableWriter | None = ShmTableWriter()
+    except TableUnavailable as error:
+        LOG.warning("serving without a shared-memory table: %s", error)
+        mirror = None
+    try:
+        service = CmapService(store, mirror=mirror)
+        uids, gids = allowed_peers(store)
+        # 256 KiB rings: 768 KiB of shared memory per client, messages up to
+        # ~128 KiB (codec.BATCH_BYTES_BUDGET keeps batches well inside that).
+        server = IpcServer(run_dir, [service], ring_size=RING_BYTES, allowed_uids=uids,
+                           allowed_gids=gids)
+        try:
+            server.start()
+            service.publish(service.stats_items(server.stats()))
+            _signal_ready(ready_fd)
+            _serve_loop(server, service, _Stopping(stop, parent_pid))
+        finally:
+            server.close()
     finally:
-        server.close()
+        if mirror is not None:
+            mirror.close()
     stats = service.stats()
     LOG.info("objdb stopping: %s", stats)
     return 0

@@ -19,6 +19,15 @@ service drops that connection (its trackers are removed, it is counted in
 ``dropped_slow``); other connections are unaffected. A request that does
 not decode is answered with InvalidRequest and counted; after
 ``max_bad_requests`` of them the connection is dropped (``dropped_garbage``).
+
+Mirror. Given a :class:`~objdb.shm_table.ShmTableWriter`, every change
+(set, set_many, nowait sets, delete, adjust, the daemon's own publishing) is
+written to the shared-memory table right after the store accepted it and
+*before* the reply and the notifications go out. So a client that got its
+reply (read-your-writes), or a tracker that got a notification, and then
+reads the table sees the new value. If the table cannot grow any more it
+closes itself (clients fall back to round trips) and the service goes on
+without it.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import Any, Callable
 from coroipc import errors as ipc_errors
 from objdb import codec
 from objdb.errors import CmapError, DecodeError, InvalidRequest, LimitReached, ReadOnly
+from objdb.shm_table import ShmTableWriter, TableUnavailable
 from objdb.store import Notification, Store
 from objdb.types import MAX_VALUE_BYTES, Value, ValueType
 
@@ -45,6 +55,7 @@ DEFAULT_MAX_BAD_REQUESTS = 8
 _GET = int(codec.Function.GET)
 _SET = int(codec.Function.SET)
 _SET_NOWAIT = int(codec.Function.SET_NOWAIT)
+_SET_NOWAIT_MANY = int(codec.Function.SET_NOWAIT_MANY)
 #: GET replies cached by the fast path (cleared when full).
 GET_CACHE_SIZE = 4096
 
@@ -85,14 +96,19 @@ class CmapService:
         max_trackers: most trackers one connection may hold.
         max_bad_requests: malformed requests tolerated per connection before it is dropped.
         daemon_uid: the uid whose connections may become privileged (default: ours).
+        mirror: the shared-memory table to keep current (None: no mirror).
     """
 
     name = SERVICE_NAME
 
     def __init__(self, store: Store, *, max_trackers: int = DEFAULT_MAX_TRACKERS,
                  max_bad_requests: int = DEFAULT_MAX_BAD_REQUESTS,
-                 daemon_uid: int | None = None) -> None:
+                 daemon_uid: int | None = None, mirror: ShmTableWriter | None = None) -> None:
         self.store = store
+        self._mirror = mirror
+        if mirror is not None:
+            for key, entry in store.items():
+                self._mirror_key(key, entry)
         self._max_trackers = max_trackers
         self._max_bad_requests = max_bad_requests
         self._daemon_uid = os.geteuid() if daemon_uid is None else daemon_uid
@@ -106,6 +122,7 @@ class CmapService:
             codec.TrackAdd: self._track_add, codec.TrackDelete: self._track_delete,
             codec.Hello: self._hello, codec.SetMany: self._set_many,
             codec.SetNowait: self._set_nowait, codec.Sync: self._sync,
+            codec.TableInfo: self._table_info, codec.SetNowaitMany: self._set_nowait_many,
         }
 
     # -- coroipc Service interface ---------------------------------------------
@@ -175,6 +192,30 @@ class CmapService:
 
     # -- handlers ----------------------------------------------------------------
 
+    def _mirror_key(self, key: str, entry: Any = None) -> None:
+        """Write ``key``'s current entry (or its absence) to the shared-memory table."""
+        mirror = self._mirror
+        if mirror is None:
+            return
+        if entry is None:
+            entry = self.store.peek(key)
+        try:
+            if entry is None:
+                mirror.remove(key)
+            else:
+                mirror.put(key, entry)
+        except TableUnavailable as error:
+            LOG.warning("giving up the shared-memory table (clients use round trips): %s", error)
+            self._mirror = None
+
+    @property
+    def table_name(self) -> str:
+        """The shared-memory table's segment name ('' if there is none)."""
+        return self._mirror.name if self._mirror is not None else ""
+
+    def _table_info(self, state: _ConnectionState, request: codec.TableInfo) -> bytes:
+        return codec.encode_table_info_response(self.table_name)
+
     def _hello(self, state: _ConnectionState, request: codec.Hello) -> bytes:
         if request.options & ~codec.HELLO_INTERNAL:
             raise InvalidRequest(f"unknown hello options {request.options:#x}")
@@ -192,8 +233,11 @@ class CmapService:
         return self._apply_set(state, request)
 
     def _apply_set(self, state: _ConnectionState, item: codec.Set | codec.SetItem) -> bytes:
-        notifications = self.store.set(item.key, item.value_type, item.value,
+        key = item.key
+        notifications = self.store.set(key, item.value_type, item.value,
                                        privileged=state.privileged, force_type=item.force_type)
+        if self._mirror is not None:
+            self._mirror_key(key)
         if notifications:
             self._deliver(notifications)
         return codec.RESPONSE_OK
@@ -210,6 +254,24 @@ class CmapService:
             if state.nowait_first_error is None:
                 state.nowait_first_error = error
         return None   # posted: the client waits for no answer
+
+    def _set_nowait_many(self, state: _ConnectionState, request: codec.SetNowaitMany) -> None:
+        store, privileged = self.store, state.privileged
+        for key, value_type, value, force_type in request.sets:
+            try:
+                notifications = store.set(key, value_type, value, privileged=privileged,
+                                          force_type=force_type)
+            except CmapError as error:
+                self._counts["refused"] += 1
+                state.nowait_failed += 1
+                if state.nowait_first_error is None:
+                    state.nowait_first_error = error
+                continue
+            if self._mirror is not None:
+                self._mirror_key(key)
+            if notifications:
+                self._deliver(notifications)
+        return None   # posted: failures are reported by the next SYNC
 
     def _sync(self, state: _ConnectionState, request: codec.Sync) -> bytes:
         # Requests of one connection are handled in order, so answering now
@@ -230,17 +292,22 @@ class CmapService:
                 statuses.append(error.status)
                 continue
             statuses.append(0)
+            if self._mirror is not None:
+                self._mirror_key(item.key)
             if notifications:
                 self._deliver(notifications)
         return codec.encode_statuses_response(statuses)
 
     def _delete(self, state: _ConnectionState, request: codec.Delete) -> bytes:
-        self._deliver(self.store.delete(request.key, privileged=state.privileged))
+        notifications = self.store.delete(request.key, privileged=state.privileged)
+        self._mirror_key(request.key)
+        self._deliver(notifications)
         return codec.RESPONSE_OK
 
     def _adjust(self, state: _ConnectionState, request: codec.Adjust) -> bytes:
         entry, notifications = self.store.adjust(request.key, request.step,
                                                  privileged=state.privileged)
+        self._mirror_key(request.key, entry)
         self._deliver(notifications)
         return codec.encode_value_response(entry)
 
@@ -327,6 +394,7 @@ class CmapService:
         for key, value_type, value in items:
             notifications = self.store.set(key, value_type, value, privileged=True,
                                            force_type=True)
+            self._mirror_key(key)
             if notifications:
                 self._deliver(notifications)
 
