@@ -74,7 +74,8 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
     our own messages as the node delivers them (after the warm-up).
 
     Returns:
-        {"delivered": n, "bytes": b, "seconds": s, "try_again": t, "submitted": k}
+        {"delivered": n, "bytes": b, "seconds": s, "try_again": t, "submitted": k,
+        "cpu_s": this client's CPU seconds over warm-up and measurement}
     """
     from clients.totem import DeliverEvent, TotemClient, TryAgain
 
@@ -96,6 +97,8 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
                     own[1] += 1
 
         submitted = try_again = 0
+        offer = batch
+        cpu_start = time.process_time()
         start = time.monotonic()
         measure_from = start + warmup_s
         end = measure_from + duration_s
@@ -109,25 +112,30 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
                 break
             if not full and submitted - own[0] < window:
                 try:
-                    client.submit_many(messages)
-                    submitted += batch
+                    client.submit_many(messages[:offer])
+                    submitted += offer
+                    offer = min(batch, 2 * offer)
                 except TryAgain as error:
                     submitted += error.accepted
                     try_again += 1
                     full = True
+                    # Offer about what the queue took: re-encoding a big
+                    # batch for a queue with room for a few wastes both sides.
+                    offer = max(1, min(batch, 2 * error.accepted))
             else:
                 full = True
             # Read deliveries; wait for one only when nothing can be sent.
             if client.dispatch(on_event, timeout=0.005 if full else 0.0):
                 full = False
         counted = [own[1]]
+        cpu_s = time.process_time() - cpu_start
         # Let what is still in flight be delivered before the next measurement.
         drain_until = time.monotonic() + 30.0
         while own[0] < submitted and time.monotonic() < drain_until:
             client.dispatch(on_event, timeout=0.1)
         elapsed = end - measure_from
         return {"delivered": counted[0], "bytes": counted[0] * size, "seconds": elapsed,
-                "try_again": try_again, "submitted": submitted}
+                "try_again": try_again, "submitted": submitted, "cpu_s": cpu_s}
 
 
 def latency(run_dir: str, size: int, samples: int = LATENCY_SAMPLES) -> dict[str, Any]:

@@ -637,13 +637,8 @@ class Daemon:
         if not self._started or self._draining:
             return wire.Status.SHUTTING_DOWN, 0, 0
         limit = self.settings.params.max_message_size - _ORIGIN_SIZE
-        room = self.max_queued_messages - (self._sseq - self._originated)
+        room = self.submit_room()
         queued_frames = self.core.queued_frames()
-        if room < len(items) and self._sseq != self._originated and not queued_frames:
-            # Everything submitted has left the queue (a message the core
-            # dropped, e.g. at a leave, never gets an Originated): resync.
-            self._originated = self._sseq
-            room = self.max_queued_messages
         # The frames bound, in bytes of frame payload (each message also
         # costs its origin header and the packer's length prefix).
         room_bytes = (self.max_queued_frames - queued_frames) * self._frame_payload
@@ -689,6 +684,18 @@ class Daemon:
         self._counts["messages_submitted"] += accepted
         self._counts["bytes_submitted"] += queued_bytes
         return status, accepted, first if accepted else 0
+
+    def submit_room(self) -> int:
+        """How many more own messages the send queue takes now (the messages
+        bound of ``local_submit_many``; the frames and bytes bounds can
+        refuse earlier)."""
+        room = self.max_queued_messages - (self._sseq - self._originated)
+        if room < self.max_queued_messages and not self.core.queued_frames():
+            # Everything submitted has left the queue (a message the core
+            # dropped, e.g. at a leave, never gets an Originated): resync.
+            self._originated = self._sseq
+            room = self.max_queued_messages
+        return room
 
     def current_ring_id(self) -> tuple[int, int]:
         return self._ring_id

@@ -146,10 +146,14 @@ class TotemService(Service):
         return wire.encode_submit_reply(status, sseq)
 
     def _submit_many(self, payload: memoryview) -> bytes:
-        items = wire.decode_submit_many(payload)
+        # One more than there is room for, so a full queue still answers
+        # TRY_AGAIN with the status of the first refused message.
+        items, count = wire.decode_submit_many(payload, self._daemon.submit_room() + 1)
         status, accepted, first = self._daemon.local_submit_many(items)
         self.counts["submitted"] += accepted
-        if accepted < len(items):
+        if accepted < count:
+            if status is wire.Status.OK:
+                status = wire.Status.TRY_AGAIN
             self._count(status)
         return wire.encode_submit_many_reply(status, accepted, first)
 

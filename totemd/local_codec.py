@@ -255,26 +255,44 @@ def encode_submit_many(messages: list[tuple[bytes | memoryview, bool]]) -> bytes
     return b"".join(parts)
 
 
-def decode_submit_many(payload: memoryview) -> list[tuple[memoryview, bool]]:
-    """Every (data view, safe) of a SUBMIT_MANY, validated before any is used."""
+def decode_submit_many(payload: memoryview, max_items: int | None = None
+                       ) -> tuple[list[tuple[memoryview, bool]], int]:
+    """The (data view, safe) of a SUBMIT_MANY's first ``max_items`` messages
+    (all when None) and the request's message count.
+
+    A sender whose queue has room for only a few messages decodes only those:
+    a client that offers a big batch to a full queue costs a header read, not
+    a walk over every message. What is decoded is validated before any of it
+    is used; the rest is neither used nor looked at (the client resubmits it).
+    With ``max_items`` None the whole request must be well formed, to its end.
+
+    Raises:
+        LocalDecodeError: a decoded message's header or body overruns the
+            request, has unknown flag bits, or (whole decode) bytes follow the
+            last message.
+    """
     _need(payload, _MANY_COUNT.size, "SUBMIT_MANY")
     (count,) = _MANY_COUNT.unpack_from(payload)
     offset = _MANY_COUNT.size
+    end = len(payload)
     items: list[tuple[memoryview, bool]] = []
-    for index in range(count):
-        if offset + _MANY_ITEM.size > len(payload):
+    take = count if max_items is None else min(count, max(0, max_items))
+    unpack = _MANY_ITEM.unpack_from
+    head = _MANY_ITEM.size
+    for index in range(take):
+        if offset + head > end:
             raise LocalDecodeError(f"SUBMIT_MANY ends inside the header of message {index}")
-        flags, length = _MANY_ITEM.unpack_from(payload, offset)
-        offset += _MANY_ITEM.size
+        flags, length = unpack(payload, offset)
+        offset += head
         if flags & ~SAFE:
             raise LocalDecodeError(f"SUBMIT_MANY message {index} flags {flags:#x} has unknown bits")
-        if offset + length > len(payload):
+        if offset + length > end:
             raise LocalDecodeError(f"SUBMIT_MANY message {index} of {length} bytes overruns the request")
-        items.append((payload[offset:offset + length], bool(flags & SAFE)))
+        items.append((payload[offset:offset + length], flags == SAFE))
         offset += length
-    if offset != len(payload):
-        raise LocalDecodeError(f"SUBMIT_MANY has {len(payload) - offset} bytes after {count} messages")
-    return items
+    if take == count and offset != end:
+        raise LocalDecodeError(f"SUBMIT_MANY has {end - offset} bytes after {count} messages")
+    return items, count
 
 
 def encode_submit_many_reply(status: Status, accepted: int, first_sseq: int) -> bytes:

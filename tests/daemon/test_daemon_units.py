@@ -20,7 +20,7 @@ from totemd.stats import DaemonStats, cmap_items, format_ring_id
 
 @given(st.lists(st.tuples(st.binary(max_size=300), st.booleans()), max_size=20))
 def test_submit_many_round_trips(messages):
-    decoded = wire.decode_submit_many(memoryview(wire.encode_submit_many(messages)))
+    decoded, count = wire.decode_submit_many(memoryview(wire.encode_submit_many(messages)))
     assert [(bytes(data), safe) for data, safe in decoded] == messages
 
 
@@ -34,6 +34,27 @@ def test_submit_many_round_trips(messages):
 def test_malformed_submit_many_is_refused_before_use(payload, message):
     with pytest.raises(wire.LocalDecodeError, match=message):
         wire.decode_submit_many(memoryview(payload))
+
+
+@given(st.lists(st.tuples(st.binary(max_size=50), st.booleans()), min_size=1, max_size=12),
+       st.integers(min_value=0, max_value=14))
+def test_submit_many_decodes_only_what_the_queue_can_take(messages, max_items):
+    decoded, count = wire.decode_submit_many(memoryview(wire.encode_submit_many(messages)), max_items)
+    assert count == len(messages)
+    assert [(bytes(data), safe) for data, safe in decoded] == messages[:max_items]
+
+
+def test_submit_many_prefix_decode_still_validates_what_it_returns():
+    good = wire.encode_submit_many([(b"a", False), (b"b", True)])
+    # A tail past the decoded prefix is not looked at (the client resubmits it) ...
+    decoded, count = wire.decode_submit_many(memoryview(good + b"junk"), 1)
+    assert (count, [bytes(d) for d, _ in decoded]) == (2, [b"a"])
+    # ... but the whole request must be well formed when all of it is used,
+    with pytest.raises(wire.LocalDecodeError, match=r"^SUBMIT_MANY has 4 bytes after 2 messages$"):
+        wire.decode_submit_many(memoryview(good + b"junk"), 2)
+    # and a decoded message that overruns is refused.
+    with pytest.raises(wire.LocalDecodeError, match=r"overruns the request$"):
+        wire.decode_submit_many(memoryview(good[:-1]), 2)
 
 
 def test_origin_header_round_trip_and_rejects_foreign_bytes():
