@@ -45,7 +45,7 @@ the two paths.
 Pipelining. :meth:`set_nowait` checks and encodes its set and buffers it;
 the buffer goes to objdb as one message (SET_NOWAIT_MANY) on :meth:`sync`,
 :meth:`flush`, any other request, :meth:`dispatch`, :meth:`close`, or when
-it reaches ``codec.MAX_SET_MANY_COUNT`` sets or ``codec.BATCH_BYTES_BUDGET``
+it reaches :data:`NOWAIT_FLUSH_COUNT` sets or ``codec.BATCH_BYTES_BUDGET``
 bytes. Failures are reported by the next :meth:`sync`, as before.
 
 Errors: every failure is an :class:`objdb.errors.ObjdbError` subclass:
@@ -96,6 +96,10 @@ _GET = int(codec.Function.GET)
 _SET = int(codec.Function.SET)
 _SET_NOWAIT_MANY = int(codec.Function.SET_NOWAIT_MANY)
 _monotonic = time.monotonic
+#: Buffered set_nowait calls are sent once this many are waiting: small
+#: enough that objdb applies one message while the client encodes the next
+#: (the two overlap on two cores), large enough to share one ring write.
+NOWAIT_FLUSH_COUNT = 64
 #: ``u8 type, u32 length`` of each numeric type's value (a constant per type).
 _NUMERIC_HEADS = {value_type: codec._VALUE_HEAD.pack(int(value_type), layout.size)
                   for value_type, layout in NUMERIC_STRUCTS.items()}
@@ -548,7 +552,7 @@ class CmapClient:
         self._nowait_items.append(item)
         self._nowait_bytes += len(item)
         self._unconfirmed = True
-        if (len(self._nowait_items) >= codec.MAX_SET_MANY_COUNT
+        if (len(self._nowait_items) >= NOWAIT_FLUSH_COUNT
                 or self._nowait_bytes >= codec.BATCH_BYTES_BUDGET):
             self.flush()
 

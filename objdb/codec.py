@@ -420,6 +420,71 @@ def _decode_set_fields(reader: _Reader) -> SetItem:
     return SetItem(raw_key.decode("ascii"), value_type, value, bool(flags & SET_FORCE_TYPE))
 
 
+_NUMERIC_BY_CODE = {int(value_type): (value_type, layout)
+                    for value_type, layout in NUMERIC_STRUCTS.items()}
+
+
+def decode_set_items(payload: bytes | memoryview) -> list[tuple[str, ValueType, Value, bool]]:
+    """The sets of a SET_MANY or SET_NOWAIT_MANY payload as plain
+    (key, type, value, force_type) tuples: the servers' batch path, with the
+    checks of :func:`decode_request` and no object per item.
+
+    Raises:
+        DecodeError: as :func:`decode_request`.
+    """
+    data = bytes(payload)   # one copy: slices of bytes are cheaper than of a memoryview
+    _check_header(data, KIND_REQUEST)
+    size = len(data)
+    if size < 6:
+        raise DecodeError(f"message truncated: needs 6 bytes, has {size}")
+    count = data[4] | data[5] << 8
+    if count > MAX_SET_MANY_COUNT:
+        raise DecodeError(f"{count} sets in one request (limit {MAX_SET_MANY_COUNT})")
+    items = []
+    append = items.append
+    numeric, unpack_head = _NUMERIC_BY_CODE, _VALUE_HEAD.unpack_from
+    offset = 6
+    for _index in range(count):
+        if offset + 2 > size:
+            raise DecodeError(f"message truncated: needs {offset + 2} bytes, has {size}")
+        flags, key_length = data[offset], data[offset + 1]
+        if flags & ~SET_FORCE_TYPE:
+            raise DecodeError(f"unknown set flags {flags:#x}")
+        key_end = offset + 2 + key_length
+        if key_end + 5 > size:
+            raise DecodeError(f"message truncated: needs {key_end + 5} bytes, has {size}")
+        try:
+            key = data[offset + 2:key_end].decode("ascii")
+        except UnicodeDecodeError:
+            raise DecodeError("key is not ASCII") from None
+        type_code, length = unpack_head(data, key_end)
+        offset = key_end + 5 + length
+        if offset > size:
+            raise DecodeError(f"message truncated: needs {offset} bytes, has {size}")
+        known = numeric.get(type_code)
+        if known is not None:
+            value_type, layout = known
+            if length != layout.size:
+                raise DecodeError(f"{value_type.short_name} value is {length} bytes, "
+                                  f"not {layout.size}")
+            append((key, value_type, layout.unpack_from(data, key_end + 5)[0], flags == 1))
+            continue
+        value_type = _VALUE_TYPES.get(type_code)
+        if value_type is None:
+            raise DecodeError(f"unknown value type {type_code}")
+        raw = data[key_end + 5:offset]
+        if value_type is ValueType.STRING:
+            try:
+                append((key, value_type, raw.decode("utf-8"), flags == 1))
+            except UnicodeDecodeError:
+                raise DecodeError("str value is not valid UTF-8") from None
+        else:
+            append((key, value_type, raw, flags == 1))
+    if offset != size:
+        raise DecodeError(f"{size - offset} unexpected bytes at the end")
+    return items
+
+
 def decode_set_item(payload: bytes | memoryview) -> SetItem:
     """The set in a SET or SET_NOWAIT payload, without building a request object.
 

@@ -56,6 +56,7 @@ _GET = int(codec.Function.GET)
 _SET = int(codec.Function.SET)
 _SET_NOWAIT = int(codec.Function.SET_NOWAIT)
 _SET_NOWAIT_MANY = int(codec.Function.SET_NOWAIT_MANY)
+_SET_MANY = int(codec.Function.SET_MANY)
 #: GET replies cached by the fast path (cleared when full).
 GET_CACHE_SIZE = 4096
 
@@ -148,6 +149,11 @@ class CmapService:
             if reply is not None:
                 return reply
         try:
+            if function == _SET_NOWAIT_MANY:
+                # The pipelining path: no request object, no reply.
+                return self._apply_nowait_many(state, codec.decode_set_items(payload))
+            if function == _SET_MANY:
+                return self._apply_set_many(state, codec.decode_set_items(payload))
             if function == _SET or function == _SET_NOWAIT:
                 # No request object for the second commonest requests.
                 item = codec.decode_set_item(payload)
@@ -205,8 +211,12 @@ class CmapService:
             else:
                 mirror.put(key, entry)
         except TableUnavailable as error:
-            LOG.warning("giving up the shared-memory table (clients use round trips): %s", error)
-            self._mirror = None
+            self._give_up_mirror(error)
+
+    def _give_up_mirror(self, error: TableUnavailable) -> None:
+        # The writer closed the table already: clients see it closed and ask objdb.
+        LOG.warning("giving up the shared-memory table (clients use round trips): %s", error)
+        self._mirror = None
 
     @property
     def table_name(self) -> str:
@@ -256,10 +266,20 @@ class CmapService:
         return None   # posted: the client waits for no answer
 
     def _set_nowait_many(self, state: _ConnectionState, request: codec.SetNowaitMany) -> None:
+        return self._apply_nowait_many(state, request.sets)
+
+    def _apply_nowait_many(self, state: _ConnectionState, items: Any) -> None:
+        """Apply (key, type, value, force_type) sets in order, each on its own;
+        failures are kept for the next SYNC. The table is written for the
+        whole batch, then the notifications go out (in order): a tracker
+        still only hears of a change the table already holds."""
         store, privileged = self.store, state.privileged
-        for key, value_type, value, force_type in request.sets:
+        store_set, peek = store.set, store.peek
+        changed: list[tuple[str, Any]] = []
+        notes: list[Notification] = []
+        for key, value_type, value, force_type in items:
             try:
-                notifications = store.set(key, value_type, value, privileged=privileged,
+                notifications = store_set(key, value_type, value, privileged=privileged,
                                           force_type=force_type)
             except CmapError as error:
                 self._counts["refused"] += 1
@@ -267,11 +287,22 @@ class CmapService:
                 if state.nowait_first_error is None:
                     state.nowait_first_error = error
                 continue
-            if self._mirror is not None:
-                self._mirror_key(key)
+            changed.append((key, peek(key)))
             if notifications:
-                self._deliver(notifications)
+                notes.append(notifications)
+        self._mirror_and_deliver(changed, notes)
         return None   # posted: failures are reported by the next SYNC
+
+    def _mirror_and_deliver(self, changed: list[tuple[str, Any]], notes: list[Any]) -> None:
+        """Write a batch's changes to the table, then send its notifications."""
+        mirror = self._mirror
+        if mirror is not None and changed:
+            try:
+                mirror.put_many(changed)
+            except TableUnavailable as error:
+                self._give_up_mirror(error)
+        for notifications in notes:
+            self._deliver(notifications)
 
     def _sync(self, state: _ConnectionState, request: codec.Sync) -> bytes:
         # Requests of one connection are handled in order, so answering now
@@ -281,21 +312,26 @@ class CmapService:
         return reply
 
     def _set_many(self, state: _ConnectionState, request: codec.SetMany) -> bytes:
+        return self._apply_set_many(state, request.sets)
+
+    def _apply_set_many(self, state: _ConnectionState, items: Any) -> bytes:
         statuses = []
-        for item in request.sets:
+        store_set, peek, privileged = self.store.set, self.store.peek, state.privileged
+        changed: list[tuple[str, Any]] = []
+        notes: list[Any] = []
+        for key, value_type, value, force_type in items:
             try:
-                notifications = self.store.set(item.key, item.value_type, item.value,
-                                               privileged=state.privileged,
-                                               force_type=item.force_type)
+                notifications = store_set(key, value_type, value, privileged=privileged,
+                                          force_type=force_type)
             except CmapError as error:
                 self._counts["refused"] += 1
                 statuses.append(error.status)
                 continue
             statuses.append(0)
-            if self._mirror is not None:
-                self._mirror_key(item.key)
+            changed.append((key, peek(key)))
             if notifications:
-                self._deliver(notifications)
+                notes.append(notifications)
+        self._mirror_and_deliver(changed, notes)
         return codec.encode_statuses_response(statuses)
 
     def _delete(self, state: _ConnectionState, request: codec.Delete) -> bytes:

@@ -172,9 +172,15 @@ class ShmTableWriter:
         Raises:
             TableUnavailable: the table had to grow and could not (closed by then).
         """
-        if self._entries.get(key) is entry or self._segment is None:
+        old = self._entries.get(key)
+        if old is entry or self._segment is None:
             return
         self._entries[key] = entry
+        if old is not None and old[0] is entry[0]:
+            layout = NUMERIC_STRUCTS.get(entry[0])
+            if layout is not None:
+                self._write_number(self._slot_of[key], layout, entry[1])
+                return
         raw_key, raw_value = key.encode("ascii"), _raw_value(entry)
         slot = self._slot_of.get(key)
         if slot is None:
@@ -190,6 +196,44 @@ class ShmTableWriter:
             self._value_offset[slot] = self._allocate(len(raw_value))
             self._value_capacity[slot] = _align(len(raw_value))
         self._write_slot(slot, SLOT_LIVE, b"", entry, raw_value)
+
+    def put_many(self, pairs: list[tuple[str, Entry]]) -> None:
+        """:meth:`put` each (key, entry) in order; a batch's same-type numeric
+        updates (the commonest change) are written inline here.
+
+        Raises:
+            TableUnavailable: as :meth:`put`.
+        """
+        entries, slot_of, sequences = self._entries, self._slot_of, self._sequence
+        numeric = NUMERIC_STRUCTS
+        segment = self._segment
+        inline = 0
+        for key, entry in pairs:
+            if segment is None:
+                return
+            old = entries.get(key)
+            if old is entry:
+                continue
+            if old is not None and old[0] is entry[0]:
+                layout = numeric.get(entry[0])
+                if layout is not None:
+                    entries[key] = entry
+                    slot = slot_of[key]
+                    offset = HEADER_SIZE + slot * SLOT_SIZE
+                    word = offset >> 3
+                    words = segment.words
+                    sequence = sequences[slot] + 1
+                    words[word] = sequence          # odd: readers retry
+                    layout.pack_into(segment.mapping, offset + INLINE_OFFSET, entry[1])
+                    sequence += 1
+                    words[word] = sequence          # even: stable
+                    sequences[slot] = sequence
+                    inline += 1
+                    continue
+            self.put(key, entry)
+            segment = self._segment   # a put may have moved to a new generation
+            sequences = self._sequence
+        self._writes += inline
 
     def remove(self, key: str) -> None:
         """Mirror the deletion of ``key`` (a no-op if it is not mirrored)."""
@@ -344,6 +388,20 @@ class ShmTableWriter:
         self._slot_states[slot] = state
         sequence += 1
         words[offset >> 3] = sequence           # even: stable
+        self._sequence[slot] = sequence
+        self._writes += 1
+
+    def _write_number(self, slot: int, layout: struct.Struct, value: Value) -> None:
+        """The commonest write: a new value of the same numeric type (inline only)."""
+        segment = self._segment
+        offset = self._slots_offset + slot * SLOT_SIZE
+        word = offset >> 3
+        sequence = self._sequence[slot] + 1
+        words = segment.words  # type: ignore[union-attr]
+        words[word] = sequence                  # odd: readers retry
+        layout.pack_into(segment.mapping, offset + INLINE_OFFSET, value)  # type: ignore[union-attr]
+        sequence += 1
+        words[word] = sequence                  # even: stable
         self._sequence[slot] = sequence
         self._writes += 1
 
