@@ -2,10 +2,16 @@
 processes, measured in the simulator (no network, no clock: pure core CPU).
 
 Three nodes, no faults, a saturating workload: 64-byte messages (packed many
-to a frame) and 8 KiB messages (fragmented over several frames). The time is
-the thread CPU time spent inside one node's core calls (receive, timer_expired,
-submit, take_actions); the counts are the frames and messages that node
-delivered. ``--profile`` prints the hottest functions (cProfile).
+to a frame) and 8 KiB messages (fragmented over several frames).
+
+How: the simulator runs the cluster once while node 2's core records every
+call it gets (start, receive, timer_expired, submit, take_actions) with its
+arguments. The core is pure, so a fresh core fed the same calls does exactly
+the same work; that replay (after the ring has formed) is timed with one
+process-CPU clock around the whole loop, so neither the simulator nor a
+per-call timer is charged to the core. The counts are the frames and messages
+node 2 delivered during the replay. ``--profile`` prints a cProfile of one
+replay (the core's functions only).
 """
 
 from __future__ import annotations
@@ -14,85 +20,173 @@ import argparse
 import cProfile
 import json
 import pstats
+import random
 import time
 
 from totemd.sim.cluster import Cluster, SimConfig, sim_params
+from totemd.srp import SrpCore, SubmitRejected
 
-__all__ = ["add_arguments", "run", "measure"]
+__all__ = ["add_arguments", "run", "measure", "record", "replay"]
 
 CASES = (("64 B packed", 64, 20_000.0), ("8 KiB fragmented", 8192, 1_500.0))
+MEASURED_NODE = 2
+FORMED_MS = 200.0  # the ring is formed by then; the replay times what follows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--virtual-ms", type=float, default=2000.0,
                         help="virtual time to simulate per case (default 2000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per case, best kept (default 3)")
-    parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="replays per case, best kept (default 3)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print a cProfile of one replay of each case")
     parser.add_argument("--json", action="store_true", help="one JSON object per case")
 
 
-def _timed(function, box):
-    # Thread CPU time, not wall time: on a shared box a preempted call would
-    # otherwise be charged for other processes' time slices.
-    perf = time.thread_time
+class _RecordingCore(SrpCore):
+    """An SrpCore that keeps the calls it gets, to be replayed on a fresh one."""
 
-    def wrapper(*args, **kwargs):
-        start = perf()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            box[0] += perf() - start
-    return wrapper
+    def __init__(self, *args, **kwargs) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+        self.created = (args, kwargs)
+        super().__init__(*args, **kwargs)
+
+    def start(self, *args):
+        self.calls.append(("start", args))
+        return super().start(*args)
+
+    def receive(self, *args):
+        self.calls.append(("receive", args))
+        return super().receive(*args)
+
+    def timer_expired(self, *args):
+        self.calls.append(("timer_expired", args))
+        return super().timer_expired(*args)
+
+    def submit(self, *args, **kwargs):
+        self.calls.append(("submit", args + tuple(kwargs.values())))
+        return super().submit(*args, **kwargs)
+
+    def submit_many(self, *args):
+        self.calls.append(("submit_many", args))
+        return super().submit_many(*args)
+
+    def take_actions(self):
+        self.calls.append(("take_actions", ()))
+        return super().take_actions()
 
 
-def measure(size: int, rate_per_s: float, virtual_ms: float, seed: int = 1) -> dict:
-    """Run one case and return the measured numbers for node 2."""
+class Recording:
+    """Node 2's calls during one simulated run (see ``record``)."""
+
+    def __init__(self, core: _RecordingCore, formed_index: int, seed_text: str) -> None:
+        self.calls = core.calls
+        self.formed_index = formed_index
+        # What the recorded core ended with: a replay must end the same.
+        self.final_stats = core.stats()
+        self._created = core.created
+        self._seed_text = seed_text
+
+    def new_core(self) -> SrpCore:
+        """A fresh core in the state node 2's core was created in."""
+        args, kwargs = self._created
+        kwargs = dict(kwargs, rng=random.Random(self._seed_text))
+        return SrpCore(*args, **kwargs)
+
+
+def record(size: int, rate_per_s: float, virtual_ms: float, seed: int = 1) -> Recording:
+    """Simulate 3 nodes for ``virtual_ms`` after formation, recording node 2."""
     config = SimConfig(nodes=3, seed=seed, params=sim_params(3), sizes=(size,),
                        size_weights=(1,), safe_fraction=0.0,
                        submit_interval_ms=3000.0 / rate_per_s)
-    cluster = Cluster(config)
+    recorded: list[_RecordingCore] = []
+
+    def factory(node_id, *args, **kwargs):
+        if node_id != MEASURED_NODE:
+            return SrpCore(node_id, *args, **kwargs)
+        core = _RecordingCore(node_id, *args, **kwargs)
+        recorded.append(core)
+        return core
+
+    cluster = Cluster(config, core_factory=factory)
     for node in (1, 2, 3):
         cluster.start_node(node)
-    cluster.run_until(200.0)  # the ring is formed
-    core = cluster.nodes[2].core
-    box = [0.0]
-    for name in ("receive", "timer_expired", "submit", "take_actions"):
-        setattr(core, name, _timed(getattr(core, name), box))
+    cluster.run_until(FORMED_MS)
+    formed_index = len(recorded[0].calls)
+    cluster.run_until(FORMED_MS + virtual_ms)
+    # The seed the simulator gave the core's rng (cluster.start_node).
+    return Recording(recorded[0], formed_index, f"core-{seed}-{MEASURED_NODE}-1")
+
+
+def replay(recording: Recording, profiler: cProfile.Profile | None = None) -> dict:
+    """Feed a fresh core the recorded calls; time those after formation.
+
+    Returns:
+        frames and messages delivered in the timed part, its CPU seconds, and
+        the core's final stats (``SrpStats``, under "stats").
+    """
+    core = recording.new_core()
+    calls = [(getattr(core, name), args) for name, args in recording.calls]
+    formed = recording.formed_index
+    for method, args in calls[:formed]:
+        try:
+            method(*args)
+        except SubmitRejected:  # refused in the recorded run too
+            pass
+    timed = calls[formed:]
     before = core.stats()
-    wall = time.perf_counter()
-    cluster.run_until(200.0 + virtual_ms)
-    wall = time.perf_counter() - wall
+    if profiler is not None:
+        profiler.enable()
+    start = time.process_time()
+    for method, args in timed:
+        try:
+            method(*args)
+        except SubmitRejected:
+            pass
+    cpu = time.process_time() - start
+    if profiler is not None:
+        profiler.disable()
     after = core.stats()
-    frames = after.frames_delivered - before.frames_delivered
-    messages = after.messages_delivered - before.messages_delivered
-    cpu = box[0]
-    return {"size": size, "frames": frames, "messages": messages, "core_seconds": cpu,
-            "frames_per_s": frames / cpu if cpu else 0.0,
-            "messages_per_s": messages / cpu if cpu else 0.0,
-            "sim_wall_seconds": wall,
-            "virtual_messages_per_s": messages / (virtual_ms / 1000.0)}
+    return {"frames": after.frames_delivered - before.frames_delivered,
+            "messages": after.messages_delivered - before.messages_delivered,
+            "calls": len(timed), "core_seconds": cpu, "stats": after}
+
+
+def measure(size: int, rate_per_s: float, virtual_ms: float, repeat: int = 3,
+            seed: int = 1) -> dict:
+    """Record one case and replay it ``repeat`` times; the fastest replay counts."""
+    recording = record(size, rate_per_s, virtual_ms, seed)
+    best = min((replay(recording) for _ in range(max(1, repeat))),
+               key=lambda row: row["core_seconds"])
+    cpu = best["core_seconds"]
+    best = {key: value for key, value in best.items() if key != "stats"}
+    return dict(best, size=size,
+                frames_per_s=best["frames"] / cpu if cpu else 0.0,
+                messages_per_s=best["messages"] / cpu if cpu else 0.0,
+                us_per_frame=1e6 * cpu / best["frames"] if best["frames"] else 0.0,
+                virtual_messages_per_s=best["messages"] / (virtual_ms / 1000.0))
 
 
 def run(args: argparse.Namespace) -> int:
     if args.profile:
-        profiler = cProfile.Profile()
-        profiler.enable()
-        measure(64, 20_000.0, args.virtual_ms)
-        profiler.disable()
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+        for label, size, rate in CASES:
+            profiler = cProfile.Profile()
+            replay(record(size, rate, args.virtual_ms), profiler)
+            print(f"== {label}")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return 0
     rows = []
     for label, size, rate in CASES:
-        best = max((measure(size, rate, args.virtual_ms, seed) for seed in range(args.repeat)),
-                   key=lambda row: row["frames_per_s"])
-        best["case"] = label
-        rows.append(best)
+        row = measure(size, rate, args.virtual_ms, args.repeat)
+        row["case"] = label
+        rows.append(row)
         if args.json:
-            print(json.dumps(best))
+            print(json.dumps(row))
     if not args.json:
-        print(f"{'case':<18} {'frames/s':>10} {'msgs/s':>10} {'frames':>8} {'msgs':>8} "
-              f"{'core s':>7}  (one core of 3, CPU inside the core)")
+        print(f"{'case':<18} {'frames/s':>10} {'msgs/s':>10} {'us/frame':>9} {'frames':>8} "
+              f"{'msgs':>8} {'core s':>7}  (node 2 of 3, CPU inside its core)")
         for row in rows:
             print(f"{row['case']:<18} {row['frames_per_s']:>10.0f} {row['messages_per_s']:>10.0f} "
-                  f"{row['frames']:>8} {row['messages']:>8} {row['core_seconds']:>7.2f}")
+                  f"{row['us_per_frame']:>9.2f} {row['frames']:>8} {row['messages']:>8} "
+                  f"{row['core_seconds']:>7.3f}")
     return 0

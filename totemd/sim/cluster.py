@@ -95,8 +95,10 @@ class _Node:
 class Cluster:
     """A simulated cluster. Drive it with ``run_until`` and ``apply``."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, core_factory=None) -> None:
         self.config = config
+        # Builds each node's core (SrpCore's signature); the bench records one.
+        self._core_factory = core_factory
         self.params = config.params or sim_params(config.nodes)
         seed = config.seed
         self._net_rng = random.Random(f"net-{seed}")
@@ -206,7 +208,8 @@ class Cluster:
             node.stored_ring_seq = None
             self.ring_seq_lost = True
         rng = random.Random(f"core-{self.config.seed}-{node_id}-{node.inc}")
-        node.core = SrpCore(node_id, self.params, rng=rng, initial_seq=self.config.initial_seq)
+        factory = self._core_factory or SrpCore
+        node.core = factory(node_id, self.params, rng=rng, initial_seq=self.config.initial_seq)
         node.core.start(node.local(self.now), node.stored_ring_seq)
         self._execute(node)
         self._schedule_submit(node)
