@@ -1,0 +1,376 @@
+"""Batched UDP I/O of the transport: ``multicast_many`` (GSO) and coalesced
+reads in ``receive_batch`` (GRO), on loopback (udpu) and in a private
+network namespace (udp multicast)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from totemd import transport as transport_module
+from totemd.transport import (
+    GRO_MAX_SEGMENTS,
+    GSO_MAX_BYTES,
+    GSO_MAX_SEGMENTS,
+    SOL_UDP,
+    UDP_GRO,
+    UdpTransport,
+    plan_batches,
+    split_coalesced,
+)
+
+PEERS = {1: "127.0.0.1", 2: "127.0.0.2", 3: "127.0.0.3"}
+SO_NO_CHECK = 11  # Linux: a socket without UDP checksums; the kernel refuses GSO on it
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _receive(transport: UdpTransport, count: int, timeout_s: float = 5.0,
+             max_packets: int = 256) -> list[tuple[bytes, str]]:
+    got: list[tuple[bytes, str]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        select.select([transport.fileno()], [], [], 0.1)
+        got += transport.receive_batch(max_packets)
+    return got
+
+
+def _cluster(**options: object) -> list[UdpTransport]:
+    port = _free_port()
+    transports = []
+    try:
+        for node in (1, 2, 3):
+            transports.append(UdpTransport(mode="udpu", bind_address=PEERS[node], port=port, peers=PEERS,
+                                           **options).open())  # type: ignore[arg-type]
+    except BaseException:
+        for transport in transports:
+            transport.close()
+        raise
+    return transports
+
+
+def _mixed_frames() -> list[bytes]:
+    """Runs of equal frames longer than GSO_MAX_SEGMENTS, runs closed by a
+    shorter frame, single frames between runs, every frame distinct."""
+    frames = [bytes([index]) * 1024 for index in range(70)]
+    frames += [b"A%03d" % index + b"a" * 1446 for index in range(50)]  # 1450 B: the byte limit cuts it
+    frames += [b"short"]
+    frames += [b"B%03d" % index + b"b" * 1446 for index in range(3)] + [b"c" * 100]
+    frames += [b"lonely" * 30]
+    frames += [b"d" * 600, b"e" * 900, b"f" * 900]
+    return frames
+
+
+# -- planning and cutting (pure) -------------------------------------------------------------
+
+
+def test_plan_batches_groups_equal_runs_closed_by_one_shorter_frame():
+    frames = [b"x" * 100] * 3 + [b"y" * 40] + [b"z" * 40] + [b"w" * 200, b"v" * 50, b"u" * 60]
+    assert plan_batches(frames) == [(0, 4, 100), (4, 5, 40), (5, 7, 200), (7, 8, 60)]
+
+
+def test_plan_batches_respects_segment_and_byte_limits():
+    assert plan_batches([b"x" * 1000] * 150) == [(0, 64, 1000), (64, 128, 1000), (128, 150, 1000)]
+    assert plan_batches([b"x" * 1024] * 70) == [(0, 63, 1024), (63, 70, 1024)]  # 64 KiB > GSO_MAX_BYTES
+    per_batch = GSO_MAX_BYTES // 1450
+    assert per_batch == 45
+    assert plan_batches([b"x" * 1450] * 100) == [(0, 45, 1450), (45, 90, 1450), (90, 100, 1450)]
+    # A shorter closing frame that would pass the byte limit starts the next batch.
+    frames = [b"x" * 1450] * 45 + [b"y" * 1000]
+    assert plan_batches(frames) == [(0, 45, 1450), (45, 46, 1000)]
+    assert plan_batches([b"x" * 1000] * 3, max_segments=2) == [(0, 2, 1000), (2, 3, 1000)]
+
+
+def test_plan_batches_sends_empty_and_oversized_frames_alone():
+    big = b"x" * (GSO_MAX_BYTES + 1)
+    assert plan_batches([b"x" * 10, b"", b"x" * 10, big, big]) == [
+        (0, 1, 10), (1, 2, 0), (2, 3, 10), (3, 4, len(big)), (4, 5, len(big))]
+    assert plan_batches([]) == []
+
+
+def _gro(segment: int) -> list[tuple[int, int, bytes]]:
+    return [(SOL_UDP, UDP_GRO, struct.pack("=i", segment))]
+
+
+def test_split_coalesced_cuts_by_segment_size():
+    data = b"a" * 100 + b"b" * 100 + b"c" * 30
+    assert split_coalesced(data, _gro(100), 0) == [b"a" * 100, b"b" * 100, b"c" * 30]
+    assert split_coalesced(b"a" * 300, _gro(100), 0) == [b"a" * 100] * 3
+    # No control message: one datagram.
+    assert split_coalesced(data, [], 0) == [data]
+
+
+def test_split_coalesced_refuses_what_cannot_be_cut_safely():
+    data = b"a" * 300
+    assert split_coalesced(data, _gro(0), 0) is None
+    assert split_coalesced(data, _gro(-100), 0) is None
+    assert split_coalesced(data, [(SOL_UDP, UDP_GRO, b"\x64\x00")], 0) is None  # not an int
+    assert split_coalesced(data, _gro(100), socket.MSG_TRUNC) is None
+    assert split_coalesced(data, _gro(100), socket.MSG_CTRUNC) is None
+    assert split_coalesced(b"x" * (GRO_MAX_SEGMENTS + 1), _gro(1), 0) is None
+    assert split_coalesced(b"x" * GRO_MAX_SEGMENTS, _gro(1), 0) == [b"x"] * GRO_MAX_SEGMENTS
+
+
+# -- udpu on loopback ------------------------------------------------------------------------
+
+
+def test_multicast_many_delivers_every_frame_in_order_in_few_syscalls():
+    one, two, three = _cluster()
+    try:
+        assert one.stats.gso_enabled == 1 and two.stats.gro_enabled == 1
+        frames = _mixed_frames()
+        one.multicast_many(frames)
+        one.unicast(2, b"token")  # after the batch, on the same socket: arrives after it
+        got_two = _receive(two, len(frames) + 1)
+        got_three = _receive(three, len(frames))
+        assert [data for data, _source in got_two] == frames + [b"token"]
+        assert [data for data, _source in got_three] == frames
+        assert {source for _data, source in got_two + got_three} == {"127.0.0.1"}
+        batches = plan_batches(frames)
+        batched = sum(1 for start, stop, _size in batches if stop - start > 1)
+        assert one.stats.send_gso_calls == 2 * batched
+        assert one.stats.send_calls == 2 * len(batches) + 1
+        assert one.stats.packets_sent == 2 * len(frames) + 1
+        assert one.stats.bytes_sent == 2 * sum(map(len, frames)) + len(b"token")
+        # The receivers read each GSO send as one coalesced read.
+        assert three.stats.receive_coalesced_reads == batched
+        assert three.stats.receive_reads == len(batches)
+        assert three.stats.packets_received == len(frames)
+        assert three.stats.bytes_received == sum(map(len, frames))
+        assert three.stats.dropped_bad_coalesced == 0
+    finally:
+        for transport in (one, two, three):
+            transport.close()
+
+
+def test_receive_batch_stops_near_max_packets_and_holds_nothing_back():
+    one, two, three = _cluster()
+    try:
+        frames = [b"%04d" % index + b"x" * 996 for index in range(128)]
+        one.multicast_many(frames)
+        first = _receive(two, 1, max_packets=10)
+        # One coalesced read of 64 frames crossed the limit; all of it is returned.
+        assert len(first) == GSO_MAX_SEGMENTS
+        rest = _receive(two, len(frames) - len(first), max_packets=10)
+        assert [data for data, _source in first + rest] == frames
+    finally:
+        for transport in (one, two, three):
+            transport.close()
+
+
+def test_gso_off_by_flag_sends_the_same_frames_one_by_one():
+    one, two, three = _cluster(gso=False)
+    try:
+        assert one.stats.gso_enabled == 0
+        frames = _mixed_frames()
+        one.multicast_many(frames)
+        assert [data for data, _source in _receive(two, len(frames))] == frames
+        assert [data for data, _source in _receive(three, len(frames))] == frames
+        assert one.stats.send_gso_calls == 0
+        assert one.stats.send_calls == one.stats.packets_sent == 2 * len(frames)
+        assert three.stats.receive_coalesced_reads == 0
+    finally:
+        for transport in (one, two, three):
+            transport.close()
+
+
+def test_receiver_without_gro_gets_a_gso_batch_as_single_datagrams():
+    port = _free_port()
+    sender = UdpTransport(mode="udpu", bind_address="127.0.0.1", port=port, peers=PEERS).open()
+    plain = UdpTransport(mode="udpu", bind_address="127.0.0.2", port=port, peers=PEERS, gro=False).open()
+    try:
+        assert plain.stats.gro_enabled == 0
+        frames = [b"%03d" % index + b"x" * 1021 for index in range(40)] + [b"tail"]
+        sender.multicast_many(frames)
+        assert [data for data, _source in _receive(plain, len(frames))] == frames
+        # One batch to each of the two peers (node 3 does not listen: its copy is lost).
+        assert sender.stats.send_gso_calls == 2
+        assert plain.stats.receive_reads == len(frames)
+    finally:
+        sender.close()
+        plain.close()
+
+
+def test_gso_refused_by_the_kernel_falls_back_for_good_without_losing_frames(caplog):
+    one, two, three = _cluster()
+    try:
+        # The kernel refuses GSO (EINVAL) on a socket with UDP checksums off.
+        for connected in one._peer_sockets.values():
+            connected.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        frames = _mixed_frames()
+        with caplog.at_level(logging.WARNING, logger="totemd.transport"):
+            one.multicast_many(frames)
+            one.multicast_many(frames)
+        want = frames + frames
+        assert [data for data, _source in _receive(two, len(want))] == want
+        assert [data for data, _source in _receive(three, len(want))] == want
+        assert one.stats.send_gso_fallbacks == 1
+        assert one.stats.gso_enabled == 0
+        assert one.stats.send_gso_calls == 1
+        assert one.stats.packets_sent == 2 * len(want)
+        assert one.stats.send_errors == 0
+        refusals = [record for record in caplog.records if "GSO" in record.getMessage()]
+        assert len(refusals) == 1
+        assert "Invalid argument" in refusals[0].getMessage()
+    finally:
+        for transport in (one, two, three):
+            transport.close()
+
+
+def test_gso_unsupported_at_open_means_one_by_one(monkeypatch):
+    monkeypatch.setattr(transport_module, "_gso_supported", lambda _sock: False)
+    one, two, three = _cluster()
+    try:
+        assert one.stats.gso_enabled == 0
+        frames = [b"x" * 1000] * 10
+        one.multicast_many(frames)
+        assert [data for data, _source in _receive(two, len(frames))] == frames
+        assert one.stats.send_gso_calls == 0 and one.stats.send_calls == 20
+    finally:
+        for transport in (one, two, three):
+            transport.close()
+
+
+def test_gso_send_to_a_dead_peer_counts_every_frame_as_lost():
+    port = _free_port()
+    one = UdpTransport(mode="udpu", bind_address="127.0.0.1", port=port, peers=PEERS).open()
+    two = UdpTransport(mode="udpu", bind_address="127.0.0.2", port=port, peers=PEERS).open()
+    try:
+        frames = [b"x" * 1000] * 8
+        for _round in range(20):
+            one.multicast_many(frames)
+        got = _receive(two, 20 * len(frames))
+        assert len(got) == 20 * len(frames)
+        # Node 3's port is closed: ICMP makes later sends to it fail.
+        assert one.stats.send_errors > 0
+        assert one.stats.packets_sent + one.stats.send_errors == 2 * 20 * len(frames)
+        assert one.stats.send_gso_fallbacks == 0
+        assert one.stats.last_send_error.startswith("127.0.0.3: ")
+    finally:
+        one.close()
+        two.close()
+
+
+class _ScriptedSocket:
+    """Stands in for a UDP_GRO socket: recvmsg returns the scripted reads."""
+
+    def __init__(self, reads: list[tuple[bytes, list[tuple[int, int, bytes]], int, tuple[str, int]]]):
+        self.reads = list(reads)
+
+    def recvmsg(self, _bufsize: int, _ancbufsize: int):
+        if not self.reads:
+            raise BlockingIOError(errno.EAGAIN, "no data")
+        return self.reads.pop(0)
+
+
+def test_bad_coalesced_reads_are_counted_and_dropped():
+    node = UdpTransport(mode="udpu", bind_address="127.0.0.1", port=_free_port(), peers=PEERS).open()
+    try:
+        peer = ("127.0.0.2", 5405)
+        scripted = _ScriptedSocket([
+            (b"a" * 100 + b"b" * 100 + b"c", _gro(100), 0, peer),
+            (b"z" * 300, _gro(0), 0, peer),
+            (b"z" * 300, [(SOL_UDP, UDP_GRO, b"\x01")], 0, peer),
+            (b"z" * 300, _gro(100), socket.MSG_TRUNC, peer),
+            (b"z" * 300, _gro(-5), 0, peer),
+            (b"single", [], 0, peer),
+            (b"q" * 20, _gro(10), 0, ("127.0.0.9", 5405)),  # outside the nodelist
+        ])
+        got = node._receive_coalesced(scripted, 256)
+        assert got == [(b"a" * 100, "127.0.0.2"), (b"b" * 100, "127.0.0.2"), (b"c", "127.0.0.2"),
+                       (b"single", "127.0.0.2")]
+        stats = node.stats
+        assert stats.dropped_bad_coalesced == 4
+        assert stats.dropped_unknown_source == 2
+        assert stats.packets_received == 3 + 1 + 2
+        assert stats.receive_reads == 7
+        assert stats.receive_coalesced_reads == 2
+    finally:
+        node.close()
+
+
+# -- udp multicast in a namespace ------------------------------------------------------------
+
+MULTICAST_SCRIPT = textwrap.dedent(
+    """
+    import json, select, time
+    from totemd.transport import UdpTransport
+
+    def drain(transport, want, timeout_s):
+        got, deadline = [], time.monotonic() + timeout_s
+        while len(got) < want and time.monotonic() < deadline:
+            select.select([transport.fileno()], [], [], 0.05)
+            got += transport.receive_batch()
+        return got
+
+    group = "239.192.7.9"
+    nodes = [UdpTransport(mode="udp", bind_address=f"127.0.0.{n}", port=5405, multicast_group=group,
+                          peers={m: f"127.0.0.{m}" for m in (1, 2, 3) if m != n}, gso=(n != 3)).open()
+             for n in (1, 2, 3)]
+    frames = [bytes([i]) * 1024 for i in range(70)] + [b"s" * 100] + [b"b" * 1450] * 2 + [b"c" * 10]
+    result = {"frames": [f.hex() for f in frames]}
+    for sender in (nodes[0], nodes[2]):
+        sender.multicast_many(frames)
+        sender.unicast(2, b"token")
+        name = sender.bind_address
+        others = [n for n in nodes if n is not sender]
+        for node in others:
+            got = drain(node, len(frames) + (node is nodes[1]), 5)
+            result[f"{name}->{node.bind_address}"] = [[d.hex(), s] for d, s in got]
+        result[f"{name}->own"] = len(drain(sender, 1, 0.3))
+    result["stats"] = [{k: getattr(n.stats, k) for k in ("send_gso_calls", "send_calls",
+                        "receive_coalesced_reads", "dropped_own_loopback")} for n in nodes]
+    for node in nodes:
+        node.close()
+    print(json.dumps(result))
+    """
+)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+                    reason="udp multicast runs in a private network namespace, which needs root and iproute2")
+def test_udp_multicast_many_reaches_the_group_in_order():
+    from scripts.netns import Namespace
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with Namespace() as namespace:
+        namespace.enable_multicast()
+        done = subprocess.run(namespace.argv([sys.executable, "-c", MULTICAST_SCRIPT]), capture_output=True,
+                              text=True, timeout=60, cwd=root, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    frames = result["frames"]
+    for sender, receivers in (("127.0.0.1", ("127.0.0.2", "127.0.0.3")), ("127.0.0.3", ("127.0.0.1", "127.0.0.2"))):
+        for receiver in receivers:
+            got = result[f"{sender}->{receiver}"]
+            want = frames + ([b"token".hex()] if receiver == "127.0.0.2" else [])
+            assert [data for data, _source in got] == want, (sender, receiver)
+            assert {source for _data, source in got} == {sender}
+        assert result[f"{sender}->own"] == 0
+    one, two, three = result["stats"]
+    # Node 1 sends each batch to the group once (63 + 7 frames of 1 KiB with
+    # the 100 B frame closing the second, 2 x 1450 B closed by 10 B) and the
+    # token; node 3 (gso=False) once per frame.
+    assert (one["send_gso_calls"], one["send_calls"]) == (3, 4)
+    assert (three["send_gso_calls"], three["send_calls"]) == (0, len(frames) + 1)
+    assert two["receive_coalesced_reads"] == 3
+    # The group loops every frame back to its sender, which drops it.
+    assert one["dropped_own_loopback"] == len(frames)
+    assert three["dropped_own_loopback"] == len(frames)
