@@ -41,7 +41,7 @@ from coroipc import errors as ipc_errors
 from objdb import codec
 from objdb.errors import CmapError, DecodeError, InvalidRequest, LimitReached, ReadOnly
 from objdb.shm_table import ShmTableWriter, TableUnavailable
-from objdb.store import Notification, Store
+from objdb.store import Notification, SetOutcome, Store
 from objdb.types import MAX_VALUE_BYTES, Value, ValueType
 
 LOG = logging.getLogger("objdb.service")
@@ -243,13 +243,12 @@ class CmapService:
         return self._apply_set(state, request)
 
     def _apply_set(self, state: _ConnectionState, item: codec.Set | codec.SetItem) -> bytes:
-        key = item.key
-        notifications = self.store.set(key, item.value_type, item.value,
-                                       privileged=state.privileged, force_type=item.force_type)
-        if self._mirror is not None:
-            self._mirror_key(key)
-        if notifications:
-            self._deliver(notifications)
+        outcome = self.store.set_many(
+            ((item.key, item.value_type, item.value, item.force_type),),
+            privileged=state.privileged)
+        if outcome.errors:
+            raise outcome.errors[0][1]
+        self._mirror_and_deliver(outcome)
         return codec.RESPONSE_OK
 
     def _set_nowait(self, state: _ConnectionState, request: codec.SetNowait) -> bytes | None:
@@ -270,38 +269,26 @@ class CmapService:
 
     def _apply_nowait_many(self, state: _ConnectionState, items: Any) -> None:
         """Apply (key, type, value, force_type) sets in order, each on its own;
-        failures are kept for the next SYNC. The table is written for the
-        whole batch, then the notifications go out (in order): a tracker
-        still only hears of a change the table already holds."""
-        store, privileged = self.store, state.privileged
-        store_set, peek = store.set, store.peek
-        changed: list[tuple[str, Any]] = []
-        notes: list[Notification] = []
-        for key, value_type, value, force_type in items:
-            try:
-                notifications = store_set(key, value_type, value, privileged=privileged,
-                                          force_type=force_type)
-            except CmapError as error:
-                self._counts["refused"] += 1
-                state.nowait_failed += 1
-                if state.nowait_first_error is None:
-                    state.nowait_first_error = error
-                continue
-            changed.append((key, peek(key)))
-            if notifications:
-                notes.append(notifications)
-        self._mirror_and_deliver(changed, notes)
+        failures are kept for the next SYNC."""
+        outcome = self.store.set_many(items, privileged=state.privileged)
+        if outcome.errors:
+            self._counts["refused"] += len(outcome.errors)
+            state.nowait_failed += len(outcome.errors)
+            if state.nowait_first_error is None:
+                state.nowait_first_error = outcome.errors[0][1]
+        self._mirror_and_deliver(outcome)
         return None   # posted: failures are reported by the next SYNC
 
-    def _mirror_and_deliver(self, changed: list[tuple[str, Any]], notes: list[Any]) -> None:
-        """Write a batch's changes to the table, then send its notifications."""
+    def _mirror_and_deliver(self, outcome: SetOutcome) -> None:
+        """Write a batch's changes to the table, then send its notifications:
+        a tracker only hears of a change the table already holds."""
         mirror = self._mirror
-        if mirror is not None and changed:
+        if mirror is not None and outcome.changed:
             try:
-                mirror.put_many(changed)
+                mirror.put_many(outcome.changed)
             except TableUnavailable as error:
                 self._give_up_mirror(error)
-        for notifications in notes:
+        for notifications in outcome.notifications:
             self._deliver(notifications)
 
     def _sync(self, state: _ConnectionState, request: codec.Sync) -> bytes:
@@ -315,23 +302,13 @@ class CmapService:
         return self._apply_set_many(state, request.sets)
 
     def _apply_set_many(self, state: _ConnectionState, items: Any) -> bytes:
-        statuses = []
-        store_set, peek, privileged = self.store.set, self.store.peek, state.privileged
-        changed: list[tuple[str, Any]] = []
-        notes: list[Any] = []
-        for key, value_type, value, force_type in items:
-            try:
-                notifications = store_set(key, value_type, value, privileged=privileged,
-                                          force_type=force_type)
-            except CmapError as error:
-                self._counts["refused"] += 1
-                statuses.append(error.status)
-                continue
-            statuses.append(0)
-            changed.append((key, peek(key)))
-            if notifications:
-                notes.append(notifications)
-        self._mirror_and_deliver(changed, notes)
+        items = list(items)
+        outcome = self.store.set_many(items, privileged=state.privileged)
+        statuses = [0] * len(items)
+        for index, error in outcome.errors:
+            statuses[index] = error.status
+        self._counts["refused"] += len(outcome.errors)
+        self._mirror_and_deliver(outcome)
         return codec.encode_statuses_response(statuses)
 
     def _delete(self, state: _ConnectionState, request: codec.Delete) -> bytes:
@@ -427,12 +404,11 @@ class CmapService:
         Raises:
             CmapError: an item is not valid (a bug in the caller).
         """
-        for key, value_type, value in items:
-            notifications = self.store.set(key, value_type, value, privileged=True,
-                                           force_type=True)
-            self._mirror_key(key)
-            if notifications:
-                self._deliver(notifications)
+        outcome = self.store.set_many([(key, value_type, value, True)
+                                       for key, value_type, value in items], privileged=True)
+        self._mirror_and_deliver(outcome)
+        if outcome.errors:
+            raise outcome.errors[0][1]
 
     def stats_items(self, server_stats: Any = None) -> list[tuple[str, ValueType, Value]]:
         """The ``stats.objdb.*`` keys: the service's, the store's and (if given) coroipc's counters."""

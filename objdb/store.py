@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Hashable, Iterable, NamedTuple
 
 from objdb import keys as key_rules
-from objdb.errors import InvalidRequest, LimitReached, NoSuchKey, ReadOnly, WrongType
+from objdb.errors import CmapError, InvalidRequest, LimitReached, NoSuchKey, ReadOnly, WrongType
 from objdb.types import Value, ValueType, check_value, wrap_integer
 
 #: Default bound on the number of keys (a runaway writer gets LimitReached).
@@ -86,6 +86,22 @@ class Notification:
     key: str
     new: Entry | None
     old: Entry | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetOutcome:
+    """What :meth:`Store.set_many` did.
+
+    ``errors``: (index of the item, the error it got) for each refused set;
+    ``changed``: (key, new entry) for each set that changed something, in
+    order (a set of the value a key already holds is not a change);
+    ``notifications``: one list per change that some tracker hears of, in
+    order of the changes.
+    """
+
+    errors: list[tuple[int, CmapError]]
+    changed: list[tuple[str, Entry]]
+    notifications: list[list[Notification]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,36 +222,78 @@ class Store:
             WrongType: the key exists with another type and ``force_type`` is False.
             LimitReached: the store is full.
         """
+        outcome = self.set_many(((key, value_type, value, force_type),), privileged=privileged)
+        if outcome.errors:
+            raise outcome.errors[0][1]
+        return outcome.notifications[0] if outcome.notifications else []
+
+    def set_many(self, items: Iterable[tuple[str, ValueType, object, bool]], *,
+                 privileged: bool = False) -> "SetOutcome":
+        """Apply (key, type, value, force_type) sets in order, each on its own,
+        with the rules of :meth:`set` (one failing does not stop the rest).
+
+        Args:
+            items: the sets.
+            privileged: allowed to change read-only keys.
+
+        Returns:
+            What happened: :class:`SetOutcome`.
+
+        Raises:
+            ValueError: a type that is neither a ValueType nor its number (a
+                caller's bug; the sets before it are applied).
+        """
+        entries, counts, max_keys = self._entries, self._counts, self._max_keys
+        check_key, is_read_only = key_rules.check_key, key_rules.is_read_only
+        errors: list[tuple[int, CmapError]] = []
+        changed: list[tuple[str, Entry]] = []
+        notifications: list[list[Notification]] = []
         try:
-            old = self._entries.get(key)
-            if old is None:
-                key_rules.check_key(key)
-            if value_type.__class__ is not ValueType:
-                value_type = ValueType(value_type)
-            normalised = check_value(value_type, value)
-            if not privileged and key_rules.is_read_only(key):
-                raise ReadOnly(f"key {key!r} is read-only")
-            if old is not None and old.value_type is not value_type and not force_type:
-                raise WrongType(
-                    f"key {key!r} is {old.value_type.short_name}, not {value_type.short_name}; "
-                    "pass force_type (coro cmap set --force-type) to change its type"
-                )
-            if old is None and len(self._entries) >= self._max_keys:
-                raise LimitReached(f"the store holds its maximum of {self._max_keys} keys")
-        except Exception:
-            self._counts["refused"] += 1
-            raise
-        if old is not None and old.value_type is value_type and _same(old.value, normalised):
-            return []
-        new = _new_entry(Entry, (value_type, normalised))
-        self._entries[key] = new
-        if old is None:
-            self._sorted_keys = None
-        self._counts["sets"] += 1
-        if not self._trackers:
-            return []
-        event = TrackFlags.ADD if old is None else TrackFlags.MODIFY
-        return self._notify(event, key, new, old)
+            for index, (key, value_type, value, force_type) in enumerate(items):
+                try:
+                    old = entries.get(key)
+                    if old is None:
+                        check_key(key)
+                    if value_type.__class__ is not ValueType:
+                        value_type = ValueType(value_type)
+                    normalised = check_value(value_type, value)
+                    if not privileged and is_read_only(key):
+                        raise ReadOnly(f"key {key!r} is read-only")
+                    if old is None:
+                        if len(entries) >= max_keys:
+                            raise LimitReached(f"the store holds its maximum of {max_keys} keys")
+                    elif old[0] is not value_type:
+                        if not force_type:
+                            raise WrongType(
+                                f"key {key!r} is {old.value_type.short_name}, not "
+                                f"{value_type.short_name}; pass force_type (coro cmap set "
+                                "--force-type) to change its type"
+                            )
+                    elif old[1] == normalised:
+                        # Not a change (as corosync's icmap: no notification).
+                        # Python's 0 == 0.0 == False is covered by the type check;
+                        # NaN != NaN makes every set of NaN a change, harmlessly.
+                        continue
+                except CmapError as error:
+                    counts["refused"] += 1
+                    errors.append((index, error))
+                    continue
+                except Exception:
+                    counts["refused"] += 1
+                    raise
+                new = _new_entry(Entry, (value_type, normalised))
+                entries[key] = new
+                changed.append((key, new))
+                if old is None:
+                    self._sorted_keys = None
+                if self._trackers:
+                    found = self._notify(TrackFlags.ADD if old is None else TrackFlags.MODIFY,
+                                         key, new, old)
+                    if found:
+                        notifications.append(found)
+        finally:
+            counts["sets"] += len(changed)
+        return SetOutcome(errors=errors, changed=changed, notifications=notifications)
 
     def delete(self, key: str, *, privileged: bool = False) -> list[Notification]:
         """Remove ``key``.
@@ -389,8 +447,3 @@ class Store:
         """The store's counters."""
         return StoreStats(keys=len(self._entries), trackers=len(self._trackers), **self._counts)
 
-
-def _same(old: Value, new: Value) -> bool:
-    # Python's 0 == 0.0 == False: the type check before this call covers that;
-    # NaN != NaN would make every set of NaN a change, which is harmless.
-    return old == new
