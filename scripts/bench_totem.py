@@ -77,7 +77,9 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
         {"delivered": n, "bytes": b, "seconds": s, "try_again": t, "submitted": k,
         "cpu_s": this client's CPU seconds over warm-up and measurement}
     """
-    from clients.totem import DeliverEvent, TotemClient, TryAgain
+    import numpy
+
+    from clients.totem import TotemClient, TryAgain
 
     payload = bytes(size)
     batch = max(1, min(256, BATCH_BYTES // max(size, 1)))
@@ -90,11 +92,16 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
         own = [0, 0]  # delivered in all, delivered while measuring
         counting = [False]
 
-        def on_event(event: Any) -> None:
-            if isinstance(event, DeliverEvent) and event.sender == me and event.sinc == inc:
-                own[0] += 1
-                if counting[0]:
-                    own[1] += 1
+        def on_batch(batch: Any) -> None:
+            # Count our own deliveries on the batch's table, not one call each.
+            table = batch.table
+            mine = int(numpy.count_nonzero((table["sender"] == me) & (table["sinc"] == inc)))
+            own[0] += mine
+            if counting[0]:
+                own[1] += mine
+
+        def on_other(_event: Any) -> None:
+            pass
 
         submitted = try_again = 0
         offer = batch
@@ -125,14 +132,14 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
             else:
                 full = True
             # Read deliveries; wait for one only when nothing can be sent.
-            if client.dispatch(on_event, timeout=0.005 if full else 0.0):
+            if client.dispatch_batches(on_batch, on_other, timeout=0.005 if full else 0.0):
                 full = False
         counted = [own[1]]
         cpu_s = time.process_time() - cpu_start
         # Let what is still in flight be delivered before the next measurement.
         drain_until = time.monotonic() + 30.0
         while own[0] < submitted and time.monotonic() < drain_until:
-            client.dispatch(on_event, timeout=0.1)
+            client.dispatch_batches(on_batch, on_other, timeout=0.1)
         elapsed = end - measure_from
         return {"delivered": counted[0], "bytes": counted[0] * size, "seconds": elapsed,
                 "try_again": try_again, "submitted": submitted, "cpu_s": cpu_s}

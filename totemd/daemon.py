@@ -91,8 +91,6 @@ _ORIGIN_MAGIC = wire.ORIGIN_MAGIC
 _ORIGIN_VERSION = wire.ORIGIN_VERSION
 _ITEM_PACK = wire.DELIVER_ITEM.pack
 _ITEM_SIZE = wire.DELIVER_ITEM.size
-_DELIVER_HEADER_SIZE = wire.DELIVER_ITEM.size - 4
-_COUNT_PACK = struct.Struct("!I").pack
 
 
 def default_max_queued_messages(params: Any) -> int:
@@ -185,7 +183,8 @@ class Daemon:
         self.max_queued_frames = QUEUE_VISITS * settings.params.max_messages
         self._frame_payload = settings.params.frame_payload_max
         # One turn's deliveries for the subscribers (see _flush_deliveries).
-        self._batch_parts: list[Any] = []
+        self._batch_rows: list[bytes] = []     # DELIVER_BATCH table rows ...
+        self._batch_bodies: list[Any] = []     # ... and their payloads
         self._batch_count = 0
         self._batch_bytes = 0
         self._pending_payload = 0
@@ -513,11 +512,11 @@ class Daemon:
         self._batch_bytes += size
         ring = action.ring_id
         if self.service.subscriber_count:
-            if self._batch_parts and self._pending_payload + _ITEM_SIZE + size > BATCH_EVENT_BYTES:
+            if self._batch_rows and self._pending_payload + _ITEM_SIZE + size > BATCH_EVENT_BYTES:
                 self._close_batch()
-            self._batch_parts.append(_ITEM_PACK(_DELIVER_HEADER_SIZE + size, action.sender, sinc, sseq,
-                                                ring.rep, ring.seq, action.seq, 1 if safe else 0))
-            self._batch_parts.append(body)
+            self._batch_rows.append(_ITEM_PACK(size, action.sender, sinc, sseq, ring.rep, ring.seq,
+                                               action.seq, 1 if safe else 0))
+            self._batch_bodies.append(body)
             self._pending_payload += _ITEM_SIZE + size
         if self.evslog is not None:
             ring_id = (ring.rep, ring.seq)
@@ -530,16 +529,16 @@ class Daemon:
 
     def _close_batch(self) -> None:
         """End the DELIVER_BATCH being built (at its size bound or the turn's end)."""
-        parts = self._batch_parts
-        if not parts:
+        rows, bodies = self._batch_rows, self._batch_bodies
+        if not rows:
             return
-        self._batches.append(_COUNT_PACK(len(parts) // 2) + b"".join(parts))
+        self._batches.append(wire.encode_deliver_batch(rows, bodies))
         if self.service.wants_single_deliveries:
             singles = self._singles if self._singles is not None else []
-            for index in range(0, len(parts), 2):
-                singles.append(parts[index][4:] + parts[index + 1])
+            singles.extend(row[4:] + body for row, body in zip(rows, bodies))
             self._singles = singles
-        self._batch_parts = []
+        self._batch_rows = []
+        self._batch_bodies = []
         self._pending_payload = 0
 
     def _flush_deliveries(self) -> None:
@@ -872,10 +871,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.write(args.ready_fd, f"ready {os.getpid()}\n".encode())
             finally:
                 os.close(args.ready_fd)
-        daemon.run()
+        _run_profiled(daemon) if os.environ.get(PROFILE_ENV) else daemon.run()
     finally:
         daemon.close()
     return 0
+
+
+#: A tuning aid: when set to a directory, totemd runs under cProfile and
+#: writes ``totemd-<node>.prof`` there when it stops.
+PROFILE_ENV = "CORO_TOTEMD_PROFILE_DIR"
+
+
+def _run_profiled(daemon: Daemon) -> None:
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        daemon.run()
+    finally:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(os.environ[PROFILE_ENV], f"totemd-{daemon.node_id}.prof"))
 
 
 if __name__ == "__main__":

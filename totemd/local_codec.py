@@ -29,10 +29,14 @@ Events (daemon -> subscribed client)::
     2 CONFCHG   u8 kind (0 REG, 1 TRANS), 3 pad, u32 ring_rep, u64 ring_seq,
                 u32 old_rep, u64 old_seq (0/0 when none), u16 n_members,
                 u16 n_left, u16 n_joined, 2 pad, then the u32 node ids
-    3 DELIVER_BATCH  u32 count, then count x (u32 length, a DELIVER event
-                of that many bytes): consecutive deliveries in order, sent
-                only to a client whose HELLO asked for them (one event-ring
-                write and at most one wake-up for many deliveries)
+    3 DELIVER_BATCH  u32 count, then a table of count x DELIVER_ITEM
+                (u32 payload length, then the fields of a DELIVER header:
+                40 bytes each), then the count payloads back to back in the
+                table's order: consecutive deliveries, sent only to a client
+                whose HELLO asked for them (one event-ring write and at most
+                one wake-up for many deliveries). The fixed-width table lets
+                a client see every delivery's origin as one array (numpy,
+                ``deliver_batch_table``) without walking the payloads.
 
 Origin header (in front of every message the daemon submits to the core)::
 
@@ -55,14 +59,15 @@ __all__ = ["VERSION", "Function", "EventKind", "Status", "LocalDecodeError", "He
            "encode_submit_many", "decode_submit_many", "encode_submit_many_reply",
            "decode_submit_many_reply", "deliver_header", "decode_deliver", "encode_conf",
            "decode_conf", "SAFE", "SUBSCRIBE", "BATCH", "DELIVER_ITEM", "decode_hello_flags",
-           "encode_deliver_batch", "decode_deliver_batch", "iter_deliver_batch"]
+           "encode_deliver_batch", "decode_deliver_batch", "iter_deliver_batch",
+           "deliver_batch_table", "DELIVER_ITEM_FIELDS"]
 
-VERSION = 1
+VERSION = 2
 SAFE = 0x1
 SUBSCRIBE = 0x1
 BATCH = 0x2
 ORIGIN_MAGIC = 0xC7
-ORIGIN_VERSION = 1
+ORIGIN_VERSION = 2
 
 ORIGIN = struct.Struct("!BBHIQ")
 _HELLO = struct.Struct("!HH")
@@ -75,8 +80,12 @@ _MANY_REPLY = struct.Struct("!B3xIQ")
 _DELIVER = struct.Struct("!IIQIQIB3x")
 _CONF = struct.Struct("!B3xIQIQHHH2x")
 _ID = struct.Struct("!I")
-# One DELIVER_BATCH item header: u32 item length, then the DELIVER header.
+# One DELIVER_BATCH table row: u32 payload length, then the DELIVER header.
 DELIVER_ITEM = struct.Struct("!IIIQIQIB3x")
+#: The same row as a numpy dtype (names as ``iter_deliver_batch``'s tuples).
+DELIVER_ITEM_FIELDS = (("length", ">u4"), ("sender", ">u4"), ("sinc", ">u4"), ("sseq", ">u8"),
+                       ("ring_rep", ">u4"), ("ring_seq", ">u8"), ("seq", ">u4"), ("flags", "u1"),
+                       ("pad", "V3"))
 _DELIVER_SIZE = _DELIVER.size
 
 
@@ -323,11 +332,21 @@ def decode_deliver(payload: memoryview | bytes) -> DeliverEvent:
                         safe=bool(flags & SAFE), data=bytes(payload[_DELIVER.size:]))
 
 
-def encode_deliver_batch(items: list[bytes | memoryview], count: int) -> bytes:
-    """A DELIVER_BATCH payload from ``count`` items, each already laid out as
-    ``DELIVER_ITEM`` header + payload (``items`` may interleave headers and
-    payloads: they are joined as given)."""
-    return _MANY_COUNT.pack(count) + b"".join(items)
+def encode_deliver_batch(rows: list[bytes], payloads: list[bytes | memoryview]) -> bytes:
+    """A DELIVER_BATCH payload from its table ``rows`` (each a packed
+    ``DELIVER_ITEM`` whose length field is its payload's size) and the payloads."""
+    return _MANY_COUNT.pack(len(rows)) + b"".join(rows) + b"".join(payloads)
+
+
+def _batch_layout(view: memoryview) -> tuple[int, int]:
+    """(count, offset of the first payload) of a DELIVER_BATCH whose table fits."""
+    _need(view, _MANY_COUNT.size, "DELIVER_BATCH event")
+    (count,) = _MANY_COUNT.unpack_from(view)
+    first = _MANY_COUNT.size + count * DELIVER_ITEM.size
+    if first > len(view):
+        raise LocalDecodeError(f"DELIVER_BATCH of {len(view)} bytes is shorter than the table of "
+                               f"its {count} deliveries")
+    return count, first
 
 
 def iter_deliver_batch(payload: memoryview | bytes):
@@ -335,26 +354,50 @@ def iter_deliver_batch(payload: memoryview | bytes):
     data view) of a DELIVER_BATCH, checking each length before it is used.
 
     Raises:
-        LocalDecodeError: a length overruns the event, or bytes are left over.
+        LocalDecodeError: the table or a payload overruns the event, or
+            bytes are left over.
     """
     view = memoryview(payload)
-    _need(view, _MANY_COUNT.size, "DELIVER_BATCH event")
-    (count,) = _MANY_COUNT.unpack_from(view)
-    offset = _MANY_COUNT.size
+    count, offset = _batch_layout(view)
     end = len(view)
     unpack = DELIVER_ITEM.unpack_from
+    row = _MANY_COUNT.size
     head = DELIVER_ITEM.size
     for index in range(count):
-        if offset + head > end:
-            raise LocalDecodeError(f"DELIVER_BATCH ends inside the header of delivery {index}")
-        length, sender, sinc, sseq, rep, ring_seq, seq, flags = unpack(view, offset)
-        stop = offset + 4 + length
-        if length < _DELIVER_SIZE or stop > end:
+        length, sender, sinc, sseq, rep, ring_seq, seq, flags = unpack(view, row)
+        row += head
+        stop = offset + length
+        if stop > end:
             raise LocalDecodeError(f"DELIVER_BATCH delivery {index} of {length} bytes overruns the event")
-        yield sender, sinc, sseq, rep, ring_seq, seq, flags, view[offset + head:stop]
+        yield sender, sinc, sseq, rep, ring_seq, seq, flags, view[offset:stop]
         offset = stop
     if offset != end:
         raise LocalDecodeError(f"DELIVER_BATCH has {end - offset} bytes after {count} deliveries")
+
+
+def deliver_batch_table(payload: memoryview | bytes):
+    """The table of a DELIVER_BATCH as a read-only numpy structured array
+    (fields ``DELIVER_ITEM_FIELDS``; a view of ``payload``, no copy) and the
+    int64 array of each payload's offset in ``payload``. The payload lengths
+    are checked against the event's size as a whole before anything is returned.
+
+    Raises:
+        LocalDecodeError: the table or the payloads do not fill the event exactly.
+    """
+    import numpy  # only clients that ask for arrays pay for the import
+
+    view = memoryview(payload)
+    count, first = _batch_layout(view)
+    table = numpy.frombuffer(view, dtype=numpy.dtype(list(DELIVER_ITEM_FIELDS)), count=count,
+                             offset=_MANY_COUNT.size)
+    table.flags.writeable = False
+    lengths = table["length"].astype(numpy.int64)
+    ends = numpy.cumsum(lengths) + first
+    total = int(ends[-1]) if count else first
+    if total != len(view):
+        raise LocalDecodeError(f"DELIVER_BATCH payload lengths add up to {total - first} bytes, "
+                               f"the event holds {len(view) - first}")
+    return table, ends - lengths
 
 
 def decode_deliver_batch(payload: memoryview | bytes) -> list[DeliverEvent]:

@@ -323,6 +323,25 @@ def test_send_queue_is_bounded_by_messages_and_by_token_visits(tmp_path: Path):
                     lambda *fields: raw.append(fields[:3] + (fields[6], bytes(fields[7]))),
                     lambda event: None, timeout=0.2)
             assert raw == [(1, 1, 51, wire_safe, b"after")]
+            # The array view of the same deliveries; one-delivery batches for
+            # the subscriber without the BATCH flag.
+            client.submit_many([(b"x%d" % i, i == 1) for i in range(3)])
+            views = {}
+            for name, who in (("batched", client), ("legacy", legacy)):
+                rows: list[tuple] = []
+
+                def on_batch(batch, rows=rows):
+                    table = batch.table
+                    rows.extend(zip(table["sender"].tolist(), table["sseq"].tolist(),
+                                    table["flags"].tolist(),
+                                    [bytes(batch.payload(i)) for i in range(len(batch))]))
+
+                deadline = time.monotonic() + 10.0
+                while (not rows or rows[-1][1] < 54) and time.monotonic() < deadline:
+                    who.dispatch_batches(on_batch, lambda event: None, timeout=0.2)
+                views[name] = rows
+            assert views["batched"] == [(1, 52, 0, b"x0"), (1, 53, wire_safe, b"x1"), (1, 54, 0, b"x2")]
+            assert views["legacy"] == [(1, 51, wire_safe, b"after")] + views["batched"]
             stats = client.stats()
         assert stats["daemon"]["try_again_queue_messages"] == 1
         assert stats["local"]["batch_subscribers"] == 1 and stats["local"]["subscribers"] == 2

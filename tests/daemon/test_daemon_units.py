@@ -81,7 +81,7 @@ def test_events_round_trip():
 
 
 def test_hello_version_mismatch_is_refused():
-    with pytest.raises(wire.LocalDecodeError, match=r"^local interface version 9 is not 1$"):
+    with pytest.raises(wire.LocalDecodeError, match=r"^local interface version 9 is not 2$"):
         wire.decode_hello(struct.pack("!HH", 9, 1))
     assert wire.decode_hello(wire.encode_hello(True)) is True
 
@@ -151,40 +151,62 @@ def test_load_payload_detects_corruption_and_reordering():
     assert (checker.delivered, checker.own_delivered, checker.reordered, checker.corrupt) == (4, 3, 1, 1)
 
 
-def _batch_item(sender: int, sseq: int, data: bytes, safe: bool = False) -> bytes:
-    return wire.DELIVER_ITEM.pack(wire.DELIVER_ITEM.size - 4 + len(data), sender, 2, sseq, 1, 8,
-                                  sseq + 10, wire.SAFE if safe else 0) + data
+def _batch_row(sender: int, sseq: int, data: bytes, safe: bool = False) -> bytes:
+    return wire.DELIVER_ITEM.pack(len(data), sender, 2, sseq, 1, 8, sseq + 10,
+                                  wire.SAFE if safe else 0)
+
+
+def _batch(messages: list[tuple[bytes, bool]], sender: int = 3) -> bytes:
+    rows = [_batch_row(sender, index + 1, data, safe) for index, (data, safe) in enumerate(messages)]
+    return wire.encode_deliver_batch(rows, [data for data, _safe in messages])
 
 
 @given(st.lists(st.tuples(st.binary(max_size=200), st.booleans()), max_size=12))
 def test_deliver_batch_round_trips(messages):
-    items = [_batch_item(3, index + 1, data, safe) for index, (data, safe) in enumerate(messages)]
-    events = wire.decode_deliver_batch(wire.encode_deliver_batch(items, len(items)))
+    events = wire.decode_deliver_batch(_batch(messages))
     assert [(e.data, e.safe) for e in events] == messages
     assert [e.mid for e in events] == [f"3.2.{index + 1}" for index in range(len(messages))]
     assert {(e.ring_id, e.seq - e.sseq) for e in events} <= {((1, 8), 10)}
 
 
+@given(st.lists(st.tuples(st.binary(max_size=200), st.booleans()), max_size=12))
+def test_deliver_batch_table_is_the_same_deliveries_as_an_array(messages):
+    payload = _batch(messages)
+    table, offsets = wire.deliver_batch_table(payload)
+    assert table["sseq"].tolist() == list(range(1, len(messages) + 1))
+    assert (table["flags"] & wire.SAFE).astype(bool).tolist() == [safe for _d, safe in messages]
+    assert [payload[o:o + n] for o, n in zip(offsets.tolist(), table["length"].tolist())] == \
+        [data for data, _safe in messages]
+    assert not table.flags.writeable
+
+
+_ROW = wire.DELIVER_ITEM.size
+
+
 @pytest.mark.parametrize("payload, message", [
     (b"\x00\x00", r"^DELIVER_BATCH event of 2 bytes is shorter than 4$"),
-    (struct.pack("!I", 1) + bytes(10), r"^DELIVER_BATCH ends inside the header of delivery 0$"),
-    (struct.pack("!I", 1) + _batch_item(1, 1, b"abc")[:-1],
-     r"^DELIVER_BATCH delivery 0 of 39 bytes overruns the event$"),
-    (struct.pack("!I", 1) + struct.pack("!I", 3) + bytes(36),
+    (struct.pack("!I", 1) + bytes(10),
+     r"^DELIVER_BATCH of 14 bytes is shorter than the table of its 1 deliveries$"),
+    (struct.pack("!I", 1) + _batch_row(1, 1, b"abc") + b"ab",
      r"^DELIVER_BATCH delivery 0 of 3 bytes overruns the event$"),
-    (struct.pack("!I", 1) + _batch_item(1, 1, b"abc") + b"x",
+    (struct.pack("!I", 2) + _batch_row(1, 1, b"abc") + struct.pack("!I", 2**32 - 1) + bytes(_ROW - 4)
+     + b"abc", r"^DELIVER_BATCH delivery 1 of 4294967295 bytes overruns the event$"),
+    (struct.pack("!I", 1) + _batch_row(1, 1, b"abc") + b"abcx",
      r"^DELIVER_BATCH has 1 bytes after 1 deliveries$"),
 ])
 def test_malformed_deliver_batch_is_refused(payload, message):
     with pytest.raises(wire.LocalDecodeError, match=message):
         wire.decode_deliver_batch(payload)
+    # The array view checks the whole event before returning anything.
+    with pytest.raises(wire.LocalDecodeError):
+        wire.deliver_batch_table(payload)
 
 
 def test_hello_flags_ask_for_batches_and_the_reply_says_if_granted():
     assert wire.decode_hello_flags(wire.encode_hello(True, batch=True)) == wire.SUBSCRIBE | wire.BATCH
     assert wire.decode_hello_flags(wire.encode_hello(False)) == 0
-    assert wire.decode_hello_flags(struct.pack("!HH", 1, 0xFFF1)) == wire.SUBSCRIBE  # unknown bits ignored
-    hello = wire.Hello(version=1, subscribed=True, node_id=4, inc=2, ring_id=(4, 8), members=(4,),
+    assert wire.decode_hello_flags(struct.pack("!HH", wire.VERSION, 0xFFF1)) == wire.SUBSCRIBE  # unknown bits ignored
+    hello = wire.Hello(version=wire.VERSION, subscribed=True, node_id=4, inc=2, ring_id=(4, 8), members=(4,),
                        batched=True)
     assert wire.decode_hello_reply(wire.encode_hello_reply(hello)) == hello
 
