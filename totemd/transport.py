@@ -72,7 +72,6 @@ import logging
 import select
 import socket
 import struct
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -110,7 +109,8 @@ _GRO_ANCILLARY_BYTES = socket.CMSG_SPACE(4)  # one int: the segment size
 _GSO_UNSUPPORTED_ERRNOS = frozenset((errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
                                      errno.EMSGSIZE))
 _TRUNCATED = getattr(socket, "MSG_TRUNC", 0x20) | getattr(socket, "MSG_CTRUNC", 0x08)
-_SEGMENT_SIZE = struct.Struct("=H")
+_SEGMENT_SIZE = struct.Struct("=H")  # UDP_SEGMENT's value: a native u16
+_GRO_SEGMENT_SIZE = struct.Struct("=i")  # UDP_GRO's value on a read: a native int
 
 
 class TransportError(Exception):
@@ -208,9 +208,9 @@ def split_coalesced(data: bytes, ancillary: Sequence[tuple[int, int, bytes]], fl
     segment = 0
     for level, kind, value in ancillary:
         if level == SOL_UDP and kind == UDP_GRO:
-            if len(value) != 4:
+            if len(value) != _GRO_SEGMENT_SIZE.size:
                 return None
-            segment = int.from_bytes(value, sys.byteorder, signed=True)
+            (segment,) = _GRO_SEGMENT_SIZE.unpack(value)
             if segment <= 0:
                 return None
     length = len(data)
