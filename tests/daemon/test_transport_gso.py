@@ -374,3 +374,15 @@ def test_udp_multicast_many_reaches_the_group_in_order():
     # The group loops every frame back to its sender, which drops it.
     assert one["dropped_own_loopback"] == len(frames)
     assert three["dropped_own_loopback"] == len(frames)
+
+
+def test_bench_transport_counts_the_syscalls_of_a_visit():
+    from scripts.bench_transport import run_case
+
+    one_by_one = run_case("one-by-one", 1024, 17, duration_s=0.05)
+    batched = run_case("batched", 1024, 17, duration_s=0.05)
+    assert one_by_one.visits > 0 and batched.visits > 0
+    # 17 frames to 2 peers: 34 sends and 34 reads one by one; one GSO send
+    # per peer and one coalesced read per peer batched.
+    assert (one_by_one.send_calls, one_by_one.receive_reads) == (34, 34)
+    assert (batched.send_calls, batched.receive_reads) == (2, 2)
