@@ -464,15 +464,20 @@ class Daemon:
         """
         evslog = self.evslog
         on_deliver = self._on_deliver
+        # A visit's frames leave together (transport.multicast_many: one GSO
+        # send per peer); they go before any unicast (the token follows its
+        # visit's frames) and before this call returns.
+        frames: list[bytes] = []
         for action in actions:
             kind = type(action)
             if kind is Deliver:
                 on_deliver(action)
             elif kind is SendMulticast:
-                if evslog is not None:
-                    evslog.flush()
-                self.transport.multicast(action.data)
+                frames.append(action.data)
             elif kind is SendUnicast:
+                if frames:
+                    self._send_frames(frames)
+                    frames = []
                 if evslog is not None:
                     evslog.flush()
                 if action.dest == self.node_id:
@@ -492,6 +497,17 @@ class Daemon:
                 self._counts["ring_seq_writes"] += 1
             elif kind is StateChanged:
                 self._last_state_change = action.text
+        if frames:
+            self._send_frames(frames)
+
+    def _send_frames(self, frames: list[bytes]) -> None:
+        """Multicast frames in order; the EVS log first holds what they carry."""
+        if self.evslog is not None:
+            self.evslog.flush()
+        if len(frames) == 1:
+            self.transport.multicast(frames[0])
+        else:
+            self.transport.multicast_many(frames)
 
     def _on_deliver(self, action: Deliver) -> None:
         """Count one delivery, add it to this turn's batch, log it."""
