@@ -321,11 +321,16 @@ class CmapClient:
             raise ConnectionLost(f"objdb connection lost: {error}") from error
 
     def close(self) -> None:
-        """Send buffered sets, then disconnect (idempotent). The daemon removes
-        this client's trackers."""
-        if self._ipc is not None and self._nowait_items:
+        """Disconnect (idempotent). The daemon removes this client's trackers.
+
+        Buffered or unconfirmed :meth:`set_nowait` calls are sent and waited
+        for first (objdb drops what is still in the rings of a connection
+        that goes away); their failures, which only :meth:`sync` reports,
+        are not raised here.
+        """
+        if self._ipc is not None and self._unconfirmed:
             try:
-                self.flush()
+                self._call(codec.Sync())
             except ObjdbError:
                 pass   # the connection is gone: nothing more to send them on
         ipc, self._ipc = self._ipc, None

@@ -45,6 +45,10 @@ def _requests() -> st.SearchStrategy:
         st.builds(lambda k, e: codec.SetNowait(set=codec.SetItem(k, e.value_type, e.value)),
                   KEYS, _ENTRIES),
         st.just(codec.Sync()),
+        st.just(codec.TableInfo()),
+        st.lists(st.builds(lambda k, e, f: codec.SetItem(k, e.value_type, e.value, f),
+                           KEYS, _ENTRIES, st.booleans()),
+                 max_size=5).map(lambda sets: codec.SetNowaitMany(sets=tuple(sets))),
     )
 
 
@@ -76,6 +80,44 @@ def test_responses_round_trip() -> None:
     assert codec.decode_sync_response(codec.encode_sync_response(0, None)) == (0, None)
     failed, first = codec.decode_sync_response(codec.encode_sync_response(3, ReadOnly("key 'x' is read-only")))
     assert failed == 3 and isinstance(first, ReadOnly) and str(first) == "key 'x' is read-only"
+
+
+def test_table_info_response() -> None:
+    assert codec.decode_table_info_response(codec.encode_table_info_response("")) == ""
+    name = "/coro-tag-12-0123456789abcdef"
+    assert codec.decode_table_info_response(codec.encode_table_info_response(name)) == name
+    for bad in ("coro-no-slash", "/a/b", "/tab\tname"):
+        with pytest.raises(DecodeError, match="not a shared-memory segment name"):
+            codec.decode_table_info_response(codec.RESPONSE_OK + codec.encode_key(bad))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.builds(lambda k, e, f: codec.SetItem(k, e.value_type, e.value, f),
+                          KEYS, _ENTRIES, st.booleans()), max_size=8),
+       st.sampled_from([codec.Function.SET_MANY, codec.Function.SET_NOWAIT_MANY]))
+def test_batch_decoder_agrees_with_the_request_decoder(sets, function) -> None:
+    payload = codec.encode_set_many([codec.encode_set_item(*item) for item in sets])
+    assert codec.decode_request(function, payload).sets == tuple(sets)
+    assert codec.decode_set_items(memoryview(payload)) == [tuple(item) for item in sets]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.builds(lambda k, e, f: codec.SetItem(k, e.value_type, e.value, f),
+                          KEYS, _ENTRIES, st.booleans()), min_size=1, max_size=4), st.data())
+def test_batch_decoder_raises_decode_error_exactly_when_the_request_decoder_does(sets, data) -> None:
+    payload = bytearray(codec.encode_set_many([codec.encode_set_item(*item) for item in sets]))
+    position = data.draw(st.integers(0, len(payload) - 1))
+    payload[position] ^= data.draw(st.integers(1, 255))
+    cut = bytes(payload[:data.draw(st.integers(0, len(payload)))])
+    for candidate in (bytes(payload), cut):
+        try:
+            expected = [tuple(item) for item in
+                        codec.decode_request(codec.Function.SET_MANY, candidate).sets]
+        except DecodeError:
+            with pytest.raises(DecodeError):
+                codec.decode_set_items(candidate)
+        else:
+            assert codec.decode_set_items(candidate) == expected
 
 
 @pytest.mark.parametrize("error", [NoSuchKey("no key 'a.b'"), ReadOnly("key 'x' is read-only"),

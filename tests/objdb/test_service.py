@@ -11,6 +11,7 @@ from coroipc import errors as ipc_errors
 from objdb import codec
 from objdb.errors import InvalidRequest, LimitReached, NoSuchKey, ReadOnly, WrongType
 from objdb.service import CmapService
+from objdb.shm_table import MISS, STATE_RETIRED, ShmTableReader, ShmTableWriter, key_hash
 from objdb.store import Store, TrackFlags
 from objdb.types import ValueType
 
@@ -178,3 +179,89 @@ def test_cached_get_replies_follow_every_change(service: CmapService) -> None:
         get()
     service.store.set("totem.token", ValueType.STRING, "x")
     assert get() == ("x", ValueType.STRING)
+
+
+# -- the shared-memory mirror ---------------------------------------------------------
+
+class TableWatchingConnection(FakeConnection):
+    """Reads the shared table at the moment each notification is sent."""
+
+    def __init__(self, service: CmapService, **options) -> None:
+        super().__init__(**options)
+        self.service = service
+        self.reader = ShmTableReader(service.table_name)
+        self.remaps = 0
+        self.seen: list[tuple[object, object]] = []
+
+    def send_event(self, function: int, payload: bytes) -> None:
+        note = codec.decode_notify(payload)
+        raw = note.key.encode()
+        found = self.reader.lookup(raw, key_hash(raw))
+        if found is None and self.reader.state == STATE_RETIRED:
+            self.reader.close()   # what a client does: ask for the new generation, remap
+            self.reader = ShmTableReader(self.service.table_name)
+            self.remaps += 1
+            found = self.reader.lookup(raw, key_hash(raw))
+        self.seen.append((note, found))
+        super().send_event(function, payload)
+
+
+def test_every_change_is_in_the_table_before_its_notification_goes_out() -> None:
+    store = Store()
+    store.load([("totem.token", "u32", 3000)])
+    mirror = ShmTableWriter(initial_slots=8, initial_heap_bytes=1024)
+    service = CmapService(store, mirror=mirror)
+    watcher = TableWatchingConnection(service)
+    try:
+        assert watcher.reader.lookup(b"totem.token", key_hash(b"totem.token")) == (
+            3000, ValueType.UINT32)
+        service.on_connect(watcher)
+        writer = connect(service)
+        call(service, watcher, codec.TrackAdd(key="app.", flags=int(
+            TrackFlags.all_changes() | TrackFlags.PREFIX)))
+        codec.decode_empty_response(call(service, writer, codec.Set(
+            key="app.a", value_type=ValueType.UINT8, value=1)))
+        call(service, writer, codec.SetMany(sets=(codec.SetItem("app.b", ValueType.STRING, "x"),
+                                                  codec.SetItem("app.a", ValueType.UINT8, 2))))
+        assert call(service, writer, codec.SetNowaitMany(sets=tuple(
+            codec.SetItem(f"app.n{index}", ValueType.UINT64, index) for index in range(50)))) is None
+        codec.decode_value_response(call(service, writer, codec.Adjust(key="app.a", step=5)))
+        codec.decode_empty_response(call(service, writer, codec.Delete(key="app.b")))
+        service.publish([("app.published", ValueType.UINT32, 9)])
+        assert len(watcher.seen) == 56
+        for note, in_table in watcher.seen:
+            if note.new is None:
+                assert in_table is MISS
+            else:
+                assert in_table == (note.new.value, note.new.value_type)
+        # 8 slots: the batch grew the table, and the watcher followed it.
+        assert mirror.stats().regenerations >= 1 and watcher.remaps >= 1
+    finally:
+        watcher.reader.close()
+        mirror.close()
+
+
+def test_pipelined_batches_report_their_first_failure_at_sync(service: CmapService) -> None:
+    client = connect(service)
+    sets = (codec.SetItem("a.one", ValueType.UINT8, 1),
+            codec.SetItem("totem.token", ValueType.STRING, "x"),               # wrong type
+            codec.SetItem("runtime.members.1.status", ValueType.STRING, "y"),  # read-only
+            codec.SetItem("a.two", ValueType.UINT8, 2))
+    assert call(service, client, codec.SetNowaitMany(sets=sets)) is None
+    failed, first = codec.decode_sync_response(call(service, client, codec.Sync()))
+    assert failed == 2 and isinstance(first, WrongType) and "'totem.token'" in str(first)
+    assert service.store.keys("a.") == ["a.one", "a.two"]
+    assert codec.decode_sync_response(call(service, client, codec.Sync())) == (0, None)
+
+
+def test_table_info_names_the_table_or_nothing(service: CmapService) -> None:
+    client = connect(service)
+    assert codec.decode_table_info_response(call(service, client, codec.TableInfo())) == ""
+    mirror = ShmTableWriter()
+    try:
+        mirrored = CmapService(Store(), mirror=mirror)
+        other = connect(mirrored)
+        name = codec.decode_table_info_response(call(mirrored, other, codec.TableInfo()))
+        assert name == mirror.name and name.startswith("/coro-")
+    finally:
+        mirror.close()

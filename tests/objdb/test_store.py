@@ -305,3 +305,51 @@ def test_replaying_notifications_rebuilds_the_store(operations) -> None:
                 assert note.new is not None
                 replica[note.key] = note.new
     assert replica == {key: entry for key, entry in store.items("")}
+
+
+_SETS = st.lists(st.tuples(
+    st.sampled_from(["a.x", "a.y", "runtime.ro", "x", "totem.token", "a.z"]),
+    st.sampled_from([ValueType.UINT8, ValueType.INT16, ValueType.STRING, ValueType.DOUBLE]),
+    st.integers(-300, 300),
+    st.booleans(),
+), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_SETS, st.booleans())
+def test_set_many_is_set_applied_item_by_item(items, privileged) -> None:
+    """Same entries, errors (class, message, position), notifications and counters."""
+    one_by_one, batched = Store(max_keys=5), Store(max_keys=5)
+    for store in (one_by_one, batched):
+        store.load([("totem.token", "u32", 3000)])
+        store.track_add("watcher", "", ALL | TrackFlags.PREFIX)
+    sets = [(key, value_type, str(number) if value_type is ValueType.STRING else number, force)
+            for key, value_type, number, force in items]
+    expected_errors, expected_notes, expected_changed = [], [], []
+    for index, (key, value_type, value, force) in enumerate(sets):
+        try:
+            notes = one_by_one.set(key, value_type, value, privileged=privileged, force_type=force)
+        except (InvalidKey, InvalidValue, WrongType, ReadOnly, LimitReached) as error:
+            expected_errors.append((index, type(error), str(error)))
+            continue
+        if notes:
+            expected_notes.append(notes)
+            expected_changed.append((key, one_by_one.peek(key)))
+    outcome = batched.set_many(sets, privileged=privileged)
+    assert [(index, type(error), str(error)) for index, error in outcome.errors] == expected_errors
+    assert outcome.notifications == expected_notes
+    assert outcome.changed == expected_changed   # with a watcher, every change notifies
+    assert batched.items("") == one_by_one.items("")
+    assert batched.stats() == one_by_one.stats()
+
+
+def test_set_many_reports_changes_not_unchanged_sets(store: Store) -> None:
+    outcome = store.set_many([("totem.token", ValueType.UINT32, 3000, False),   # same value
+                              ("a.new", ValueType.UINT8, 1, False),
+                              ("totem.token", ValueType.STRING, "x", False)])   # wrong type
+    assert outcome.changed == [("a.new", Entry(value_type=ValueType.UINT8, value=1))]
+    assert [(index, type(error)) for index, error in outcome.errors] == [(2, WrongType)]
+    assert outcome.notifications == []   # nobody tracks
+    with pytest.raises(ValueError):
+        store.set_many([("a.bad", 99, 1, False)])
+    assert store.stats().refused == 2
