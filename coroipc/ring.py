@@ -119,6 +119,9 @@ class Ring(ReadMixin, WaitMixin):
         self._pending_index = 0
         self._pending_next = 0
         self._rung_epochs: dict[int, int] = {}  # epoch word -> the epoch we last rang
+        # When a list, wake-ups are appended to it instead of rung (the owner
+        # rings them later, e.g. at the end of its loop turn: IpcServer.defer_wakes).
+        self.wake_sink: list[Bell] | None = None
         self._pidfds: dict[int, int] = {}
         self._sleepers: dict = {}  # doorbell fd -> WaitMixin's epoll set
         self._count = dict.fromkeys(
@@ -546,7 +549,10 @@ class Ring(ReadMixin, WaitMixin):
         if self._rung_epochs.get(epoch_word) != epoch:
             self._rung_epochs[epoch_word] = epoch
             self._count["wakeups_sent"] += 1
-            bell.ring()
+            if self.wake_sink is None:
+                bell.ring()
+            else:
+                self.wake_sink.append(bell)
 
     def stats(self) -> RingStats:
         """A snapshot of this handle's counters and the shared fill level."""

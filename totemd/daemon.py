@@ -244,7 +244,9 @@ class Daemon:
                 self.evslog = _open_event_log(settings.evs_log, self.node_id, self.inc)
         except OSError as error:
             raise StartupError(f"EVS log {settings.evs_log}: {error.strerror}") from error
-        self.server = IpcServer(settings.run_dir, [self.service])
+        # Clients are woken once, at the end of a turn (flush_wakes in turn):
+        # a woken client that takes the CPU mid-turn would hold up the token.
+        self.server = IpcServer(settings.run_dir, [self.service], defer_wakes=True)
         try:
             self.server.start()
         except (IpcError, OSError) as error:
@@ -352,7 +354,8 @@ class Daemon:
         Returns:
             True if local clients may still have work (the next turn polls).
         """
-        assert self._selector is not None
+        assert self._selector is not None and self.server is not None
+        self.server.flush_wakes()
         before = self.now_ms()
         ready = self._selector.select(self._select_timeout_s(before, busy))
         now = self.now_ms()

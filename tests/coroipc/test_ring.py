@@ -266,6 +266,26 @@ def test_armed_reader_doorbell_is_pollable(pair):
     assert writer.stats().wakeups_sent == 1
 
 
+def test_held_wake_ups_reach_the_reader_only_when_rung(pair):
+    import select
+
+    writer, reader = pair
+    held: list = []
+    writer.wake_sink = held
+    poller = select.poll()
+    poller.register(reader.fileno(), select.POLLIN)
+    assert reader.arm_reader() is False
+    writer.write(b"1")
+    writer.write(b"2")  # same sleep epoch: still one wake-up
+    assert len(held) == 1 and writer.stats().wakeups_sent == 1
+    assert poller.poll(0) == []  # held, not rung
+    for bell in held:
+        bell.ring()
+    assert poller.poll(1000) != []
+    reader.disarm_reader()
+    assert reader.read_batch() == [b"1", b"2"]
+
+
 def test_names_carry_tag_and_sweep_spares_the_living(resource_tag):
     from coroipc import _shm
 

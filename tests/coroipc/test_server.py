@@ -77,6 +77,28 @@ def test_oversized_request_fails_before_sending(running, tmp_path, service):
         assert running.stats().requests == before + 1
 
 
+def test_deferred_wake_ups_are_rung_before_the_server_sleeps(tmp_path, service):
+    # A server that holds wake-ups (defer_wakes) still answers clients that
+    # sleep on their rings: serve_forever rings them before it waits.
+    server = IpcServer(tmp_path, [service], ring_size=1 << 16, defer_wakes=True)
+    with ServerThread(server):
+        with IpcClient.connect("test", run_dir=tmp_path, timeout=5.0) as client:
+            # A held wake-up never rung would leave each answer to the
+            # client's own re-check after its sleep (0.2 s here): 20 round
+            # trips would take 4 s instead of milliseconds.
+            started = time.monotonic()
+            for index in range(20):
+                payload = b"x%d" % index
+                assert client.request(ECHO, payload, timeout=0.2) == payload
+            assert time.monotonic() - started < 2.0
+            client.request(EVENTS, b"3", timeout=5.0)
+            got = []
+            deadline = time.monotonic() + 5.0
+            while len(got) < 3 and time.monotonic() < deadline:
+                client.dispatch(lambda function, payload: got.append(bytes(payload)), timeout=1.0)
+            assert len(got) == 3
+
+
 def test_events_through_poll_dispatch_and_iterator(running, tmp_path):
     with IpcClient.connect("test", run_dir=tmp_path) as client:
         poller = select.poll()
