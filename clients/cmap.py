@@ -73,7 +73,7 @@ from objdb.keys import check_key, check_prefix
 from objdb.service import SERVICE_NAME
 from objdb.shm_table import MISS, STATE_RETIRED, ShmTableReader, TableUnavailable, key_hash
 from objdb.store import Entry, TrackFlags
-from objdb.types import NUMERIC_STRUCTS, Value, ValueType, check_value
+from objdb.types import INTEGER_BOUNDS, NUMERIC_STRUCTS, Value, ValueType, check_value
 
 __all__ = [
     "CmapClient", "Notification", "TrackFlags", "ValueType", "Entry", "CmapError",
@@ -101,6 +101,7 @@ _monotonic = time.monotonic
 #: (the two overlap on two cores), large enough to share one ring write.
 NOWAIT_FLUSH_COUNT = 64
 #: ``u8 type, u32 length`` of each numeric type's value (a constant per type).
+_NOWAIT_START = codec.REQUEST_HEADER + b"\x00\x00"
 _NUMERIC_HEADS = {value_type: codec._VALUE_HEAD.pack(int(value_type), layout.size)
                   for value_type, layout in NUMERIC_STRUCTS.items()}
 
@@ -151,8 +152,11 @@ class CmapClient:
         self._table: ShmTableReader | None = None
         #: Why gets use round trips only ('' while the shared table is used).
         self.table_unavailable = "not connected"
-        self._nowait_items: list[bytes] = []
-        self._nowait_bytes = 0
+        # Buffered set_nowait calls: a SET_NOWAIT_MANY payload being built
+        # (its count is filled in when it is sent).
+        self._nowait_buffer = bytearray(_NOWAIT_START)
+        self._nowait_count = 0
+        self._set_heads: dict[str, tuple[ValueType, bytes, object, int, int]] = {}
         self._unconfirmed = False   # set_nowait calls no round trip has confirmed yet
         self._server_pid = getattr(ipc_client, "server_pid", None)
         self._alive_until = 0.0
@@ -209,7 +213,7 @@ class CmapClient:
     def _call_raw(self, function: int, payload: bytes) -> bytes:
         if self._ipc is None:
             raise NotConnected("the cmap client is closed")
-        if self._nowait_items:
+        if self._nowait_count:
             self.flush()
         try:
             reply = self._ipc.request(function, payload,  # type: ignore[attr-defined]
@@ -305,13 +309,13 @@ class CmapClient:
         Raises:
             NotConnected, ConnectionLost: as :meth:`set_nowait`.
         """
-        items = self._nowait_items
-        if not items:
+        if not self._nowait_count:
             return
         if self._ipc is None:
             raise NotConnected("the cmap client is closed")
-        self._nowait_items, self._nowait_bytes = [], 0
-        payload = b"".join([codec.REQUEST_HEADER, codec._U16.pack(len(items)), *items])
+        payload, count = self._nowait_buffer, self._nowait_count
+        self._nowait_buffer, self._nowait_count = bytearray(_NOWAIT_START), 0
+        codec._U16.pack_into(payload, len(codec.REQUEST_HEADER), count)
         try:
             self._ipc.post(_SET_NOWAIT_MANY, payload,  # type: ignore[attr-defined]
                            timeout=self._request_timeout)
@@ -542,24 +546,39 @@ class CmapClient:
         """
         if self._ipc is None:
             raise NotConnected("the cmap client is closed")
-        info = self._keys.get(key) if key.__class__ is str else None
-        if info is None:
-            info = self._key_info(key)
+        fast = self._set_heads.get(key) if key.__class__ is str else None
+        if (fast is not None and fast[0] is value_type and not force_type
+                and value.__class__ is int and fast[3] <= value <= fast[4]):
+            # The same key with the same integer type as last time: its item
+            # is a cached head and the packed number.
+            item = fast[1] + fast[2].pack(value)
+        else:
+            item = self._encode_nowait(key, value, value_type, force_type)
+        buffer = self._nowait_buffer
+        buffer += item
+        self._nowait_count += 1
+        self._unconfirmed = True
+        if self._nowait_count >= NOWAIT_FLUSH_COUNT or len(buffer) >= codec.BATCH_BYTES_BUDGET:
+            self.flush()
+
+    def _encode_nowait(self, key: str, value: Value, value_type: ValueType | str,
+                       force_type: bool) -> bytes:
+        """Check and encode one set (the general path of :meth:`set_nowait`)."""
+        info = self._key_info(key)
         if value_type.__class__ is not ValueType:
             value_type = ValueType.from_name(str(value_type))
         value = check_value(value_type, value)  # type: ignore[arg-type]
-        head = _NUMERIC_HEADS.get(value_type)  # type: ignore[call-overload]
-        if head is not None:
-            item = b"".join((b"\x01" if force_type else b"\x00", info.wire, head,
-                             NUMERIC_STRUCTS[value_type].pack(value)))  # type: ignore[index]
-        else:
-            item = codec.encode_set_item(key, value_type, value, force_type)  # type: ignore[arg-type]
-        self._nowait_items.append(item)
-        self._nowait_bytes += len(item)
-        self._unconfirmed = True
-        if (len(self._nowait_items) >= NOWAIT_FLUSH_COUNT
-                or self._nowait_bytes >= codec.BATCH_BYTES_BUDGET):
-            self.flush()
+        bounds = INTEGER_BOUNDS.get(value_type)  # type: ignore[call-overload]
+        if bounds is None:
+            return codec.encode_set_item(key, value_type, value, force_type)  # type: ignore[arg-type]
+        head = b"".join((b"\x01" if force_type else b"\x00", info.wire,
+                         _NUMERIC_HEADS[value_type]))  # type: ignore[index]
+        layout = NUMERIC_STRUCTS[value_type]  # type: ignore[index]
+        if not force_type:
+            if len(self._set_heads) >= GET_CACHE_SIZE:
+                self._set_heads.clear()
+            self._set_heads[key] = (value_type, head, layout, bounds[0], bounds[1])
+        return head + layout.pack(value)
 
     def sync(self) -> None:
         """Wait until every earlier :meth:`set_nowait` was applied.
@@ -697,7 +716,7 @@ class CmapClient:
         """
         if self._ipc is None:
             raise NotConnected("the cmap client is closed")
-        if self._nowait_items:
+        if self._nowait_count:
             self.flush()
         try:
             return self._ipc.dispatch(self._on_event, max_count=max_count,  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ from typing import Hashable, Iterable, NamedTuple
 
 from objdb import keys as key_rules
 from objdb.errors import CmapError, InvalidRequest, LimitReached, NoSuchKey, ReadOnly, WrongType
-from objdb.types import Value, ValueType, check_value, wrap_integer
+from objdb.types import INTEGER_BOUNDS, Value, ValueType, check_value, wrap_integer
 
 #: Default bound on the number of keys (a runaway writer gets LimitReached).
 DEFAULT_MAX_KEYS = 200_000
@@ -88,9 +88,9 @@ class Notification:
     old: Entry | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SetOutcome:
-    """What :meth:`Store.set_many` did.
+class SetOutcome(NamedTuple):
+    """What :meth:`Store.set_many` did (a NamedTuple, like Entry: one per set
+    request, so it should cost little to build).
 
     ``errors``: (index of the item, the error it got) for each refused set;
     ``changed``: (key, new entry) for each set that changed something, in
@@ -245,6 +245,7 @@ class Store:
         """
         entries, counts, max_keys = self._entries, self._counts, self._max_keys
         check_key, is_read_only = key_rules.check_key, key_rules.is_read_only
+        integer_bounds = INTEGER_BOUNDS
         errors: list[tuple[int, CmapError]] = []
         changed: list[tuple[str, Entry]] = []
         notifications: list[list[Notification]] = []
@@ -256,7 +257,12 @@ class Store:
                         check_key(key)
                     if value_type.__class__ is not ValueType:
                         value_type = ValueType(value_type)
-                    normalised = check_value(value_type, value)
+                    bounds = integer_bounds.get(value_type)
+                    if (bounds is not None and value.__class__ is int
+                            and bounds[0] <= value <= bounds[1]):
+                        normalised = value   # what check_value returns for it, sooner
+                    else:
+                        normalised = check_value(value_type, value)
                     if not privileged and is_read_only(key):
                         raise ReadOnly(f"key {key!r} is read-only")
                     if old is None:
@@ -293,7 +299,7 @@ class Store:
                         notifications.append(found)
         finally:
             counts["sets"] += len(changed)
-        return SetOutcome(errors=errors, changed=changed, notifications=notifications)
+        return SetOutcome(errors, changed, notifications)
 
     def delete(self, key: str, *, privileged: bool = False) -> list[Notification]:
         """Remove ``key``.

@@ -97,6 +97,11 @@ _INTEGER_RANGES: dict[ValueType, tuple[int, int, int]] = {
     ValueType.UINT64: (0, (1 << 64) - 1, 64),
 }
 
+#: (minimum, maximum) of each integer type, for hot paths that check an
+#: exact ``int`` inline and leave everything else to :func:`check_value`.
+INTEGER_BOUNDS: dict[ValueType, tuple[int, int]] = {
+    value_type: (low, high) for value_type, (low, high, _bits) in _INTEGER_RANGES.items()}
+
 #: Fixed-width wire formats, little-endian, for the numeric types.
 NUMERIC_STRUCTS: dict[ValueType, struct.Struct] = {
     ValueType.INT8: struct.Struct("<b"), ValueType.UINT8: struct.Struct("<B"),
