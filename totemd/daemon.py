@@ -513,38 +513,49 @@ class Daemon:
             self.transport.multicast_many(frames)
 
     def _on_deliver(self, action: Deliver) -> None:
-        """Count one delivery, add it to this turn's batch, log it."""
-        message = action.message
-        if (len(message) >= _ORIGIN_SIZE and message[0] == _ORIGIN_MAGIC
-                and message[1] == _ORIGIN_VERSION):
-            _magic, _version, flags, sinc, sseq = _ORIGIN_UNPACK(message)
-            safe = bool(flags & wire.SAFE)
-            body = memoryview(message)[_ORIGIN_SIZE:]
-        else:
-            # Not framed by a coro daemon: delivered as is, with no origin.
-            self._counts["unframed_deliveries"] += 1
-            sinc, sseq, safe, body = 0, 0, action.safe, memoryview(message)
-        if action.sender == self.node_id and sinc == self.inc:
-            self._own_delivered = sseq  # own messages come back in sseq order
-        size = len(body)
-        self._batch_count += 1
-        self._batch_bytes += size
-        ring = action.ring_id
-        if self.service.subscriber_count:
-            if self._batch_rows and self._pending_payload + _ITEM_SIZE + size > BATCH_EVENT_BYTES:
-                self._close_batch()
-            self._batch_rows.append(_ITEM_PACK(size, action.sender, sinc, sseq, ring.rep, ring.seq,
-                                               action.seq, 1 if safe else 0))
-            self._batch_bodies.append(body)
-            self._pending_payload += _ITEM_SIZE + size
-        if self.evslog is not None:
-            ring_id = (ring.rep, ring.seq)
-            crc = zlib.crc32(body)
-            mid = f"{action.sender}.{sinc}.{sseq}" if sinc else f"unframed.{action.sender}.{crc}"
-            in_conf = self._in_conf if self._in_conf is not None else ring_id
-            self.evslog.deliver(mid, action.sender, sinc, sseq, ring_id, action.seq, safe, crc,
-                                in_conf)
-            self._last_delivered = mid
+        """One delivered message (see ``_on_deliver_messages``)."""
+        self._on_deliver_messages(action.sender, action.ring_id, action.seq, action.safe,
+                                  (action.message,))
+
+    def _on_deliver_messages(self, sender: int, ring: Any, seq: int, frame_safe: bool,
+                             messages: Sequence[bytes]) -> None:
+        """Count the messages one frame delivered, add them to this turn's
+        batch, log them."""
+        own = sender == self.node_id
+        inc = self.inc
+        subscribed = self.service.subscriber_count > 0
+        evslog = self.evslog
+        rows, bodies = self._batch_rows, self._batch_bodies
+        rep, ring_seq = ring.rep, ring.seq
+        for message in messages:
+            if (len(message) >= _ORIGIN_SIZE and message[0] == _ORIGIN_MAGIC
+                    and message[1] == _ORIGIN_VERSION):
+                _magic, _version, flags, sinc, sseq = _ORIGIN_UNPACK(message)
+                safe = flags & wire.SAFE
+                body = memoryview(message)[_ORIGIN_SIZE:]
+            else:
+                # Not framed by a coro daemon: delivered as is, with no origin.
+                self._counts["unframed_deliveries"] += 1
+                sinc, sseq, safe, body = 0, 0, wire.SAFE if frame_safe else 0, memoryview(message)
+            if own and sinc == inc:
+                self._own_delivered = sseq  # own messages come back in sseq order
+            size = len(body)
+            self._batch_count += 1
+            self._batch_bytes += size
+            if subscribed:
+                if rows and self._pending_payload + _ITEM_SIZE + size > BATCH_EVENT_BYTES:
+                    self._close_batch()
+                    rows, bodies = self._batch_rows, self._batch_bodies
+                rows.append(_ITEM_PACK(size, sender, sinc, sseq, rep, ring_seq, seq, safe))
+                bodies.append(body)
+                self._pending_payload += _ITEM_SIZE + size
+            if evslog is not None:
+                ring_id = (rep, ring_seq)
+                crc = zlib.crc32(body)
+                mid = f"{sender}.{sinc}.{sseq}" if sinc else f"unframed.{sender}.{crc}"
+                in_conf = self._in_conf if self._in_conf is not None else ring_id
+                evslog.deliver(mid, sender, sinc, sseq, ring_id, seq, bool(safe), crc, in_conf)
+                self._last_delivered = mid
 
     def _close_batch(self) -> None:
         """End the DELIVER_BATCH being built (at its size bound or the turn's end)."""
