@@ -513,13 +513,15 @@ class CmapClient:
                 anything is sent, so then nothing is set).
         """
         keys, encoded = [], []
+        heads = self._set_heads
         for key, value, value_type in items:
-            check_key(key)
-            if not isinstance(value_type, ValueType):
-                value_type = ValueType.from_name(str(value_type))
+            fast = heads.get(key) if key.__class__ is str else None
+            if (fast is not None and fast[0] is value_type and not force_type
+                    and value.__class__ is int and fast[3] <= value <= fast[4]):
+                encoded.append(fast[1] + fast[2].pack(value))   # as in set_nowait
+            else:
+                encoded.append(self._encode_item(key, value, value_type, force_type))
             keys.append(key)
-            encoded.append(codec.encode_set_item(key, value_type, check_value(value_type, value),
-                                                 force_type))
         statuses: list[int] = []
         for chunk in _chunks(encoded):
             reply = self._call_raw(codec.Function.SET_MANY, codec.encode_set_many(chunk))
@@ -553,7 +555,7 @@ class CmapClient:
             # is a cached head and the packed number.
             item = fast[1] + fast[2].pack(value)
         else:
-            item = self._encode_nowait(key, value, value_type, force_type)
+            item = self._encode_item(key, value, value_type, force_type)
         buffer = self._nowait_buffer
         buffer += item
         self._nowait_count += 1
@@ -561,9 +563,10 @@ class CmapClient:
         if self._nowait_count >= NOWAIT_FLUSH_COUNT or len(buffer) >= codec.BATCH_BYTES_BUDGET:
             self.flush()
 
-    def _encode_nowait(self, key: str, value: Value, value_type: ValueType | str,
+    def _encode_item(self, key: str, value: Value, value_type: ValueType | str,
                        force_type: bool) -> bytes:
-        """Check and encode one set (the general path of :meth:`set_nowait`)."""
+        """Check and encode one set (the general path of :meth:`set_nowait` and
+        :meth:`set_many`); remembers an integer key's head for their fast path."""
         info = self._key_info(key)
         if value_type.__class__ is not ValueType:
             value_type = ValueType.from_name(str(value_type))

@@ -4,9 +4,13 @@ Starts a private objdb (a child process, in a temporary run directory) and a
 ``multiprocessing.Manager()`` in the same run, and measures the same
 operations on both from this process:
 
-- ``get`` / ``set``: one round trip each, back to back: p50 and p99 in µs, and
-  operations per second. A ``coroipc-echo`` row (a service that returns its
-  request, in its own process) shows the IPC floor under objdb's numbers;
+- ``get`` / ``set``: back to back, p50 and p99 in µs, and operations per
+  second. objdb's ``get`` reads the shared-memory table objdb keeps
+  (``objdb.shm_table``; no round trip), ``get-round-trip`` is the same get
+  by a client that does not map it (one round trip each, as for a client of
+  another uid); ``set`` is one round trip. A ``coroipc-echo`` row (a service
+  that returns its request, in its own process) shows the IPC floor under
+  objdb's round trips; the summary says how many gets each path answered;
 - ``set-pipelined``: sets per second when a client does not wait for each
   answer (objdb: ``CmapClient.set_nowait`` x 256, then ``sync()``). A
   Manager proxy cannot pipeline: every call waits for its answer, so its row
@@ -47,6 +51,8 @@ from clients.cmap import CmapClient, TrackFlags, ValueType
 from objdb.process import ObjdbProcess
 
 BATCH = 256
+#: How objdb's ``get`` row was answered (filled in by bench_objdb).
+GET_PATHS: dict[str, Any] = {}
 GET_P50_TARGET_US = 30.0
 SPEEDUP_TARGET = 10.0
 
@@ -121,6 +127,11 @@ def bench_objdb(run_dir: str, args: argparse.Namespace) -> list[Row]:
         cmap.set("bench.key", 0, ValueType.UINT32)
         samples, elapsed = _round_trips(lambda _i: cmap.get("bench.key"), args.duration)
         rows.append(_row("objdb", "get", samples, elapsed))
+        GET_PATHS.update(shared=cmap.shared_gets, round_trip=cmap.round_trip_gets,
+                         table=cmap.table_unavailable or "mapped")
+        with CmapClient.connect(run_dir, shared_table=False) as remote:
+            samples, elapsed = _round_trips(lambda _i: remote.get("bench.key"), args.duration)
+            rows.append(_row("objdb", "get-round-trip", samples, elapsed))
         samples, elapsed = _round_trips(
             lambda i: cmap.set("bench.key", i & 0xFFFFFFFF, ValueType.UINT32), args.duration)
         rows.append(_row("objdb", "set", samples, elapsed))
@@ -299,6 +310,11 @@ def summary(rows: list[Row]) -> dict[str, Any]:
         "get_speedup_vs_manager": ratio("get"),
         "pipelined_set_speedup_vs_manager": ratio("set-pipelined"),
         "batch_set_speedup_vs_manager": ratio("set-batch"),
+        "get_round_trip_speedup_vs_manager": round(
+            by_key[("objdb", "get-round-trip")].ops_per_s
+            / by_key[("manager-dict", "get")].ops_per_s, 1),
+        "get_from_shared_table": GET_PATHS.get("shared"),
+        "get_by_round_trip": GET_PATHS.get("round_trip"),
         "speedup_target": SPEEDUP_TARGET,
         "speedup_met_get": ratio("get") >= SPEEDUP_TARGET,
         "speedup_met_pipelined": ratio("set-pipelined") >= SPEEDUP_TARGET,
@@ -338,6 +354,9 @@ def run(args: argparse.Namespace) -> int:
               f"pipelined set {result['pipelined_set_speedup_vs_manager']}x "
               f"{verdict(result['speedup_met_pipelined'])}; "
               f"batch set {result['batch_set_speedup_vs_manager']}x")
+        print(f"objdb get: {result['get_from_shared_table']} answered from the shared table, "
+              f"{result['get_by_round_trip']} by round trip (table: {GET_PATHS.get('table')}); "
+              f"get by round trip only: {result['get_round_trip_speedup_vs_manager']}x")
         print(f"load average {result['load_1m']} on {result['cpus']} CPUs "
               "(other work on the machine moves these numbers)")
     return 0
