@@ -131,6 +131,7 @@ class Store:
         self._entries: dict[str, Entry] = {}
         self._sorted_keys: list[str] | None = []   # None: must re-sort before iterating
         self._max_keys = max_keys
+        self._read_only_memo: dict[str, bool] = {}
         self._exact_trackers: dict[str, dict[int, Tracker]] = {}
         self._prefix_trackers: dict[str, dict[int, Tracker]] = {}
         self._trackers: dict[int, Tracker] = {}
@@ -244,7 +245,7 @@ class Store:
                 caller's bug; the sets before it are applied).
         """
         entries, counts, max_keys = self._entries, self._counts, self._max_keys
-        check_key, is_read_only = key_rules.check_key, key_rules.is_read_only
+        check_key, read_only_memo = key_rules.check_key, self._read_only_memo
         integer_bounds = INTEGER_BOUNDS
         errors: list[tuple[int, CmapError]] = []
         changed: list[tuple[str, Entry]] = []
@@ -263,8 +264,12 @@ class Store:
                         normalised = value   # what check_value returns for it, sooner
                     else:
                         normalised = check_value(value_type, value)
-                    if not privileged and is_read_only(key):
-                        raise ReadOnly(f"key {key!r} is read-only")
+                    if not privileged:
+                        read_only = read_only_memo.get(key)
+                        if read_only is None:
+                            read_only = self._remember_read_only(key)
+                        if read_only:
+                            raise ReadOnly(f"key {key!r} is read-only")
                     if old is None:
                         if len(entries) >= max_keys:
                             raise LimitReached(f"the store holds its maximum of {max_keys} keys")
@@ -300,6 +305,15 @@ class Store:
         finally:
             counts["sets"] += len(changed)
         return SetOutcome(errors, changed, notifications)
+
+    def _remember_read_only(self, key: str) -> bool:
+        """``keys.is_read_only(key)``, memoised (bounded like the keys): a
+        pure function of the key that every unprivileged set asks."""
+        read_only = key_rules.is_read_only(key)
+        if len(self._read_only_memo) >= self._max_keys:
+            self._read_only_memo.clear()
+        self._read_only_memo[key] = read_only
+        return read_only
 
     def delete(self, key: str, *, privileged: bool = False) -> list[Notification]:
         """Remove ``key``.
