@@ -63,14 +63,15 @@ Event (function 64, NOTIFY): ``u64 tracker id, u8 event, key, u8 has_new,
 
 from __future__ import annotations
 
-import enum
 import struct
-from dataclasses import dataclass
-from typing import NamedTuple, Union
 
 from objdb.errors import ERROR_BY_STATUS, CmapError, DecodeError
+from objdb.messages import (Adjust, Delete, Function, Get, Hello, Iterate, NotifyEvent, Request,
+                            Set, SetItem, SetMany, SetNowait, SetNowaitMany, Sync, TableInfo,
+                            TrackAdd, TrackDelete)
 from objdb.store import Entry, TrackFlags
 from objdb.types import NUMERIC_STRUCTS, Value, ValueType
+# The message classes (objdb.messages) are part of this codec's API: codec.Get etc.
 
 MAGIC = 0xC3A9
 VERSION = 1
@@ -105,127 +106,6 @@ EVENT_HEADER = _HEADER.pack(MAGIC, VERSION, KIND_EVENT)
 RESPONSE_OK = RESPONSE_HEADER + b"\x00"
 _VALUE_TYPES = {int(value_type): value_type for value_type in ValueType}
 _EVENTS = {int(event): event for event in (TrackFlags.ADD, TrackFlags.DELETE, TrackFlags.MODIFY)}
-
-
-class Function(enum.IntEnum):
-    """coroipc function numbers of the cmap service."""
-
-    HELLO = 1
-    GET = 2
-    SET = 3
-    DELETE = 4
-    ADJUST = 5
-    ITERATE = 6
-    TRACK_ADD = 7
-    TRACK_DELETE = 8
-    SET_MANY = 9
-    SET_NOWAIT = 10
-    SYNC = 11
-    TABLE_INFO = 12
-    SET_NOWAIT_MANY = 13
-    NOTIFY = 64
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Hello:
-    options: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Get:
-    key: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Set:
-    key: str
-    value_type: ValueType
-    value: Value
-    force_type: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Delete:
-    key: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Adjust:
-    key: str
-    step: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Iterate:
-    prefix: str
-    after: str | None
-    max_count: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrackAdd:
-    key: str
-    flags: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrackDelete:
-    tracker_id: int
-
-
-class SetItem(NamedTuple):
-    """One set inside SET_MANY or SET_NOWAIT. A NamedTuple rather than a frozen
-    dataclass because batches decode thousands of them and a tuple is built
-    about three times faster."""
-
-    key: str
-    value_type: ValueType
-    value: Value
-    force_type: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SetMany:
-    sets: tuple[SetItem, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SetNowait:
-    """A SET whose outcome is reported by the next SYNC (pipelining)."""
-
-    set: SetItem
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Sync:
-    """Barrier: answered once every earlier request of the connection was applied."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TableInfo:
-    """Ask for the name of the shared-memory table (the reply may be empty)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SetNowaitMany:
-    """Many SET_NOWAITs in one message; failures are reported by the next SYNC."""
-
-    sets: tuple[SetItem, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NotifyEvent:
-    """A change notification as the client receives it."""
-
-    tracker_id: int
-    event: TrackFlags
-    key: str
-    new: Entry | None
-    old: Entry | None
-
-
-Request = Union[Hello, Get, Set, Delete, Adjust, Iterate, TrackAdd, TrackDelete, SetMany,
-                SetNowait, Sync, TableInfo, SetNowaitMany]
 
 
 class _Reader:
