@@ -71,7 +71,8 @@ from objdb.errors import (ERROR_BY_STATUS, CmapError, ConnectionLost, DecodeErro
                           ReadOnly, RequestTimeout, TooLong, WrongType)
 from objdb.keys import check_key, check_prefix
 from objdb.service import SERVICE_NAME
-from objdb.shm_table import MISS, STATE_RETIRED, ShmTableReader, TableUnavailable, key_hash
+from objdb.shm_table import (MISS, STATE_RETIRED, ShmTableReader, TableLocator, TableUnavailable,
+                              key_hash)
 from objdb.store import Entry, TrackFlags
 from objdb.types import INTEGER_BOUNDS, NUMERIC_STRUCTS, Value, ValueType, check_value
 
@@ -90,6 +91,8 @@ ITERATE_PAGE = 256
 RUN_DIR_ENV = "CORO_RUN_DIR"
 #: Keys whose checks and encodings a client keeps (cleared when full).
 GET_CACHE_SIZE = 4096
+#: Tries to map the shared table (objdb may move it between answer and open).
+TABLE_OPEN_ATTEMPTS = 3
 #: How often (seconds) a client reading the shared table checks objdb still runs.
 LIVENESS_INTERVAL_S = 0.05
 _GET = int(codec.Function.GET)
@@ -233,21 +236,32 @@ class CmapClient:
         return reply
 
     def _open_table(self) -> None:
-        """Ask objdb for its shared table and map it if this uid may."""
-        try:
-            name = codec.decode_table_info_response(self._call(codec.TableInfo()))
-        except CmapError as error:   # an objdb without a table function
-            self.table_unavailable = f"objdb has no shared table: {error}"
+        """Ask objdb where its shared table is and map it if this uid may.
+
+        Tried up to :data:`TABLE_OPEN_ATTEMPTS` times: objdb may move to a
+        new generation (closing the descriptor it named) between its answer
+        and our open.
+        """
+        for _attempt in range(TABLE_OPEN_ATTEMPTS):
+            try:
+                where = codec.decode_table_info_response(self._call(codec.TableInfo()))
+            except CmapError as error:   # an objdb without a table function
+                self.table_unavailable = f"objdb has no shared table: {error}"
+                return
+            if where is None:
+                self.table_unavailable = "objdb has no shared table"
+                return
+            if not self._server_pid:
+                self.table_unavailable = "objdb's pid is not known"
+                return
+            try:
+                self._table = ShmTableReader(self._server_pid,
+                                             TableLocator(fd=where[0], token=where[1]))
+            except TableUnavailable as error:
+                self.table_unavailable = str(error)
+                continue
+            self.table_unavailable = ""
             return
-        if not name:
-            self.table_unavailable = "objdb has no shared table"
-            return
-        try:
-            self._table = ShmTableReader(name)
-        except TableUnavailable as error:
-            self.table_unavailable = str(error)
-            return
-        self.table_unavailable = ""
 
     def _table_missed(self, table: ShmTableReader) -> None:
         """The table could not answer: remap if objdb moved to a new generation."""

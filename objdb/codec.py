@@ -37,16 +37,17 @@ Requests (function: fields -> result):
                                                              SYNC
 11     SYNC          (nothing)                               u32 failed, u8 first status,
                                                              u16 length, first message
-12     TABLE_INFO    (nothing)                               u8 length + ASCII name of the
-                                                             shared-memory table ('' none)
+12     TABLE_INFO    (nothing)                               u8 present, u32 objdb's fd of
+                                                             the table, u64 its token
 13     SET_NOWAIT_   u16 count, count x (u8 flags, key,      none (posted): each failure
        MANY          value), as SET_MANY                     is kept for SYNC, as
                                                              SET_NOWAIT
 =====  ============  =====================================  ==========================
 
-TABLE_INFO names the read-only shared-memory mirror of the store
-(``objdb.shm_table``) a client of objdb's uid may map to answer gets without
-a round trip; an empty name means there is none. SET_NOWAIT_MANY is what a
+TABLE_INFO says where the read-only shared-memory mirror of the store
+(``objdb.shm_table``) is: a client of objdb's uid may open
+``/proc/<objdb pid>/fd/<fd>``, check the token and answer gets from it
+without a round trip; ``present`` 0 means there is none. SET_NOWAIT_MANY is what a
 client's buffered :meth:`set_nowait` calls are flushed as: one ring write for
 many sets, applied in order, each on its own.
 
@@ -561,23 +562,33 @@ def decode_hello_response(payload: bytes | memoryview) -> tuple[int, bool, int]:
     return version, bool(privileged), max_value_bytes
 
 
-def encode_table_info_response(name: str) -> bytes:
-    """A TABLE_INFO reply: the table's segment name, or '' for none."""
-    return RESPONSE_OK + encode_key(name)
+_TABLE_INFO = struct.Struct("<BIQ")
 
 
-def decode_table_info_response(payload: bytes | memoryview) -> str:
-    """The shared-memory table's name ('' if objdb has none).
+def encode_table_info_response(fd: int | None, token: int = 0) -> bytes:
+    """A TABLE_INFO reply: objdb's descriptor of the table and its token, or
+    none (``fd`` None)."""
+    if fd is None:
+        return RESPONSE_OK + _TABLE_INFO.pack(0, 0, 0)
+    return RESPONSE_OK + _TABLE_INFO.pack(1, fd, token)
+
+
+def decode_table_info_response(payload: bytes | memoryview) -> tuple[int, int] | None:
+    """(objdb's descriptor of the table, its token), or None if objdb has none.
 
     Raises:
-        DecodeError: malformed, or a name that is not a '/name' segment name.
+        DecodeError: malformed.
     """
     reader = decode_response(payload)
-    name = reader.key()
+    present, fd, token = reader.unpack(_TABLE_INFO)
     reader.end()
-    if name and (not name.startswith("/") or "/" in name[1:] or not name[1:].isprintable()):
-        raise DecodeError(f"{name!r} is not a shared-memory segment name")
-    return name
+    if present not in (0, 1):
+        raise DecodeError(f"table presence flag is {present}, not 0 or 1")
+    if not present:
+        return None
+    if fd > 0x7FFFFFFF or token == 0:
+        raise DecodeError(f"table descriptor {fd} / token {token:#x} cannot be right")
+    return fd, token
 
 
 def encode_u64_response(number: int) -> bytes:

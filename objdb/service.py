@@ -40,7 +40,7 @@ from typing import Any, Callable
 from coroipc import errors as ipc_errors
 from objdb import codec
 from objdb.errors import CmapError, DecodeError, InvalidRequest, LimitReached, ReadOnly
-from objdb.shm_table import ShmTableWriter, TableUnavailable
+from objdb.shm_table import ShmTableWriter, TableLocator, TableUnavailable
 from objdb.store import Notification, SetOutcome, Store
 from objdb.types import MAX_VALUE_BYTES, Value, ValueType
 
@@ -219,12 +219,15 @@ class CmapService:
         self._mirror = None
 
     @property
-    def table_name(self) -> str:
-        """The shared-memory table's segment name ('' if there is none)."""
-        return self._mirror.name if self._mirror is not None else ""
+    def table_locator(self) -> TableLocator | None:
+        """Where clients find the shared-memory table (None if there is none)."""
+        return self._mirror.locator if self._mirror is not None else None
 
     def _table_info(self, state: _ConnectionState, request: codec.TableInfo) -> bytes:
-        return codec.encode_table_info_response(self.table_name)
+        locator = self.table_locator
+        if locator is None:
+            return codec.encode_table_info_response(None)
+        return codec.encode_table_info_response(locator.fd, locator.token)
 
     def _hello(self, state: _ConnectionState, request: codec.Hello) -> bytes:
         if request.options & ~codec.HELLO_INTERNAL:

@@ -1,20 +1,32 @@
 """A read-only shared-memory mirror of the store: gets without a round trip.
 
-objdb (the only writer) keeps a copy of every key in a POSIX shared-memory
-segment; a client of the same uid (or root) maps it read-only and answers
-``get`` from it. The store itself stays in objdb's Python dict: the mirror is
-written, never read, by objdb, so nothing a client maps (or a same-uid process
-scribbles into the segment) can change objdb's state.
+objdb (the only writer) keeps a copy of every key in shared memory; a client
+of the same uid (or root) maps it read-only and answers ``get`` from it. The
+store itself stays in objdb's Python dict: the mirror is written, never read,
+by objdb, so nothing done to the mapping can change objdb's state.
+
+The memory. An anonymous memory file (``memfd_create``), not a named
+``/dev/shm`` segment: it has no name to leak, even when objdb is killed with
+SIGKILL (the memory goes with the last mapping), and no name to guess. objdb
+keeps its descriptor open; a client opens ``/proc/<objdb pid>/fd/<fd>``,
+which the kernel allows only to objdb's uid and root (the same check as for
+ptrace), and checks a random 64-bit token in the header against the one
+objdb gave it. The file is sealed once objdb has mapped it:
+``F_SEAL_SHRINK | F_SEAL_GROW`` (nobody can truncate it, which would make
+objdb's next store a SIGBUS) and ``F_SEAL_FUTURE_WRITE`` (Linux 5.1: no
+writable mapping or write(2) by anyone; objdb's own mapping predates the seal
+and stays writable). Its pages are reserved with ``posix_fallocate``.
 
 Layout (little-endian; every word 8-byte aligned; the mirror is disabled on a
 big-endian host because readers load the sequence words natively)::
 
-    header (64 bytes)
+    header (128 bytes)
       0  u32 magic 0x544D424F ("OBMT")   4  u16 version 1   6  u16 slot size
       8  u64 state: 0 live, 1 retired (a newer generation exists: ask objdb
-             for its name), 2 closed (objdb stopped or gave the mirror up)
+             where), 2 closed (objdb stopped or gave the mirror up)
      16  u64 generation   24 u32 capacity (slots, a power of two)  28 u32 0
      32  u64 slots offset 40 u64 heap offset  48 u64 heap size  56 u64 keys
+     64  u64 token (random; the client checks it is the table it was told of)
     slots (capacity x 40 bytes), open addressing, linear probing
       0  u64 sequence (seqlock: odd while the writer changes the slot)
       8  u32 hash (zlib.crc32 of the key's ASCII bytes; never Python's hash())
@@ -38,31 +50,29 @@ value could be returned. The sequence words are aligned 8-byte loads/stores
 
 Growth. Entries never move inside a generation (deletions leave tombstones).
 When the slots would pass half full (live + deleted) or the heap is
-exhausted, the writer builds a new generation segment sized for the live
-data, then marks the old header retired and unlinks the old name. A reader
-seeing "retired" asks objdb for the current name (one round trip) and remaps;
-its old mapping stays valid and frozen until then, so a read of it is a
-read of the state at the moment of retirement.
+exhausted, the writer builds a new generation (a new memory file) sized for
+the live data, then marks the old header retired and closes its descriptor
+and mapping. A reader seeing "retired" asks objdb where the new one is (one
+round trip) and remaps; its old mapping stays valid and frozen until then,
+so a read of it is a read of the state at the moment of retirement.
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import struct
 import sys
 import zlib
 from dataclasses import dataclass
-from typing import Callable
-
-from coroipc import _shm
 from objdb.store import Entry
 from objdb.types import NUMERIC_STRUCTS, Value, ValueType
 
 MAGIC = 0x544D424F
 VERSION = 1
-HEADER = struct.Struct("<IHHQQIIQQQQ")
-HEADER_SIZE = 64
+HEADER = struct.Struct("<IHHQQIIQQQQQ")
+HEADER_SIZE = 128
 SLOT = struct.Struct("<QIHBBIII4x")
 SLOT_SIZE = 40
 INLINE_OFFSET = 32
@@ -81,7 +91,12 @@ _VALUE_TYPES = {int(value_type): value_type for value_type in ValueType}
 _NUMERIC_BY_CODE = {int(value_type): layout for value_type, layout in NUMERIC_STRUCTS.items()}
 _STRING = int(ValueType.STRING)
 
-assert HEADER.size == HEADER_SIZE and SLOT.size + 8 == SLOT_SIZE
+#: F_SEAL_FUTURE_WRITE (Linux 5.1; not in Python's fcntl module yet): no new
+#: writable mapping or write(2) by anyone, while objdb's own mapping stays writable.
+F_SEAL_FUTURE_WRITE = 0x10
+MEMFD_NAME = "coro-objdb-table"
+
+assert HEADER.size <= HEADER_SIZE and SLOT.size + 8 == SLOT_SIZE
 
 
 class TableUnavailable(Exception):
@@ -102,10 +117,20 @@ def _align(size: int) -> int:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TableLocator:
+    """Where a client finds the table: objdb's descriptor number for it and
+    the random token the table's header must carry (so a descriptor number
+    reused for something else is never taken for the table)."""
+
+    fd: int
+    token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TableStats:
     """The writer's counters."""
 
-    name: str
+    fd: int
     generation: int
     capacity: int
     keys: int
@@ -116,10 +141,12 @@ class TableStats:
 
 
 class _Segment:
-    """One generation: a created (writer) or opened (reader) mapping."""
+    """One generation: a created (writer: it keeps the descriptor, which is
+    how clients reach the table) or opened (reader) mapping."""
 
-    def __init__(self, name: str, mapping: mmap.mmap) -> None:
-        self.name = name
+    def __init__(self, mapping: mmap.mmap, fd: int = -1, token: int = 0) -> None:
+        self.fd = fd
+        self.token = token
         self.mapping = mapping
         self.bytes_view = memoryview(mapping)
         self.words = self.bytes_view.cast("Q")
@@ -128,6 +155,9 @@ class _Segment:
         self.words.release()
         self.bytes_view.release()
         self.mapping.close()
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class ShmTableWriter:
@@ -136,22 +166,19 @@ class ShmTableWriter:
     Args:
         initial_slots: slots of the first generation (a power of two).
         initial_heap_bytes: heap of the first generation.
-        new_name: segment name factory (default: coroipc's policy, tagged).
 
     Raises:
         TableUnavailable: shared memory cannot be created here.
     """
 
     def __init__(self, *, initial_slots: int = INITIAL_SLOTS,
-                 initial_heap_bytes: int = INITIAL_HEAP_BYTES,
-                 new_name: Callable[[], str] = _shm.new_name) -> None:
+                 initial_heap_bytes: int = INITIAL_HEAP_BYTES) -> None:
         if not SUPPORTED:
             raise TableUnavailable("the shared-memory table needs a little-endian host")
         if initial_slots < 8 or initial_slots & (initial_slots - 1):
             raise ValueError(f"initial_slots must be a power of two >= 8, not {initial_slots}")
         self._initial_slots = initial_slots
         self._initial_heap = _align(max(initial_heap_bytes, 1024))
-        self._new_name = new_name
         self._entries: dict[str, Entry] = {}
         self._generation = 0
         self._regenerations = 0
@@ -162,9 +189,12 @@ class ShmTableWriter:
     # -- public ------------------------------------------------------------------
 
     @property
-    def name(self) -> str:
-        """The current generation's segment name ('' once closed)."""
-        return self._segment.name if self._segment is not None else ""
+    def locator(self) -> TableLocator | None:
+        """Where clients find the current generation (None once closed)."""
+        segment = self._segment
+        if segment is None:
+            return None
+        return TableLocator(fd=segment.fd, token=segment.token)
 
     def put(self, key: str, entry: Entry) -> None:
         """Mirror ``key`` = ``entry`` (a no-op if that very entry is mirrored already).
@@ -244,17 +274,18 @@ class ShmTableWriter:
         self._live -= 1
 
     def close(self) -> None:
-        """Mark the table closed (readers fall back), unlink and unmap it. Idempotent."""
+        """Mark the table closed (readers fall back), unmap it and close its
+        descriptor. Idempotent."""
         segment, self._segment = self._segment, None
         if segment is None:
             return
         segment.words[1] = STATE_CLOSED
-        _shm.unlink(segment.name)
         segment.release()
 
     def stats(self) -> TableStats:
         """The writer's counters."""
-        return TableStats(name=self.name, generation=self._generation,
+        return TableStats(fd=self._segment.fd if self._segment is not None else -1,
+                          generation=self._generation,
                           capacity=self._capacity, keys=self._live,
                           heap_bytes=self._heap_size, heap_used=self._heap_top,
                           regenerations=self._regenerations, writes=self._writes)
@@ -267,25 +298,12 @@ class ShmTableWriter:
         total = heap_offset + heap_size
         if total > MAX_SEGMENT_BYTES:
             raise TableUnavailable(f"a {total}-byte table is past the {MAX_SEGMENT_BYTES} limit")
-        name = self._new_name()
-        try:
-            fd, mapping = _shm.create_segment(name, total)
-        except (OSError, ValueError) as error:
-            raise TableUnavailable(f"cannot create the shared-memory table: {error}") from error
-        try:
-            # Reserve the pages now: tmpfs is sparse, and a store into a page
-            # it cannot supply later would be SIGBUS rather than an error.
-            os.posix_fallocate(fd, 0, total)
-        except OSError as error:
-            mapping.close()
-            _shm.unlink(name)
-            raise TableUnavailable(f"cannot reserve {total} bytes of shared memory: {error}") from error
-        finally:
-            os.close(fd)
+        fd, mapping = _create_sealed(total)
+        token = int.from_bytes(os.urandom(8), "little") | 1
         self._generation += 1
         HEADER.pack_into(mapping, 0, MAGIC, VERSION, SLOT_SIZE, STATE_LIVE, self._generation,
-                         capacity, 0, slots_offset, heap_offset, heap_size, 0)
-        self._segment = _Segment(name, mapping)
+                         capacity, 0, slots_offset, heap_offset, heap_size, 0, token)
+        self._segment = _Segment(mapping, fd, token)
         self._capacity, self._mask = capacity, capacity - 1
         self._slots_offset, self._heap_offset, self._heap_size = slots_offset, heap_offset, heap_size
         self._heap_top = 0
@@ -320,8 +338,7 @@ class ShmTableWriter:
             raise
         self._regenerations += 1
         old.words[1] = STATE_RETIRED
-        _shm.unlink(old.name)
-        old.release()
+        old.release()   # readers keep their own mappings of it, frozen
         self._write_header_keys()
 
     # -- slots -------------------------------------------------------------------------
@@ -411,6 +428,40 @@ class ShmTableWriter:
             segment.words[7] = self._live
 
 
+def _create_sealed(size: int) -> tuple[int, mmap.mmap]:
+    """An anonymous memory file of ``size`` bytes, mapped read-write here and
+    sealed so nobody else can ever write it, shrink it or grow it.
+
+    Raises:
+        TableUnavailable: memfd, the reservation or the mapping failed.
+    """
+    try:
+        fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except (OSError, AttributeError) as error:
+        raise TableUnavailable(f"cannot create the shared-memory table: {error}") from error
+    try:
+        os.ftruncate(fd, size)
+        # Reserve the pages now: a page tmpfs cannot supply later would be
+        # SIGBUS on a store rather than an error here.
+        os.posix_fallocate(fd, 0, size)
+        mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except OSError as error:
+        os.close(fd)
+        raise TableUnavailable(f"cannot set up a {size}-byte table: {error}") from error
+    try:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | F_SEAL_FUTURE_WRITE)
+    except OSError:
+        # A kernel before 5.1: at least nobody can shrink it under us (SIGBUS).
+        try:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+        except OSError as error:
+            mapping.close()
+            os.close(fd)
+            raise TableUnavailable(f"cannot seal the table: {error}") from error
+    return fd, mapping
+
+
 def _raw_value(entry: Entry) -> bytes | None:
     """A string or binary value's heap bytes; None for a numeric (inline) value."""
     if entry.value_type in NUMERIC_STRUCTS:
@@ -423,50 +474,56 @@ def _raw_value(entry: Entry) -> bytes | None:
 class ShmTableReader:
     """A client's read-only view of the table.
 
+    Opened through ``/proc/<objdb pid>/fd/<fd>``: the kernel lets only objdb's
+    uid (or root) open another process's descriptors, and the seals refuse a
+    writable mapping to everyone but objdb, so a client can only read.
+
     Args:
-        name: the segment name objdb gave (SHM_INFO).
+        pid: objdb's pid as this process sees it (coroipc's peer credentials).
+        locator: the descriptor and token objdb gave (TABLE_INFO).
 
     Raises:
         TableUnavailable: it cannot be opened (another uid: permission denied;
-            gone) or is not a valid table.
+            objdb gone) or is not the table the token names.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, pid: int, locator: TableLocator) -> None:
         if not SUPPORTED:
             raise TableUnavailable("the shared-memory table needs a little-endian host")
+        path = f"/proc/{int(pid)}/fd/{int(locator.fd)}"
         try:
-            path = _shm._path(name)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except (OSError, ValueError) as error:
-            raise TableUnavailable(f"cannot open the table {name!r}: {error}") from error
+        except OSError as error:
+            raise TableUnavailable(f"cannot open the table at {path}: {error}") from error
         try:
             size = os.fstat(fd).st_size
             if size < HEADER_SIZE:
-                raise TableUnavailable(f"the table {name!r} is {size} bytes, too small")
+                raise TableUnavailable(f"{path} is {size} bytes, too small for a table")
             mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         except OSError as error:
-            raise TableUnavailable(f"cannot map the table {name!r}: {error}") from error
+            raise TableUnavailable(f"cannot map the table at {path}: {error}") from error
         finally:
             os.close(fd)
-        segment = _Segment(name, mapping)
+        segment = _Segment(mapping)
         try:
-            self._validate(segment, size)
+            self._validate(segment, size, locator.token)
         except TableUnavailable:
             segment.release()
             raise
         self._segment: _Segment | None = segment
 
-    def _validate(self, segment: _Segment, size: int) -> None:
+    def _validate(self, segment: _Segment, size: int, token: int) -> None:
         (magic, version, slot_size, _state, generation, capacity, _zero, slots_offset,
-         heap_offset, heap_size, _keys) = HEADER.unpack_from(segment.mapping, 0)
+         heap_offset, heap_size, _keys, found_token) = HEADER.unpack_from(segment.mapping, 0)
         if magic != MAGIC or version != VERSION or slot_size != SLOT_SIZE:
             raise TableUnavailable(f"not a version-{VERSION} objdb table "
                                    f"(magic {magic:#x}, version {version})")
+        if found_token != token:
+            raise TableUnavailable("the descriptor holds another table than the one named")
         if (capacity < 1 or capacity & (capacity - 1) or slots_offset != HEADER_SIZE
                 or heap_offset != slots_offset + capacity * SLOT_SIZE
                 or heap_offset + heap_size > size):
             raise TableUnavailable("the table's header does not match its size")
-        self.name = segment.name
         self.generation = generation
         self._bytes = segment.mapping
         self._words = segment.words

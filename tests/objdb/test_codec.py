@@ -83,12 +83,15 @@ def test_responses_round_trip() -> None:
 
 
 def test_table_info_response() -> None:
-    assert codec.decode_table_info_response(codec.encode_table_info_response("")) == ""
-    name = "/coro-tag-12-0123456789abcdef"
-    assert codec.decode_table_info_response(codec.encode_table_info_response(name)) == name
-    for bad in ("coro-no-slash", "/a/b", "/tab\tname"):
-        with pytest.raises(DecodeError, match="not a shared-memory segment name"):
-            codec.decode_table_info_response(codec.RESPONSE_OK + codec.encode_key(bad))
+    assert codec.decode_table_info_response(codec.encode_table_info_response(None)) is None
+    assert codec.decode_table_info_response(
+        codec.encode_table_info_response(17, 2**64 - 1)) == (17, 2**64 - 1)
+    for bad, match in ((struct.pack("<BIQ", 2, 17, 5), "presence flag"),
+                       (struct.pack("<BIQ", 1, 17, 0), "cannot be right"),
+                       (struct.pack("<BIQ", 1, 2**31, 5), "cannot be right"),
+                       (struct.pack("<BI", 1, 17), "truncated")):
+        with pytest.raises(DecodeError, match=match):
+            codec.decode_table_info_response(codec.RESPONSE_OK + bad)
 
 
 @settings(max_examples=300, deadline=None)

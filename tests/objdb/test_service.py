@@ -189,7 +189,7 @@ class TableWatchingConnection(FakeConnection):
     def __init__(self, service: CmapService, **options) -> None:
         super().__init__(**options)
         self.service = service
-        self.reader = ShmTableReader(service.table_name)
+        self.reader = ShmTableReader(os.getpid(), service.table_locator)
         self.remaps = 0
         self.seen: list[tuple[object, object]] = []
 
@@ -199,7 +199,7 @@ class TableWatchingConnection(FakeConnection):
         found = self.reader.lookup(raw, key_hash(raw))
         if found is None and self.reader.state == STATE_RETIRED:
             self.reader.close()   # what a client does: ask for the new generation, remap
-            self.reader = ShmTableReader(self.service.table_name)
+            self.reader = ShmTableReader(os.getpid(), self.service.table_locator)
             self.remaps += 1
             found = self.reader.lookup(raw, key_hash(raw))
         self.seen.append((note, found))
@@ -254,14 +254,14 @@ def test_pipelined_batches_report_their_first_failure_at_sync(service: CmapServi
     assert codec.decode_sync_response(call(service, client, codec.Sync())) == (0, None)
 
 
-def test_table_info_names_the_table_or_nothing(service: CmapService) -> None:
+def test_table_info_says_where_the_table_is_or_that_there_is_none(service: CmapService) -> None:
     client = connect(service)
-    assert codec.decode_table_info_response(call(service, client, codec.TableInfo())) == ""
+    assert codec.decode_table_info_response(call(service, client, codec.TableInfo())) is None
     mirror = ShmTableWriter()
     try:
         mirrored = CmapService(Store(), mirror=mirror)
         other = connect(mirrored)
-        name = codec.decode_table_info_response(call(mirrored, other, codec.TableInfo()))
-        assert name == mirror.name and name.startswith("/coro-")
+        where = codec.decode_table_info_response(call(mirrored, other, codec.TableInfo()))
+        assert where == (mirror.locator.fd, mirror.locator.token)
     finally:
         mirror.close()

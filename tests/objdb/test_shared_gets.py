@@ -10,16 +10,16 @@ import pytest
 import clients.cmap
 from clients.cmap import (CmapClient, ConnectionLost, InvalidKey, NoSuchKey, ReadOnly, TrackFlags,
                           ValueType)
-from coroipc import _shm
 from objdb import codec
 from objdb.process import ObjdbProcess
-from objdb.shm_table import TableUnavailable
+from objdb.shm_table import ShmTableReader, TableLocator, TableUnavailable
 
 pytestmark = pytest.mark.multiprocess
 
 
-def table_name(cmap: CmapClient) -> str:
-    return codec.decode_table_info_response(cmap._call(codec.TableInfo()))
+def table_locator(cmap: CmapClient) -> TableLocator:
+    fd, token = codec.decode_table_info_response(cmap._call(codec.TableInfo()))
+    return TableLocator(fd=fd, token=token)
 
 
 def test_gets_come_from_the_table_and_read_the_latest_write(node) -> None:
@@ -109,8 +109,9 @@ def wait_for(cmap: CmapClient, key: str, value: int) -> None:
 
 
 def test_without_a_mappable_table_gets_are_round_trips(node, monkeypatch) -> None:
-    def refuse(name: str) -> None:
-        raise TableUnavailable(f"cannot open the table {name!r}: [Errno 13] Permission denied")
+    def refuse(pid: int, locator: TableLocator) -> None:
+        raise TableUnavailable(f"cannot open the table at /proc/{pid}/fd/{locator.fd}: "
+                               "[Errno 13] Permission denied")
 
     monkeypatch.setattr(clients.cmap, "ShmTableReader", refuse)
     with CmapClient.connect(node.run_dir) as cmap, CmapClient.connect(node.run_dir) as writer:
@@ -125,23 +126,38 @@ def test_without_a_mappable_table_gets_are_round_trips(node, monkeypatch) -> Non
         assert cmap.shared_gets == 0 and cmap.round_trip_gets == 1
 
 
-def test_the_table_grows_and_clients_follow(tmp_path_factory, resource_tag) -> None:
+def test_the_table_grows_and_clients_follow(tmp_path_factory) -> None:
     run_dir = tmp_path_factory.mktemp("gr")
     with ObjdbProcess.start(run_dir=run_dir) as objdb, CmapClient.connect(run_dir) as cmap:
         cmap.set("app.first", 1, ValueType.UINT8)
         assert cmap.get("app.first") == (1, ValueType.UINT8)
-        first = table_name(cmap)
-        assert resource_tag in first and os.path.exists("/dev/shm" + first)
+        first = table_locator(cmap)
         cmap.set_many([(f"app.grow.{index}", index, ValueType.UINT32) for index in range(3000)])
-        second = table_name(cmap)
-        assert second != first and not os.path.exists("/dev/shm" + first)
+        second = table_locator(cmap)
+        assert second != first
+        with pytest.raises(TableUnavailable):   # the old generation's descriptor is closed
+            ShmTableReader(objdb.pid, first)
+        assert memfd_count(objdb.pid) == 1
         shared = cmap.shared_gets
         assert cmap.get("app.first") == (1, ValueType.UINT8)      # remaps, then reads again
         assert all(cmap.get(f"app.grow.{index}") == (index, ValueType.UINT32)
                    for index in range(0, 3000, 97))
         assert cmap.shared_gets > shared
         assert objdb.stop() == 0
-        assert not os.path.exists("/dev/shm" + second)
+
+
+def memfd_count(pid: int) -> int:
+    """How many table memory files objdb holds open (a mapping holds a
+    descriptor of its own: count files, not descriptors)."""
+    files = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            if os.readlink(path).startswith("/memfd:coro-objdb-table"):
+                files.add(os.stat(path).st_ino)
+        except FileNotFoundError:
+            pass
+    return len(files)
 
 
 def test_a_killed_objdb_turns_table_gets_into_connection_lost(tmp_path_factory) -> None:
@@ -157,8 +173,9 @@ def test_a_killed_objdb_turns_table_gets_into_connection_lost(tmp_path_factory) 
                 while time.monotonic() < deadline:    # within LIVENESS_INTERVAL_S
                     cmap.get("app.k")
                     time.sleep(0.01)
+        # The table has no name: a SIGKILL leaves nothing of it behind.
+        assert [name for name in os.listdir("/dev/shm") if f"-{objdb.pid}-" in name] == []
     finally:
         objdb.close()
-        _shm.sweep_dead(tag=_shm.resource_tag())   # a SIGKILLed objdb leaves its segments
-        for leftover in os.listdir(run_dir):
+        for leftover in os.listdir(run_dir):   # the killed objdb's socket file
             os.unlink(os.path.join(run_dir, leftover))

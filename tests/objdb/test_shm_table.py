@@ -4,6 +4,7 @@ and across processes."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -13,15 +14,20 @@ import zlib
 
 import pytest
 
-from coroipc import _shm
-from objdb.shm_table import (MISS, STATE_CLOSED, STATE_LIVE, STATE_RETIRED, ShmTableReader,
-                             ShmTableWriter, TableUnavailable, key_hash)
+from objdb.shm_table import (F_SEAL_FUTURE_WRITE, MISS, STATE_CLOSED, STATE_LIVE, STATE_RETIRED,
+                             ShmTableReader, ShmTableWriter, TableLocator, TableUnavailable,
+                             key_hash)
 from objdb.store import Entry
 from objdb.types import ValueType
 
 
 def entry(value_type: ValueType, value: object) -> Entry:
     return Entry(value_type=value_type, value=value)
+
+
+def open_reader(writer: ShmTableWriter) -> ShmTableReader:
+    """A reader of ``writer``'s current table (here, in the writer's process)."""
+    return ShmTableReader(os.getpid(), writer.locator)
 
 
 def read(reader: ShmTableReader, key: str) -> object:
@@ -39,7 +45,7 @@ def writer():
 
 
 def test_reader_sees_sets_updates_deletes_and_type_changes(writer) -> None:
-    reader = ShmTableReader(writer.name)
+    reader = open_reader(writer)
     try:
         assert read(reader, "app.a") is MISS
         writer.put("app.a", entry(ValueType.UINT32, 7))
@@ -67,20 +73,21 @@ def test_reader_sees_sets_updates_deletes_and_type_changes(writer) -> None:
 
 
 def test_growth_builds_a_new_generation_and_unlinks_the_old(writer) -> None:
-    reader = ShmTableReader(writer.name)
-    first_name = writer.name
+    reader = open_reader(writer)
+    first = writer.locator
     try:
         writer.put("app.first", entry(ValueType.UINT64, 1))
         for index in range(40):   # 8 slots, 1 KiB heap: several generations
             writer.put(f"app.key.{index}", entry(ValueType.STRING, "x" * index))
         assert writer.stats().regenerations >= 2
-        assert writer.name != first_name
-        assert not os.path.exists("/dev/shm" + first_name)
+        assert writer.locator != first
+        with pytest.raises(TableUnavailable):   # its descriptor is closed (or reused)
+            ShmTableReader(os.getpid(), first)
         # The old mapping stays valid and frozen; it says to ask for the new name.
         assert reader.state == STATE_RETIRED
         assert read(reader, "app.first") is None
         reader.close()
-        reader = ShmTableReader(writer.name)
+        reader = open_reader(writer)
         assert read(reader, "app.first") == (1, ValueType.UINT64)
         for index in range(40):
             assert read(reader, f"app.key.{index}") == ("x" * index, ValueType.STRING)
@@ -95,58 +102,72 @@ def test_heap_exhaustion_by_updates_regenerates_with_compaction(writer) -> None:
         writer.put("app.blob", entry(ValueType.BINARY, bytes([size % 256]) * size))
     stats = writer.stats()
     assert stats.regenerations >= 1 and stats.keys == 1
-    reader = ShmTableReader(writer.name)
+    reader = open_reader(writer)
     try:
         assert read(reader, "app.blob") == (bytes([295 % 256]) * 295, ValueType.BINARY)
     finally:
         reader.close()
 
 
-def test_closed_table_tells_readers_and_is_unlinked() -> None:
+def test_closed_table_tells_readers_and_is_gone() -> None:
     writer = ShmTableWriter()
-    name = writer.name
+    locator = writer.locator
     writer.put("app.a", entry(ValueType.UINT8, 1))
-    reader = ShmTableReader(name)
+    reader = open_reader(writer)
     writer.close()
     writer.close()   # idempotent
     try:
+        assert writer.locator is None
         assert reader.state == STATE_CLOSED
         assert read(reader, "app.a") is None
-        assert not os.path.exists("/dev/shm" + name)
         with pytest.raises(TableUnavailable):
-            ShmTableReader(name)
+            ShmTableReader(os.getpid(), locator)
     finally:
         reader.close()
 
 
-def test_segment_is_private_and_the_reader_mapping_read_only(writer, resource_tag) -> None:
-    assert resource_tag in writer.name
-    assert os.stat("/dev/shm" + writer.name).st_mode & 0o777 == 0o600
+def test_nobody_but_the_writer_can_write_shrink_or_grow_the_table(writer) -> None:
+    import fcntl
+
+    seals = fcntl.fcntl(writer.locator.fd, fcntl.F_GET_SEALS)
+    assert seals & (fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | F_SEAL_FUTURE_WRITE) == (
+        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | F_SEAL_FUTURE_WRITE)
     writer.put("app.a", entry(ValueType.UINT32, 5))
-    reader = ShmTableReader(writer.name)
+    reader = open_reader(writer)
+    path = f"/proc/self/fd/{writer.locator.fd}"
+    handle = os.open(path, os.O_RDWR)   # opening for writing is not enough...
     try:
+        with pytest.raises(PermissionError):
+            mmap.mmap(handle, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        with pytest.raises(PermissionError):
+            os.write(handle, b"x")
+        with pytest.raises(PermissionError):
+            os.ftruncate(handle, 0)
         with pytest.raises(TypeError):
-            reader._bytes[0] = 0            # the mmap is PROT_READ
+            reader._bytes[0] = 0            # the reader's mapping is PROT_READ
         with pytest.raises(TypeError):
             reader._words[1] = 0            # and so is every view of it
         assert read(reader, "app.a") == (5, ValueType.UINT32)
+        writer.put("app.a", entry(ValueType.UINT32, 6))   # the writer still can
+        assert read(reader, "app.a") == (6, ValueType.UINT32)
     finally:
+        os.close(handle)
         reader.close()
 
 
-def test_a_file_that_is_not_a_table_is_refused(tmp_path, resource_tag) -> None:
-    name = f"/coro-{resource_tag}-{os.getpid()}-{'0' * 16}"
-    with open("/dev/shm" + name, "wb") as handle:
-        handle.write(b"\x00" * 4096)
+def test_a_descriptor_that_is_not_the_table_is_refused(writer) -> None:
+    with pytest.raises(TableUnavailable, match="another table"):
+        ShmTableReader(os.getpid(), TableLocator(fd=writer.locator.fd,
+                                                 token=writer.locator.token ^ 2))
+    garbage = os.memfd_create("not-a-table")
     try:
+        os.write(garbage, b"\x00" * 4096)
         with pytest.raises(TableUnavailable, match="not a version-1 objdb table"):
-            ShmTableReader(name)
+            ShmTableReader(os.getpid(), TableLocator(fd=garbage, token=1))
     finally:
-        os.unlink("/dev/shm" + name)
+        os.close(garbage)
     with pytest.raises(TableUnavailable):
-        ShmTableReader("/coro-no-such-table")
-    with pytest.raises(TableUnavailable):
-        ShmTableReader("../etc/passwd")
+        ShmTableReader(os.getpid(), TableLocator(fd=987654, token=1))
 
 
 @pytest.mark.root
@@ -154,10 +175,11 @@ def test_a_file_that_is_not_a_table_is_refused(tmp_path, resource_tag) -> None:
 def test_another_uid_cannot_map_the_table(writer) -> None:
     script = textwrap.dedent(f"""
         import os, sys
-        from objdb.shm_table import ShmTableReader, TableUnavailable
+        from objdb.shm_table import ShmTableReader, TableLocator, TableUnavailable
         os.setgid(65534); os.setuid(65534)   # after the imports: nobody cannot read root's pyenv
         try:
-            ShmTableReader({writer.name!r})
+            ShmTableReader({os.getpid()}, TableLocator(fd={writer.locator.fd},
+                                                      token={writer.locator.token}))
         except TableUnavailable as error:
             print("unavailable:", error)
         else:
@@ -181,7 +203,7 @@ WRITER = textwrap.dedent("""
 
     def publish():
         with open(name_file + ".tmp", "w") as handle:
-            handle.write(table.name)
+            handle.write(f"{os.getpid()} {table.locator.fd} {table.locator.token}")
         os.replace(name_file + ".tmp", name_file)
 
     publish()
@@ -219,7 +241,7 @@ def test_a_concurrent_writer_never_shows_a_torn_value(tmp_path) -> None:
         while not name_file.exists():
             assert time.monotonic() < deadline and child.poll() is None, "writer did not start"
             time.sleep(0.01)
-        reader = ShmTableReader(name_file.read_text())
+        reader = _open_published(name_file)
         checked = unanswered = remaps = 0
         keys = [(f"torn.{kind}.{index}".encode(), kind) for index in range(8)
                 for kind in ("bin", "num")]
@@ -249,7 +271,6 @@ def test_a_concurrent_writer_never_shows_a_torn_value(tmp_path) -> None:
         if child.poll() is None:
             child.kill()
             child.communicate()
-            _shm.sweep_dead(tag=_shm.resource_tag())   # the killed writer's table
     assert child.returncode == 0, err
     summary = json.loads(out)
     assert checked > 1000, f"only {checked} values read"
@@ -262,11 +283,16 @@ def _remap(reader: ShmTableReader, name_file) -> ShmTableReader:
     deadline = time.monotonic() + 10
     while True:
         try:
-            fresh = ShmTableReader(name_file.read_text())
-        except (TableUnavailable, FileNotFoundError):
+            fresh = _open_published(name_file)
+        except (TableUnavailable, FileNotFoundError, ValueError):
             assert time.monotonic() < deadline, "the writer's new generation never appeared"
             time.sleep(0.001)
             continue
         if fresh.state == STATE_LIVE or time.monotonic() > deadline:
             return fresh
         fresh.close()
+
+
+def _open_published(name_file) -> ShmTableReader:
+    pid, fd, token = (int(field) for field in name_file.read_text().split())
+    return ShmTableReader(pid, TableLocator(fd=fd, token=token))
