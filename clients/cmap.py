@@ -403,6 +403,44 @@ class CmapClient:
         self.round_trip_gets += 1
         return codec.decode_value_reply(self._call_raw(_GET, info.get_payload))
 
+    def get_many(self, keys: "list[str]") -> "list[tuple[Value, ValueType] | None]":
+        """(value, type) of each key, in order, None for a key that does not exist.
+
+        From the shared table when it is mapped (as :meth:`get`); the keys it
+        cannot answer, or all of them without a table, go to objdb in
+        GET_MANY round trips (up to ``codec.MAX_GET_MANY_COUNT`` keys each,
+        fewer when the values are large).
+
+        Raises:
+            InvalidKey: a key name is not valid (checked before anything is read).
+        """
+        infos = [self._key_info(key) for key in keys]
+        results: list[tuple[Value, ValueType] | None] = [None] * len(infos)
+        ask: list[int] = list(range(len(infos)))
+        table = self._table
+        if table is not None and not self._unconfirmed and infos and self._objdb_alive():
+            ask = []
+            for index, info in enumerate(infos):
+                found = table.lookup(info.raw, info.hashed)
+                if found is None:
+                    ask.append(index)
+                elif found is not MISS:
+                    results[index] = found  # type: ignore[assignment]
+            self.shared_gets += len(infos) - len(ask)
+            if ask:
+                self._table_missed(table)
+        while ask:
+            chunk = ask[:codec.MAX_GET_MANY_COUNT]
+            request = codec.GetMany(keys=tuple(keys[index] for index in chunk))
+            answered = codec.decode_get_many_response(self._call(request))
+            if not answered or len(answered) > len(chunk):
+                raise DecodeError(f"get_many reply answered {len(answered)} of {len(chunk)} keys")
+            for index, entry in zip(chunk, answered):
+                results[index] = None if entry is None else (entry.value, entry.value_type)
+            self.round_trip_gets += len(answered)
+            ask = ask[len(answered):]
+        return results
+
     def get_typed(self, key: str, value_type: ValueType) -> Value:
         """The value of ``key``, which must have type ``value_type``.
 

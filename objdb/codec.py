@@ -42,6 +42,9 @@ Requests (function: fields -> result):
 13     SET_NOWAIT_   u16 count, count x (u8 flags, key,      none (posted): each failure
        MANY          value), as SET_MANY                     is kept for SYNC, as
                                                              SET_NOWAIT
+14     GET_MANY      u16 count, count x key                  u16 answered, answered x
+                                                             (u8 found, [value]): the
+                                                             first keys, as many as fit
 =====  ============  =====================================  ==========================
 
 TABLE_INFO says where the read-only shared-memory mirror of the store
@@ -67,9 +70,9 @@ from __future__ import annotations
 import struct
 
 from objdb.errors import ERROR_BY_STATUS, CmapError, DecodeError
-from objdb.messages import (Adjust, Delete, Function, Get, Hello, Iterate, NotifyEvent, Request,
-                            Set, SetItem, SetMany, SetNowait, SetNowaitMany, Sync, TableInfo,
-                            TrackAdd, TrackDelete)
+from objdb.messages import (Adjust, Delete, Function, Get, GetMany, Hello, Iterate, NotifyEvent,
+                            Request, Set, SetItem, SetMany, SetNowait, SetNowaitMany, Sync,
+                            TableInfo, TrackAdd, TrackDelete)
 from objdb.store import Entry, TrackFlags
 from objdb.types import NUMERIC_STRUCTS, Value, ValueType
 # The message classes (objdb.messages) are part of this codec's API: codec.Get etc.
@@ -86,6 +89,8 @@ SET_FORCE_TYPE = 0x1
 MAX_ITERATE_COUNT = 1024
 #: Most sets one SET_MANY request carries.
 MAX_SET_MANY_COUNT = 1024
+#: Most keys one GET_MANY request carries.
+MAX_GET_MANY_COUNT = 1024
 #: Byte budget of an ITERATE reply or a SET_MANY request: they stop growing
 #: once past it (one entry may still add up to a maximum value and key), so
 #: every message fits the 256 KiB rings objdb uses (max message ~128 KiB).
@@ -219,6 +224,11 @@ def encode_request(request: Request) -> tuple[int, bytes]:
         return Function.SYNC, REQUEST_HEADER
     if isinstance(request, TableInfo):
         return Function.TABLE_INFO, REQUEST_HEADER
+    if isinstance(request, GetMany):
+        if len(request.keys) > MAX_GET_MANY_COUNT:
+            raise DecodeError(f"{len(request.keys)} keys in one request (limit {MAX_GET_MANY_COUNT})")
+        return Function.GET_MANY, b"".join([REQUEST_HEADER, _U16.pack(len(request.keys)),
+                                            *[encode_key(key) for key in request.keys]])
     if isinstance(request, SetNowaitMany):
         return Function.SET_NOWAIT_MANY, encode_set_many(
             [_encode_set_fields(item) for item in request.sets])
@@ -403,6 +413,11 @@ def decode_request(function: int, payload: bytes | memoryview) -> Request:
         request = SetMany(sets=sets) if function == Function.SET_MANY else SetNowaitMany(sets=sets)
     elif function == Function.TABLE_INFO:
         request = TableInfo()
+    elif function == Function.GET_MANY:
+        (count,) = reader.unpack(_U16)
+        if count > MAX_GET_MANY_COUNT:
+            raise DecodeError(f"{count} keys in one request (limit {MAX_GET_MANY_COUNT})")
+        request = GetMany(keys=tuple(reader.key() for _index in range(count)))
     elif function == Function.DELETE:
         request = Delete(key=reader.key())
     elif function == Function.ADJUST:
@@ -560,6 +575,40 @@ def decode_hello_response(payload: bytes | memoryview) -> tuple[int, bool, int]:
     if privileged not in (0, 1):
         raise DecodeError(f"privileged is {privileged}, not 0 or 1")
     return version, bool(privileged), max_value_bytes
+
+
+def encode_get_many_response(entries: list[Entry | None]) -> bytes:
+    """A GET_MANY reply for the first of ``entries`` (None: no such key) that
+    fit :data:`BATCH_BYTES_BUDGET`; at least one is always answered."""
+    parts = []
+    size = 0
+    for entry in entries:
+        if parts and size >= BATCH_BYTES_BUDGET:
+            break
+        part = b"\x00" if entry is None else b"\x01" + encode_value(entry.value_type, entry.value)
+        parts.append(part)
+        size += len(part)
+    return b"".join([RESPONSE_OK, _U16.pack(len(parts)), *parts])
+
+
+def decode_get_many_response(payload: bytes | memoryview) -> list[Entry | None]:
+    """The entries a GET_MANY reply answered, in request order (None: no such key).
+
+    Raises:
+        DecodeError: malformed.
+    """
+    reader = decode_response(payload)
+    (count,) = reader.unpack(_U16)
+    if count > MAX_GET_MANY_COUNT:
+        raise DecodeError(f"get_many reply with {count} entries (limit {MAX_GET_MANY_COUNT})")
+    entries: list[Entry | None] = []
+    for _index in range(count):
+        (found,) = reader.unpack(_U8)
+        if found not in (0, 1):
+            raise DecodeError(f"found flag is {found}, not 0 or 1")
+        entries.append(reader.value() if found else None)
+    reader.end()
+    return entries
 
 
 _TABLE_INFO = struct.Struct("<BIQ")

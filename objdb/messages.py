@@ -17,7 +17,7 @@ from objdb.types import Value, ValueType
 
 __all__ = ["Function", "Hello", "Get", "Set", "Delete", "Adjust", "Iterate", "TrackAdd",
            "TrackDelete", "SetItem", "SetMany", "SetNowait", "Sync", "TableInfo",
-           "SetNowaitMany", "NotifyEvent", "Request"]
+           "SetNowaitMany", "GetMany", "NotifyEvent", "Request"]
 
 
 class Function(enum.IntEnum):
@@ -36,6 +36,7 @@ class Function(enum.IntEnum):
     SYNC = 11
     TABLE_INFO = 12
     SET_NOWAIT_MANY = 13
+    GET_MANY = 14
     NOTIFY = 64
 
 
@@ -127,6 +128,13 @@ class SetNowaitMany:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GetMany:
+    """Several gets in one round trip (the reply may answer only the first ones)."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NotifyEvent:
     """A change notification as the client receives it."""
 
@@ -138,4 +146,4 @@ class NotifyEvent:
 
 
 Request = Union[Hello, Get, Set, Delete, Adjust, Iterate, TrackAdd, TrackDelete, SetMany,
-                SetNowait, Sync, TableInfo, SetNowaitMany]
+                SetNowait, Sync, TableInfo, SetNowaitMany, GetMany]

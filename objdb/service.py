@@ -40,6 +40,7 @@ from typing import Any, Callable
 from coroipc import errors as ipc_errors
 from objdb import codec
 from objdb.errors import CmapError, DecodeError, InvalidRequest, LimitReached, ReadOnly
+from objdb.keys import check_key
 from objdb.shm_table import ShmTableWriter, TableLocator, TableUnavailable
 from objdb.store import Notification, SetOutcome, Store
 from objdb.types import MAX_VALUE_BYTES, Value, ValueType
@@ -124,6 +125,7 @@ class CmapService:
             codec.Hello: self._hello, codec.SetMany: self._set_many,
             codec.SetNowait: self._set_nowait, codec.Sync: self._sync,
             codec.TableInfo: self._table_info, codec.SetNowaitMany: self._set_nowait_many,
+            codec.GetMany: self._get_many,
         }
 
     # -- coroipc Service interface ---------------------------------------------
@@ -241,6 +243,16 @@ class CmapService:
 
     def _get(self, state: _ConnectionState, request: codec.Get) -> bytes:
         return codec.encode_value_response(self.store.get(request.key))
+
+    def _get_many(self, state: _ConnectionState, request: codec.GetMany) -> bytes:
+        peek = self.store.peek
+        entries = []
+        for key in request.keys:
+            entry = peek(key)
+            if entry is None:
+                check_key(key)   # a name no key can have is InvalidKey, as for GET
+            entries.append(entry)
+        return codec.encode_get_many_response(entries)
 
     def _set(self, state: _ConnectionState, request: codec.Set) -> bytes:
         return self._apply_set(state, request)

@@ -46,6 +46,7 @@ def _requests() -> st.SearchStrategy:
                   KEYS, _ENTRIES),
         st.just(codec.Sync()),
         st.just(codec.TableInfo()),
+        st.lists(KEYS, max_size=6).map(lambda keys: codec.GetMany(keys=tuple(keys))),
         st.lists(st.builds(lambda k, e, f: codec.SetItem(k, e.value_type, e.value, f),
                            KEYS, _ENTRIES, st.booleans()),
                  max_size=5).map(lambda sets: codec.SetNowaitMany(sets=tuple(sets))),
@@ -80,6 +81,22 @@ def test_responses_round_trip() -> None:
     assert codec.decode_sync_response(codec.encode_sync_response(0, None)) == (0, None)
     failed, first = codec.decode_sync_response(codec.encode_sync_response(3, ReadOnly("key 'x' is read-only")))
     assert failed == 3 and isinstance(first, ReadOnly) and str(first) == "key 'x' is read-only"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.none() | _ENTRIES, max_size=20))
+def test_get_many_response_round_trip(entries) -> None:
+    assert codec.decode_get_many_response(codec.encode_get_many_response(entries)) == entries
+
+
+def test_get_many_response_stops_at_the_byte_budget() -> None:
+    big = Entry(value_type=ValueType.BINARY, value=b"x" * 16384)
+    answered = codec.decode_get_many_response(codec.encode_get_many_response([big] * 10 + [None]))
+    assert answered == [big] * 4   # 4 x 16 KiB reach the 64 KiB budget
+    with pytest.raises(DecodeError, match="found flag"):
+        codec.decode_get_many_response(codec.RESPONSE_OK + b"\x01\x00\x02")
+    with pytest.raises(DecodeError, match="1025 keys"):
+        codec.encode_request(codec.GetMany(keys=("abc",) * 1025))
 
 
 def test_table_info_response() -> None:
@@ -187,7 +204,8 @@ def test_garbage_raises_decode_error_only(function: int, body: bytes) -> None:
     for payload in (body, codec.REQUEST_HEADER + body):
         _decode_quietly(lambda data: codec.decode_request(function, data), payload)
     for decode in (codec.decode_notify, codec.decode_iterate_response, codec.decode_value_response,
-                   codec.decode_hello_response, codec.decode_u64_response):
+                   codec.decode_hello_response, codec.decode_u64_response,
+                   codec.decode_get_many_response, codec.decode_table_info_response):
         for header in (codec.EVENT_HEADER, codec.RESPONSE_OK, codec.RESPONSE_HEADER):
             _decode_quietly(decode, header + body)
 

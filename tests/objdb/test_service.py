@@ -9,7 +9,7 @@ import pytest
 
 from coroipc import errors as ipc_errors
 from objdb import codec
-from objdb.errors import InvalidRequest, LimitReached, NoSuchKey, ReadOnly, WrongType
+from objdb.errors import InvalidKey, InvalidRequest, LimitReached, NoSuchKey, ReadOnly, WrongType
 from objdb.service import CmapService
 from objdb.shm_table import MISS, STATE_RETIRED, ShmTableReader, ShmTableWriter, key_hash
 from objdb.store import Store, TrackFlags
@@ -265,3 +265,16 @@ def test_table_info_says_where_the_table_is_or_that_there_is_none(service: CmapS
         assert where == (mirror.locator.fd, mirror.locator.token)
     finally:
         mirror.close()
+
+
+def test_get_many_answers_in_order_and_within_the_budget(service: CmapService) -> None:
+    client = connect(service)
+    service.store.set("app.big.1", ValueType.BINARY, b"a" * 16384)
+    service.store.set("app.big.2", ValueType.BINARY, b"b" * 16384)
+    keys = ("totem.token", "app.none", *["app.big.1", "app.big.2"] * 3, "totem.token")
+    answered = codec.decode_get_many_response(call(service, client, codec.GetMany(keys=keys)))
+    assert answered[:2] == [service.store.get("totem.token"), None]
+    assert 0 < len(answered) < len(keys)          # the 64 KiB budget cut the reply
+    assert answered[2:] == [service.store.get(key) for key in keys[2:len(answered)]]
+    with pytest.raises(InvalidKey):
+        codec.decode_get_many_response(call(service, client, codec.GetMany(keys=("ok.key", "x"))))

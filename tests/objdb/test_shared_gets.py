@@ -96,6 +96,28 @@ def test_pipelined_failures_still_name_the_key_at_sync(node) -> None:
         assert cmap.get_u32("app.many.0") == 1
 
 
+@pytest.mark.parametrize("shared_table", [True, False])
+def test_get_many_reads_many_keys_with_or_without_the_table(node, shared_table) -> None:
+    with CmapClient.connect(node.run_dir, shared_table=shared_table) as cmap:
+        cmap.set_many([(f"app.gm.{index}", index, ValueType.UINT16) for index in range(1500)])
+        cmap.set("app.gm.big", b"z" * 16000, ValueType.BINARY)
+        keys = [f"app.gm.{index}" for index in range(1500)] + ["app.gm.none"] + ["app.gm.big"] * 6
+        cmap.get("app.gm.0")   # the table may have grown: follow it now
+        shared, trips = cmap.shared_gets, cmap.round_trip_gets
+        results = cmap.get_many(keys)
+        assert results[:1500] == [(index, ValueType.UINT16) for index in range(1500)]
+        assert results[1500] is None
+        assert results[1501:] == [(b"z" * 16000, ValueType.BINARY)] * 6
+        if shared_table:
+            assert (cmap.shared_gets - shared, cmap.round_trip_gets - trips) == (len(keys), 0)
+        else:
+            assert (cmap.shared_gets - shared, cmap.round_trip_gets - trips) == (0, len(keys))
+        with pytest.raises(InvalidKey):
+            cmap.get_many(["app.gm.1", "no"])
+        cmap.set_nowait("app.gm.1", 7, ValueType.UINT16)          # read-your-writes
+        assert cmap.get_many(["app.gm.1"]) == [(7, ValueType.UINT16)]
+
+
 def wait_for(cmap: CmapClient, key: str, value: int) -> None:
     deadline = time.monotonic() + 10
     while True:
