@@ -91,6 +91,8 @@ ITERATE_PAGE = 256
 RUN_DIR_ENV = "CORO_RUN_DIR"
 #: Keys whose checks and encodings a client keeps (cleared when full).
 GET_CACHE_SIZE = 4096
+#: Longest a close waits for objdb to confirm this client's pipelined sets.
+CLOSE_SYNC_TIMEOUT_S = 2.0
 #: Tries to map the shared table (objdb may move it between answer and open).
 TABLE_OPEN_ATTEMPTS = 3
 #: How often (seconds) a client reading the shared table checks objdb still runs.
@@ -163,6 +165,7 @@ class CmapClient:
         self._unconfirmed = False   # set_nowait calls no round trip has confirmed yet
         self._server_pid = getattr(ipc_client, "server_pid", None)
         self._alive_until = 0.0
+        self._poller: select.poll | None = None
         self.shared_gets = 0      # gets answered from the shared table
         self.round_trip_gets = 0  # gets answered by objdb
         self.unknown_events = 0   # notifications for handles already deleted (a benign race)
@@ -309,10 +312,12 @@ class CmapClient:
         if ipc is None:
             return False
         try:
-            readable, _w, _x = select.select([ipc.fileno()], [], [], 0)  # type: ignore[attr-defined]
-        except (OSError, ValueError, ipc_errors.IpcError):
-            return False
-        if readable:
+            if self._poller is None:   # poll, not select: descriptors may pass 1024
+                self._poller = select.poll()
+                self._poller.register(ipc.fileno(), select.POLLIN)  # type: ignore[attr-defined]
+            if self._poller.poll(0):
+                return False
+        except (OSError, ipc_errors.IpcError):
             return False
         self._alive_until = now + LIVENESS_INTERVAL_S
         return True
@@ -342,15 +347,19 @@ class CmapClient:
         """Disconnect (idempotent). The daemon removes this client's trackers.
 
         Buffered or unconfirmed :meth:`set_nowait` calls are sent and waited
-        for first (objdb drops what is still in the rings of a connection
-        that goes away); their failures, which only :meth:`sync` reports,
-        are not raised here.
+        for first, at most :data:`CLOSE_SYNC_TIMEOUT_S` (objdb drops what is
+        still in the rings of a connection that goes away); their failures,
+        which only :meth:`sync` reports, are not raised here.
         """
         if self._ipc is not None and self._unconfirmed:
+            timeout, self._request_timeout = self._request_timeout, min(
+                self._request_timeout, CLOSE_SYNC_TIMEOUT_S)
             try:
                 self._call(codec.Sync())
             except ObjdbError:
-                pass   # the connection is gone: nothing more to send them on
+                pass   # the connection is gone (or objdb is wedged): close anyway
+            finally:
+                self._request_timeout = timeout
         ipc, self._ipc = self._ipc, None
         self._callbacks.clear()
         table, self._table = self._table, None

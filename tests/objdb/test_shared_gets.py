@@ -201,3 +201,23 @@ def test_a_killed_objdb_turns_table_gets_into_connection_lost(tmp_path_factory) 
         objdb.close()
         for leftover in os.listdir(run_dir):   # the killed objdb's socket file
             os.unlink(os.path.join(run_dir, leftover))
+
+
+def test_close_waits_for_pipelined_sets_but_not_for_a_wedged_objdb(tmp_path_factory) -> None:
+    import signal
+
+    run_dir = tmp_path_factory.mktemp("wd")
+    with ObjdbProcess.start(run_dir=run_dir) as objdb:
+        cmap = CmapClient.connect(run_dir)
+        cmap.set_nowait("app.wedged", 1, ValueType.UINT8)
+        os.kill(objdb.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            cmap.close()
+            took = time.monotonic() - started
+        finally:
+            os.kill(objdb.pid, signal.SIGCONT)
+        assert clients.cmap.CLOSE_SYNC_TIMEOUT_S <= took < clients.cmap.CLOSE_SYNC_TIMEOUT_S + 3
+        with CmapClient.connect(run_dir) as other:   # and objdb serves on
+            other.set("app.after", 2, ValueType.UINT8)
+            assert other.get("app.after") == (2, ValueType.UINT8)
