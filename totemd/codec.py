@@ -37,7 +37,7 @@ from totemd.srp.messages import (CommitEntry, CommitToken, Join, Mcast, MergeDet
 from totemd.srp.params import RTR_LIST_MAX
 
 __all__ = ["MAGIC", "VERSION", "HEADER_SIZE", "MCAST_OVERHEAD", "MAX_NODES", "encode", "decode",
-           "packet_type", "encode_mcast", "DecodeError"]
+           "packet_type", "encode_mcast", "decode_ring_frame", "DecodeError"]
 
 MAGIC = 0xC071
 VERSION = 1
@@ -55,6 +55,7 @@ _JOIN = struct.Struct("!HBBBIQHH")
 _COMMIT = struct.Struct("!HBBBIIQIHH")
 _ENTRY = struct.Struct("!IQIIIIB")
 _RING_ONLY = struct.Struct("!HBBBIIQ")
+_MCAST_TYPE = int(PacketType.MCAST)  # a plain int compares faster than the enum
 _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
 
@@ -212,6 +213,34 @@ def _decode_mcast(data: bytes, allow_inner: bool) -> Mcast:
         return Mcast(sender, ring_id, seq, safe == 1, b"", inner)
     # Positional: the receive hot path (fields: sender, ring_id, seq, safe, payload).
     return Mcast(sender, ring_id, seq, safe == 1, data[MCAST_OVERHEAD:])
+
+
+def decode_ring_frame(data: bytes, ring_id: RingId, me: int) -> Mcast | None:
+    """The receive hot path: ``data`` as a plain frame of ring ``ring_id``
+    from another node, or None for anything else.
+
+    None is not an error: the caller hands such a packet to ``decode``, which
+    validates it in full (a token, an encapsulated or foreign-ring frame, our
+    own frame looped back, garbage). A frame returned here passed the same
+    checks ``decode`` makes. It shares ``ring_id`` (no new RingId per frame).
+
+    Args:
+        data: the bytes received.
+        ring_id: the ring the node is running.
+        me: this node's id.
+    """
+    if len(data) < MCAST_OVERHEAD or data[3] != _MCAST_TYPE:
+        return None
+    magic, version, _kind, flags, sender, rep, ring_seq, seq, safe = _MCAST.unpack_from(data)
+    # rep == ring_id's rep also rules out rep 0; sender 0 and flags go to decode.
+    if (magic != MAGIC or version != VERSION or flags or safe > 1 or not sender or sender == me
+            or rep != ring_id[0] or ring_seq != ring_id[1]):
+        return None
+    # tuple.__new__ skips the NamedTuple's Python-level __new__ (once per frame).
+    return _new_tuple(Mcast, (sender, ring_id, seq, safe == 1, data[MCAST_OVERHEAD:], None))
+
+
+_new_tuple = tuple.__new__
 
 
 def _check_ids(ids: tuple[int, ...], what: str, strictly_sorted: bool) -> None:

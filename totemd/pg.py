@@ -103,6 +103,11 @@ DEFAULT_MAX_QUEUED_BYTES = 16 << 20
 
 _lengths_structs: dict[int, struct.Struct] = {}
 _ONE_LENGTH = struct.Struct("!H")
+# The header and the length of a one-entry frame, unpacked or packed in one call.
+_ONE_ENTRY = struct.Struct("!BBHIHIH")
+_ONE_ENTRY_SIZE = _ONE_ENTRY.size
+_MIDDLE = FLAG_LAST_CONTINUES | FLAG_FIRST_IS_CONTINUATION
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 
 
 def _lengths_struct(count: int) -> struct.Struct:
@@ -375,8 +380,12 @@ class Packer:
             The frame, or None when nothing is queued.
         """
         queue = self._queue
-        if self._partial is None and not queue:
-            return None
+        partial = self._partial
+        if partial is None:
+            if not queue:
+                return None
+        elif len(partial[0]) - partial[1] > self._capacity - _LENGTH_SIZE:
+            return self._take_middle_fragment(partial)
         room = self._capacity
         lengths: list[int] = []
         parts: list[bytes] = []
@@ -385,32 +394,22 @@ class Packer:
         flags = 0
         continued_id = continued_index = open_id = 0
         taken = 0
-        if self._partial is not None:
-            # The head message is partly sent: its next part opens the frame.
-            data, offset, safe, handle, fragment_id, index = self._partial
+        if partial is not None:
+            # The head message is partly sent and its last part fits (the
+            # other case went to _take_middle_fragment): it opens the frame.
+            data, offset, safe, handle, fragment_id, index = partial
             flags = FLAG_FIRST_IS_CONTINUATION
             continued_id, continued_index = fragment_id, index
             remaining = len(data) - offset
-            fits = room - _LENGTH_SIZE
             self._fragments_taken += 1
-            if remaining <= fits:
-                parts.append(data[offset:])
-                lengths.append(remaining)
-                room -= _LENGTH_SIZE + remaining
-                taken += remaining
-                self._partial = None
-                self._messages_completed += 1
-                if handle is not None:
-                    completed.append(handle)
-            else:
-                parts.append(data[offset:offset + fits])
-                lengths.append(fits)
-                taken += fits
-                self._partial[1] = offset + fits
-                self._partial[5] = index + 1
-                flags |= FLAG_LAST_CONTINUES
-                open_id = fragment_id
-                room = 0
+            parts.append(data[offset:])
+            lengths.append(remaining)
+            room -= _LENGTH_SIZE + remaining
+            taken += remaining
+            self._partial = None
+            self._messages_completed += 1
+            if handle is not None:
+                completed.append(handle)
         if room >= _LENGTH_SIZE and queue:
             more_taken, more_safe, open_id = self._pack_queue(room, parts, lengths, completed)
             taken += more_taken
@@ -423,7 +422,23 @@ class Packer:
         self._queued_bytes -= taken
         self._frames_taken += 1
         self._payload_bytes_taken += len(payload)
-        return Frame(payload, safe, tuple(completed))
+        return _new_tuple(Frame, (payload, safe, tuple(completed)))
+
+    def _take_middle_fragment(self, partial: list[Any]) -> Frame:
+        """The next part of the partly sent head message when it fills the
+        frame and more follows (most frames of a large message): take_frame's
+        general case with one entry, built directly."""
+        data, offset, safe, _handle, fragment_id, index = partial
+        fits = self._capacity - _LENGTH_SIZE
+        payload = _ONE_ENTRY.pack(VERSION, _MIDDLE, 1, fragment_id, index, fragment_id,
+                                  fits) + data[offset:offset + fits]
+        partial[1] = offset + fits
+        partial[5] = index + 1
+        self._fragments_taken += 1
+        self._queued_bytes -= fits
+        self._frames_taken += 1
+        self._payload_bytes_taken += len(payload)
+        return _new_tuple(Frame, (payload, safe, ()))
 
     def _pack_queue(self, room: int, parts: list[bytes], lengths: list[int],
                     completed: list[Any]) -> tuple[int, bool, int]:
@@ -665,6 +680,26 @@ class Unpacker:
             the module docstring).
         """
         self._frames += 1
+        if len(payload) >= _ONE_ENTRY_SIZE:
+            # The next part of a fragmented message alone in its frame (most
+            # frames of a large message): one unpack, no entry list. The
+            # checks are those of _decode for a one-entry frame.
+            version, flags, count, continued_id, continued_index, open_id, length = \
+                _ONE_ENTRY.unpack_from(payload)
+            if (count == 1 and version == VERSION and _ONE_ENTRY_SIZE + length == len(payload)
+                    and continued_id and continued_index):
+                if flags == _MIDDLE and open_id == continued_id:
+                    self._continue(sender, continued_id, continued_index,
+                                   payload[_ONE_ENTRY_SIZE:], True)
+                    return []
+                if flags == FLAG_FIRST_IS_CONTINUATION and not open_id:
+                    message = self._continue(sender, continued_id, continued_index,
+                                             payload[_ONE_ENTRY_SIZE:], False)
+                    if message is None:
+                        return []
+                    self._messages_delivered += 1
+                    self._bytes_delivered += len(message)
+                    return [message]
         try:
             flags, continued_id, continued_index, open_id, entries = _decode(payload)
         except DecodeError as error:

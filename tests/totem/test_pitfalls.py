@@ -10,6 +10,7 @@ from totemd.sim.faults import Fault
 from totemd.sim.runner import run_schedule, seed_config
 from totemd.srp import GatherReason, SendUnicast, SrpCore, State, TotemParams
 from totemd.srp.messages import CommitToken, Mcast, OrfToken, RingId, RtrEntry
+from totemd.srp.params import SORT_QUEUE_MAX
 
 from tests.totem.helpers import Net
 
@@ -190,6 +191,21 @@ def test_pitfall_10_a_hole_is_requested_only_after_miss_count_const_sightings():
         rtr = codec.decode(sent[-1].data).rtr
         expected = (RtrEntry(ring.ring_id, (base + 1) & 0xFFFFFFFF),) if visit >= 5 else ()
         assert rtr == expected, visit
+
+
+def test_a_token_claiming_a_far_seq_costs_a_bounded_scan():
+    # corosync asserts the hole range is below its queue size; we must not
+    # trust it either: a token whose seq is 2**31 - 1 past our aru (corrupt,
+    # or from a buggy peer) once made the hole scan walk 2**31 seqs.
+    net = _formed()
+    core = net.cores[2]
+    ring = core._installed
+    far = (ring.aru + 0x7FFFFFFF) & 0xFFFFFFFF
+    token = OrfToken(sender=1, ring_id=ring.ring_id, seq=far, token_seq=core._token_seq_seen + 3,
+                     aru=ring.aru, aru_addr=0, fcc=0, backlog=0, retrans_pending=0, rtr=())
+    core.receive(codec.encode(token), net.now)
+    assert any(isinstance(a, SendUnicast) for a in core.take_actions())  # forwarded
+    assert 0 < len(ring.miss_counts) <= SORT_QUEUE_MAX
 
 
 @pytest.mark.parametrize("cancel, held", [(False, True), (True, False)])

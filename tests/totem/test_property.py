@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from totemd.sim.faults import FAULT_KINDS, Fault
 from totemd.sim.runner import run_schedule, seed_config, shrink_schedule
-from totemd.srp import ConfChange, ConfKind, Deliver, SrpCore
+from totemd.srp import ConfChange, ConfKind, Deliver, DeliverFrame, SrpCore
 
 NODES = 3
 # CI explores the same examples every run (no flaky CI); `make soak` explores new ones.
@@ -49,7 +49,8 @@ def test_any_fault_schedule_keeps_every_evs_rule(schedule, seed):
 
 class SkipsFirstDeliveryAfterChange(SrpCore):
     """A deliberately broken core: after every configuration change but the
-    first it skips one delivery (the bug needs a fault to show)."""
+    first it skips one delivery, a message or a frame's worth (the bug needs
+    a fault to show)."""
 
     _regular_changes = 0
     _skip_next = False
@@ -60,7 +61,7 @@ class SkipsFirstDeliveryAfterChange(SrpCore):
             if isinstance(action, ConfChange) and action.kind is ConfKind.REG:
                 self._regular_changes += 1
                 self._skip_next = self._regular_changes > 1
-            elif isinstance(action, Deliver) and self._skip_next:
+            elif isinstance(action, (Deliver, DeliverFrame)) and self._skip_next:
                 self._skip_next = False
                 continue
             kept.append(action)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 
 from totemd import codec
-from totemd.srp import Deliver, SendMulticast, SendUnicast, SetTimer, Timer
+from totemd.srp import Deliver, DeliverFrame, SendMulticast, SendUnicast, SetTimer, Timer
 from totemd.srp.actions import CancelTimer, Originated
 from totemd.srp.messages import Mcast, RingId
 
 FIELDS = {
     Mcast: ("sender", "ring_id", "seq", "safe", "payload", "inner"),
     Deliver: ("sender", "ring_id", "seq", "safe", "message"),
+    DeliverFrame: ("sender", "ring_id", "seq", "safe", "messages"),
     SendUnicast: ("dest", "data"),
     SendMulticast: ("data",),
     SetTimer: ("timer", "deadline_ms"),

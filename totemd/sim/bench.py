@@ -26,7 +26,7 @@ import time
 from totemd.sim.cluster import Cluster, SimConfig, sim_params
 from totemd.srp import SrpCore, SubmitRejected
 
-__all__ = ["add_arguments", "run", "measure", "record", "replay"]
+__all__ = ["add_arguments", "run", "measure", "record", "replay", "Recording", "RecordingCore"]
 
 CASES = (("64 B packed", 64, 20_000.0), ("8 KiB fragmented", 8192, 1_500.0))
 MEASURED_NODE = 2
@@ -40,16 +40,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replays per case, best kept (default 3)")
     parser.add_argument("--profile", action="store_true",
                         help="print a cProfile of one replay of each case")
+    parser.add_argument("--per-packet", action="store_true",
+                        help="drive the core with receive and per-message Deliver actions "
+                             "(the older way) instead of receive_many and DeliverFrame")
     parser.add_argument("--json", action="store_true", help="one JSON object per case")
 
 
-class _RecordingCore(SrpCore):
+class RecordingCore(SrpCore):
     """An SrpCore that keeps the calls it gets, to be replayed on a fresh one."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.calls: list[tuple[str, tuple]] = []
-        self.created = (args, kwargs)
+        rng = kwargs.get("rng")
+        self._created = (args, kwargs, rng.getstate() if rng is not None else None)
         super().__init__(*args, **kwargs)
+
+    def fresh(self, **overrides) -> SrpCore:
+        """A plain SrpCore in the state this one was created in (its rng
+        too), with constructor arguments replaced by ``overrides``."""
+        args, kwargs, rng_state = self._created
+        kwargs = dict(kwargs, **overrides)
+        if rng_state is not None:
+            kwargs["rng"] = random.Random()
+            kwargs["rng"].setstate(rng_state)
+        return SrpCore(*args, **kwargs)
 
     def start(self, *args):
         self.calls.append(("start", args))
@@ -59,6 +73,11 @@ class _RecordingCore(SrpCore):
         self.calls.append(("receive", args))
         return super().receive(*args)
 
+    def receive_many(self, packets, now_ms):
+        packets = list(packets)
+        self.calls.append(("receive_many", (packets, now_ms)))
+        return super().receive_many(packets, now_ms)
+
     def timer_expired(self, *args):
         self.calls.append(("timer_expired", args))
         return super().timer_expired(*args)
@@ -67,9 +86,14 @@ class _RecordingCore(SrpCore):
         self.calls.append(("submit", args + tuple(kwargs.values())))
         return super().submit(*args, **kwargs)
 
-    def submit_many(self, *args):
-        self.calls.append(("submit_many", args))
-        return super().submit_many(*args)
+    def submit_many(self, items):
+        items = list(items)
+        self.calls.append(("submit_many", (items,)))
+        return super().submit_many(items)
+
+    def leave(self, *args):
+        self.calls.append(("leave", args))
+        return super().leave(*args)
 
     def take_actions(self):
         self.calls.append(("take_actions", ()))
@@ -79,19 +103,12 @@ class _RecordingCore(SrpCore):
 class Recording:
     """Node 2's calls during one simulated run (see ``record``)."""
 
-    def __init__(self, core: _RecordingCore, formed_index: int, seed_text: str) -> None:
+    def __init__(self, core: RecordingCore, formed_index: int) -> None:
         self.calls = core.calls
         self.formed_index = formed_index
+        self.new_core = core.fresh
         # What the recorded core ended with: a replay must end the same.
         self.final_stats = core.stats()
-        self._created = core.created
-        self._seed_text = seed_text
-
-    def new_core(self) -> SrpCore:
-        """A fresh core in the state node 2's core was created in."""
-        args, kwargs = self._created
-        kwargs = dict(kwargs, rng=random.Random(self._seed_text))
-        return SrpCore(*args, **kwargs)
 
 
 def record(size: int, rate_per_s: float, virtual_ms: float, seed: int = 1) -> Recording:
@@ -99,12 +116,12 @@ def record(size: int, rate_per_s: float, virtual_ms: float, seed: int = 1) -> Re
     config = SimConfig(nodes=3, seed=seed, params=sim_params(3), sizes=(size,),
                        size_weights=(1,), safe_fraction=0.0,
                        submit_interval_ms=3000.0 / rate_per_s)
-    recorded: list[_RecordingCore] = []
+    recorded: list[RecordingCore] = []
 
     def factory(node_id, *args, **kwargs):
         if node_id != MEASURED_NODE:
             return SrpCore(node_id, *args, **kwargs)
-        core = _RecordingCore(node_id, *args, **kwargs)
+        core = RecordingCore(node_id, *args, **kwargs)
         recorded.append(core)
         return core
 
@@ -114,20 +131,34 @@ def record(size: int, rate_per_s: float, virtual_ms: float, seed: int = 1) -> Re
     cluster.run_until(FORMED_MS)
     formed_index = len(recorded[0].calls)
     cluster.run_until(FORMED_MS + virtual_ms)
-    # The seed the simulator gave the core's rng (cluster.start_node).
-    return Recording(recorded[0], formed_index, f"core-{seed}-{MEASURED_NODE}-1")
+    return Recording(recorded[0], formed_index)
 
 
-def replay(recording: Recording, profiler: cProfile.Profile | None = None) -> dict:
+def replay(recording: Recording, profiler: cProfile.Profile | None = None,
+           per_packet: bool = False) -> dict:
     """Feed a fresh core the recorded calls; time those after formation.
+
+    Args:
+        recording: what node 2's core got.
+        profiler: enabled around the timed part only.
+        per_packet: drive the core the older way: each burst handed to
+            ``receive`` packet by packet, and one ``Deliver`` per message
+            (``deliver_frames=False``) instead of one ``DeliverFrame`` per
+            frame. The work is otherwise the same.
 
     Returns:
         frames and messages delivered in the timed part, its CPU seconds, and
         the core's final stats (``SrpStats``, under "stats").
     """
-    core = recording.new_core()
-    calls = [(getattr(core, name), args) for name, args in recording.calls]
-    formed = recording.formed_index
+    core = recording.new_core(deliver_frames=False) if per_packet else recording.new_core()
+    calls = []
+    for name, args in recording.calls:
+        if per_packet and name == "receive_many":
+            packets, now_ms = args
+            calls.extend((core.receive, (packet, now_ms)) for packet in packets)
+        else:
+            calls.append((getattr(core, name), args))
+    formed = _formed_index(recording, per_packet)
     for method, args in calls[:formed]:
         try:
             method(*args)
@@ -152,15 +183,23 @@ def replay(recording: Recording, profiler: cProfile.Profile | None = None) -> di
             "calls": len(timed), "core_seconds": cpu, "stats": after}
 
 
+def _formed_index(recording: Recording, per_packet: bool) -> int:
+    """Where the timed calls start in the list ``replay`` builds."""
+    head = recording.calls[:recording.formed_index]
+    if not per_packet:
+        return len(head)
+    return sum(len(args[0]) if name == "receive_many" else 1 for name, args in head)
+
+
 def measure(size: int, rate_per_s: float, virtual_ms: float, repeat: int = 3,
-            seed: int = 1) -> dict:
+            seed: int = 1, per_packet: bool = False) -> dict:
     """Record one case and replay it ``repeat`` times; the fastest replay counts."""
     recording = record(size, rate_per_s, virtual_ms, seed)
-    best = min((replay(recording) for _ in range(max(1, repeat))),
+    best = min((replay(recording, per_packet=per_packet) for _ in range(max(1, repeat))),
                key=lambda row: row["core_seconds"])
     cpu = best["core_seconds"]
     best = {key: value for key, value in best.items() if key != "stats"}
-    return dict(best, size=size,
+    return dict(best, size=size, per_packet=per_packet,
                 frames_per_s=best["frames"] / cpu if cpu else 0.0,
                 messages_per_s=best["messages"] / cpu if cpu else 0.0,
                 us_per_frame=1e6 * cpu / best["frames"] if best["frames"] else 0.0,
@@ -171,20 +210,21 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         for label, size, rate in CASES:
             profiler = cProfile.Profile()
-            replay(record(size, rate, args.virtual_ms), profiler)
+            replay(record(size, rate, args.virtual_ms), profiler, per_packet=args.per_packet)
             print(f"== {label}")
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return 0
     rows = []
     for label, size, rate in CASES:
-        row = measure(size, rate, args.virtual_ms, args.repeat)
+        row = measure(size, rate, args.virtual_ms, args.repeat, per_packet=args.per_packet)
         row["case"] = label
         rows.append(row)
         if args.json:
             print(json.dumps(row))
     if not args.json:
+        mode = "receive + Deliver" if args.per_packet else "receive_many + DeliverFrame"
         print(f"{'case':<18} {'frames/s':>10} {'msgs/s':>10} {'us/frame':>9} {'frames':>8} "
-              f"{'msgs':>8} {'core s':>7}  (node 2 of 3, CPU inside its core)")
+              f"{'msgs':>8} {'core s':>7}  (node 2 of 3, CPU inside its core; {mode})")
         for row in rows:
             print(f"{row['case']:<18} {row['frames_per_s']:>10.0f} {row['messages_per_s']:>10.0f} "
                   f"{row['us_per_frame']:>9.2f} {row['frames']:>8} {row['messages']:>8} "

@@ -7,6 +7,13 @@ reordering, one-way loss, token-only loss, partitions); nodes can crash,
 restart (with or without their persisted ring seq), pause, leave, and run
 their clocks fast or slow. Every node logs the EVS events through
 ``totemd.evslog.EventLog`` (in memory, or to ``log_dir``).
+
+Both ways of driving a core are exercised, by node id: an even node reads
+the frames of one token visit as one burst (``receive_many``, as a daemon
+does with the datagrams of one network read; each frame is still lost or
+duplicated on its own), an odd one packet by packet (``receive``); nodes 2,
+3, 6, 7, ... get one ``DeliverFrame`` per frame, the others one ``Deliver``
+per message.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ from pathlib import Path
 from totemd.evslog import EventLog
 from totemd.sim.faults import Fault, FaultSchedule
 from totemd.sim.workload import SIZE_WEIGHTS, SIZES, AppMessage, decode_message, encode_message
-from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, Originated, PersistRingSeq,
-                        SendMulticast, SendUnicast, SetTimer, SrpCore, StateChanged,
-                        SubmitRejected, TotemParams)
+from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame, Originated,
+                        PersistRingSeq, SendMulticast, SendUnicast, SetTimer, SrpCore,
+                        StateChanged, SubmitRejected, TotemParams)
 
 __all__ = ["SimConfig", "Cluster", "sim_params"]
 
@@ -162,7 +169,10 @@ class Cluster:
                 heapq.heappush(heap, (node.paused_until, self._counter, kind, node_id, payload, inc))
                 continue
             if kind == _PACKET:
-                core.receive(payload, node.local(at))
+                if type(payload) is list:  # a burst of frames
+                    core.receive_many(payload, node.local(at))
+                else:
+                    core.receive(payload, node.local(at))
             elif kind == _TIMER:
                 # One heap entry per armed timer: a re-arm to a later deadline
                 # only moves the deadline, and the entry re-queues itself.
@@ -209,7 +219,8 @@ class Cluster:
             self.ring_seq_lost = True
         rng = random.Random(f"core-{self.config.seed}-{node_id}-{node.inc}")
         factory = self._core_factory or SrpCore
-        node.core = factory(node_id, self.params, rng=rng, initial_seq=self.config.initial_seq)
+        node.core = factory(node_id, self.params, rng=rng, initial_seq=self.config.initial_seq,
+                            deliver_frames=node_id % 4 in (2, 3))
         node.core.start(node.local(self.now), node.stored_ring_seq)
         self._execute(node)
         self._schedule_submit(node)
@@ -292,6 +303,42 @@ class Cluster:
 
     # ---- the network ------------------------------------------------------------
 
+    def _multicast(self, src: int, frames: list[bytes]) -> None:
+        """Send the multicasts of one batch of actions to every other node:
+        as one burst to an even node (unless packets are being reordered),
+        one by one to an odd one."""
+        for dest in self.nodes:
+            if dest == src:
+                continue
+            if dest % 2 == 0 and not self.reorder_ms:
+                self._send_burst(src, dest, frames)
+            else:
+                for data in frames:
+                    self._send(src, dest, data, False)
+
+    def _send_burst(self, src: int, dest: int, frames: list[bytes]) -> None:
+        """Frames that travel together (one delay) and are read together;
+        each one is lost or duplicated on its own."""
+        self.packets += len(frames)
+        if self.side is not None and self.side[src] != self.side[dest]:
+            return
+        if (src, dest) in self.oneway:
+            return
+        rng = self._net_rng
+        loss = self.loss
+        kept = [data for data in frames if not (loss and rng.random() < loss)]
+        if not kept:
+            return
+        base = self._link_delay[(src, dest)]
+        delay = base * (1.0 + 0.2 * rng.random())
+        if rng.random() < 0.01:
+            delay += base * rng.paretovariate(2.0)  # a heavy tail
+        self._push(self.now + delay, _PACKET, dest, kept)
+        if self.duplicate:
+            for data in kept:
+                if rng.random() < self.duplicate:
+                    self._push(self.now + delay + rng.uniform(0.0, 2 * base), _PACKET, dest, data)
+
     def _send(self, src: int, dest: int, data: bytes, token: bool) -> None:
         self.packets += 1
         if src == dest:
@@ -324,15 +371,18 @@ class Cluster:
         if core is None:
             return
         me = node.node_id
+        multicasts: list[bytes] = []
         for action in core.take_actions():
             kind = type(action)
             if kind is SendMulticast:
-                data = action.data
-                for other in self.nodes:
-                    if other != me:
-                        self._send(me, other, data, False)
+                multicasts.append(action.data)
+            elif kind is DeliverFrame:
+                for message in action.messages:
+                    self._log_deliver(node, action.sender, action.ring_id, action.seq,
+                                      action.safe, message)
             elif kind is Deliver:
-                self._log_deliver(node, action)
+                self._log_deliver(node, action.sender, action.ring_id, action.seq,
+                                  action.safe, action.message)
             elif kind is SetTimer:
                 timer = action.timer
                 previous = node.timers.get(timer)
@@ -355,6 +405,9 @@ class Cluster:
                 node.stored_ring_seq = action.ring_seq
             elif kind is StateChanged:
                 self.state_changes.append(f"{self.now:.3f} {action.text}")
+        if multicasts:
+            # After the loop: the network is not faster than the actions are run.
+            self._multicast(me, multicasts)
 
     def _seq(self, seq: int) -> int:
         """The unwrapped position of a frame seq in its ring (for the logs)."""
@@ -375,15 +428,16 @@ class Cluster:
         for mid, sseq in action.handles:
             node.log.originate(mid, tuple(action.ring_id), self._seq(action.seq), sseq, t=t)
 
-    def _log_deliver(self, node: _Node, action: Deliver) -> None:
-        message = decode_message(action.message)
-        crc = zlib.crc32(action.message)
+    def _log_deliver(self, node: _Node, sender: int, ring_id, seq: int, frame_safe: bool,
+                     data: bytes) -> None:
+        message = decode_message(data)
+        crc = zlib.crc32(data)
         if message is None:
-            mid, sender, sinc, sseq, safe = f"garbage.{crc}", action.sender, 0, 0, action.safe
+            mid, sinc, sseq, safe = f"garbage.{crc}", 0, 0, frame_safe
         else:
             mid, sender, sinc, sseq, safe = (message.mid, message.node, message.inc,
                                              message.sseq, message.safe)
-        node.log.deliver(mid, sender, sinc, sseq, tuple(action.ring_id), self._seq(action.seq),
+        node.log.deliver(mid, sender, sinc, sseq, tuple(ring_id), self._seq(seq),
                          safe, crc, node.in_conf, t=int(self.now * _NS))
         node.last_delivered = mid
 

@@ -10,7 +10,8 @@ import importlib
 
 _EXPORTS = {
     "Action": "actions", "CancelTimer": "actions", "ConfChange": "actions",
-    "ConfKind": "actions", "Deliver": "actions", "GatherReason": "actions",
+    "ConfKind": "actions", "Deliver": "actions", "DeliverFrame": "actions",
+    "GatherReason": "actions",
     "Originated": "actions", "PersistRingSeq": "actions", "SendMulticast": "actions",
     "SendUnicast": "actions", "SetTimer": "actions", "State": "actions",
     "StateChanged": "actions", "Timer": "actions",

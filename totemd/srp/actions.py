@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from totemd.srp.messages import RingId
 
 __all__ = ["State", "Timer", "GatherReason", "ConfKind", "SendUnicast", "SendMulticast",
-           "SetTimer", "CancelTimer", "Deliver", "ConfChange", "PersistRingSeq", "Originated",
+           "SetTimer", "CancelTimer", "Deliver", "DeliverFrame", "ConfChange", "PersistRingSeq", "Originated",
            "StateChanged", "Action"]
 
 
@@ -113,6 +113,26 @@ class Deliver(NamedTuple):
     message: bytes
 
 
+class DeliverFrame(NamedTuple):
+    """Deliver the application messages one frame completed, in total order.
+
+    What a core created with ``deliver_frames=True`` emits instead of one
+    ``Deliver`` per message; it stands for ``Deliver(sender, ring_id, seq,
+    safe, message) for message in messages``, in the same place among the
+    other actions. ``messages`` is a fresh list the core keeps no reference
+    to (never empty).
+
+    Why: a frame packs up to a hundred small messages, and building one
+    action per message was the core's per-message cost.
+    """
+
+    sender: int
+    ring_id: RingId
+    seq: int
+    safe: bool
+    messages: list[bytes]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConfChange:
     """A configuration change. REG: ``ring_id`` is the new ring, ``members``
@@ -156,8 +176,8 @@ class StateChanged:
 
 
 # The actions built per frame, per message or per token visit (SendUnicast,
-# SendMulticast, SetTimer, CancelTimer, Originated, Deliver) are NamedTuples:
+# SendMulticast, SetTimer, CancelTimer, Originated, Deliver, DeliverFrame) are NamedTuples:
 # immutable like the frozen dataclasses, a third of the cost to build. Drivers
 # dispatch on ``type(action) is ...`` and read fields by name, both unchanged.
-Action = (SendUnicast | SendMulticast | SetTimer | CancelTimer | Deliver | ConfChange
-          | PersistRingSeq | Originated | StateChanged)
+Action = (SendUnicast | SendMulticast | SetTimer | CancelTimer | Deliver | DeliverFrame
+          | ConfChange | PersistRingSeq | Originated | StateChanged)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from totemd.codec import encode_mcast, encode
 from totemd.srp import flow
-from totemd.srp.actions import (Deliver, GatherReason, Originated, SendMulticast, SendUnicast,
+from totemd.srp.actions import (Deliver, DeliverFrame, GatherReason, Originated, SendMulticast, SendUnicast,
                                 State, Timer)
 from totemd.srp.messages import Mcast, OrfToken, RtrEntry, TokenHoldCancel
 from totemd.srp.params import RTR_LIST_MAX, SORT_QUEUE_MAX
@@ -71,16 +71,19 @@ class OrderingMixin:
     def _deliver_ready(self: SrpCore, ring: RingState) -> None:
         """Deliver in seq order: agreed up to aru, safe up to the safe line."""
         nxt = (ring.high_delivered + 1) & SEQ_MASK
-        queue = ring.queue
         aru = ring.aru
         if not seq_ge(aru, nxt):
             return
+        queue = ring.queue
         safe_line = ring.safe_line
         ring_id = ring.ring_id
         feed = self._unpacker.feed
+        emit = self._actions.append
         extend = self._actions.extend
+        per_frame = self._deliver_frames
+        # tuple.__new__ skips the NamedTuples' Python-level __new__ (one action
+        # per frame, or per message: the delivery hot spot).
         new_tuple = tuple.__new__
-        counters = self._counters
         frames = delivered = 0
         while True:
             frame = queue[nxt]
@@ -94,13 +97,15 @@ class OrderingMixin:
                 messages = feed(sender, frame.payload)
                 if messages:
                     delivered += len(messages)
-                    # tuple.__new__ skips the NamedTuple's Python-level __new__
-                    # (one Deliver per message: the per-message hot spot).
-                    extend([new_tuple(Deliver, (sender, ring_id, nxt, safe, message))
-                            for message in messages])
+                    if per_frame:
+                        emit(new_tuple(DeliverFrame, (sender, ring_id, nxt, safe, messages)))
+                    else:
+                        extend([new_tuple(Deliver, (sender, ring_id, nxt, safe, message))
+                                for message in messages])
             if nxt == aru:
                 break
             nxt = (nxt + 1) & SEQ_MASK
+        counters = self._counters
         counters.frames_delivered += frames
         counters.messages_delivered += delivered
 
@@ -249,6 +254,11 @@ class OrderingMixin:
 
     def _request_missing(self: SrpCore, ring: RingState, seq: int, rtr: list[RtrEntry]) -> None:
         """Add my holes to the rtr list once seen missing miss_count_const times."""
+        if seq_diff(seq, ring.high_delivered) > SORT_QUEUE_MAX:
+            # Frames that far ahead would be dropped on receipt anyway; and a
+            # token claiming such a seq (corrupt, or from a buggy peer) must
+            # not make this loop walk up to 2**32 seqs.
+            seq = (ring.high_delivered + SORT_QUEUE_MAX) & SEQ_MASK
         if not seq_lt(ring.aru, seq) or len(rtr) >= RTR_LIST_MAX:
             return
         queue = ring.queue

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from totemd.srp.actions import ConfChange, ConfKind, Deliver, State, Timer
+from totemd.srp.actions import ConfChange, ConfKind, Deliver, DeliverFrame, State, Timer
 from totemd.srp.messages import CommitToken, OrfToken
 from totemd.srp.ringstate import RingState
 from totemd.srp.seqnum import SEQ_MASK, seq_ge, seq_lt, seq_max, seq_min
@@ -156,6 +156,13 @@ class RecoveryMixin:
 
     def _deliver_frame(self: SrpCore, frame, ring_id) -> None:
         self._counters.frames_delivered += 1
-        for message in self._unpacker.feed(frame.sender, frame.payload):
+        messages = self._unpacker.feed(frame.sender, frame.payload)
+        if not messages:
+            return
+        self._counters.messages_delivered += len(messages)
+        if self._deliver_frames:
+            self._actions.append(DeliverFrame(frame.sender, ring_id, frame.seq, frame.safe,
+                                              messages))
+            return
+        for message in messages:
             self._actions.append(Deliver(frame.sender, ring_id, frame.seq, frame.safe, message))
-            self._counters.messages_delivered += 1

@@ -7,7 +7,7 @@ the "old ring" while a new one forms) and the ring it is forming or running.
 from __future__ import annotations
 
 from totemd.srp.messages import Mcast, RingId
-from totemd.srp.seqnum import SEQ_MASK, seq_lt
+from totemd.srp.seqnum import SEQ_HALF as _HALF, SEQ_MASK, seq_lt
 
 __all__ = ["RingState"]
 
@@ -39,15 +39,24 @@ class RingState:
 
     def insert(self, frame: Mcast) -> bool:
         """Store a frame of this ring; False if it is old or a duplicate."""
+        # Called once per frame sent or received: the seq comparisons of
+        # seqnum are written out here (seq_lt(a, b) is 0 < (b - a) & MASK <= HALF).
         seq = frame.seq
         queue = self.queue
-        if seq in queue or not seq_lt(self.high_delivered, seq):
+        if seq in queue or not 0 < ((seq - self.high_delivered) & SEQ_MASK) <= _HALF:
             return False
         queue[seq] = frame
-        if seq_lt(self.high_seq, seq):
+        if 0 < ((seq - self.high_seq) & SEQ_MASK) <= _HALF:
             self.high_seq = seq
-        if seq == ((self.aru + 1) & SEQ_MASK):
-            self.advance_aru()
+        aru = self.aru
+        if seq == ((aru + 1) & SEQ_MASK):
+            # The frame after aru: move aru across it and what follows it.
+            aru = seq
+            nxt = (seq + 1) & SEQ_MASK
+            while nxt in queue:
+                aru = nxt
+                nxt = (nxt + 1) & SEQ_MASK
+            self.aru = aru
         return True
 
     def advance_aru(self) -> None:

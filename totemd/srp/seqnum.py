@@ -8,11 +8,12 @@ every other, which the sort-queue bound guarantees.
 
 from __future__ import annotations
 
-__all__ = ["SEQ_MASK", "seq_add", "seq_diff", "seq_lt", "seq_le", "seq_gt", "seq_ge",
+__all__ = ["SEQ_MASK", "SEQ_HALF", "seq_add", "seq_diff", "seq_lt", "seq_le", "seq_gt", "seq_ge",
            "seq_max", "seq_min"]
 
 SEQ_MASK = 0xFFFFFFFF
-_HALF = 0x80000000
+SEQ_HALF = 0x80000000  # a is before b when 0 < (b - a) & SEQ_MASK <= SEQ_HALF
+_HALF = SEQ_HALF
 
 
 def seq_add(seq: int, count: int) -> int:

@@ -1,0 +1,125 @@
+"""``SrpCore.receive_many`` and ``deliver_frames`` change the cost, never the
+behaviour: a core fed a burst at once does what a core fed the same packets
+one by one does (the same actions at every ``take_actions``, the same end
+state), with ``DeliverFrame`` standing for its messages' ``Deliver``s.
+
+The inputs are real: every call the cores got in simulated runs with faults
+(even nodes read bursts), with garbage, truncated, corrupted and repeated
+packets mixed into the bursts."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from totemd.sim.bench import RecordingCore
+from totemd.sim.cluster import Cluster
+from totemd.sim.runner import seed_config
+from totemd.srp import Deliver, DeliverFrame, SubmitRejected
+
+
+def _recorded_cores(seed: int) -> list[RecordingCore]:
+    config, schedule = seed_config(seed, nodes=4, cluster_rate_per_s=2000.0)
+    cores: list[RecordingCore] = []
+
+    def factory(*args, **kwargs):
+        core = RecordingCore(*args, **kwargs)
+        cores.append(core)
+        return core
+
+    cluster = Cluster(config, core_factory=factory)
+    for node in cluster.nodes:
+        cluster.start_node(node)
+    cluster.schedule(schedule)
+    cluster.run_until(1000.0)
+    cluster.heal()
+    for node in cluster.nodes:
+        cluster.start_node(node)  # the crashed ones
+    cluster.run_until(2500.0)
+    return [core for core in cores
+            if any(name == "receive_many" for name, _args in core.calls)]
+
+
+def _merge_reads(calls: list, rng: random.Random) -> list:
+    """Merge some runs of reads (with the take_actions between them) into one
+    burst, so that tokens and joins come in the middle of bursts."""
+    merged: list = []
+    for name, args in calls:
+        if name in ("receive", "receive_many") and len(merged) >= 2 \
+                and merged[-1][0] == "take_actions" and merged[-2][0] == "receive_many" \
+                and rng.random() < 0.5:
+            packets = [args[0]] if name == "receive" else list(args[0])
+            merged.pop()
+            _name, (earlier, _now) = merged.pop()
+            merged.append(("receive_many", (earlier + packets, args[1])))
+            continue
+        if name == "receive":
+            name, args = "receive_many", ([args[0]], args[1])
+        merged.append((name, args))
+    return merged
+
+
+def _spoil(calls: list, rng: random.Random) -> list:
+    """The same calls with reads merged and bad and repeated packets mixed
+    into the bursts."""
+    spoiled = []
+    for name, args in _merge_reads(calls, rng):
+        if name == "receive_many" and rng.random() < 0.3:
+            packets, now_ms = args
+            packets = list(packets)
+            victim = rng.choice(packets)
+            corrupt = bytearray(victim)
+            corrupt[rng.randrange(len(corrupt))] ^= 0xFF
+            extra = [victim, victim[:rng.randrange(len(victim))], bytes(corrupt),
+                     rng.randbytes(rng.randrange(60))]
+            for packet in rng.sample(extra, rng.randint(1, len(extra))):
+                packets.insert(rng.randrange(len(packets) + 1), packet)
+            args = (packets, now_ms)
+        spoiled.append((name, args))
+    return spoiled
+
+
+def _replay(recorded: RecordingCore, calls: list, bursts: bool) -> tuple[list, object]:
+    """Run ``calls`` on a fresh core: bursts handed over whole with
+    DeliverFrame actions, or packet by packet with Deliver actions."""
+    core = recorded.fresh(deliver_frames=bursts)
+    seen = []
+    for name, args in calls:
+        if name == "take_actions":
+            actions = []
+            for action in core.take_actions():
+                if type(action) is DeliverFrame:
+                    assert action.messages, "a DeliverFrame without messages"
+                    actions.extend(Deliver(action.sender, action.ring_id, action.seq,
+                                           action.safe, message)
+                                   for message in action.messages)
+                else:
+                    actions.append(action)
+            seen.append(actions)
+        elif name == "receive_many" and not bursts:
+            packets, now_ms = args
+            for packet in packets:
+                core.receive(packet, now_ms)
+        else:
+            try:
+                getattr(core, name)(*args)
+            except SubmitRejected:
+                pass
+    return seen, core.stats()
+
+
+@pytest.mark.parametrize("seed", [3, 11, 17])
+def test_bursts_and_frame_deliveries_behave_like_packets_one_by_one(seed):
+    cores = _recorded_cores(seed)
+    assert cores, "no node read a burst"
+    rng = random.Random(seed)
+    delivered = 0
+    for recorded in cores:
+        for calls in (recorded.calls, _spoil(recorded.calls, rng)):
+            whole, whole_stats = _replay(recorded, calls, bursts=True)
+            one_by_one, one_stats = _replay(recorded, calls, bursts=False)
+            assert whole == one_by_one
+            assert whole_stats == one_stats
+            delivered += whole_stats.messages_delivered
+    assert delivered > 0
