@@ -320,7 +320,7 @@ class ShmTableWriter:
             self._insert(key, key.encode("ascii"), entry, _raw_value(entry))
 
     def _regenerate(self) -> None:
-        """A new generation sized for the live data; the old one retired and unlinked."""
+        """A new generation sized for the live data; the old one retired and closed."""
         old = self._segment
         assert old is not None
         live = len(self._entries)

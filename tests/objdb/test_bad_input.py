@@ -236,3 +236,25 @@ def test_concurrent_writers_and_a_tracker_agree_on_the_final_state(node) -> None
             pass
     assert mismatches == []
     assert replica == final
+
+
+def test_garbage_batches_and_table_requests_get_errors(node) -> None:
+    truncated = codec.encode_set_many([codec.encode_set_item("app.x", ValueType.UINT32, 1)])[:-2]
+    with IpcClient.connect("cmap", run_dir=str(node.run_dir), timeout=5.0) as ipc:
+        for function, garbage in ((codec.Function.SET_MANY, truncated),
+                                  (codec.Function.SET_MANY, codec.REQUEST_HEADER + b"\xff\xff"),
+                                  (codec.Function.GET_MANY, codec.REQUEST_HEADER + b"\xff\xff"),
+                                  (codec.Function.GET_MANY, codec.REQUEST_HEADER + b"\x01\x00\x09ab"),
+                                  (codec.Function.TABLE_INFO, codec.REQUEST_HEADER + b"x")):
+            with pytest.raises(InvalidRequest, match="malformed request"):
+                codec.decode_empty_response(ipc.request(function, garbage))
+        # Posted garbage has no reply: it is counted, and the connection lives on.
+        for _index in range(2):
+            ipc.post(codec.Function.SET_NOWAIT_MANY, truncated)
+        failed, first = codec.decode_sync_response(ipc.request(codec.Function.SYNC,
+                                                               codec.REQUEST_HEADER))
+        assert (failed, first) == (0, None)
+        with pytest.raises(ipc_errors.IpcError):   # the 8 malformed requests are used up
+            for _attempt in range(10):
+                ipc.request(codec.Function.GET_MANY, b"junk", timeout=5.0)
+    assert_serving(node)
