@@ -83,7 +83,7 @@ def test_responses_round_trip() -> None:
     assert failed == 3 and isinstance(first, ReadOnly) and str(first) == "key 'x' is read-only"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.none() | _ENTRIES, max_size=20))
 def test_get_many_response_round_trip(entries) -> None:
     assert codec.decode_get_many_response(codec.encode_get_many_response(entries)) == entries
@@ -111,7 +111,7 @@ def test_table_info_response() -> None:
             codec.decode_table_info_response(codec.RESPONSE_OK + bad)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(st.builds(lambda k, e, f: codec.SetItem(k, e.value_type, e.value, f),
                           KEYS, _ENTRIES, st.booleans()), max_size=8),
        st.sampled_from([codec.Function.SET_MANY, codec.Function.SET_NOWAIT_MANY]))
