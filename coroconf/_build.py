@@ -113,6 +113,12 @@ def _logging(src: Source) -> LoggingConfig:
 
 
 def _system(src: Source) -> SystemConfig:
+    for key in ("system.sched_rr", "system.priority"):
+        if src.has(key):
+            # Measured: SCHED_RR totemd processes doubled the CPU per message
+            # (one turn per packet, no batching) and starved local clients.
+            src.warn(f"{key}: not applied; totemd keeps the normal scheduling policy and "
+                     "priority", key)
     return SystemConfig(
         qb_ipc_type=src.text("system.qb_ipc_type", d.QB_IPC_TYPE) or d.QB_IPC_TYPE,
         sched_rr=_switch(src, "system.sched_rr", d.SCHED_RR),

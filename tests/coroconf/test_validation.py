@@ -225,3 +225,15 @@ def test_totem_options_without_an_implementation_are_reported():
     assert config.warnings == ("corosync.conf:6: not implemented, so these totem options have no "
                                "effect: heartbeat_failures_allowed, downcheck",)
     assert coroconf.loads(udpu("\tsend_join: 0\n")).warnings == ()
+
+
+def test_scheduling_options_are_reported_as_not_applied():
+    text = udpu("") + "system {\n\tsched_rr: yes\n\tpriority: max\n}\n"
+    config = coroconf.loads(text, "corosync.conf")
+    assert config.system.sched_rr is True and config.system.priority == "max"
+    assert [w for w in config.warnings if "system." in w] == [
+        "corosync.conf:16: system.sched_rr: not applied; totemd keeps the normal scheduling "
+        "policy and priority",
+        "corosync.conf:17: system.priority: not applied; totemd keeps the normal scheduling "
+        "policy and priority"]
+    assert not [w for w in coroconf.loads(udpu(""), "corosync.conf").warnings if "system." in w]
