@@ -59,7 +59,6 @@ tracker stopped reading its events).
 from __future__ import annotations
 
 import os
-import select
 import time
 from typing import Callable, Iterator, NamedTuple, cast
 
@@ -71,8 +70,8 @@ from objdb.errors import (ERROR_BY_STATUS, CmapError, ConnectionLost, DecodeErro
                           ReadOnly, RequestTimeout, TooLong, WrongType)
 from objdb.keys import check_key, check_prefix
 from objdb.service import SERVICE_NAME
-from objdb.shm_table import (MISS, STATE_RETIRED, ShmTableReader, TableLocator, TableUnavailable,
-                              key_hash)
+from objdb.shm_table import MISS, key_hash
+from objdb.table_client import LIVENESS_INTERVAL_S, TableFollower
 from objdb.store import Entry, TrackFlags
 from objdb.types import INTEGER_BOUNDS, NUMERIC_STRUCTS, Value, ValueType, check_value
 
@@ -93,10 +92,6 @@ RUN_DIR_ENV = "CORO_RUN_DIR"
 GET_CACHE_SIZE = 4096
 #: Longest a close waits for objdb to confirm this client's pipelined sets.
 CLOSE_SYNC_TIMEOUT_S = 2.0
-#: Tries to map the shared table (objdb may move it between answer and open).
-TABLE_OPEN_ATTEMPTS = 3
-#: How often (seconds) a client reading the shared table checks objdb still runs.
-LIVENESS_INTERVAL_S = 0.05
 _GET = int(codec.Function.GET)
 _SET = int(codec.Function.SET)
 _SET_NOWAIT_MANY = int(codec.Function.SET_NOWAIT_MANY)
@@ -154,18 +149,14 @@ class CmapClient:
         self._privileged = privileged
         self._callbacks: dict[int, Callback] = {}
         self._keys: dict[str, _KeyInfo] = {}
-        self._table: ShmTableReader | None = None
-        #: Why gets use round trips only ('' while the shared table is used).
-        self.table_unavailable = "not connected"
+        self._follower = TableFollower(self._ask_table, getattr(ipc_client, "server_pid", None),
+                                       getattr(ipc_client, "fileno", lambda: -1))
         # Buffered set_nowait calls: a SET_NOWAIT_MANY payload being built
         # (its count is filled in when it is sent).
         self._nowait_buffer = bytearray(_NOWAIT_START)
         self._nowait_count = 0
         self._set_heads: dict[str, tuple[ValueType, bytes, object, int, int]] = {}
         self._unconfirmed = False   # set_nowait calls no round trip has confirmed yet
-        self._server_pid = getattr(ipc_client, "server_pid", None)
-        self._alive_until = 0.0
-        self._poller: select.poll | None = None
         self.shared_gets = 0      # gets answered from the shared table
         self.round_trip_gets = 0  # gets answered by objdb
         self.unknown_events = 0   # notifications for handles already deleted (a benign race)
@@ -203,9 +194,7 @@ class CmapClient:
             reply = client._call(codec.Hello(options=options))
             _version, client._privileged, _max_value = codec.decode_hello_response(reply)
             if shared_table:
-                client._open_table()
-            else:
-                client.table_unavailable = "not asked for"
+                client._follower.open()
         except BaseException:
             client.close()
             raise
@@ -235,48 +224,8 @@ class CmapClient:
         # objdb handles a connection's requests in order: everything sent
         # before this request has been applied (and mirrored) by now.
         self._unconfirmed = False
-        self._alive_until = _monotonic() + LIVENESS_INTERVAL_S
+        self._follower.alive_until = _monotonic() + LIVENESS_INTERVAL_S
         return reply
-
-    def _open_table(self) -> None:
-        """Ask objdb where its shared table is and map it if this uid may.
-
-        Tried up to :data:`TABLE_OPEN_ATTEMPTS` times: objdb may move to a
-        new generation (closing the descriptor it named) between its answer
-        and our open.
-        """
-        for _attempt in range(TABLE_OPEN_ATTEMPTS):
-            try:
-                where = codec.decode_table_info_response(self._call(codec.TableInfo()))
-            except CmapError as error:   # an objdb without a table function
-                self.table_unavailable = f"objdb has no shared table: {error}"
-                return
-            if where is None:
-                self.table_unavailable = "objdb has no shared table"
-                return
-            if not self._server_pid:
-                self.table_unavailable = "objdb's pid is not known"
-                return
-            try:
-                self._table = ShmTableReader(self._server_pid,
-                                             TableLocator(fd=where[0], token=where[1]))
-            except TableUnavailable as error:
-                self.table_unavailable = str(error)
-                continue
-            self.table_unavailable = ""
-            return
-
-    def _table_missed(self, table: ShmTableReader) -> None:
-        """The table could not answer: remap if objdb moved to a new generation."""
-        state = table.state
-        if state == 0:
-            return    # busy slot, or objdb's liveness not confirmed: this get asks objdb
-        table.close()
-        self._table = None
-        if state == STATE_RETIRED:
-            self._open_table()
-        else:
-            self.table_unavailable = "objdb closed its shared table"
 
     def _key_info(self, key: str) -> _KeyInfo:
         info = self._keys.get(key) if key.__class__ is str else None
@@ -292,35 +241,13 @@ class CmapClient:
             self._keys[key] = info
         return info
 
-    def _objdb_alive(self) -> bool:
-        """False if this get should ask objdb: its process is gone, or the
-        connection has something to say (events waiting, or objdb hung up,
-        e.g. because this client's trackers stopped reading). Checked at most
-        every LIVENESS_INTERVAL_S; a round trip also confirms the connection."""
-        now = _monotonic()
-        if now < self._alive_until:
-            return True
-        pid = self._server_pid
-        if pid:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                pass
-        ipc = self._ipc
-        if ipc is None:
-            return False
-        try:
-            if self._poller is None:   # poll, not select: descriptors may pass 1024
-                self._poller = select.poll()
-                self._poller.register(ipc.fileno(), select.POLLIN)  # type: ignore[attr-defined]
-            if self._poller.poll(0):
-                return False
-        except (OSError, ipc_errors.IpcError):
-            return False
-        self._alive_until = now + LIVENESS_INTERVAL_S
-        return True
+    def _ask_table(self) -> tuple[int, int] | None:
+        return codec.decode_table_info_response(self._call(codec.TableInfo()))
+
+    @property
+    def table_unavailable(self) -> str:
+        """Why gets use round trips only ('' while the shared table is used)."""
+        return self._follower.unavailable
 
     def flush(self) -> None:
         """Send the buffered :meth:`set_nowait` calls now (without waiting).
@@ -362,9 +289,7 @@ class CmapClient:
                 self._request_timeout = timeout
         ipc, self._ipc = self._ipc, None
         self._callbacks.clear()
-        table, self._table = self._table, None
-        if table is not None:
-            table.close()
+        self._follower.close()
         if ipc is not None:
             ipc.close()  # type: ignore[attr-defined]
 
@@ -400,15 +325,17 @@ class CmapClient:
         info = self._keys.get(key) if key.__class__ is str else None
         if info is None:
             info = self._key_info(key)
-        table = self._table
+        follower = self._follower
+        table = follower.reader
         if table is not None and not self._unconfirmed:
             found = table.lookup(info.raw, info.hashed)
-            if found is not None and self._objdb_alive():
+            if found is not None and (_monotonic() < follower.alive_until
+                                      or follower.check_alive()):
                 if found is MISS:
                     raise NoSuchKey(f"no key {key!r}")
                 self.shared_gets += 1
                 return found  # type: ignore[return-value]
-            self._table_missed(table)
+            follower.missed()
         self.round_trip_gets += 1
         return codec.decode_value_reply(self._call_raw(_GET, info.get_payload))
 
@@ -426,8 +353,10 @@ class CmapClient:
         infos = [self._key_info(key) for key in keys]
         results: list[tuple[Value, ValueType] | None] = [None] * len(infos)
         ask: list[int] = list(range(len(infos)))
-        table = self._table
-        if table is not None and not self._unconfirmed and infos and self._objdb_alive():
+        follower = self._follower
+        table = follower.reader
+        if (table is not None and not self._unconfirmed and infos
+                and (_monotonic() < follower.alive_until or follower.check_alive())):
             ask = []
             for index, info in enumerate(infos):
                 found = table.lookup(info.raw, info.hashed)
@@ -437,7 +366,7 @@ class CmapClient:
                     results[index] = found  # type: ignore[assignment]
             self.shared_gets += len(infos) - len(ask)
             if ask:
-                self._table_missed(table)
+                follower.missed()
         while ask:
             chunk = ask[:codec.MAX_GET_MANY_COUNT]
             request = codec.GetMany(keys=tuple(keys[index] for index in chunk))

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import clients.cmap
+import objdb.table_client
 from clients.cmap import (CmapClient, ConnectionLost, InvalidKey, NoSuchKey, ReadOnly, TrackFlags,
                           ValueType)
 from objdb import codec
@@ -135,7 +136,7 @@ def test_without_a_mappable_table_gets_are_round_trips(node, monkeypatch) -> Non
         raise TableUnavailable(f"cannot open the table at /proc/{pid}/fd/{locator.fd}: "
                                "[Errno 13] Permission denied")
 
-    monkeypatch.setattr(clients.cmap, "ShmTableReader", refuse)
+    monkeypatch.setattr(objdb.table_client, "ShmTableReader", refuse)
     with CmapClient.connect(node.run_dir) as cmap, CmapClient.connect(node.run_dir) as writer:
         assert "Permission denied" in cmap.table_unavailable
         writer.set("app.fallback", 5, ValueType.UINT16)
