@@ -132,7 +132,12 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
             else:
                 full = True
             # Read deliveries; wait for one only when nothing can be sent.
-            if client.dispatch_batches(on_batch, on_other, timeout=0.005 if full else 0.0):
+            # The queue has room again once some of our own messages left it
+            # (they are delivered back as they are stamped); others' deliveries
+            # do not make room, so they do not trigger a retry.
+            own_before = own[0]
+            if not client.dispatch_batches(on_batch, on_other, timeout=0.005 if full else 0.0) \
+                    or own[0] > own_before:
                 full = False
         counted = [own[1]]
         cpu_s = time.process_time() - cpu_start
