@@ -37,8 +37,10 @@ generation (the client remaps), or this client has :meth:`set_nowait` calls
 not yet confirmed by a round trip (so it reads its own writes). objdb updates
 the table before it replies to a change and before it notifies trackers, so
 what a reply or a notification announced is what the table holds. Every
-:data:`LIVENESS_INTERVAL_S` the client checks objdb is still running, so a
-killed objdb turns gets into :class:`ConnectionLost` as before.
+``objdb.table_client.LIVENESS_INTERVAL_S`` (50 ms) the client checks that
+objdb still runs and that its connection has nothing waiting (events, or a
+hang-up), so a killed objdb, or a connection objdb dropped, turns gets into
+:class:`ConnectionLost` as before.
 :attr:`CmapClient.shared_gets` / :attr:`CmapClient.round_trip_gets` count
 the two paths.
 
