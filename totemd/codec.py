@@ -37,7 +37,7 @@ from totemd.srp.messages import (CommitEntry, CommitToken, Join, Mcast, MergeDet
 from totemd.srp.params import RTR_LIST_MAX
 
 __all__ = ["MAGIC", "VERSION", "HEADER_SIZE", "MCAST_OVERHEAD", "MAX_NODES", "encode", "decode",
-           "packet_type", "encode_mcast", "decode_ring_frame", "DecodeError"]
+           "packet_type", "encode_mcast", "encode_token", "decode_ring_frame", "DecodeError"]
 
 MAGIC = 0xC071
 VERSION = 1
@@ -55,6 +55,7 @@ _JOIN = struct.Struct("!HBBBIQHH")
 _COMMIT = struct.Struct("!HBBBIIQIHH")
 _ENTRY = struct.Struct("!IQIIIIB")
 _RING_ONLY = struct.Struct("!HBBBIIQ")
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 _MCAST_TYPE = int(PacketType.MCAST)  # a plain int compares faster than the enum
 _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
@@ -104,7 +105,8 @@ def encode(message: Packet) -> bytes:
         raise ValueError(f"cannot encode {type(message).__name__}: {error}") from error
 
 
-def _encode_token(t: OrfToken) -> bytes:
+def encode_token(t: OrfToken) -> bytes:
+    """Encode a regular token (once per visit, so it skips the dispatch)."""
     head = _TOKEN.pack(MAGIC, VERSION, PacketType.ORF_TOKEN, 0, t.sender, t.ring_id[0],
                        t.ring_id[1], t.seq, t.token_seq, t.aru, t.aru_addr, t.fcc, t.backlog,
                        t.retrans_pending, len(t.rtr))
@@ -141,7 +143,7 @@ def _encode_ring_only(kind: PacketType):
 
 _ENCODERS = {
     Mcast: encode_mcast,
-    OrfToken: _encode_token,
+    OrfToken: encode_token,
     Join: _encode_join,
     CommitToken: _encode_commit,
     MergeDetect: _encode_ring_only(PacketType.MERGE_DETECT),
@@ -240,9 +242,6 @@ def decode_ring_frame(data: bytes, ring_id: RingId, me: int) -> Mcast | None:
     return _new_tuple(Mcast, (sender, ring_id, seq, safe == 1, data[MCAST_OVERHEAD:], None))
 
 
-_new_tuple = tuple.__new__
-
-
 def _check_ids(ids: tuple[int, ...], what: str, strictly_sorted: bool) -> None:
     if 0 in ids:
         raise DecodeError(f"node id 0 in {what}")
@@ -262,10 +261,10 @@ def _decode_token(data: bytes, sender: int) -> OrfToken:
     if len(data) != _TOKEN.size + count * _RTR.size:
         raise DecodeError(f"token length {len(data)} does not match {count} rtr entries")
     rtr = tuple(RtrEntry(RingId(r, s), q)
-                for r, s, q in _RTR.iter_unpack(data[_TOKEN.size:]))
-    return OrfToken(sender=sender, ring_id=RingId(rep, ring_seq), seq=seq, token_seq=token_seq,
-                    aru=aru, aru_addr=aru_addr, fcc=fcc, backlog=backlog,
-                    retrans_pending=retrans, rtr=rtr)
+                for r, s, q in _RTR.iter_unpack(data[_TOKEN.size:])) if count else ()
+    # Positional, without the NamedTuples' Python-level __new__ (once per visit).
+    return _new_tuple(OrfToken, (sender, _new_tuple(RingId, (rep, ring_seq)), seq, token_seq,
+                                 aru, aru_addr, fcc, backlog, retrans, rtr))
 
 
 def _decode_join(data: bytes, sender: int) -> Join:

@@ -689,8 +689,17 @@ class Unpacker:
             if (count == 1 and version == VERSION and _ONE_ENTRY_SIZE + length == len(payload)
                     and continued_id and continued_index):
                 if flags == _MIDDLE and open_id == continued_id:
-                    self._continue(sender, continued_id, continued_index,
-                                   payload[_ONE_ENTRY_SIZE:], True)
+                    assembly = self._assemblies.get(sender)
+                    if (assembly is not None and assembly.fragment_id == continued_id
+                            and assembly.next_index == continued_index
+                            and assembly.size + length <= self._max_message_size):
+                        # _continue's common case, written out (once per frame).
+                        assembly.parts.append(payload[_ONE_ENTRY_SIZE:])
+                        assembly.size += length
+                        assembly.next_index = continued_index + 1
+                    else:
+                        self._continue(sender, continued_id, continued_index,
+                                       payload[_ONE_ENTRY_SIZE:], True)
                     return []
                 if flags == FLAG_FIRST_IS_CONTINUATION and not open_id:
                     message = self._continue(sender, continued_id, continued_index,

@@ -150,6 +150,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._rng = rng
         self._initial_seq = initial_seq & 0xFFFFFFFF
         self._deliver_frames = deliver_frames
+        self._token_loss_ms = self._params.effective_token_ms  # a property: computed once
+        self._hold_rotations = self._params.seqno_unchanged_const
         self._packer = Packer(self._params.frame_payload_max, self._params.max_message_size,
                               self._params.max_queued_bytes)
         self._unpacker = Unpacker(self._params.max_message_size)
@@ -283,15 +285,17 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         if self._state is State.LEFT:
             return
         ring = self._ring if self._state is State.OPERATIONAL else None
+        ring_id = ring.ring_id if ring is not None else None
         counters = self._counters
         pending = False  # frames of ``ring`` stored but not yet delivered
         me = self._node_id
+        frames = 0
         for data in packets:
-            frame = decode_ring_frame(data, ring.ring_id, me) if ring else None
+            frame = decode_ring_frame(data, ring_id, me) if ring_id is not None else None
             if frame is not None:
                 # _on_mcast's OPERATIONAL same-ring case, delivery deferred.
                 # seq_diff(frame.seq, high_delivered) > SORT_QUEUE_MAX, written out.
-                counters.mcast_rx += 1
+                frames += 1
                 if SORT_QUEUE_MAX < ((frame.seq - ring.high_delivered) & SEQ_MASK) <= SEQ_HALF:
                     counters.rx_out_of_window += 1
                 elif ring.insert(frame):
@@ -304,6 +308,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
                 self._deliver_ready(ring)
             self._receive_packet(data)
             ring = self._ring if self._state is State.OPERATIONAL else None
+            ring_id = ring.ring_id if ring is not None else None
+        counters.mcast_rx += frames
         if pending:
             self._deliver_ready(ring)
 
@@ -386,7 +392,9 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         except (MessageTooLarge, QueueFull) as error:
             self._counters.submit_rejected += 1
             raise SubmitRejected(str(error)) from error
-        if self._state is not State.INITIAL:
+        # _ask_hold_release acts only in these two cases (a busy ring is in
+        # neither): skip the call per message otherwise.
+        if self._held_token is not None or self._unchanged_rotations >= self._hold_rotations:
             self._ask_hold_release()
 
     def submit_many(self, items: Iterable[tuple[bytes, bool, Any]]) -> tuple[int, str | None]:
@@ -462,11 +470,12 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
     def _set_timer(self, timer: Timer, delay_ms: float) -> None:
         deadline = self._now + delay_ms
         self._timers[timer] = deadline
-        self._actions.append(SetTimer(timer, deadline))
+        # tuple.__new__: a few timers are set on every token visit.
+        self._actions.append(tuple.__new__(SetTimer, (timer, deadline)))
 
     def _cancel_timer(self, timer: Timer) -> None:
         if self._timers.pop(timer, None) is not None:
-            self._actions.append(CancelTimer(timer))
+            self._actions.append(tuple.__new__(CancelTimer, (timer,)))
 
     def _set_state(self, new: State, reason: GatherReason | None) -> None:
         """Change state, log it, and report it (with the reason on GATHER)."""

@@ -60,13 +60,15 @@ class RtrEntry(NamedTuple):
     seq: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrfToken:
+class OrfToken(NamedTuple):
     """The regular token (ordering, reliability, flow control).
 
     ``retrans_pending`` replaces corosync's retrans_flg: the number of nodes
     that still hold old-ring frames to re-send during RECOVERY (see
     ordering.OrderingMixin._update_retrans_pending for why a count).
+
+    A NamedTuple like ``Mcast`` (one is decoded and one built per visit);
+    build it with keywords outside hot paths.
     """
 
     sender: int

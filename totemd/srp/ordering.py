@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from totemd.codec import encode_mcast, encode
+from totemd.codec import encode, encode_mcast, encode_token
 from totemd.srp import flow
 from totemd.srp.actions import (Deliver, DeliverFrame, GatherReason, Originated, SendMulticast, SendUnicast,
                                 State, Timer)
@@ -86,15 +86,13 @@ class OrderingMixin:
         new_tuple = tuple.__new__
         frames = delivered = 0
         while True:
-            frame = queue[nxt]
-            safe = frame.safe
+            sender, _ring_id, _seq, safe, payload, inner = queue[nxt]
             if safe and seq_lt(safe_line, nxt):
                 break
             ring.high_delivered = nxt
-            if frame.inner is None:
+            if inner is None:
                 frames += 1
-                sender = frame.sender
-                messages = feed(sender, frame.payload)
+                messages = feed(sender, payload)
                 if messages:
                     delivered += len(messages)
                     if per_frame:
@@ -171,10 +169,11 @@ class OrderingMixin:
         else:
             self._unchanged_rotations = 0
             self._hold_cancel_sent = False
-        out = OrfToken(sender=me, ring_id=ring.ring_id, seq=seq,
-                       token_seq=(token.token_seq + 1) & SEQ_MASK, aru=aru, aru_addr=aru_addr,
-                       fcc=fcc, backlog=backlog, retrans_pending=retrans_pending, rtr=tuple(rtr))
-        self._set_timer(Timer.TOKEN_LOSS, params.effective_token_ms)
+        # Positional (sender, ring_id, seq, token_seq, aru, aru_addr, fcc,
+        # backlog, retrans_pending, rtr): once per visit.
+        out = tuple.__new__(OrfToken, (me, ring.ring_id, seq, (token.token_seq + 1) & SEQ_MASK,
+                                       aru, aru_addr, fcc, backlog, retrans_pending, tuple(rtr)))
+        self._set_timer(Timer.TOKEN_LOSS, self._token_loss_ms)
         if operational:
             self._deliver_ready(ring)
             limit = seq_min(ring.safe_line, ring.high_delivered)
@@ -217,19 +216,23 @@ class OrderingMixin:
         emit = self._actions.append
         me = self._node_id
         ring_id = ring.ring_id
+        new_tuple = tuple.__new__
         count = 0
         while count < budget:
             frame = take()
             if frame is None:
                 break
             seq = (seq + 1) & SEQ_MASK
-            mcast = Mcast(me, ring_id, seq, frame.safe, frame.payload)
+            payload, safe, completed = frame
+            # tuple.__new__: NamedTuples built without their Python-level
+            # __new__ (once per frame sent).
+            mcast = new_tuple(Mcast, (me, ring_id, seq, safe, payload, None))
             ring.insert(mcast)
             # Originated goes first: a driver that logs it must have it on
             # disk before the frame can reach another node (EVS rule S10).
-            if frame.completed:
-                emit(Originated(ring_id, seq, frame.completed))
-            emit(SendMulticast(encode_mcast(mcast)))
+            if completed:
+                emit(new_tuple(Originated, (ring_id, seq, completed)))
+            emit(new_tuple(SendMulticast, (encode_mcast(mcast),)))
             count += 1
         self._counters.mcast_tx += count
         return seq, count
@@ -308,7 +311,7 @@ class OrderingMixin:
         assert ring is not None
         self._held_token = None
         self._cancel_timer(Timer.TOKEN_HOLD)
-        data = encode(token)
+        data = encode_token(token)
         dest = self._successor(ring.members)
         self._last_token = (dest, data)
         self._actions.append(SendUnicast(dest, data))
