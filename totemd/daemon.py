@@ -57,9 +57,9 @@ from totemd.local import TotemService
 from totemd.ringstore import load_ring_seq, store_ring_seq
 from totemd.settings import NodeSettings, StartupError, resolve_settings
 from totemd.signal_wakeup import SignalWakeup
-from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, Originated, PersistRingSeq,
-                        SendMulticast, SendUnicast, SetTimer, SrpCore, StateChanged,
-                        Timer)
+from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame, Originated,
+                        PersistRingSeq, SendMulticast, SendUnicast, SetTimer, SrpCore,
+                        StateChanged, Timer)
 from totemd import codec  # after totemd.srp: codec and the core import each other
 from totemd.stats import DaemonStats, MemberRecord, cmap_items, format_ring_id
 from totemd.transport import UdpTransport
@@ -83,6 +83,9 @@ BATCH_EVENT_BYTES = 64 << 10
 QUEUE_VISITS = 4
 SMALL_MESSAGE_BYTES = 64
 _TOTEM_HEADER = struct.Struct("!HBBBI")
+# The type byte of a regular token (offset 3 of the Totem header): a network
+# read is cut after each one (see _drain_network).
+_ORF_TOKEN = int(codec.PacketType.ORF_TOKEN)
 # The hot path unpacks and packs with bound methods of the codec's structs.
 _ORIGIN_SIZE = wire.ORIGIN.size
 _ORIGIN_UNPACK = wire.ORIGIN.unpack_from
@@ -157,7 +160,9 @@ class Daemon:
         self.inc = 0
         # OS-seeded: the core draws its ring-seq epoch from it when no ring seq is
         # stored, and a seed that repeats across restarts would repeat ring ids.
-        self.core = SrpCore(settings.node_id, settings.params, rng=random.Random())
+        # One DeliverFrame per frame (its messages in a list), not one Deliver per message.
+        self.core = SrpCore(settings.node_id, settings.params, rng=random.Random(),
+                            deliver_frames=True)
         self.transport = UdpTransport(
             mode=settings.mode, bind_address=settings.bind_address, port=settings.port,
             peers={n: a for n, a in settings.peers.items() if n != settings.node_id},
@@ -413,12 +418,25 @@ class Daemon:
             if actions:
                 run(actions)
         learn = self.settings.mode == "udp"
+        receive_many = self.core.receive_many
         for _ in range(RECEIVE_BATCHES_PER_TURN):
             batch = self.transport.receive_batch()
-            for data, source in batch:
-                if learn:
+            if learn:
+                for data, source in batch:
                     self._learn_peer(data, source)
-                receive(data, now)
+            # The packets of a read go to the core together, cut after each
+            # token so that its actions (forwarding it) run before the packets
+            # that follow it.
+            start = 0
+            for index, (data, _source) in enumerate(batch):
+                if len(data) > 3 and data[3] == _ORF_TOKEN:
+                    receive_many([packet for packet, _ in batch[start:index + 1]], now)
+                    start = index + 1
+                    actions = take_actions()
+                    if actions:
+                        run(actions)
+            if start < len(batch):
+                receive_many([packet for packet, _ in batch[start:]], now)
                 actions = take_actions()
                 if actions:
                     run(actions)
@@ -471,9 +489,12 @@ class Daemon:
         # send per peer); they go before any unicast (the token follows its
         # visit's frames) and before this call returns.
         frames: list[bytes] = []
+        on_messages = self._on_deliver_messages
         for action in actions:
             kind = type(action)
-            if kind is Deliver:
+            if kind is DeliverFrame:
+                on_messages(action.sender, action.ring_id, action.seq, action.safe, action.messages)
+            elif kind is Deliver:
                 on_deliver(action)
             elif kind is SendMulticast:
                 frames.append(action.data)
