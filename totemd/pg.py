@@ -586,25 +586,33 @@ def _decode(payload: bytes) -> tuple[int, int, int, int, list[bytes]]:
             raise DecodeError(f"fragment id {open_id} both continued and opened in one frame")
     elif open_id:
         raise DecodeError("open_id set without the last-continues flag")
-    data_start = HEADER_SIZE + _LENGTH_SIZE * count
-    if count == 1 and data_start <= total:
-        # One entry (every middle fragment, every large message): no
-        # lengths table to walk, one slice. Same checks as below.
-        length = _ONE_LENGTH.unpack_from(payload, HEADER_SIZE)[0]
-        if data_start + length != total:
-            raise DecodeError(
-                f"entry lengths add up to {length} bytes but {total - data_start} follow"
-            )
-        return flags, continued_id, continued_index, open_id, [payload[data_start:]]
-    if data_start > total:
+    entries = _split_entries(payload, count, total)
+    if entries is None:
+        data_start = HEADER_SIZE + _LENGTH_SIZE * count
+        if data_start > total:
+            raise DecodeError(f"{count} entries need a {data_start}-byte header but the "
+                              f"payload has {total} bytes")
+        length = sum(_lengths_struct(count).unpack_from(payload, HEADER_SIZE))
         raise DecodeError(
-            f"{count} entries need a {data_start}-byte header but the payload has {total} bytes"
+            f"entry lengths add up to {length} bytes but {total - data_start} follow"
         )
+    return flags, continued_id, continued_index, open_id, entries
+
+
+def _split_entries(payload: bytes, count: int, total: int) -> list[bytes] | None:
+    """The ``count`` entries of a payload of ``total`` bytes, or None when
+    its lengths table does not fit or does not add up to the data."""
+    data_start = HEADER_SIZE + _LENGTH_SIZE * count
+    if data_start > total:
+        return None
+    if count == 1:
+        # One entry (every large message): no lengths table to walk.
+        if data_start + _ONE_LENGTH.unpack_from(payload, HEADER_SIZE)[0] != total:
+            return None
+        return [payload[data_start:]]
     lengths = _lengths_struct(count).unpack_from(payload, HEADER_SIZE)
     if data_start + sum(lengths) != total:
-        raise DecodeError(
-            f"entry lengths add up to {sum(lengths)} bytes but {total - data_start} follow"
-        )
+        return None
     entries = []
     append = entries.append
     position = data_start
@@ -612,7 +620,7 @@ def _decode(payload: bytes) -> tuple[int, int, int, int, list[bytes]]:
         end = position + length
         append(payload[position:end])
         position = end
-    return flags, continued_id, continued_index, open_id, entries
+    return entries
 
 
 class _Assembly:
@@ -680,13 +688,14 @@ class Unpacker:
             the module docstring).
         """
         self._frames += 1
-        if len(payload) >= _ONE_ENTRY_SIZE:
+        total = len(payload)
+        if total >= _ONE_ENTRY_SIZE:
             # The next part of a fragmented message alone in its frame (most
             # frames of a large message): one unpack, no entry list. The
             # checks are those of _decode for a one-entry frame.
             version, flags, count, continued_id, continued_index, open_id, length = \
                 _ONE_ENTRY.unpack_from(payload)
-            if (count == 1 and version == VERSION and _ONE_ENTRY_SIZE + length == len(payload)
+            if (count == 1 and version == VERSION and _ONE_ENTRY_SIZE + length == total
                     and continued_id and continued_index):
                 if flags == _MIDDLE and open_id == continued_id:
                     assembly = self._assemblies.get(sender)
@@ -709,6 +718,13 @@ class Unpacker:
                     self._messages_delivered += 1
                     self._bytes_delivered += len(message)
                     return [message]
+            if (flags == 0 and count and version == VERSION
+                    and not (continued_id or continued_index or open_id)):
+                # Whole messages only (every frame of small messages): the
+                # checks of _decode for flags 0, then the entries.
+                entries = _split_entries(payload, count, total)
+                if entries is not None:
+                    return self._whole(sender, entries, total)
         try:
             flags, continued_id, continued_index, open_id, entries = _decode(payload)
         except DecodeError as error:
@@ -718,15 +734,7 @@ class Unpacker:
                 self._abandoned += 1
             return []
         if not flags:
-            # The common case: whole messages only.
-            if self._assemblies and self._assemblies.pop(sender, None) is not None:
-                # The sender started afresh without finishing: it gave up on
-                # that message (its own configuration change). Never join
-                # across that.
-                self._abandoned += 1
-            self._messages_delivered += len(entries)
-            self._bytes_delivered += len(payload) - HEADER_SIZE - _LENGTH_SIZE * len(entries)
-            return entries
+            return self._whole(sender, entries, len(payload))
         out: list[bytes] = []
         first = 0
         if flags & FLAG_FIRST_IS_CONTINUATION:
@@ -750,6 +758,17 @@ class Unpacker:
             self._messages_delivered += len(out)
             self._bytes_delivered += sum(map(len, out))
         return out
+
+    def _whole(self, sender: int, entries: list[bytes], total: int) -> list[bytes]:
+        """Deliver the entries of a frame of whole messages (flags 0)."""
+        if self._assemblies and self._assemblies.pop(sender, None) is not None:
+            # The sender started afresh without finishing: it gave up on
+            # that message (its own configuration change). Never join
+            # across that.
+            self._abandoned += 1
+        self._messages_delivered += len(entries)
+        self._bytes_delivered += total - HEADER_SIZE - _LENGTH_SIZE * len(entries)
+        return entries
 
     def _continue(self, sender: int, continued_id: int, continued_index: int, part: bytes,
                   middle: bool) -> bytes | None:

@@ -290,13 +290,15 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         pending = False  # frames of ``ring`` stored but not yet delivered
         me = self._node_id
         frames = 0
+        # Locals: this loop runs once per packet.
+        decode_frame, window, mask, half = decode_ring_frame, SORT_QUEUE_MAX, SEQ_MASK, SEQ_HALF
         for data in packets:
-            frame = decode_ring_frame(data, ring_id, me) if ring_id is not None else None
+            frame = decode_frame(data, ring_id, me) if ring_id is not None else None
             if frame is not None:
                 # _on_mcast's OPERATIONAL same-ring case, delivery deferred.
                 # seq_diff(frame.seq, high_delivered) > SORT_QUEUE_MAX, written out.
                 frames += 1
-                if SORT_QUEUE_MAX < ((frame.seq - ring.high_delivered) & SEQ_MASK) <= SEQ_HALF:
+                if window < ((frame.seq - ring.high_delivered) & mask) <= half:
                     counters.rx_out_of_window += 1
                 elif ring.insert(frame):
                     pending = True

@@ -85,11 +85,12 @@ class OrderingMixin:
         # per frame, or per message: the delivery hot spot).
         new_tuple = tuple.__new__
         frames = delivered = 0
+        high_delivered = ring.high_delivered
         while True:
             sender, _ring_id, _seq, safe, payload, inner = queue[nxt]
             if safe and seq_lt(safe_line, nxt):
                 break
-            ring.high_delivered = nxt
+            high_delivered = nxt
             if inner is None:
                 frames += 1
                 messages = feed(sender, payload)
@@ -103,6 +104,7 @@ class OrderingMixin:
             if nxt == aru:
                 break
             nxt = (nxt + 1) & SEQ_MASK
+        ring.high_delivered = high_delivered
         counters = self._counters
         counters.frames_delivered += frames
         counters.messages_delivered += delivered

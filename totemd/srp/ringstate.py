@@ -76,13 +76,12 @@ class RingState:
             return 0
         queue = self.queue
         pop = queue.pop
-        count = 0
+        held = len(queue)
         while freed != limit:
             freed = (freed + 1) & SEQ_MASK
-            if pop(freed, None) is not None:
-                count += 1
+            pop(freed, None)
         self.freed = freed
-        return count
+        return held - len(queue)
 
     def offset(self, seq: int) -> int:
         """Position of ``seq`` in this ring (0 = initial seq); an unwrapped order."""
