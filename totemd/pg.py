@@ -450,35 +450,39 @@ class Packer:
         """
         queue = self._queue
         popleft = queue.popleft
-        taken = 0
+        add_part, add_length, add_handle = parts.append, lengths.append, completed.append
+        start_room = room
+        count = 0
         safe = False
-        while queue and room >= _LENGTH_SIZE:
+        # Whole messages while they fit (once per message: kept lean; the
+        # bytes taken are worked out from the room used afterwards).
+        while queue:
             data, message_safe, handle = queue[0]
             size = len(data)
-            if size + _LENGTH_SIZE <= room:
-                popleft()
-                parts.append(data)
-                lengths.append(size)
-                room -= _LENGTH_SIZE + size
-                taken += size
-                if message_safe:
-                    safe = True
-                if handle is not None:
-                    completed.append(handle)
-                self._messages_completed += 1
-                continue
-            fits = room - _LENGTH_SIZE
-            if fits < MIN_FRAGMENT:
+            if size + _LENGTH_SIZE > room:
                 break
-            # Split: the head goes here, the rest in the next frames.
             popleft()
-            fragment_id = self._new_fragment_id()
-            parts.append(data[:fits])
-            lengths.append(fits)
-            self._fragments_taken += 1
-            self._partial = [data, fits, message_safe, handle, fragment_id, 1]
-            return taken + fits, safe or message_safe, fragment_id
-        return taken, safe, 0
+            add_part(data)
+            add_length(size)
+            room -= _LENGTH_SIZE + size
+            if message_safe:
+                safe = True
+            if handle is not None:
+                add_handle(handle)
+            count += 1
+        self._messages_completed += count
+        taken = start_room - room - _LENGTH_SIZE * count
+        fits = room - _LENGTH_SIZE
+        if not queue or fits < MIN_FRAGMENT:
+            return taken, safe, 0
+        # Split the next one: its head goes here, the rest in the next frames.
+        data, message_safe, handle = popleft()
+        fragment_id = self._new_fragment_id()
+        add_part(data[:fits])
+        add_length(fits)
+        self._fragments_taken += 1
+        self._partial = [data, fits, message_safe, handle, fragment_id, 1]
+        return taken + fits, safe or message_safe, fragment_id
 
     def on_configuration_change(self) -> None:
         """Put a partly sent message back, to be sent whole in the next ring.
