@@ -82,9 +82,9 @@ class RecordingCore(SrpCore):
         self.calls.append(("timer_expired", args))
         return super().timer_expired(*args)
 
-    def submit(self, *args, **kwargs):
-        self.calls.append(("submit", args + tuple(kwargs.values())))
-        return super().submit(*args, **kwargs)
+    def submit(self, message, safe=False, handle=None):
+        self.calls.append(("submit", (message, safe, handle)))
+        return super().submit(message, safe, handle)
 
     def submit_many(self, items):
         items = list(items)
