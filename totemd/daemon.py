@@ -78,6 +78,9 @@ IPC_PASSES_PER_TURN = 4
 # (a larger single delivery goes alone): big enough that a token visit's
 # worth of small messages is one event, small against the 1 MiB event ring.
 BATCH_EVENT_BYTES = 64 << 10
+#: Frames read without a token are stored and delivered by this node's next
+#: token visit (after it forwarded the token), or after this long at most.
+DEFERRED_DELIVERY_MS = 2.0
 # Token visits' worth of frames (and of small messages) the send queue holds
 # before clients get TRY_AGAIN (see ``default_max_queued_messages``).
 QUEUE_VISITS = 4
@@ -161,8 +164,12 @@ class Daemon:
         # OS-seeded: the core draws its ring-seq epoch from it when no ring seq is
         # stored, and a seed that repeats across restarts would repeat ring ids.
         # One DeliverFrame per frame (its messages in a list), not one Deliver per message.
+        # Deliveries happen off the token's path (deliver_after_token): a
+        # visit forwards the token first, and frames read between visits are
+        # delivered by the next visit (or after DEFERRED_DELIVERY_MS).
         self.core = SrpCore(settings.node_id, settings.params, rng=random.Random(),
-                            deliver_frames=True)
+                            deliver_frames=True, deliver_after_token=True)
+        self._owed_since_ms: float | None = None
         self.transport = UdpTransport(
             mode=settings.mode, bind_address=settings.bind_address, port=settings.port,
             peers={n: a for n, a in settings.peers.items() if n != settings.node_id},
@@ -345,6 +352,8 @@ class Daemon:
         if busy or self._loopback:
             return 0.0
         wake = min(self._next_stats_ms, now + IPC_TICK_MS)
+        if self._owed_since_ms is not None:
+            wake = min(wake, self._owed_since_ms + DEFERRED_DELIVERY_MS)
         deadline = self._timers.next_deadline()
         if deadline is not None:
             wake = min(wake, deadline)
@@ -378,6 +387,10 @@ class Daemon:
         self._execute(self.core.take_actions())
         for timer in self._timers.pop_due(now):
             self.core.timer_expired(timer, now)
+        owed = self._owed_since_ms
+        if owed is not None and now - owed >= DEFERRED_DELIVERY_MS:
+            self.core.deliver_pending()  # no token came by: do not wait longer
+            self._owed_since_ms = None
         self._execute(self.core.take_actions())
         ipc_busy = self._serve_local()
         self.service.flush()
@@ -426,7 +439,8 @@ class Daemon:
                     self._learn_peer(data, source)
             # The packets of a read go to the core together, cut after each
             # token so that its actions (forwarding it) run before the packets
-            # that follow it.
+            # that follow it. Frames after the last token are stored, not
+            # delivered: the next visit delivers them once the token is gone.
             start = 0
             for index, (data, _source) in enumerate(batch):
                 if len(data) > 3 and data[3] == _ORF_TOKEN:
@@ -436,12 +450,16 @@ class Daemon:
                     if actions:
                         run(actions)
             if start < len(batch):
-                receive_many([packet for packet, _ in batch[start:]], now)
+                receive_many([packet for packet, _ in batch[start:]], now, False)
                 actions = take_actions()
                 if actions:
                     run(actions)
             if len(batch) < 256:
                 break
+        if not self.core.delivery_owed:
+            self._owed_since_ms = None
+        elif self._owed_since_ms is None:
+            self._owed_since_ms = now
 
     def _learn_peer(self, data: bytes, source: str) -> None:
         """udp (multicast) without a full nodelist: learn where to unicast the

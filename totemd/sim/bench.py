@@ -73,10 +73,14 @@ class RecordingCore(SrpCore):
         self.calls.append(("receive", args))
         return super().receive(*args)
 
-    def receive_many(self, packets, now_ms):
+    def receive_many(self, packets, now_ms, deliver=True):
         packets = list(packets)
-        self.calls.append(("receive_many", (packets, now_ms)))
-        return super().receive_many(packets, now_ms)
+        self.calls.append(("receive_many", (packets, now_ms, deliver)))
+        return super().receive_many(packets, now_ms, deliver)
+
+    def deliver_pending(self):
+        self.calls.append(("deliver_pending", ()))
+        return super().deliver_pending()
 
     def timer_expired(self, *args):
         self.calls.append(("timer_expired", args))
@@ -150,11 +154,12 @@ def replay(recording: Recording, profiler: cProfile.Profile | None = None,
         frames and messages delivered in the timed part, its CPU seconds, and
         the core's final stats (``SrpStats``, under "stats").
     """
-    core = recording.new_core(deliver_frames=False) if per_packet else recording.new_core()
+    core = (recording.new_core(deliver_frames=False, deliver_after_token=False) if per_packet
+            else recording.new_core())
     calls = []
     for name, args in recording.calls:
         if per_packet and name == "receive_many":
-            packets, now_ms = args
+            packets, now_ms, _deliver = args
             calls.extend((core.receive, (packet, now_ms)) for packet in packets)
         else:
             calls.append((getattr(core, name), args))

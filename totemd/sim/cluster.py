@@ -13,7 +13,10 @@ the frames of one token visit as one burst (``receive_many``, as a daemon
 does with the datagrams of one network read; each frame is still lost or
 duplicated on its own), an odd one packet by packet (``receive``); nodes 2,
 3, 6, 7, ... get one ``DeliverFrame`` per frame, the others one ``Deliver``
-per message.
+per message; nodes 2, 3, 5, 6, 8, ... run with ``deliver_after_token`` (as
+totemd does), and the bursty ones among them store a burst without
+delivering it (``receive_many(deliver=False)``), calling ``deliver_pending``
+``DEFERRED_DELIVERY_MS`` later unless a token visit delivered it first.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame
 __all__ = ["SimConfig", "Cluster", "sim_params"]
 
 _PACKET, _TIMER, _SUBMIT, _FAULT, _CALL = range(5)
+#: How long a node that stores bursts without delivering them waits before
+#: it calls deliver_pending (totemd's bound on deferred deliveries).
+DEFERRED_DELIVERY_MS = 2.0
 _NS = 1_000_000  # virtual ms -> log ns
 
 
@@ -170,7 +176,13 @@ class Cluster:
                 continue
             if kind == _PACKET:
                 if type(payload) is list:  # a burst of frames
-                    core.receive_many(payload, node.local(at))
+                    if node_id % 3 != 1:  # deliver_after_token: store, deliver later
+                        core.receive_many(payload, node.local(at), deliver=False)
+                        if core.delivery_owed:
+                            self._push(at + DEFERRED_DELIVERY_MS, _CALL, 0,
+                                       _deferred_delivery(node_id, node.inc))
+                    else:
+                        core.receive_many(payload, node.local(at))
                 else:
                     core.receive(payload, node.local(at))
             elif kind == _TIMER:
@@ -220,7 +232,8 @@ class Cluster:
         rng = random.Random(f"core-{self.config.seed}-{node_id}-{node.inc}")
         factory = self._core_factory or SrpCore
         node.core = factory(node_id, self.params, rng=rng, initial_seq=self.config.initial_seq,
-                            deliver_frames=node_id % 4 in (2, 3))
+                            deliver_frames=node_id % 4 in (2, 3),
+                            deliver_after_token=node_id % 3 != 1)
         node.core.start(node.local(self.now), node.stored_ring_seq)
         self._execute(node)
         self._schedule_submit(node)
@@ -469,3 +482,17 @@ class Cluster:
         node.sseq += 1
         node.log.submit(message.mid, message.sseq, safe, zlib.crc32(data),
                         list(deps) if deps else None, t=int(self.now * _NS))
+
+
+def _deferred_delivery(node_id: int, inc: int):
+    """The call that delivers what a node stored, if it still waits (same incarnation)."""
+    def call(cluster: "Cluster") -> None:
+        node = cluster.nodes[node_id]
+        if node.core is None or node.inc != inc or not node.core.delivery_owed:
+            return
+        if node.paused_until > cluster.now:  # a paused process does nothing
+            cluster.call_at(node.paused_until, call)
+            return
+        node.core.deliver_pending()
+        cluster._execute(node)
+    return call

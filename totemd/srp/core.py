@@ -38,8 +38,8 @@ from totemd.srp.actions import (Action, CancelTimer, GatherReason, PersistRingSe
                                 SendMulticast, SetTimer, State, StateChanged, Timer)
 from totemd.srp.errors import DecodeError, NotStarted, SubmitRejected
 from totemd.srp.membership import MembershipMixin
-from totemd.srp.messages import (CommitToken, Join, Mcast, MergeDetect, OrfToken, RingId,
-                                 TokenHoldCancel)
+from totemd.srp.messages import (CommitToken, Join, Mcast, MergeDetect, OrfToken, PacketType,
+                                 RingId, TokenHoldCancel)
 from totemd.srp.ordering import OrderingMixin
 from totemd.srp.params import SORT_QUEUE_MAX, TotemParams
 from totemd.srp.recovery import RecoveryMixin
@@ -47,6 +47,10 @@ from totemd.srp.ringstate import RingState
 from totemd.srp.seqnum import SEQ_HALF, SEQ_MASK
 
 __all__ = ["SrpCore", "SrpStats"]
+
+# The type byte (offset 3 of the header) of a regular token: with
+# deliver_after_token, frames stored before one are left to its visit.
+_ORF_TOKEN_TYPE = int(PacketType.ORF_TOKEN)
 
 log = logging.getLogger("totemd.srp")
 
@@ -138,11 +142,18 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             near 2**32 to exercise wrap-around).
         deliver_frames: emit one ``DeliverFrame`` per delivered frame (its
             messages in a list) instead of one ``Deliver`` per message.
+        deliver_after_token: keep deliveries off the token's path: a token
+            visit forwards (or holds) the token before it delivers, frames
+            stored before a token are delivered by that visit, and
+            ``receive_many(..., deliver=False)`` stores frames for a later
+            visit or ``deliver_pending()``. What is delivered and in which
+            order does not change, only when; everything deliverable is
+            delivered before the node leaves OPERATIONAL.
     """
 
     def __init__(self, node_id: int, params: TotemParams | None = None,
                  rng: "random.Random | None" = None, initial_seq: int = 0,
-                 deliver_frames: bool = False) -> None:
+                 deliver_frames: bool = False, deliver_after_token: bool = False) -> None:
         if not 0 < node_id <= 0xFFFFFFFF:
             raise ValueError(f"node_id must be within 1..2**32-1, got {node_id}")
         self._node_id = node_id
@@ -150,6 +161,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._rng = rng
         self._initial_seq = initial_seq & 0xFFFFFFFF
         self._deliver_frames = deliver_frames
+        self._deliver_after_token = deliver_after_token
+        self._delivery_owed = False  # frames stored and not yet offered to _deliver_ready
         self._token_loss_ms = self._params.effective_token_ms  # a property: computed once
         self._hold_rotations = self._params.seqno_unchanged_const
         self._packer = Packer(self._params.frame_payload_max, self._params.max_message_size,
@@ -262,32 +275,55 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._check_running(now_ms)
         self._receive_all((data,))
 
-    def receive_many(self, packets: Iterable[bytes], now_ms: float) -> None:
+    def receive_many(self, packets: Iterable[bytes], now_ms: float, deliver: bool = True) -> None:
         """Handle the packets of one network read, in order.
 
         Equivalent to ``receive`` for each packet in turn (the same actions in
         the same order), but cheaper per packet: the frames of the running
         ring are stored as they come and delivered together at the end of a
         run of them (before any other packet is handled, and at the end), and
-        the per-call work is done once.
+        the per-call work is done once. With ``deliver_after_token`` a run
+        that ends at a token is delivered by the token's visit, after it
+        forwarded the token.
 
         Args:
             packets: the packets' bytes, in the order they were read.
             now_ms: the driver's clock.
+            deliver: False (with ``deliver_after_token``) stores the frames of
+                the last run without delivering them: the next token visit,
+                ``deliver_pending`` or leaving OPERATIONAL delivers them.
 
         Raises:
             NotStarted: called before ``start``.
         """
         self._check_running(now_ms)
-        self._receive_all(packets)
+        self._receive_all(packets, deliver or not self._deliver_after_token)
 
-    def _receive_all(self, packets: Iterable[bytes]) -> None:
+    @property
+    def delivery_owed(self) -> bool:
+        """True while stored frames wait for ``deliver_pending`` or a token visit."""
+        return self._delivery_owed
+
+    def deliver_pending(self) -> None:
+        """Deliver what the frames stored by ``receive_many(deliver=False)`` made
+        deliverable (nothing if no such frames wait)."""
+        if self._delivery_owed:
+            self._deliver_owed()
+
+    def _deliver_owed(self) -> None:
+        self._delivery_owed = False
+        ring = self._ring
+        if self._state is State.OPERATIONAL and ring is not None:
+            self._deliver_ready(ring)
+
+    def _receive_all(self, packets: Iterable[bytes], deliver: bool = True) -> None:
         if self._state is State.LEFT:
             return
         ring = self._ring if self._state is State.OPERATIONAL else None
         ring_id = ring.ring_id if ring is not None else None
         counters = self._counters
         pending = False  # frames of ``ring`` stored but not yet delivered
+        after_token = self._deliver_after_token
         me = self._node_id
         frames = 0
         # Locals: this loop runs once per packet.
@@ -307,13 +343,20 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
                 continue
             if pending:
                 pending = False
-                self._deliver_ready(ring)
+                if after_token and len(data) > 3 and data[3] == _ORF_TOKEN_TYPE:
+                    # The visit delivers them once the token is on its way
+                    # (or the end of this call does, if the token is dropped).
+                    self._delivery_owed = True
+                else:
+                    self._deliver_ready(ring)
             self._receive_packet(data)
             ring = self._ring if self._state is State.OPERATIONAL else None
             ring_id = ring.ring_id if ring is not None else None
         counters.mcast_rx += frames
         if pending:
-            self._deliver_ready(ring)
+            self._delivery_owed = True
+        if deliver and self._delivery_owed:
+            self._deliver_owed()
 
     def _receive_packet(self, data: bytes) -> None:
         """Decode one packet and hand it to its handler."""
@@ -434,6 +477,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._check_running(now_ms)
         if self._state is State.LEFT:
             return
+        if self._delivery_owed:
+            self._deliver_owed()  # what was received is delivered before we go
         self._failed.add(self._node_id)
         self._proc.discard(self._node_id)
         leave = Join(sender=self._node_id, ring_seq=self._ring_id.seq,

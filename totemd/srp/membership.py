@@ -58,6 +58,10 @@ class MembershipMixin:
 
     def _gather_enter(self: SrpCore, reason: GatherReason) -> None:
         """Enter (or re-enter) GATHER: broadcast a join, restart consensus."""
+        if self._deliver_after_token and self._state is State.OPERATIONAL:
+            # Everything deliverable in the ring we leave is delivered first,
+            # as if deliveries had never been put off (deliver_after_token).
+            self._deliver_owed()
         old = self._state
         if old in (State.COMMIT, State.RECOVERY):
             # Abandon the ring being formed; the last installed ring stays the
