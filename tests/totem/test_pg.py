@@ -359,7 +359,7 @@ def test_requeue_counts_back_the_bytes_already_sent() -> None:
 
 def test_constructor_limits() -> None:
     with pytest.raises(ValueError, match="frame_payload_max"):
-        Packer(20)
+        Packer(pg.HEADER_SIZE + 2)  # no room for even one byte of a message
     with pytest.raises(ValueError, match="frame_payload_max"):
         Packer(70_000)
     with pytest.raises(ValueError, match="max_queued_bytes"):
