@@ -77,6 +77,19 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
         {"delivered": n, "bytes": b, "seconds": s, "try_again": t, "submitted": k,
         "cpu_s": this client's CPU seconds over warm-up and measurement}
     """
+    # A saturating sender is batch work: SCHED_BATCH (no privilege needed)
+    # keeps its wake-ups from preempting the daemons mid-turn, as corosync's
+    # SCHED_RR keeps its clients below it. Measured, 3 nodes at 8 KiB:
+    # 4.8-5.2k -> 5.5-5.9k msgs/s. The worker goes back to SCHED_OTHER for
+    # what it runs next (the latency client).
+    _run_as_batch_work()
+    try:
+        return _saturate(run_dir, size, duration_s, warmup_s)
+    finally:
+        _run_as_batch_work(False)
+
+
+def _saturate(run_dir: str, size: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
     import numpy
 
     from clients.totem import TotemClient, TryAgain
@@ -148,6 +161,15 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
         elapsed = end - measure_from
         return {"delivered": counted[0], "bytes": counted[0] * size, "seconds": elapsed,
                 "try_again": try_again, "submitted": submitted, "cpu_s": cpu_s}
+
+
+def _run_as_batch_work(batch: bool = True) -> None:
+    """Switch this process to SCHED_BATCH (or back to SCHED_OTHER)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH if batch else os.SCHED_OTHER,
+                              os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or refused: measure as is
+        pass
 
 
 def latency(run_dir: str, size: int, samples: int = LATENCY_SAMPLES) -> dict[str, Any]:
