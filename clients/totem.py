@@ -90,6 +90,13 @@ class DeliveryBatch:
         self._view = payload
         self.table, self.offsets = wire.deliver_batch_table(payload)
 
+    @classmethod
+    def of_event(cls, event: DeliverEvent) -> "DeliveryBatch":
+        """A one-delivery batch holding a DELIVER event (connections without BATCH)."""
+        row = wire.DELIVER_ITEM.pack(len(event.data), event.sender, event.sinc, event.sseq,
+                                     *event.ring_id, event.seq, wire.SAFE if event.safe else 0)
+        return cls(memoryview(wire.encode_deliver_batch([row], [event.data])))
+
     def __len__(self) -> int:
         return len(self.table)
 
@@ -315,18 +322,9 @@ class TotemClient:
                     on_deliver(*fields)
                     dispatched += 1
                 return
-            events = _decode_events(function, payload)
-            if events is None:
-                self.unknown_events += 1
-                return
-            for event in events:
-                if isinstance(event, DeliverEvent):
-                    on_deliver(event.sender, event.sinc, event.sseq, event.ring_id[0],
-                               event.ring_id[1], event.seq, wire.SAFE if event.safe else 0,
-                               memoryview(event.data))
-                else:
-                    on_other(event)
-            dispatched += len(events)
+            dispatched += self._each_event(function, payload, lambda event: on_deliver(
+                event.sender, event.sinc, event.sseq, event.ring_id[0], event.ring_id[1],
+                event.seq, wire.SAFE if event.safe else 0, memoryview(event.data)), on_other)
 
         self._dispatch_raw(on_event, max_count, timeout)
         return dispatched
@@ -356,23 +354,26 @@ class TotemClient:
                 on_batch(batch)
                 dispatched += len(batch)
                 return
-            events = _decode_events(function, payload)
-            if events is None:
-                self.unknown_events += 1
-                return
-            for event in events:
-                if isinstance(event, DeliverEvent):
-                    row = wire.DELIVER_ITEM.pack(len(event.data), event.sender, event.sinc,
-                                                 event.sseq, *event.ring_id, event.seq,
-                                                 wire.SAFE if event.safe else 0)
-                    on_batch(DeliveryBatch(memoryview(wire.encode_deliver_batch([row],
-                                                                                [event.data]))))
-                else:
-                    on_other(event)
-            dispatched += len(events)
+            dispatched += self._each_event(function, payload, lambda event: on_batch(
+                DeliveryBatch.of_event(event)), on_other)
 
         self._dispatch_raw(on_event, max_count, timeout)
         return dispatched
+
+    def _each_event(self, function: int, payload: memoryview,
+                    on_deliver_event: Callable[[DeliverEvent], object],
+                    on_other: Callable[[Event], object]) -> int:
+        """Decode a non-batch event message and hand each event on; how many."""
+        events = _decode_events(function, payload)
+        if events is None:
+            self.unknown_events += 1
+            return 0
+        for event in events:
+            if isinstance(event, DeliverEvent):
+                on_deliver_event(event)
+            else:
+                on_other(event)
+        return len(events)
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Iterate over events; ends after ``timeout`` seconds without one.
