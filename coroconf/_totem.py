@@ -213,11 +213,10 @@ def _check_network(src: Source, transport: str, nodes: Nodelist, links: list[int
         raise src.fail("link 0 is not configured; links are numbered from 0")
 
 
-#: totem keys nothing here acts on yet (the Totem core has no heartbeat,
-#: interface down-check or token warning log): setting one
-#: is reported. Remove a key from this list when its feature lands.
-UNUSED_TOTEM_KEYS = ("heartbeat_failures_allowed", "max_network_delay",
-                     "downcheck", "token_warning")
+#: totem keys nothing here acts on yet (the Totem core has no heartbeat or
+#: interface down-check): setting one is reported. Remove a key from this
+#: list when its feature lands (token_warning did: TotemParams.token_warning_percent).
+UNUSED_TOTEM_KEYS = ("heartbeat_failures_allowed", "max_network_delay", "downcheck")
 
 
 def _report_unimplemented(src: Source, transport: str, nodes: Nodelist, links: list[int]) -> None:

@@ -30,7 +30,8 @@ def totem_params_kwargs(config: Config) -> dict[str, Any]:
         effective token_retransmit_ms, hold_ms, consensus_ms, join_ms,
         merge_ms, token_retransmits_before_loss_const, fail_recv_const,
         seqno_unchanged_const, window_size, max_messages, miss_count_const,
-        netmtu, cancel_token_hold_on_retransmit and send_join_ms. The other
+        netmtu, cancel_token_hold_on_retransmit, send_join_ms and
+        token_warning_percent. The other
         totem values (downcheck, max_network_delay, ...) are on
         ``config.totem``.
     """
@@ -53,6 +54,7 @@ def totem_params_kwargs(config: Config) -> dict[str, Any]:
         "netmtu": totem.netmtu,
         "cancel_token_hold_on_retransmit": totem.cancel_token_hold_on_retransmit,
         "send_join_ms": totem.send_join_ms,
+        "token_warning_percent": totem.token_warning_percent,
     }
 
 

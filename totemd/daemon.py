@@ -59,7 +59,7 @@ from totemd.settings import NodeSettings, StartupError, resolve_settings
 from totemd.signal_wakeup import SignalWakeup
 from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame, Originated,
                         PersistRingSeq, SendMulticast, SendUnicast, SetTimer, SrpCore,
-                        StateChanged, Timer)
+                        StateChanged, Timer, TokenWarning)
 from totemd import codec  # after totemd.srp: codec and the core import each other
 from totemd.stats import DaemonStats, MemberRecord, cmap_items, format_ring_id
 from totemd.transport import UdpTransport
@@ -213,7 +213,8 @@ class Daemon:
             "messages_submitted", "bytes_submitted", "messages_delivered", "bytes_delivered",
             "messages_originated", "conf_changes", "unframed_deliveries", "unicast_unknown_dest",
             "loop_turns", "loop_stalls", "ring_seq_writes", "cmap_errors",
-            "try_again_queue_messages", "try_again_queue_frames", "try_again_queue_bytes"), 0)
+            "try_again_queue_messages", "try_again_queue_frames", "try_again_queue_bytes",
+            "token_warnings"), 0)
         self._max_stall_ms = 0.0
         # A derived property of the params: computed once, read every turn.
         self._stall_threshold_ms = 0.8 * settings.params.effective_token_ms
@@ -539,6 +540,10 @@ class Daemon:
                 self._counts["ring_seq_writes"] += 1
             elif kind is StateChanged:
                 self._last_state_change = action.text
+            elif kind is TokenWarning:
+                # corosync's wording (totemsrp.c), so log watchers match it.
+                self._counts["token_warnings"] += 1
+                log.warning("Token has not been received in %d ms", action.elapsed_ms)
         if frames:
             self._send_frames(frames)
 

@@ -14,7 +14,7 @@ _EXPORTS = {
     "GatherReason": "actions",
     "Originated": "actions", "PersistRingSeq": "actions", "SendMulticast": "actions",
     "SendUnicast": "actions", "SetTimer": "actions", "State": "actions",
-    "StateChanged": "actions", "Timer": "actions",
+    "StateChanged": "actions", "Timer": "actions", "TokenWarning": "actions",
     "SrpCore": "core", "SrpStats": "core",
     "DecodeError": "errors", "NotStarted": "errors", "ParamsError": "errors",
     "SrpError": "errors", "SubmitRejected": "errors",

@@ -16,7 +16,7 @@ from totemd.srp.messages import RingId
 
 __all__ = ["State", "Timer", "GatherReason", "ConfKind", "SendUnicast", "SendMulticast",
            "SetTimer", "CancelTimer", "Deliver", "DeliverFrame", "ConfChange", "PersistRingSeq", "Originated",
-           "StateChanged", "Action"]
+           "StateChanged", "TokenWarning", "Action"]
 
 
 class State(enum.Enum):
@@ -40,6 +40,7 @@ class Timer(enum.Enum):
     SEND_JOIN = "send_join"
     CONSENSUS = "consensus"
     MERGE_DETECT = "merge_detect"
+    TOKEN_WARNING = "token_warning"
 
 
 class GatherReason(enum.Enum):
@@ -175,9 +176,22 @@ class StateChanged:
     text: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenWarning:
+    """No token has arrived for ``elapsed_ms`` (at least token_warning percent
+    of the token timeout, ``token_timeout_ms``) while one is expected: the
+    ring may be about to lose it. Drivers log it as corosync does ("Token has
+    not been received in N ms"); it repeats every token_warning period until
+    a token arrives or the token is declared lost."""
+
+    elapsed_ms: float
+    token_timeout_ms: float
+    state: State
+
+
 # The actions built per frame, per message or per token visit (SendUnicast,
 # SendMulticast, SetTimer, CancelTimer, Originated, Deliver, DeliverFrame) are NamedTuples:
 # immutable like the frozen dataclasses, a third of the cost to build. Drivers
 # dispatch on ``type(action) is ...`` and read fields by name, both unchanged.
 Action = (SendUnicast | SendMulticast | SetTimer | CancelTimer | Deliver | DeliverFrame
-          | ConfChange | PersistRingSeq | Originated | StateChanged)
+          | ConfChange | PersistRingSeq | Originated | StateChanged | TokenWarning)

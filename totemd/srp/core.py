@@ -69,7 +69,7 @@ class _Counters:
                  "rx_malformed", "rx_from_self", "rx_foreign_ring", "rx_out_of_window",
                  "rtr_foreign_dropped", "frames_delivered", "messages_delivered",
                  "frames_freed", "recovery_frames_sent", "recovery_frames_dropped",
-                 "submit_rejected")
+                 "submit_rejected", "token_warnings")
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -128,6 +128,7 @@ class SrpStats:
     recovery_frames_sent: int
     recovery_frames_dropped: int
     submit_rejected: int
+    token_warnings: int
 
 
 class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
@@ -164,6 +165,12 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._deliver_after_token = deliver_after_token
         self._delivery_owed = False  # frames stored and not yet offered to _deliver_ready
         self._token_loss_ms = self._params.effective_token_ms  # a property: computed once
+        # token_warning (0.0: off). The warning timer is lazy: a token visit only
+        # notes its time in _token_heard_ms; the timer, when it fires, re-arms
+        # itself for the time still missing (see _on_token_warning_timer).
+        self._token_warning_ms = self._params.token_warning_ms
+        self._token_heard_ms = 0.0
+        self._token_warned_ms = float("-inf")
         self._hold_rotations = self._params.seqno_unchanged_const
         self._packer = Packer(self._params.frame_payload_max, self._params.max_message_size,
                               self._params.max_queued_bytes)
@@ -420,6 +427,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
                 self._on_consensus_timeout()
         elif timer is Timer.MERGE_DETECT:
             self._on_merge_timer()
+        elif timer is Timer.TOKEN_WARNING:
+            self._on_token_warning_timer()
 
     def submit(self, message: bytes, safe: bool = False, handle: Any = None) -> None:
         """Queue an application message for totally ordered delivery.
@@ -519,6 +528,19 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._timers[timer] = deadline
         # tuple.__new__: a few timers are set on every token visit.
         self._actions.append(tuple.__new__(SetTimer, (timer, deadline)))
+
+    def _arm_token_loss(self) -> None:
+        """(Re)start the token loss timer, and the token warning with it
+        (corosync's reset_token_timeout): a token was just seen, or one is
+        expected from now on (COMMIT, RECOVERY)."""
+        self._set_timer(Timer.TOKEN_LOSS, self._token_loss_ms)
+        if self._token_warning_ms:
+            self._token_heard_ms = self._now
+            # Lazy: an armed warning timer stays where it is (one action per
+            # warning period instead of one per token visit); it moves itself
+            # to the right deadline when it fires.
+            if Timer.TOKEN_WARNING not in self._timers:
+                self._set_timer(Timer.TOKEN_WARNING, self._token_warning_ms)
 
     def _cancel_timer(self, timer: Timer) -> None:
         if self._timers.pop(timer, None) is not None:

@@ -73,8 +73,8 @@ class MembershipMixin:
         self._proc.add(self._node_id)
         self._failed.discard(self._node_id)
         self._consensus = {self._node_id}
-        for timer in (Timer.TOKEN_LOSS, Timer.TOKEN_RETRANSMIT, Timer.TOKEN_HOLD,
-                      Timer.MERGE_DETECT):
+        for timer in (Timer.TOKEN_LOSS, Timer.TOKEN_WARNING, Timer.TOKEN_RETRANSMIT,
+                      Timer.TOKEN_HOLD, Timer.MERGE_DETECT):
             self._cancel_timer(timer)
         self._counters.gather_entered += 1
         self._set_state(State.GATHER, reason)
@@ -287,7 +287,7 @@ class MembershipMixin:
         self._cancel_timer(Timer.CONSENSUS)
         self._counters.commit_entered += 1
         self._set_state(State.COMMIT, None)
-        self._set_timer(Timer.TOKEN_LOSS, self._params.effective_token_ms)
+        self._arm_token_loss()
         self._forward_commit(filled)
 
     def _forward_commit(self: SrpCore, token: CommitToken) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from totemd.codec import encode, encode_mcast, encode_token
 from totemd.srp import flow
 from totemd.srp.actions import (Deliver, DeliverFrame, GatherReason, Originated, SendMulticast, SendUnicast,
-                                State, Timer)
+                                SetTimer, State, Timer, TokenWarning)
 from totemd.srp.messages import Mcast, OrfToken, RtrEntry, TokenHoldCancel
 from totemd.srp.params import RTR_LIST_MAX, SORT_QUEUE_MAX
 from totemd.srp.ringstate import RingState
@@ -180,7 +180,7 @@ class OrderingMixin:
         # backlog, retrans_pending, rtr): once per visit.
         out = tuple.__new__(OrfToken, (me, ring.ring_id, seq, (token.token_seq + 1) & SEQ_MASK,
                                        aru, aru_addr, fcc, backlog, retrans_pending, tuple(rtr)))
-        self._set_timer(Timer.TOKEN_LOSS, self._token_loss_ms)
+        self._arm_token_loss()
         # With deliver_after_token a visit with many frames to deliver sends
         # the token first; a few (an idle ring) are delivered before, which
         # keeps the sender's own latency at one hop less.
@@ -390,6 +390,26 @@ class OrderingMixin:
         self._set_timer(Timer.TOKEN_RETRANSMIT, self._params.token_retransmit_ms)
 
     # ---- recovery bookkeeping on the token ------------------------------------
+
+    def _on_token_warning_timer(self: SrpCore) -> None:
+        """corosync's timer_function_orf_token_warning: no token for
+        token_warning ms (since the last token, or since the last warning)
+        -> report it and warn again one period later. Fired early (a token
+        came after the timer was armed; see _arm_token_loss) -> re-arm for
+        the deadline the last token gives."""
+        now = self._now
+        warning = self._token_warning_ms
+        due = max(self._token_heard_ms, self._token_warned_ms) + warning
+        if now + 1e-9 < due:
+            self._timers[Timer.TOKEN_WARNING] = due
+            self._actions.append(tuple.__new__(SetTimer, (Timer.TOKEN_WARNING, due)))
+            return
+        self._token_warned_ms = now
+        self._counters.token_warnings += 1
+        self._actions.append(TokenWarning(elapsed_ms=now - self._token_heard_ms,
+                                          token_timeout_ms=self._token_loss_ms,
+                                          state=self._state))
+        self._set_timer(Timer.TOKEN_WARNING, warning)
 
     def _update_retrans_pending(self: SrpCore, pending: int) -> int:
         """Count nodes that still hold old-ring frames to re-send (RECOVERY).

@@ -10,6 +10,8 @@ corosync derives it:
 - ``token_retransmit_ms = token / (token_retransmits_before_loss_const + 0.2)``.
 - ``hold_ms = 0.8 * token_retransmit - 1 jiffy`` (never below 1 ms).
 - ``consensus_ms = 1.2 * token``.
+- ``token_warning_ms = token_warning_percent% of the effective token`` (0: no
+  warnings), the time without a token after which a warning is reported.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class TotemParams:
         cancel_token_hold_on_retransmit: do not hold while retransmit requests
             are pending (corosync's option of the same name).
         nodes: number of configured nodes (for the token coefficient).
+        token_warning_percent: report a token not received for this share of
+            the effective token timeout, percent (corosync's token_warning;
+            0 disables the warning).
     """
 
     token_ms: float = 3000.0
@@ -84,6 +89,7 @@ class TotemParams:
     max_queued_bytes: int = 16 << 20
     cancel_token_hold_on_retransmit: bool = False
     nodes: int = 2
+    token_warning_percent: int = 75
 
     def __post_init__(self) -> None:
         """Fill the derived fields and validate everything.
@@ -107,6 +113,11 @@ class TotemParams:
         """The token timeout in force: token + coefficient x (nodes - 2)."""
         extra = max(0, self.nodes - 2) * self.token_coefficient_ms
         return self.token_ms + extra
+
+    @property
+    def token_warning_ms(self) -> float:
+        """Time without a token before it is reported, ms (0.0: never)."""
+        return self.effective_token_ms * self.token_warning_percent / 100.0
 
     @property
     def frame_payload_max(self) -> int:
@@ -142,6 +153,9 @@ class TotemParams:
             raise ParamsError(
                 f"consensus_ms ({self.consensus_ms} ms) must be at least 1.2 x token "
                 f"({1.2 * self.effective_token_ms} ms) with 3 or more nodes")
+        if self.token_warning_percent > 100:
+            raise ParamsError(f"token_warning_percent ({self.token_warning_percent}) must be "
+                              "within 0 (no warnings) .. 100")
         if self.max_messages > self.window_size:
             raise ParamsError(
                 f"max_messages ({self.max_messages}) must not exceed window_size "

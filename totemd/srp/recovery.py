@@ -69,7 +69,7 @@ class RecoveryMixin:
         self._retransmit_queue = resend
         self._counters.recovery_entered += 1
         self._set_state(State.RECOVERY, None)
-        self._set_timer(Timer.TOKEN_LOSS, self._params.effective_token_ms)
+        self._arm_token_loss()
 
     def _start_regular_token(self: SrpCore) -> None:
         """The representative turns the finished commit token into the first
