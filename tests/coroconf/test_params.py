@@ -41,3 +41,22 @@ def test_send_join_reaches_the_core_and_is_not_reported_unimplemented():
     config = load_udpu("\tsend_join: 80\n")
     assert coroconf.totem_params(config).send_join_ms == 80
     assert not any("send_join" in warning for warning in config.warnings)
+
+
+@pytest.mark.parametrize("extra,percent,warning_ms", [
+    ("", 75, 750.0), ("\ttoken_warning: 40\n", 40, 400.0), ("\ttoken_warning: 0\n", 0, 0.0),
+    ("\ttoken_warning: 100\n", 100, 1000.0)])
+def test_token_warning_reaches_the_core_and_is_not_reported_unimplemented(extra, percent,
+                                                                          warning_ms):
+    config = load_udpu("\ttoken: 1000\n" + extra)
+    params = coroconf.totem_params(config)
+    assert (params.token_warning_percent, params.token_warning_ms) == (percent, warning_ms)
+    assert not any("token_warning" in warning for warning in config.warnings)
+
+
+def test_token_warning_is_a_share_of_the_token_with_its_coefficient():
+    config = coroconf.loads(udpu("\ttoken_warning: 50\n", nodes(4)))
+    params = coroconf.totem_params(config)
+    totem = config.totem
+    assert totem.token_ms == totem.token_base_ms + 2 * totem.token_coefficient_ms > 0
+    assert params.token_warning_ms == 0.5 * totem.token_ms

@@ -11,7 +11,7 @@ from collections import deque
 
 from totemd.codec import decode
 from totemd.srp import (ConfChange, Deliver, SendMulticast, SendUnicast, SetTimer, SrpCore,
-                        StateChanged, TotemParams)
+                        StateChanged, TokenWarning, TotemParams)
 from totemd.srp.actions import CancelTimer, Originated, PersistRingSeq
 
 
@@ -29,6 +29,7 @@ class Net:
         self.delivered: dict[int, list[Deliver]] = {i: [] for i in self.cores}
         self.confs: dict[int, list[ConfChange]] = {i: [] for i in self.cores}
         self.states: dict[int, list[StateChanged]] = {i: [] for i in self.cores}
+        self.warnings: dict[int, list[tuple[float, TokenWarning]]] = {i: [] for i in self.cores}
         self.timers: dict[int, dict] = {i: {} for i in self.cores}
         self.persisted: dict[int, int] = {}
         self.originated: dict[int, list[Originated]] = {i: [] for i in self.cores}
@@ -63,6 +64,8 @@ class Net:
                 self.persisted[node] = action.ring_seq
             elif kind is Originated:
                 self.originated[node].append(action)
+            elif kind is TokenWarning:
+                self.warnings[node].append((self.now, action))
 
     def _enqueue(self, src: int, dest: int, data: bytes) -> None:
         self.sent.append((src, dest, data))
