@@ -180,7 +180,10 @@ class OrderingMixin:
         # backlog, retrans_pending, rtr): once per visit.
         out = tuple.__new__(OrfToken, (me, ring.ring_id, seq, (token.token_seq + 1) & SEQ_MASK,
                                        aru, aru_addr, fcc, backlog, retrans_pending, tuple(rtr)))
-        self._arm_token_loss()
+        self._set_timer(Timer.TOKEN_LOSS, self._token_loss_ms)
+        # The token warning timer is armed from COMMIT on (_arm_token_loss) and
+        # re-arms itself until GATHER: a visit only notes the time (no action).
+        self._token_heard_ms = self._now
         # With deliver_after_token a visit with many frames to deliver sends
         # the token first; a few (an idle ring) are delivered before, which
         # keeps the sender's own latency at one hop less.
