@@ -272,47 +272,57 @@ def _encode_set_fields(request: Set | SetItem) -> bytes:
 
 
 def _decode_set_fields(reader: _Reader) -> SetItem:
-    # Inlined (no _Reader calls per field): SET_MANY decodes many of these.
-    data, offset = reader.data, reader.offset
-    size = len(data)
+    data = reader.data if isinstance(reader.data, bytes) else bytes(reader.data)
+    key, value_type, value, force, reader.offset = _decode_one_set(data, reader.offset, len(data))
+    return SetItem(key, value_type, value, force)
+
+
+_NUMERIC_BY_CODE = {int(value_type): (value_type, layout)
+                    for value_type, layout in NUMERIC_STRUCTS.items()}
+
+
+def _decode_one_set(data: bytes, offset: int, size: int
+                    ) -> tuple[str, ValueType, Value, bool, int]:
+    """One set item at ``offset`` of ``data``: (key, type, value, force_type,
+    the offset after it). The one validating decoder of a set item, for SET,
+    SET_NOWAIT and the batches (kept lean: SET_MANY runs it per item).
+
+    Raises:
+        DecodeError: truncated, unknown flags or type, a key that is not
+            ASCII, a numeric value of the wrong size, a str not UTF-8.
+    """
     if offset + 2 > size:
         raise DecodeError(f"message truncated: needs {offset + 2} bytes, has {size}")
     flags, key_length = data[offset], data[offset + 1]
     if flags & ~SET_FORCE_TYPE:
         raise DecodeError(f"unknown set flags {flags:#x}")
     key_end = offset + 2 + key_length
-    if key_end + _VALUE_HEAD.size > size:
-        raise DecodeError(f"message truncated: needs {key_end + _VALUE_HEAD.size} bytes, has {size}")
-    raw_key = bytes(data[offset + 2:key_end])
-    if not raw_key.isascii():
-        raise DecodeError("key is not ASCII")
+    if key_end + 5 > size:
+        raise DecodeError(f"message truncated: needs {key_end + 5} bytes, has {size}")
+    try:
+        key = data[offset + 2:key_end].decode("ascii")
+    except UnicodeDecodeError:
+        raise DecodeError("key is not ASCII") from None
     type_code, length = _VALUE_HEAD.unpack_from(data, key_end)
-    value_start = key_end + _VALUE_HEAD.size
-    value_end = value_start + length
-    if value_end > size:
-        raise DecodeError(f"message truncated: needs {value_end} bytes, has {size}")
+    end = key_end + 5 + length
+    if end > size:
+        raise DecodeError(f"message truncated: needs {end} bytes, has {size}")
+    known = _NUMERIC_BY_CODE.get(type_code)
+    if known is not None:
+        value_type, layout = known
+        if length != layout.size:
+            raise DecodeError(f"{value_type.short_name} value is {length} bytes, not {layout.size}")
+        return key, value_type, layout.unpack_from(data, key_end + 5)[0], flags == 1, end
     value_type = _VALUE_TYPES.get(type_code)
     if value_type is None:
         raise DecodeError(f"unknown value type {type_code}")
-    layout = NUMERIC_STRUCTS.get(value_type)
-    value: Value
-    if layout is not None:
-        if length != layout.size:
-            raise DecodeError(f"{value_type.short_name} value is {length} bytes, not {layout.size}")
-        value = layout.unpack_from(data, value_start)[0]
-    elif value_type is ValueType.STRING:
+    raw = data[key_end + 5:end]
+    if value_type is ValueType.STRING:
         try:
-            value = bytes(data[value_start:value_end]).decode("utf-8")
+            return key, value_type, raw.decode("utf-8"), flags == 1, end
         except UnicodeDecodeError:
             raise DecodeError("str value is not valid UTF-8") from None
-    else:
-        value = bytes(data[value_start:value_end])
-    reader.offset = value_end
-    return SetItem(raw_key.decode("ascii"), value_type, value, bool(flags & SET_FORCE_TYPE))
-
-
-_NUMERIC_BY_CODE = {int(value_type): (value_type, layout)
-                    for value_type, layout in NUMERIC_STRUCTS.items()}
+    return key, value_type, raw, flags == 1, end
 
 
 def decode_set_items(payload: bytes | memoryview) -> list[tuple[str, ValueType, Value, bool]]:
@@ -333,44 +343,11 @@ def decode_set_items(payload: bytes | memoryview) -> list[tuple[str, ValueType, 
         raise DecodeError(f"{count} sets in one request (limit {MAX_SET_MANY_COUNT})")
     items = []
     append = items.append
-    numeric, unpack_head = _NUMERIC_BY_CODE, _VALUE_HEAD.unpack_from
+    one = _decode_one_set
     offset = 6
     for _index in range(count):
-        if offset + 2 > size:
-            raise DecodeError(f"message truncated: needs {offset + 2} bytes, has {size}")
-        flags, key_length = data[offset], data[offset + 1]
-        if flags & ~SET_FORCE_TYPE:
-            raise DecodeError(f"unknown set flags {flags:#x}")
-        key_end = offset + 2 + key_length
-        if key_end + 5 > size:
-            raise DecodeError(f"message truncated: needs {key_end + 5} bytes, has {size}")
-        try:
-            key = data[offset + 2:key_end].decode("ascii")
-        except UnicodeDecodeError:
-            raise DecodeError("key is not ASCII") from None
-        type_code, length = unpack_head(data, key_end)
-        offset = key_end + 5 + length
-        if offset > size:
-            raise DecodeError(f"message truncated: needs {offset} bytes, has {size}")
-        known = numeric.get(type_code)
-        if known is not None:
-            value_type, layout = known
-            if length != layout.size:
-                raise DecodeError(f"{value_type.short_name} value is {length} bytes, "
-                                  f"not {layout.size}")
-            append((key, value_type, layout.unpack_from(data, key_end + 5)[0], flags == 1))
-            continue
-        value_type = _VALUE_TYPES.get(type_code)
-        if value_type is None:
-            raise DecodeError(f"unknown value type {type_code}")
-        raw = data[key_end + 5:offset]
-        if value_type is ValueType.STRING:
-            try:
-                append((key, value_type, raw.decode("utf-8"), flags == 1))
-            except UnicodeDecodeError:
-                raise DecodeError("str value is not valid UTF-8") from None
-        else:
-            append((key, value_type, raw, flags == 1))
+        key, value_type, value, force, offset = one(data, offset, size)
+        append((key, value_type, value, force))
     if offset != size:
         raise DecodeError(f"{size - offset} unexpected bytes at the end")
     return items

@@ -137,7 +137,8 @@ def test_batch_decoder_raises_decode_error_exactly_when_the_request_decoder_does
             with pytest.raises(DecodeError):
                 codec.decode_set_items(candidate)
         else:
-            assert codec.decode_set_items(candidate) == expected
+            # repr: a flipped bit can make a double NaN, and NaN != NaN.
+            assert repr(codec.decode_set_items(candidate)) == repr(expected)
 
 
 @pytest.mark.parametrize("error", [NoSuchKey("no key 'a.b'"), ReadOnly("key 'x' is read-only"),
