@@ -518,13 +518,18 @@ class Daemon:
             elif kind is SendMulticast:
                 frames.append(action.data)
             elif kind is SendUnicast:
-                if frames:
-                    self._send_frames(frames)
-                    frames = []
                 if evslog is not None:
                     evslog.flush()
                 if action.dest == self.node_id:
+                    if frames:
+                        self._send_frames(frames)
+                        frames = []
                     self._loopback.append(action.data)
+                elif frames:
+                    # The visit's frames, then the token with the successor's share.
+                    if not self.transport.send_visit(frames, action.dest, action.data):
+                        self._counts["unicast_unknown_dest"] += 1
+                    frames = []
                 elif not self.transport.unicast(action.dest, action.data):
                     self._counts["unicast_unknown_dest"] += 1
             elif kind is SetTimer:

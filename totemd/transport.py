@@ -291,7 +291,7 @@ class UdpTransport:
     _poller: "select.epoll | None" = None
     # multicast_many's fan-out: (where, send, send args, sendmsg, sendmsg
     # args) per destination (udpu: each peer; udp: the group).
-    _batch_fanout: list[tuple[str, Any, tuple, Any, tuple]] = field(default_factory=list)
+    _batch_fanout: list[tuple[int, str, Any, tuple, Any, tuple]] = field(default_factory=list)
     _gso_active: bool = False
     # File descriptors of the sockets that have UDP_GRO on.
     _gro_fds: set[int] = field(default_factory=set)
@@ -443,24 +443,25 @@ class UdpTransport:
         if self._socket is None:
             return  # open() learns every configured peer again
         fanout: list[tuple[int, object, tuple]] = []
-        batch_fanout: list[tuple[str, Any, tuple, Any, tuple]] = []
+        batch_fanout: list[tuple[int, str, Any, tuple, Any, tuple]] = []
         for node_id, endpoint in self._peer_endpoints.items():
             if endpoint[0] == self.bind_address:
                 continue  # never to ourselves: the core self-delivers
             connected = self._peer_sockets.get(node_id)
             if connected is not None:
                 fanout.append((node_id, connected.send, ()))
-                batch_fanout.append((endpoint[0], connected.send, (), connected.sendmsg, ()))
+                batch_fanout.append((node_id, endpoint[0], connected.send, (), connected.sendmsg, ()))
             else:
                 fanout.append((node_id, self._socket.sendto, (endpoint,)))
-                batch_fanout.append((endpoint[0], self._socket.sendto, (endpoint,),
+                batch_fanout.append((node_id, endpoint[0], self._socket.sendto, (endpoint,),
                                      self._socket.sendmsg, (0, endpoint)))
         self._fanout = fanout
         if self.mode == "udp":
             sender = self._unicast_socket or self._socket
             assert self.multicast_group is not None
             group = (self.multicast_group, self.port)
-            batch_fanout = [(self.multicast_group, sender.sendto, (group,), sender.sendmsg, (0, group))]
+            batch_fanout = [(0, self.multicast_group, sender.sendto, (group,), sender.sendmsg,
+                             (0, group))]
         self._batch_fanout = batch_fanout
 
     def peer_ids(self) -> list[int]:
@@ -567,15 +568,78 @@ class UdpTransport:
                 continue
             self._send_batch(frames[start:stop], size)
 
-    def _send_batch(self, batch: Sequence[bytes], segment_size: int) -> None:
-        """One GSO send of batch to each destination; one by one from the
-        destination where GSO was refused onwards."""
+    def send_visit(self, frames: Sequence[bytes], dest: int, token: bytes) -> bool:
+        """A token visit's frames to every node, then the token to ``dest``.
+
+        The same datagrams in the same order per peer as ``multicast_many``
+        then ``unicast``; with udpu and GSO the token rides in the last GSO
+        send to ``dest`` (it is never longer than a frame): one system call
+        and one wake-up fewer for the node that takes the token, which then
+        reads the frames and the token together.
+
+        Returns:
+            False if ``dest``'s address is unknown (the frames are sent anyway).
+        """
+        connected = self._peer_sockets.get(dest) if self.mode == "udpu" else None
+        if connected is None or not self._gso_active or not frames:
+            if len(frames) == 1:
+                self.multicast(frames[0])
+            elif frames:
+                self.multicast_many(frames)
+            return self.unicast(dest, token)
+        for start, stop, size in plan_batches(frames):
+            if stop - start == 1:
+                self.multicast(frames[start], exclude=(dest,))
+            else:
+                self._send_batch(frames[start:stop], size, skip=dest)
+        self._send_runs(self._peer_endpoints[dest][0], connected, [*frames, token])
+        return True
+
+    def _send_runs(self, where: str, sock: socket.socket, datagrams: list[bytes]) -> None:
+        """Datagrams to one connected peer in order, GSO runs where they form."""
+        stats = self.stats
+        sent = sent_bytes = calls = gso_calls = 0
+        for start, stop, size in plan_batches(datagrams):
+            chunk = datagrams[start:stop]
+            if len(chunk) > 1 and self._gso_active:
+                calls += 1
+                gso_calls += 1
+                try:
+                    sock.sendmsg(chunk, [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))])
+                except OSError as exc:
+                    if exc.errno not in _GSO_UNSUPPORTED_ERRNOS:
+                        self._send_failed(exc, where, len(chunk))
+                        continue
+                    self._gso_refused(exc, where)
+                else:
+                    sent += len(chunk)
+                    sent_bytes += sum(map(len, chunk))
+                    continue
+            for data in chunk:
+                calls += 1
+                try:
+                    sock.send(data)
+                except OSError as exc:
+                    self._send_failed(exc, where)
+                    continue
+                sent += 1
+                sent_bytes += len(data)
+        stats.send_calls += calls
+        stats.send_gso_calls += gso_calls
+        stats.packets_sent += sent
+        stats.bytes_sent += sent_bytes
+
+    def _send_batch(self, batch: Sequence[bytes], segment_size: int, skip: int = 0) -> None:
+        """One GSO send of batch to each destination (but node ``skip``); one
+        by one from the destination where GSO was refused onwards."""
         ancillary = [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(segment_size))]
         count = len(batch)
         batch_bytes = sum(map(len, batch))
         stats = self.stats
         sent = sent_bytes = calls = gso_calls = 0
-        for where, send, send_args, sendmsg, sendmsg_args in self._batch_fanout:
+        for node_id, where, send, send_args, sendmsg, sendmsg_args in self._batch_fanout:
+            if node_id == skip and skip:
+                continue
             if self._gso_active:
                 calls += 1
                 gso_calls += 1

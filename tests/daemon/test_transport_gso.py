@@ -159,6 +159,37 @@ def test_multicast_many_delivers_every_frame_in_order_in_few_syscalls():
             transport.close()
 
 
+@pytest.mark.parametrize("gso", [True, False])
+def test_send_visit_gives_the_successor_frames_and_token_in_one_send(gso):
+    one, two, three = _cluster(gso=gso)
+    try:
+        visits = ([b"%02d" % index + b"f" * 1398 for index in range(17)],   # one size
+                  [b"x" * 1400] * 5 + [b"end" * 100],                      # shorter last
+                  [b"alone" * 20],                                         # idle: one frame
+                  _mixed_frames())
+        for frames in visits:
+            before = one.stats.send_calls
+            assert one.send_visit(frames, 2, b"token")
+            got_two = _receive(two, len(frames) + 1)
+            got_three = _receive(three, len(frames))
+            assert [data for data, _source in got_two] == frames + [b"token"]
+            assert [data for data, _source in got_three] == frames
+            calls = one.stats.send_calls - before
+            if not gso:
+                assert calls == 2 * len(frames) + 1
+            else:
+                runs = len(plan_batches(frames))
+                assert calls == runs + len(plan_batches(frames + [b"token"]))
+                if len({len(frame) for frame in frames}) == 1:
+                    # Frames of one size: the token rides in the successor's last send.
+                    assert calls == 2 * runs
+        assert not one.send_visit([b"frame"], 9, b"token")  # unknown successor: frames still go
+        assert [data for data, _source in _receive(three, 1)] == [b"frame"]
+    finally:
+        for transport in (one, two, three):
+            transport.close()
+
+
 def test_receive_batch_stops_near_max_packets_and_holds_nothing_back():
     one, two, three = _cluster()
     try:
