@@ -580,8 +580,10 @@ class UdpTransport:
         Returns:
             False if ``dest``'s address is unknown (the frames are sent anyway).
         """
-        connected = self._peer_sockets.get(dest) if self.mode == "udpu" else None
-        if connected is None or not self._gso_active or not frames:
+        successor = None
+        if self.mode == "udpu" and dest in self._peer_sockets:
+            successor = next((entry for entry in self._batch_fanout if entry[0] == dest), None)
+        if successor is None or not self._gso_active or not frames:
             if len(frames) == 1:
                 self.multicast(frames[0])
             elif frames:
@@ -592,79 +594,50 @@ class UdpTransport:
                 self.multicast(frames[start], exclude=(dest,))
             else:
                 self._send_batch(frames[start:stop], size, skip=dest)
-        self._send_runs(self._peer_endpoints[dest][0], connected, [*frames, token])
+        datagrams = [*frames, token]
+        for start, stop, size in plan_batches(datagrams):
+            self._send_to(successor, datagrams[start:stop], size)
         return True
 
-    def _send_runs(self, where: str, sock: socket.socket, datagrams: list[bytes]) -> None:
-        """Datagrams to one connected peer in order, GSO runs where they form."""
-        stats = self.stats
-        sent = sent_bytes = calls = gso_calls = 0
-        for start, stop, size in plan_batches(datagrams):
-            chunk = datagrams[start:stop]
-            if len(chunk) > 1 and self._gso_active:
-                calls += 1
-                gso_calls += 1
-                try:
-                    sock.sendmsg(chunk, [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))])
-                except OSError as exc:
-                    if exc.errno not in _GSO_UNSUPPORTED_ERRNOS:
-                        self._send_failed(exc, where, len(chunk))
-                        continue
-                    self._gso_refused(exc, where)
-                else:
-                    sent += len(chunk)
-                    sent_bytes += sum(map(len, chunk))
-                    continue
-            for data in chunk:
-                calls += 1
-                try:
-                    sock.send(data)
-                except OSError as exc:
-                    self._send_failed(exc, where)
-                    continue
-                sent += 1
-                sent_bytes += len(data)
-        stats.send_calls += calls
-        stats.send_gso_calls += gso_calls
-        stats.packets_sent += sent
-        stats.bytes_sent += sent_bytes
-
     def _send_batch(self, batch: Sequence[bytes], segment_size: int, skip: int = 0) -> None:
-        """One GSO send of batch to each destination (but node ``skip``); one
-        by one from the destination where GSO was refused onwards."""
-        ancillary = [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(segment_size))]
-        count = len(batch)
-        batch_bytes = sum(map(len, batch))
+        """One GSO send of batch to each destination (but node ``skip``)."""
+        for entry in self._batch_fanout:
+            if entry[0] != skip or not skip:
+                self._send_to(entry, batch, segment_size)
+
+    def _send_to(self, entry: tuple[int, str, Any, tuple, Any, tuple], batch: Sequence[bytes],
+                 segment_size: int) -> None:
+        """A run of datagrams to one destination of ``_batch_fanout``: one GSO
+        send (if active and more than one), else one by one, which is also
+        what follows a GSO refusal (GSO then stays off)."""
+        _node_id, where, send, send_args, sendmsg, sendmsg_args = entry
         stats = self.stats
-        sent = sent_bytes = calls = gso_calls = 0
-        for node_id, where, send, send_args, sendmsg, sendmsg_args in self._batch_fanout:
-            if node_id == skip and skip:
+        count = len(batch)
+        if count > 1 and self._gso_active:
+            stats.send_calls += 1
+            stats.send_gso_calls += 1
+            try:
+                sendmsg(batch, [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(segment_size))],
+                        *sendmsg_args)
+            except OSError as exc:
+                if exc.errno not in _GSO_UNSUPPORTED_ERRNOS:
+                    self._send_failed(exc, where, count)
+                    return
+                self._gso_refused(exc, where)
+            else:
+                stats.packets_sent += count
+                stats.bytes_sent += sum(map(len, batch))
+                return
+        sent = sent_bytes = 0
+        for data in batch:
+            stats.send_calls += 1
+            try:
+                send(data, *send_args)
+            except OSError as exc:
+                self._send_failed(exc, where)
                 continue
-            if self._gso_active:
-                calls += 1
-                gso_calls += 1
-                try:
-                    sendmsg(batch, ancillary, *sendmsg_args)
-                except OSError as exc:
-                    if exc.errno not in _GSO_UNSUPPORTED_ERRNOS:
-                        self._send_failed(exc, where, count)
-                        continue
-                    self._gso_refused(exc, where)
-                else:
-                    sent += count
-                    sent_bytes += batch_bytes
-                    continue
-            for data in batch:
-                calls += 1
-                try:
-                    send(data, *send_args)
-                except OSError as exc:
-                    self._send_failed(exc, where)
-                    continue
-                sent += 1
-                sent_bytes += len(data)
-        stats.send_calls += calls
-        stats.send_gso_calls += gso_calls
+            sent += 1
+            sent_bytes += len(data)
         stats.packets_sent += sent
         stats.bytes_sent += sent_bytes
 
