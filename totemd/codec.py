@@ -168,12 +168,7 @@ def decode(data: bytes) -> Packet:
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"packet of {len(data)} bytes is shorter than the header")
     magic, version, kind, flags, sender = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise DecodeError(f"bad magic 0x{magic:04x}")
-    if version != VERSION:
-        raise DecodeError(f"unsupported version {version}")
-    if sender == 0:
-        raise DecodeError("sender node id 0")
+    _check_header(magic, version, sender)
     if kind == PacketType.MCAST:
         return _decode_mcast(data, allow_inner=True)
     if flags:
@@ -188,16 +183,21 @@ def decode(data: bytes) -> Packet:
         raise DecodeError(f"truncated {PacketType(kind).name}: {error}") from None
 
 
-def _decode_mcast(data: bytes, allow_inner: bool) -> Mcast:
-    if len(data) < MCAST_OVERHEAD:
-        raise DecodeError(f"MCAST of {len(data)} bytes is shorter than its header")
-    magic, version, _k, flags, sender, rep, ring_seq, seq, safe = _MCAST.unpack_from(data)
+def _check_header(magic: int, version: int, sender: int) -> None:
+    """The checks every packet's common header gets."""
     if magic != MAGIC:
         raise DecodeError(f"bad magic 0x{magic:04x}")
     if version != VERSION:
         raise DecodeError(f"unsupported version {version}")
     if sender == 0:
         raise DecodeError("sender node id 0")
+
+
+def _decode_mcast(data: bytes, allow_inner: bool) -> Mcast:
+    if len(data) < MCAST_OVERHEAD:
+        raise DecodeError(f"MCAST of {len(data)} bytes is shorter than its header")
+    magic, version, _k, flags, sender, rep, ring_seq, seq, safe = _MCAST.unpack_from(data)
+    _check_header(magic, version, sender)
     if flags & ~FLAG_ENCAPSULATED:
         raise DecodeError(f"unknown MCAST flags 0x{flags:02x}")
     if safe > 1:
