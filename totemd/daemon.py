@@ -165,8 +165,9 @@ class Daemon:
         # stored, and a seed that repeats across restarts would repeat ring ids.
         # One DeliverFrame per frame (its messages in a list), not one Deliver per message.
         # Deliveries happen off the token's path (deliver_after_token): a
-        # visit forwards the token first, and frames read between visits are
-        # delivered by the next visit (or after DEFERRED_DELIVERY_MS).
+        # visit forwards the token first and _drain_network delivers once it
+        # is sent; frames read between visits are delivered with the next
+        # visit's (or after DEFERRED_DELIVERY_MS).
         self.core = SrpCore(settings.node_id, settings.params, rng=random.Random(),
                             deliver_frames=True, deliver_after_token=True)
         self._owed_since_ms: float | None = None
@@ -421,8 +422,9 @@ class Daemon:
         one: a token is forwarded as soon as it is processed, not after the
         hundreds of frames that may sit behind it in the socket. Deliveries
         are only collected here; the turn sends them in one batch."""
-        receive = self.core.receive
-        take_actions = self.core.take_actions
+        core = self.core
+        receive = core.receive
+        take_actions = core.take_actions
         run = self._run_actions
         # Only what was queued before this turn: a token we send ourselves
         # while processing waits for the next turn (bounded work per turn).
@@ -445,11 +447,19 @@ class Daemon:
             start = 0
             for index, (data, _source) in enumerate(batch):
                 if len(data) > 3 and data[3] == _ORF_TOKEN:
-                    receive_many([packet for packet, _ in batch[start:index + 1]], now)
+                    # deliver=False: what the visit leaves owed is delivered
+                    # below, once its actions (the token) are sent.
+                    receive_many([packet for packet, _ in batch[start:index + 1]], now, False)
                     start = index + 1
                     actions = take_actions()
                     if actions:
                         run(actions)
+                    if core.delivery_owed:
+                        # The token is sent: now what its visit left to deliver.
+                        core.deliver_pending()
+                        actions = take_actions()
+                        if actions:
+                            run(actions)
             if start < len(batch):
                 receive_many([packet for packet, _ in batch[start:]], now, False)
                 actions = take_actions()

@@ -44,7 +44,7 @@ from totemd.srp.ordering import OrderingMixin
 from totemd.srp.params import SORT_QUEUE_MAX, TotemParams
 from totemd.srp.recovery import RecoveryMixin
 from totemd.srp.ringstate import RingState
-from totemd.srp.seqnum import SEQ_HALF, SEQ_MASK
+from totemd.srp.seqnum import SEQ_HALF, SEQ_MASK, seq_min
 
 __all__ = ["SrpCore", "SrpStats"]
 
@@ -144,8 +144,10 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         deliver_frames: emit one ``DeliverFrame`` per delivered frame (its
             messages in a list) instead of one ``Deliver`` per message.
         deliver_after_token: keep deliveries off the token's path: a token
-            visit forwards (or holds) the token before it delivers, frames
-            stored before a token are delivered by that visit, and
+            visit with more than a few frames to deliver forwards (or holds)
+            the token and leaves them owed (``delivery_owed``), so that the
+            driver sends the token before it calls ``deliver_pending()``;
+            frames stored before a token are delivered with that visit's, and
             ``receive_many(..., deliver=False)`` stores frames for a later
             visit or ``deliver_pending()``. What is delivered and in which
             order does not change, only when; everything deliverable is
@@ -322,6 +324,10 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         ring = self._ring
         if self._state is State.OPERATIONAL and ring is not None:
             self._deliver_ready(ring)
+            # What every member has and we delivered leaves the sort queue
+            # (a visit that put its deliveries off left this to us).
+            self._counters.frames_freed += ring.free_up_to(seq_min(ring.safe_line,
+                                                                   ring.high_delivered))
 
     def _receive_all(self, packets: Iterable[bytes], deliver: bool = True) -> None:
         if self._state is State.LEFT:

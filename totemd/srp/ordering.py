@@ -202,12 +202,11 @@ class OrderingMixin:
         else:
             self._forward_token(out)  # re-arms TOKEN_RETRANSMIT
         if operational and after:
-            # The token is on its way: now the deliveries (ours just stamped
-            # and what was stored before the token), off its critical path.
-            self._delivery_owed = False
-            self._deliver_ready(ring)
-            limit = seq_min(ring.safe_line, ring.high_delivered)
-            self._counters.frames_freed += ring.free_up_to(limit)
+            # The token is on its way: the deliveries (ours just stamped and
+            # what was stored before the token) are left owed, so that the
+            # driver sends the token before doing them (deliver_pending right
+            # after it executed this visit's actions), which also frees them.
+            self._delivery_owed = True
         if not operational:
             self._maybe_install(ring, out)
 
