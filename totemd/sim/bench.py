@@ -12,6 +12,11 @@ process-CPU clock around the whole loop, so neither the simulator nor a
 per-call timer is charged to the core. The counts are the frames and messages
 node 2 delivered during the replay. ``--profile`` prints a cProfile of one
 replay (the core's functions only).
+
+Two more rows time single token visits of node 2 in a formed ring
+(``totemd.sim.visit_bench``): an idle visit (the token alone) and a loaded
+one (14 received 8 KiB-fragment frames, the token, 13 frames originated and
+everything delivered), as totemd's loop drives its core.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import random
 import time
 
 from totemd.sim.cluster import Cluster, SimConfig, sim_params
+from totemd.sim.visit_bench import FRAMES_IN, FRAMES_OUT, measure_visits
 from totemd.srp import SrpCore, SubmitRejected
 
 __all__ = ["add_arguments", "run", "measure", "record", "replay", "Recording", "RecordingCore"]
@@ -43,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-packet", action="store_true",
                         help="drive the core with receive and per-message Deliver actions "
                              "(the older way) instead of receive_many and DeliverFrame")
+    parser.add_argument("--visits", type=int, default=20_000,
+                        help="idle token visits timed per run (default 20000; 0: skip the "
+                             "visit rows)")
     parser.add_argument("--json", action="store_true", help="one JSON object per case")
 
 
@@ -226,6 +235,13 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         if args.json:
             print(json.dumps(row))
+    visit_rows = []
+    if args.visits > 0:
+        visit_rows = measure_visits(idle_count=args.visits,
+                                    loaded_count=max(1, args.visits // 50), repeat=args.repeat)
+        if args.json:
+            for row in visit_rows:
+                print(json.dumps(row))
     if not args.json:
         mode = "receive + Deliver" if args.per_packet else "receive_many + DeliverFrame"
         print(f"{'case':<18} {'frames/s':>10} {'msgs/s':>10} {'us/frame':>9} {'frames':>8} "
@@ -234,4 +250,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"{row['case']:<18} {row['frames_per_s']:>10.0f} {row['messages_per_s']:>10.0f} "
                   f"{row['us_per_frame']:>9.2f} {row['frames']:>8} {row['messages']:>8} "
                   f"{row['core_seconds']:>7.3f}")
+        if visit_rows:
+            print(f"\n{'case':<18} {'us/visit':>10} {'us/frame':>10} {'visits':>8} {'core s':>7}"
+                  f"  (node 2 of 3: receive_many + take_actions [+ deliver_pending]; "
+                  f"loaded: {FRAMES_IN} frames in, {FRAMES_OUT} out)")
+            for row in visit_rows:
+                per_frame = f"{row['us_per_frame']:>10.2f}" if row["frames_per_visit"] else \
+                    f"{'-':>10}"
+                print(f"{row['case']:<18} {row['us_per_visit']:>10.2f} {per_frame} "
+                      f"{row['visits']:>8} {row['core_seconds']:>7.3f}")
     return 0
