@@ -100,7 +100,7 @@ def test_ring_seq_store_is_atomic_text_and_refuses_garbage(tmp_path):
         store_ring_seq(tmp_path, 3, -1)
 
 
-def test_timer_heap_fires_only_the_latest_arming():
+def test_timers_fire_only_the_latest_arming_earliest_first():
     timers = _Timers()
     timers.set(Timer.JOIN, 10.0)
     timers.set(Timer.TOKEN_LOSS, 30.0)
@@ -112,6 +112,11 @@ def test_timer_heap_fires_only_the_latest_arming():
     assert timers.pop_due(25.0) == [Timer.JOIN]
     assert timers.pop_due(100.0) == [Timer.TOKEN_LOSS]
     assert timers.next_deadline() is None
+    timers.set(Timer.TOKEN_LOSS, 9.0)
+    timers.set(Timer.TOKEN_RETRANSMIT, 7.0)
+    timers.set(Timer.JOIN, 8.0)
+    assert timers.pop_due(8.5) == [Timer.TOKEN_RETRANSMIT, Timer.JOIN]
+    assert timers.next_deadline() == 9.0
 
 
 def test_cmap_items_follow_corosync_names():
