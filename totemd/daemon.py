@@ -393,7 +393,12 @@ class Daemon:
         # read is a system call and an exception).
         if network or self._loopback:
             self._drain_network(now)
-        self._execute(self.core.take_actions())
+            self._execute(self.core.take_actions())
+            # The token is gone: the subscribers may run now (their
+            # deliveries, their next submits) rather than after the turn.
+            self.server.flush_wakes()
+        else:
+            self._execute(self.core.take_actions())
         for timer in self._timers.pop_due(now):
             self.core.timer_expired(timer, now)
         owed = self._owed_since_ms
