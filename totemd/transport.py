@@ -36,32 +36,31 @@ through the network, so the transport never needs to loop frames back; for
 Socket buffers are sized for ``window_size x netmtu`` frames with headroom
 (corosync sizes them the same way), clamped by what the kernel allows.
 
-Batched I/O (Linux UDP GSO and GRO; ``multicast_many``, ``receive_batch``):
+Batched I/O (Linux UDP GSO and GRO, planned and cut in ``totemd.gso``):
 
-- Sending: ``multicast_many`` hands a list of frames to each peer (udpu) or to
-  the group (udp) in as few ``sendmsg`` calls as it can. A run of frames of
-  one length, optionally closed by one shorter frame, goes in ONE ``sendmsg``
-  with the ``UDP_SEGMENT`` control message (the frames as its iovec, the
-  length as the segment size): the kernel cuts it into datagrams of exactly
-  those frames, each on the wire as if sent alone (never larger than netmtu).
-  A run holds at most ``GSO_MAX_SEGMENTS`` frames and ``GSO_MAX_BYTES``
-  bytes (see their comments). A frame alone goes by a plain send. Frames to
-  one peer leave in the given order, through the same socket the token is
-  unicast on, so a token sent after a batch arrives after it.
-- Fallback: GSO is probed once at open (``getsockopt(UDP_SEGMENT)``); a GSO
-  send refused as unsupported (EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP,
-  EMSGSIZE: old kernel, no checksum offload on the route's device, a frame
-  above the device MTU, ...) turns GSO off for good: logged once, counted in
-  ``send_gso_fallbacks``, and the refused frames are sent again one by one,
-  so nothing is lost.
-- Receiving: the receiving sockets ask for ``UDP_GRO``; the kernel then hands
-  over a GSO batch (or datagrams a NIC coalesced) as one buffer with a
-  control message giving the segment size, and ``receive_batch`` cuts it back
-  into the frames, so callers still get one ``(bytes, source)`` per frame. A
-  socket without GRO gets the datagrams one by one, as before; a sender
-  without GSO is received as before. A coalesced buffer that cannot be cut
-  safely (bad or missing segment size, truncated, too many segments) is
-  counted in ``dropped_bad_coalesced`` and dropped.
+- Sending: ``multicast_many`` hands a list of frames to each peer (udpu) or
+  to the group (udp) in as few ``sendmsg`` calls as GSO allows (one per run
+  of frames of one length, see ``gso.plan_batches``); a frame alone goes by
+  a plain send. ``send_visit`` does the same and puts the token in the
+  successor's last GSO send. Frames to one peer leave in the given order,
+  through the same socket the token is unicast on, so a token sent after a
+  batch arrives after it.
+- Fallback: GSO is probed once at open; a GSO send refused as unsupported
+  (EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP, EMSGSIZE: old kernel, no checksum
+  offload on the route's device, a frame above the device MTU, ...) turns
+  GSO off for good: logged once, counted in ``send_gso_fallbacks``, and the
+  refused frames are sent again one by one, so nothing is lost.
+- Receiving: the receiving sockets ask for ``UDP_GRO``; a GSO batch then
+  arrives as one read, cut back into its frames (``gso.split_coalesced``),
+  so callers still get one entry per frame: ``receive_batch`` gives
+  ``(bytes, source)`` pairs, ``receive_frames`` the frames alone (cheaper:
+  no pair per frame; the sources were already checked here). A read that
+  cannot be cut safely is counted in ``dropped_bad_coalesced`` and dropped.
+  After a GRO read, whether another is waiting is asked with ``poll`` (about
+  0.5 us) instead of a read that fails with EAGAIN (about 2-3 us: a raised
+  ``BlockingIOError`` and a 64 KiB buffer), since a visit usually arrives
+  as one read. A socket without GRO gets the datagrams one by one, read
+  until EAGAIN as before.
 """
 
 from __future__ import annotations
@@ -71,11 +70,28 @@ import ipaddress
 import logging
 import select
 import socket
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["TransportError", "TransportStats", "UdpTransport", "plan_batches", "socket_buffer_bytes",
+from totemd.gso import (
+    GRO_ANCILLARY_BYTES,
+    GRO_MAX_SEGMENTS,
+    GSO_MAX_BYTES,
+    GSO_MAX_SEGMENTS,
+    GSO_UNSUPPORTED_ERRNOS,
+    SOL_UDP,
+    UDP_GRO,
+    UDP_SEGMENT,
+    joins_batch,
+    plan_batches,
+    segment_ancillary,
+    split_coalesced,
+)
+from totemd.gso import enable_gro as _enable_gro
+from totemd.gso import gso_supported as _gso_supported
+
+__all__ = ["GRO_MAX_SEGMENTS", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SOL_UDP", "TransportError",
+           "TransportStats", "UDP_GRO", "UDP_SEGMENT", "UdpTransport", "plan_batches", "socket_buffer_bytes",
            "split_coalesced"]
 
 log = logging.getLogger("totemd.transport")
@@ -84,33 +100,15 @@ log = logging.getLogger("totemd.transport")
 # rotation may all be in flight while the daemon is busy.
 BUFFER_WINDOWS = 4
 RECEIVE_BATCH_MAX = 256
+RECEIVE_BUFFER_BYTES = 65536
 _LOST_PACKET_ERRNOS = frozenset((errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH,
                                  errno.ENETUNREACH, errno.EPERM))
 
-# Linux UDP segmentation offload (linux/udp.h); Python 3.11 names neither option.
-SOL_UDP = getattr(socket, "SOL_UDP", 17)
-UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
-UDP_GRO = getattr(socket, "UDP_GRO", 104)
-# Frames per GSO send: the kernel's UDP_MAX_SEGMENTS is 64 from 4.18 (128
-# in recent kernels); 64 works on every kernel with GSO.
-GSO_MAX_SEGMENTS = 64
-# Payload bytes per GSO send. The kernel refuses more than 65507 (IPv4:
-# 65535 minus IP and UDP headers; EMSGSIZE), and on loopback a GSO packet
-# above 65493 (IPv4) / 65473 (IPv6) bytes reaches a GRO socket cut into
-# datagrams again (measured on 6.18): the IPv6 bound keeps every batch one
-# read on both families.
-GSO_MAX_BYTES = 65473
-# A coalesced read with more segments than this is not something the kernel
-# makes (at most UDP_MAX_SEGMENTS per GSO packet, 64 per NIC GRO batch).
-GRO_MAX_SEGMENTS = 128
-RECEIVE_BUFFER_BYTES = 65536
-_GRO_ANCILLARY_BYTES = socket.CMSG_SPACE(4)  # one int: the segment size
-# A GSO send refused with one of these means "not here": send one by one.
-_GSO_UNSUPPORTED_ERRNOS = frozenset((errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
-                                     errno.EMSGSIZE))
-_TRUNCATED = getattr(socket, "MSG_TRUNC", 0x20) | getattr(socket, "MSG_CTRUNC", 0x08)
-_SEGMENT_SIZE = struct.Struct("=H")  # UDP_SEGMENT's value: a native u16
-_GRO_SEGMENT_SIZE = struct.Struct("=i")  # UDP_GRO's value on a read: a native int
+# A destination of the batched fan-out: (node id, address for messages,
+# send, its extra arguments, sendmsg, its extra arguments).
+_Destination = tuple[int, str, Any, tuple, Any, tuple]
+# A receiving socket: (read method, "more waiting?" poll or None, GRO on).
+_Reader = tuple[Callable[..., Any], Callable[[int], list] | None, bool]
 
 
 class TransportError(Exception):
@@ -148,95 +146,6 @@ def socket_buffer_bytes(window_size: int, netmtu: int) -> int:
     if window_size <= 0 or netmtu <= 0:
         raise ValueError(f"window_size ({window_size}) and netmtu ({netmtu}) must be positive")
     return BUFFER_WINDOWS * window_size * netmtu
-
-
-def plan_batches(frames: Sequence[bytes], max_segments: int = GSO_MAX_SEGMENTS,
-                 max_bytes: int = GSO_MAX_BYTES) -> list[tuple[int, int, int]]:
-    """Cut a list of frames into GSO sends, in order.
-
-    A batch is a run of frames of one length, optionally closed by one
-    shorter (non-empty) frame, of at most max_segments frames and max_bytes
-    bytes; the kernel cuts it back into exactly those frames.
-
-    Args:
-        frames: the frames to send, in order.
-        max_segments, max_bytes: limits of one batch.
-
-    Returns:
-        (start, stop, segment size) per batch, covering frames in order; a
-        batch with stop - start == 1 is a frame to send alone.
-    """
-    batches: list[tuple[int, int, int]] = []
-    count = len(frames)
-    start = 0
-    while start < count:
-        size = len(frames[start])
-        stop = start + 1
-        if 0 < size <= max_bytes:
-            total = size
-            limit = min(count, start + max_segments)
-            while stop < limit:
-                length = len(frames[stop])
-                if length > size or length == 0 or total + length > max_bytes:
-                    break
-                total += length
-                stop += 1
-                if length < size:
-                    break  # only the last segment may be shorter
-        batches.append((start, stop, size))
-        start = stop
-    return batches
-
-
-def split_coalesced(data: bytes, ancillary: Sequence[tuple[int, int, bytes]], flags: int) -> list[bytes] | None:
-    """Cut one read of a UDP_GRO socket back into the datagrams it holds.
-
-    Args:
-        data: the bytes read.
-        ancillary: the read's control messages; (SOL_UDP, UDP_GRO, native
-            int) gives the segment size of a coalesced read.
-        flags: the read's message flags.
-
-    Returns:
-        The datagrams in order (one when nothing was coalesced), or None if
-        the read cannot be cut safely: truncated data or control data, a
-        segment size that is not one positive native int, or more than
-        GRO_MAX_SEGMENTS segments.
-    """
-    if flags & _TRUNCATED:
-        return None
-    segment = 0
-    for level, kind, value in ancillary:
-        if level == SOL_UDP and kind == UDP_GRO:
-            if len(value) != _GRO_SEGMENT_SIZE.size:
-                return None
-            (segment,) = _GRO_SEGMENT_SIZE.unpack(value)
-            if segment <= 0:
-                return None
-    length = len(data)
-    if not segment or segment >= length:
-        return [data]
-    if length > segment * GRO_MAX_SEGMENTS:
-        return None
-    return [data[offset:offset + segment] for offset in range(0, length, segment)]
-
-
-def _gso_supported(sock: socket.socket) -> bool:
-    """True if the kernel knows UDP_SEGMENT (Linux 4.18 and later)."""
-    try:
-        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
-    except OSError:
-        return False
-    return True
-
-
-def _enable_gro(sock: socket.socket) -> bool:
-    """Ask for coalesced reads (Linux 5.0 and later); False if refused."""
-    try:
-        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
-    except OSError:
-        return False
-    return True
 
 
 def _family(address: str) -> socket.AddressFamily:
@@ -289,12 +198,15 @@ class UdpTransport:
     # and the epoll descriptor over both sockets that fileno() returns.
     _unicast_socket: socket.socket | None = None
     _poller: "select.epoll | None" = None
-    # multicast_many's fan-out: (where, send, send args, sendmsg, sendmsg
-    # args) per destination (udpu: each peer; udp: the group).
-    _batch_fanout: list[tuple[int, str, Any, tuple, Any, tuple]] = field(default_factory=list)
+    # multicast_many's and send_visit's fan-out: one _Destination per peer
+    # (udpu) or the group (udp), and udpu's peers by node id.
+    _batch_fanout: list[_Destination] = field(default_factory=list)
+    _destinations: dict[int, _Destination] = field(default_factory=dict)
+    # Where unicast sends, by node id: (address, send, its extra arguments).
+    _routes: dict[int, tuple[str, Any, tuple]] = field(default_factory=dict)
     _gso_active: bool = False
-    # File descriptors of the sockets that have UDP_GRO on.
-    _gro_fds: set[int] = field(default_factory=set)
+    # The receiving sockets in reading order (udp: the group's, then ours).
+    _readers: list[_Reader] = field(default_factory=list)
 
     def open(self) -> "UdpTransport":
         """Create and bind the socket. Raises TransportError with the reason."""
@@ -318,14 +230,23 @@ class UdpTransport:
                 raise
         self._gso_active = self.gso and _gso_supported(sock)
         self.stats.gso_enabled = int(self._gso_active)
-        for receiver in (sock, self._unicast_socket):
-            if receiver is not None and self.gro and _enable_gro(receiver):
-                self._gro_fds.add(receiver.fileno())
-        self.stats.gro_enabled = int(bool(self._gro_fds))
+        self._readers = [self._reader(receiver) for receiver in (sock, self._unicast_socket)
+                         if receiver is not None]
+        self.stats.gro_enabled = int(any(gro for _read, _more, gro in self._readers))
         for node_id, address in self.peers.items():
             self.learn_peer(node_id, address)
         self._rebuild_fanout()
         return self
+
+    def _reader(self, sock: socket.socket) -> _Reader:
+        """How to read sock: recvmsg and a readiness poll with GRO on, else
+        recvfrom until EAGAIN (each read one datagram: a poll per read
+        would cost more than the one failed read)."""
+        if not (self.gro and _enable_gro(sock)):
+            return (sock.recvfrom, None, False)
+        waiting = select.poll()
+        waiting.register(sock.fileno(), select.POLLIN)
+        return (sock.recvmsg, waiting.poll, True)
 
     def _configure(self, sock: socket.socket, family: socket.AddressFamily) -> None:
         wanted = socket_buffer_bytes(self.window_size, self.netmtu)
@@ -443,7 +364,7 @@ class UdpTransport:
         if self._socket is None:
             return  # open() learns every configured peer again
         fanout: list[tuple[int, object, tuple]] = []
-        batch_fanout: list[tuple[int, str, Any, tuple, Any, tuple]] = []
+        batch_fanout: list[_Destination] = []
         for node_id, endpoint in self._peer_endpoints.items():
             if endpoint[0] == self.bind_address:
                 continue  # never to ourselves: the core self-delivers
@@ -456,6 +377,11 @@ class UdpTransport:
                 batch_fanout.append((node_id, endpoint[0], self._socket.sendto, (endpoint,),
                                      self._socket.sendmsg, (0, endpoint)))
         self._fanout = fanout
+        sender = self._unicast_socket or self._socket
+        self._routes = {
+            node_id: ((endpoint[0], self._peer_sockets[node_id].send, ()) if node_id in self._peer_sockets
+                      else (endpoint[0], sender.sendto, (endpoint,)))
+            for node_id, endpoint in self._peer_endpoints.items()}
         if self.mode == "udp":
             sender = self._unicast_socket or self._socket
             assert self.multicast_group is not None
@@ -463,6 +389,7 @@ class UdpTransport:
             batch_fanout = [(0, self.multicast_group, sender.sendto, (group,), sender.sendmsg,
                              (0, group))]
         self._batch_fanout = batch_fanout
+        self._destinations = {entry[0]: entry for entry in batch_fanout} if self.mode == "udpu" else {}
 
     def peer_ids(self) -> list[int]:
         return sorted(self._peer_endpoints)
@@ -487,35 +414,21 @@ class UdpTransport:
         self.stats.send_errors += frames
         self.stats.last_send_error = f"{where}: {exc.strerror}"
 
-    def _send(self, data: bytes, endpoint: tuple[str, int]) -> None:
-        sender = self._unicast_socket or self._socket
-        assert sender is not None
-        self.stats.send_calls += 1
-        try:
-            sender.sendto(data, endpoint)
-        except OSError as exc:
-            self._send_failed(exc, endpoint[0])
-            return
-        self.stats.packets_sent += 1
-        self.stats.bytes_sent += len(data)
-
     def unicast(self, node_id: int, data: bytes) -> bool:
         """Send to one node. Returns False if the node's address is unknown."""
-        endpoint = self._peer_endpoints.get(node_id)
-        if endpoint is None:
+        route = self._routes.get(node_id)
+        if route is None:
             return False
-        connected = self._peer_sockets.get(node_id)
-        if connected is None:
-            self._send(data, endpoint)
-            return True
-        self.stats.send_calls += 1
+        where, send, send_args = route
+        stats = self.stats
+        stats.send_calls += 1
         try:
-            connected.send(data)
+            send(data, *send_args)
         except OSError as exc:
-            self._send_failed(exc, endpoint[0])
+            self._send_failed(exc, where)
             return True
-        self.stats.packets_sent += 1
-        self.stats.bytes_sent += len(data)
+        stats.packets_sent += 1
+        stats.bytes_sent += len(data)
         return True
 
     def multicast(self, data: bytes, exclude: Iterable[int] = ()) -> None:
@@ -524,8 +437,7 @@ class UdpTransport:
         The same bytes go to every peer; the counters move once per call.
         """
         if self.mode == "udp":
-            assert self.multicast_group is not None
-            self._send(data, (self.multicast_group, self.port))
+            self._send_to(self._batch_fanout[0], (data,), len(data), len(data))
             return
         skip = set(exclude) if exclude else None
         sent = calls = 0
@@ -560,13 +472,7 @@ class UdpTransport:
             for data in frames:
                 self.multicast(data)
             return
-        multicast = self.multicast
-        for start, stop, size in plan_batches(frames):
-            if stop - start == 1 or not self._gso_active:
-                for index in range(start, stop):
-                    multicast(frames[index])
-                continue
-            self._send_batch(frames[start:stop], size)
+        self._send_planned(frames, plan_batches(frames), 0)
 
     def send_visit(self, frames: Sequence[bytes], dest: int, token: bytes) -> bool:
         """A token visit's frames to every node, then the token to ``dest``.
@@ -575,41 +481,52 @@ class UdpTransport:
         then ``unicast``; with udpu and GSO the token rides in the last GSO
         send to ``dest`` (it is never longer than a frame): one system call
         and one wake-up fewer for the node that takes the token, which then
-        reads the frames and the token together.
+        reads the frames and the token together. The frames are planned
+        once for every peer; ``dest`` is sent to last.
 
         Returns:
             False if ``dest``'s address is unknown (the frames are sent anyway).
         """
-        successor = None
-        if self.mode == "udpu" and dest in self._peer_sockets:
-            successor = next((entry for entry in self._batch_fanout if entry[0] == dest), None)
+        successor = self._destinations.get(dest)
         if successor is None or not self._gso_active or not frames:
             if len(frames) == 1:
                 self.multicast(frames[0])
             elif frames:
                 self.multicast_many(frames)
             return self.unicast(dest, token)
-        for start, stop, size in plan_batches(frames):
-            if stop - start == 1:
-                self.multicast(frames[start], exclude=(dest,))
+        plan = plan_batches(frames)
+        self._send_planned(frames, plan, dest)
+        send_to = self._send_to
+        last = len(plan) - 1
+        for index, (start, stop, size) in enumerate(plan):
+            if index < last:
+                batch = frames[start:stop]
+                send_to(successor, batch, size, sum(map(len, batch)))
+                continue
+            batch = frames[start:stop] if start else frames
+            if joins_batch(frames, plan[last], len(token)):
+                send_to(successor, [*batch, token], size, sum(map(len, batch)) + len(token))
             else:
-                self._send_batch(frames[start:stop], size, skip=dest)
-        datagrams = [*frames, token]
-        for start, stop, size in plan_batches(datagrams):
-            self._send_to(successor, datagrams[start:stop], size)
+                send_to(successor, batch, size, sum(map(len, batch)))
+                send_to(successor, (token,), len(token), len(token))
         return True
 
-    def _send_batch(self, batch: Sequence[bytes], segment_size: int, skip: int = 0) -> None:
-        """One GSO send of batch to each destination (but node ``skip``)."""
-        for entry in self._batch_fanout:
-            if entry[0] != skip or not skip:
-                self._send_to(entry, batch, segment_size)
+    def _send_planned(self, frames: Sequence[bytes], plan: list[tuple[int, int, int]], skip: int) -> None:
+        """The batches of ``plan`` to each destination but node ``skip`` (0:
+        none): a batch of one frame by plain sends, the others by GSO."""
+        fanout = [entry for entry in self._batch_fanout if entry[0] != skip] if skip else self._batch_fanout
+        send_to = self._send_to
+        for start, stop, size in plan:
+            batch = frames[start:stop] if stop - start < len(frames) else frames
+            batch_bytes = sum(map(len, batch))
+            for entry in fanout:
+                send_to(entry, batch, size, batch_bytes)
 
-    def _send_to(self, entry: tuple[int, str, Any, tuple, Any, tuple], batch: Sequence[bytes],
-                 segment_size: int) -> None:
-        """A run of datagrams to one destination of ``_batch_fanout``: one GSO
-        send (if active and more than one), else one by one, which is also
-        what follows a GSO refusal (GSO then stays off)."""
+    def _send_to(self, entry: _Destination, batch: Sequence[bytes], segment_size: int, batch_bytes: int) -> None:
+        """A run of datagrams (``batch_bytes`` in all) to one destination of
+        ``_batch_fanout``: one GSO send (if active and more than one), else
+        one by one, which is also what follows a GSO refusal (GSO then
+        stays off)."""
         _node_id, where, send, send_args, sendmsg, sendmsg_args = entry
         stats = self.stats
         count = len(batch)
@@ -617,16 +534,15 @@ class UdpTransport:
             stats.send_calls += 1
             stats.send_gso_calls += 1
             try:
-                sendmsg(batch, [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(segment_size))],
-                        *sendmsg_args)
+                sendmsg(batch, segment_ancillary(segment_size), *sendmsg_args)
             except OSError as exc:
-                if exc.errno not in _GSO_UNSUPPORTED_ERRNOS:
+                if exc.errno not in GSO_UNSUPPORTED_ERRNOS:
                     self._send_failed(exc, where, count)
                     return
                 self._gso_refused(exc, where)
             else:
                 stats.packets_sent += count
-                stats.bytes_sent += sum(map(len, batch))
+                stats.bytes_sent += batch_bytes
                 return
         sent = sent_bytes = 0
         for data in batch:
@@ -651,59 +567,154 @@ class UdpTransport:
 
     # -- receiving ---------------------------------------------------------
 
+    def receive_frames(self, max_packets: int = RECEIVE_BATCH_MAX) -> list[bytes]:
+        """Drain up to max_packets waiting frames, without their sources.
+
+        What ``receive_batch`` returns, without the pair per frame: every
+        frame returned passed the source check (udpu: a nodelist address;
+        udp: not our own looped-back multicast). Use ``receive_batch`` where
+        the source is needed (udp learns peers from it).
+
+        Args:
+            max_packets: datagrams to read at most; the last read may carry
+                the batch past it by at most GRO_MAX_SEGMENTS - 1 frames
+                (nothing read is held back: the daemon waits on the socket,
+                not on us).
+
+        Returns:
+            The frames in arrival order (udp: the group's first).
+        """
+        readers = self._readers
+        if not readers:
+            raise TransportError("transport is not open")
+        frames: list[bytes] = []
+        for read, more, gro in readers:
+            # The budget counts what was accepted (udp: our own looped-back
+            # frames must not keep the token on the unicast socket unread).
+            budget = max_packets - len(frames)
+            if budget <= 0:
+                break
+            if gro:
+                self._read_coalesced(read, more, budget, frames, None)
+            else:
+                self._read_plain(read, budget, frames, None)
+        return frames
+
     def receive_batch(self, max_packets: int = RECEIVE_BATCH_MAX) -> list[tuple[bytes, str]]:
         """Drain up to max_packets waiting packets: (data, source address).
 
         One entry per datagram (per Totem frame), coalesced reads cut back
-        into their frames; the last read may carry the batch past
-        max_packets by at most GRO_MAX_SEGMENTS - 1 frames (nothing read is
-        held back: the daemon waits on the socket, not on us).
-        Packets from addresses outside the nodelist (udpu) and our own looped
-        back multicasts (udp) are counted and dropped here, as are coalesced
-        reads that cannot be cut (``split_coalesced``).
+        into their frames, as ``receive_frames`` (see there). Packets from
+        addresses outside the nodelist (udpu) and our own looped back
+        multicasts (udp) are counted and dropped here, as are coalesced
+        reads that cannot be cut (``split_coalesced``). udp reads the group's
+        frames first, then the token: on one host a frame sent before the
+        token is already queued when the token arrives; reading it first
+        spares a retransmission request.
         """
-        assert self._socket is not None
-        if self._unicast_socket is not None:
-            # udp: the group's frames first, then the token. On one host a
-            # frame sent before the token is already queued when the token
-            # arrives; reading it first spares a retransmission request.
-            received = self._receive_from(self._socket, max_packets)
-            if len(received) < max_packets:
-                received += self._receive_from(self._unicast_socket, max_packets - len(received))
-            return received
-        return self._receive_from(self._socket, max_packets)
+        if not self._readers:
+            raise TransportError("transport is not open")
+        frames: list[bytes] = []
+        sources: list[str] = []
+        for read, more, gro in self._readers:
+            budget = max_packets - len(frames)
+            if budget <= 0:
+                break
+            if gro:
+                self._read_coalesced(read, more, budget, frames, sources)
+            else:
+                self._read_plain(read, budget, frames, sources)
+        return list(zip(frames, sources))
 
-    def _receive_from(self, sock: socket.socket, max_packets: int) -> list[tuple[bytes, str]]:
-        if self._gro_fds and sock.fileno() in self._gro_fds:
-            return self._receive_coalesced(sock, max_packets)
-        received: list[tuple[bytes, str]] = []
-        append = received.append
-        recvfrom = sock.recvfrom
+    def _read_plain(self, recvfrom: Callable[[int], tuple[bytes, Any]], budget: int, frames: list[bytes],
+                    sources: list[str] | None) -> None:
+        """Read datagrams one by one until EAGAIN or ``budget`` reads,
+        appending the accepted ones to frames (and their sources to
+        sources, if given)."""
+        append = frames.append
         udpu = self.mode == "udpu"
         known = self._known_sources
         own = self.bind_address
         packets = received_bytes = dropped = 0
         # Counters move once per batch, not per packet.
-        for _ in range(max_packets):
+        for _ in range(budget):
             try:
-                data, (source, _port, *_rest) = recvfrom(65536)
+                data, address = recvfrom(RECEIVE_BUFFER_BYTES)
             except BlockingIOError:
                 break
             except ConnectionRefusedError:
                 continue  # an ICMP error for an earlier send; nothing to read
             packets += 1
             received_bytes += len(data)
-            if udpu:
-                if source not in known:
-                    dropped += 1
-                    continue
-            elif source == own:
+            source = address[0]
+            if (source not in known) if udpu else (source == own):
                 dropped += 1
                 continue
-            append((data, source))
+            append(data)
+            if sources is not None:
+                sources.append(source)
         if packets:
             self._count_received(packets, packets, received_bytes, dropped)
-        return received
+
+    def _read_coalesced(self, recvmsg: Callable[..., tuple[bytes, list[tuple[int, int, bytes]], int, Any]],
+                        more: Callable[[int], list] | None, budget: int, frames: list[bytes],
+                        sources: list[str] | None) -> None:
+        """``_read_plain`` for a UDP_GRO socket: a read may hold several
+        datagrams, cut by the segment size in its control message.
+
+        Args:
+            recvmsg: the socket's (anything's) ``recvmsg``.
+            more: ``poll`` of the socket, asked (timeout 0) before each read
+                but the first: a poll is cheaper than the failed read that
+                would otherwise end the loop. None: read until EAGAIN.
+            budget: datagrams wanted; reading stops once it is reached.
+            frames, sources: where the accepted frames (and their sources,
+                if sources is not None) are appended.
+        """
+        append = frames.append
+        extend = frames.extend
+        udpu = self.mode == "udpu"
+        known = self._known_sources
+        own = self.bind_address
+        reads = count = received_bytes = dropped = coalesced = bad = 0
+        for attempt in range(budget):
+            if count >= budget or (attempt and more is not None and not more(0)):
+                break
+            try:
+                data, ancillary, flags, address = recvmsg(RECEIVE_BUFFER_BYTES, GRO_ANCILLARY_BYTES)
+            except BlockingIOError:
+                break
+            except ConnectionRefusedError:
+                continue  # an ICMP error for an earlier send; nothing to read
+            reads += 1
+            received_bytes += len(data)
+            pieces: list[bytes] | None = None
+            segments = 1
+            if ancillary or flags:
+                pieces = split_coalesced(data, ancillary, flags)
+                if pieces is None:
+                    bad += 1
+                    continue
+                segments = len(pieces)
+                if segments > 1:
+                    coalesced += 1
+            count += segments
+            source = address[0]
+            if (source not in known) if udpu else (source == own):
+                dropped += segments
+                continue
+            if pieces is None:
+                append(data)
+            else:
+                extend(pieces)
+            if sources is not None:
+                sources += [source] * segments
+        if reads:
+            self._count_received(reads, count, received_bytes, dropped)
+            if coalesced:
+                self.stats.receive_coalesced_reads += coalesced
+            if bad:
+                self.stats.dropped_bad_coalesced += bad
 
     def _count_received(self, reads: int, frames: int, received_bytes: int, dropped: int) -> None:
         stats = self.stats
@@ -716,62 +727,6 @@ class UdpTransport:
             else:
                 stats.dropped_own_loopback += dropped
 
-    def _receive_coalesced(self, sock: Any, max_packets: int) -> list[tuple[bytes, str]]:
-        """``_receive_from`` for a UDP_GRO socket: a read may hold several
-        datagrams, cut by the segment size in its control message.
-
-        Args:
-            sock: the socket (anything with ``recvmsg``).
-            max_packets: frames wanted; reading stops once it is reached.
-        """
-        received: list[tuple[bytes, str]] = []
-        append = received.append
-        recvmsg: Callable[..., tuple[bytes, list[tuple[int, int, bytes]], int, Any]] = sock.recvmsg
-        udpu = self.mode == "udpu"
-        known = self._known_sources
-        own = self.bind_address
-        reads = frames = received_bytes = dropped = coalesced = bad = 0
-        for _ in range(max_packets):
-            if frames >= max_packets:
-                break
-            try:
-                data, ancillary, flags, address = recvmsg(RECEIVE_BUFFER_BYTES, _GRO_ANCILLARY_BYTES)
-            except BlockingIOError:
-                break
-            except ConnectionRefusedError:
-                continue  # an ICMP error for an earlier send; nothing to read
-            reads += 1
-            received_bytes += len(data)
-            pieces: list[bytes] | None = None
-            if ancillary or flags:
-                pieces = split_coalesced(data, ancillary, flags)
-                if pieces is None:
-                    bad += 1
-                    continue
-            count = 1 if pieces is None else len(pieces)
-            frames += count
-            if count > 1:
-                coalesced += 1
-            source = address[0]
-            if udpu:
-                if source not in known:
-                    dropped += count
-                    continue
-            elif source == own:
-                dropped += count
-                continue
-            if pieces is None:
-                append((data, source))
-            else:
-                received.extend([(piece, source) for piece in pieces])
-        if reads:
-            self._count_received(reads, frames, received_bytes, dropped)
-            if coalesced:
-                self.stats.receive_coalesced_reads += coalesced
-            if bad:
-                self.stats.dropped_bad_coalesced += bad
-        return received
-
     def close(self) -> None:
         """Close the sockets; idempotent."""
         for connected in self._peer_sockets.values():
@@ -779,7 +734,9 @@ class UdpTransport:
         self._peer_sockets.clear()
         self._fanout = []
         self._batch_fanout = []
-        self._gro_fds.clear()
+        self._destinations = {}
+        self._routes = {}
+        self._readers = []
         self._gso_active = False
         if self._poller is not None:
             self._poller.close()

@@ -323,9 +323,11 @@ def test_bad_coalesced_reads_are_counted_and_dropped():
             (b"single", [], 0, peer),
             (b"q" * 20, _gro(10), 0, ("127.0.0.9", 5405)),  # outside the nodelist
         ])
-        got = node._receive_coalesced(scripted, 256)
-        assert got == [(b"a" * 100, "127.0.0.2"), (b"b" * 100, "127.0.0.2"), (b"c", "127.0.0.2"),
-                       (b"single", "127.0.0.2")]
+        frames: list[bytes] = []
+        sources: list[str] = []
+        node._read_coalesced(scripted.recvmsg, None, 256, frames, sources)
+        assert list(zip(frames, sources)) == [(b"a" * 100, "127.0.0.2"), (b"b" * 100, "127.0.0.2"),
+                                              (b"c", "127.0.0.2"), (b"single", "127.0.0.2")]
         stats = node.stats
         assert stats.dropped_bad_coalesced == 4
         assert stats.dropped_unknown_source == 2
