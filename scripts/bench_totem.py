@@ -90,8 +90,6 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
 
 
 def _saturate(run_dir: str, size: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
-    import numpy
-
     from clients.totem import TotemClient, TryAgain
 
     payload = bytes(size)
@@ -105,10 +103,9 @@ def _saturate(run_dir: str, size: int, duration_s: float, warmup_s: float) -> di
         own = [0, 0]  # delivered in all, delivered while measuring
         counting = [False]
 
-        def on_batch(batch: Any) -> None:
+        def on_batch(delivered: Any) -> None:
             # Count our own deliveries on the batch's table, not one call each.
-            table = batch.table
-            mine = int(numpy.count_nonzero((table["sender"] == me) & (table["sinc"] == inc)))
+            mine = delivered.count_from(me, inc)
             own[0] += mine
             if counting[0]:
                 own[1] += mine
@@ -116,13 +113,13 @@ def _saturate(run_dir: str, size: int, duration_s: float, warmup_s: float) -> di
         def on_other(_event: Any) -> None:
             pass
 
-        submitted = try_again = 0
-        offer = batch
+        pacer = _Pacer(batch, window)
         cpu_start = time.process_time()
         start = time.monotonic()
         measure_from = start + warmup_s
         end = measure_from + duration_s
         full = False
+        wakes = 0
         while True:
             now = time.monotonic()
             if not counting[0] and now >= measure_from:
@@ -130,25 +127,23 @@ def _saturate(run_dir: str, size: int, duration_s: float, warmup_s: float) -> di
                 measure_from = now
             if now >= end:
                 break
-            if not full and submitted - own[0] < window:
-                try:
-                    client.submit_many(messages[:offer])
-                    submitted += offer
-                    offer = min(batch, 2 * offer)
-                except TryAgain as error:
-                    submitted += error.accepted
-                    try_again += 1
+            if not full:
+                offer = pacer.offer(own[0])
+                if offer:
+                    try:
+                        client.submit_many(messages[:offer])
+                        pacer.accepted(offer, offer)
+                    except TryAgain as error:
+                        pacer.accepted(offer, error.accepted)
+                        full = True
+                else:
                     full = True
-                    # Offer about what the queue took: re-encoding a big
-                    # batch for a queue with room for a few wastes both sides.
-                    offer = max(1, min(batch, 2 * error.accepted))
-            else:
-                full = True
-            # Read deliveries; wait for one only when nothing can be sent.
+            # Read deliveries; wait for them only when nothing can be sent.
             # The queue has room again once some of our own messages left it
-            # (they are delivered back as they are stamped); others' deliveries
-            # do not make room, so they do not trigger a retry.
+            # (they are delivered back as they are stamped); others'
+            # deliveries do not make room, so they do not trigger a retry.
             own_before = own[0]
+            wakes += 1
             if not client.dispatch_batches(on_batch, on_other, timeout=0.005 if full else 0.0) \
                     or own[0] > own_before:
                 full = False
@@ -156,11 +151,56 @@ def _saturate(run_dir: str, size: int, duration_s: float, warmup_s: float) -> di
         cpu_s = time.process_time() - cpu_start
         # Let what is still in flight be delivered before the next measurement.
         drain_until = time.monotonic() + 30.0
-        while own[0] < submitted and time.monotonic() < drain_until:
+        while own[0] < pacer.submitted and time.monotonic() < drain_until:
             client.dispatch_batches(on_batch, on_other, timeout=0.1)
         elapsed = end - measure_from
         return {"delivered": counted[0], "bytes": counted[0] * size, "seconds": elapsed,
-                "try_again": try_again, "submitted": submitted, "cpu_s": cpu_s}
+                "try_again": pacer.refusals, "submitted": pacer.submitted, "cpu_s": cpu_s,
+                "submit_calls": pacer.calls, "dispatch_calls": wakes}
+
+
+class _Pacer:
+    """How many messages a saturating sender offers per ``submit_many``.
+
+    The node's queue is full when it refuses (TryAgain with ``accepted``).
+    How many of our messages were in flight then (submitted, not yet
+    delivered back) is the level the node holds; the next offer is what
+    brings us back to it, plus a quarter to find out whether it grew. So
+    one round trip usually both fills the queue and gets the refusal that
+    says it is full, instead of a full batch copied for a queue with room
+    for a few, or an accepted offer followed by a second round trip only
+    to learn that the queue is now full. Until the first refusal it offers
+    whole batches.
+    """
+
+    def __init__(self, batch: int, window: int) -> None:
+        self.batch, self.window = batch, window
+        self.submitted = self.refusals = self.calls = 0
+        self.level: int | None = None  # our messages in flight when the node last refused
+        self._delivered = 0
+
+    def offer(self, delivered: int) -> int:
+        """Messages to offer now that ``delivered`` of ours came back (0: wait)."""
+        self._delivered = delivered
+        in_flight = self.submitted - delivered
+        room = self.window - in_flight
+        if room <= 0:
+            return 0
+        if self.level is None:
+            return min(self.batch, room)
+        gap = max(1, self.level - in_flight)
+        return min(self.batch, room, gap + max(1, self.level // 4))
+
+    def accepted(self, offered: int, accepted: int) -> None:
+        """Record a reply: ``accepted`` of the ``offered`` were queued."""
+        self.calls += 1
+        self.submitted += accepted
+        in_flight = self.submitted - self._delivered
+        if accepted < offered:
+            self.refusals += 1
+            self.level = in_flight
+        elif self.level is not None and in_flight > self.level:
+            self.level = in_flight
 
 
 def _run_as_batch_work(batch: bool = True) -> None:
