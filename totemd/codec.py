@@ -37,7 +37,8 @@ from totemd.srp.messages import (CommitEntry, CommitToken, Join, Mcast, MergeDet
 from totemd.srp.params import RTR_LIST_MAX
 
 __all__ = ["MAGIC", "VERSION", "HEADER_SIZE", "MCAST_OVERHEAD", "MAX_NODES", "encode", "decode",
-           "packet_type", "encode_mcast", "encode_token", "decode_ring_frame", "DecodeError"]
+           "packet_type", "encode_mcast", "encode_token", "decode_token", "decode_ring_frame",
+           "DecodeError"]
 
 MAGIC = 0xC071
 VERSION = 1
@@ -49,6 +50,9 @@ HEADER_SIZE = _HEADER.size
 _RING = struct.Struct("!IQ")
 _MCAST = struct.Struct("!HBBBIIQIB")  # header + ring + seq + safe in one call
 MCAST_OVERHEAD = _MCAST.size
+# The same layout with magic, version and type read as one u32 (decode_ring_frame).
+_FRAME = struct.Struct("!IBIIQIB")
+_FRAME_HEAD = (MAGIC << 16) | (VERSION << 8) | int(PacketType.MCAST)
 _TOKEN = struct.Struct("!HBBBIIQIIIIIIHH")
 _RTR = struct.Struct("!IQI")
 _JOIN = struct.Struct("!HBBBIQHH")
@@ -57,6 +61,9 @@ _ENTRY = struct.Struct("!IQIIIIB")
 _RING_ONLY = struct.Struct("!HBBBIIQ")
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 _MCAST_TYPE = int(PacketType.MCAST)  # a plain int compares faster than the enum
+_ORF_TOKEN_TYPE = int(PacketType.ORF_TOKEN)
+_TOKEN_SIZE = _TOKEN.size
+_RTR_SIZE = _RTR.size
 _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
 
@@ -76,15 +83,12 @@ def packet_type(data: bytes) -> PacketType | None:
 
 def encode_mcast(message: Mcast) -> bytes:
     """Encode a frame (the hot path, so it skips the generic dispatch)."""
-    if message.inner is not None:
-        payload = encode_mcast(message.inner)
-        flags = FLAG_ENCAPSULATED
-    else:
-        payload = message.payload
-        flags = 0
-    rep, ring_seq = message.ring_id
-    return _MCAST.pack(MAGIC, VERSION, PacketType.MCAST, flags, message.sender, rep, ring_seq,
-                       message.seq, 1 if message.safe else 0) + payload
+    sender, (rep, ring_seq), seq, safe, payload, inner = message
+    if inner is not None:
+        return _MCAST.pack(MAGIC, VERSION, _MCAST_TYPE, FLAG_ENCAPSULATED, sender, rep, ring_seq,
+                           seq, 1 if safe else 0) + encode_mcast(inner)
+    return _MCAST.pack(MAGIC, VERSION, _MCAST_TYPE, 0, sender, rep, ring_seq, seq,
+                       1 if safe else 0) + payload
 
 
 def encode(message: Packet) -> bytes:
@@ -107,13 +111,13 @@ def encode(message: Packet) -> bytes:
 
 def encode_token(t: OrfToken) -> bytes:
     """Encode a regular token (once per visit, so it skips the dispatch)."""
-    head = _TOKEN.pack(MAGIC, VERSION, PacketType.ORF_TOKEN, 0, t.sender, t.ring_id[0],
-                       t.ring_id[1], t.seq, t.token_seq, t.aru, t.aru_addr, t.fcc, t.backlog,
-                       t.retrans_pending, len(t.rtr))
-    if not t.rtr:
+    sender, (rep, ring_seq), seq, token_seq, aru, aru_addr, fcc, backlog, retrans, rtr = t
+    head = _TOKEN.pack(MAGIC, VERSION, _ORF_TOKEN_TYPE, 0, sender, rep, ring_seq, seq, token_seq,
+                       aru, aru_addr, fcc, backlog, retrans, len(rtr))
+    if not rtr:
         return head
     pack = _RTR.pack
-    return head + b"".join(pack(e.ring_id[0], e.ring_id[1], e.seq) for e in t.rtr)
+    return head + b"".join([pack(ring_id[0], ring_id[1], entry_seq) for ring_id, entry_seq in rtr])
 
 
 def _encode_join(j: Join) -> bytes:
@@ -163,13 +167,18 @@ def decode(data: bytes) -> Packet:
     Raises:
         DecodeError: anything is wrong with it (the caller counts and drops).
     """
-    if len(data) >= MCAST_OVERHEAD and data[3] == PacketType.MCAST:
-        return _decode_mcast(data, allow_inner=True)  # the hot path: one unpack
+    if len(data) >= MCAST_OVERHEAD:
+        # The hot paths, one unpack each: a frame, a token.
+        kind = data[3]
+        if kind == _MCAST_TYPE:
+            return _decode_mcast(data, allow_inner=True)
+        if kind == _ORF_TOKEN_TYPE:
+            return decode_token(data)
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"packet of {len(data)} bytes is shorter than the header")
     magic, version, kind, flags, sender = _HEADER.unpack_from(data)
     _check_header(magic, version, sender)
-    if kind == PacketType.MCAST:
+    if kind == _MCAST_TYPE:
         return _decode_mcast(data, allow_inner=True)
     if flags:
         raise DecodeError(f"flags 0x{flags:02x} on a packet of type {kind}")
@@ -231,11 +240,12 @@ def decode_ring_frame(data: bytes, ring_id: RingId, me: int) -> Mcast | None:
         ring_id: the ring the node is running.
         me: this node's id.
     """
-    if len(data) < MCAST_OVERHEAD or data[3] != _MCAST_TYPE:
+    if len(data) < MCAST_OVERHEAD:
         return None
-    magic, version, _kind, flags, sender, rep, ring_seq, seq, safe = _MCAST.unpack_from(data)
-    # rep == ring_id's rep also rules out rep 0; sender 0 and flags go to decode.
-    if (magic != MAGIC or version != VERSION or flags or safe > 1 or not sender or sender == me
+    head, flags, sender, rep, ring_seq, seq, safe = _FRAME.unpack_from(data)
+    # head is magic, version and type at once; rep == ring_id's rep also
+    # rules out rep 0; sender 0 and flags go to decode.
+    if (head != _FRAME_HEAD or flags or safe > 1 or sender == me or not sender
             or rep != ring_id[0] or ring_seq != ring_id[1]):
         return None
     # tuple.__new__ skips the NamedTuple's Python-level __new__ (once per frame).
@@ -249,22 +259,55 @@ def _check_ids(ids: tuple[int, ...], what: str, strictly_sorted: bool) -> None:
         raise DecodeError(f"{what} is not sorted without duplicates")
 
 
-def _decode_token(data: bytes, sender: int) -> OrfToken:
-    fields = _TOKEN.unpack_from(data)
-    (rep, ring_seq, seq, token_seq, aru, aru_addr, fcc, backlog, retrans, count) = fields[5:]
-    if rep == 0:
-        raise DecodeError("ring representative 0")
+def decode_token(data: bytes, ring_id: RingId | None = None) -> OrfToken:
+    """Decode and validate a packet whose type byte says ORF_TOKEN: what
+    ``decode`` returns or raises for it, in one unpack for a whole token.
+
+    Args:
+        data: the bytes received (``data[3]`` is the ORF_TOKEN type).
+        ring_id: the ring the node is running, if any: a token of that ring
+            shares it (no new RingId per visit).
+
+    Raises:
+        DecodeError: anything is wrong with it.
+    """
+    if len(data) < _TOKEN_SIZE:
+        return _decode_short_token(data)
+    (magic, version, kind, flags, sender, rep, ring_seq, seq, token_seq, aru, aru_addr, fcc,
+     backlog, retrans, count) = _TOKEN.unpack_from(data)
+    if magic != MAGIC or version != VERSION or not sender:
+        _check_header(magic, version, sender)
+    if kind != _ORF_TOKEN_TYPE:
+        raise DecodeError(f"packet of type {kind} is not a token")
+    if flags:
+        raise DecodeError(f"flags 0x{flags:02x} on a packet of type {kind}")
+    if ring_id is None or rep != ring_id[0] or ring_seq != ring_id[1]:
+        if rep == 0:
+            raise DecodeError("ring representative 0")
+        ring_id = _new_tuple(RingId, (rep, ring_seq))
     if retrans > MAX_NODES:
         raise DecodeError(f"retrans_pending {retrans} exceeds {MAX_NODES} nodes")
     if count > RTR_LIST_MAX:
         raise DecodeError(f"rtr list of {count} entries exceeds {RTR_LIST_MAX}")
-    if len(data) != _TOKEN.size + count * _RTR.size:
+    if len(data) != _TOKEN_SIZE + count * _RTR_SIZE:
         raise DecodeError(f"token length {len(data)} does not match {count} rtr entries")
-    rtr = tuple(RtrEntry(RingId(r, s), q)
-                for r, s, q in _RTR.iter_unpack(data[_TOKEN.size:])) if count else ()
+    rtr = tuple([_new_tuple(RtrEntry, (_new_tuple(RingId, (r, s)), q))
+                 for r, s, q in _RTR.iter_unpack(data[_TOKEN_SIZE:])]) if count else ()
     # Positional, without the NamedTuples' Python-level __new__ (once per visit).
-    return _new_tuple(OrfToken, (sender, _new_tuple(RingId, (rep, ring_seq)), seq, token_seq,
-                                 aru, aru_addr, fcc, backlog, retrans, rtr))
+    return _new_tuple(OrfToken, (sender, ring_id, seq, token_seq, aru, aru_addr, fcc, backlog,
+                                 retrans, rtr))
+
+
+def _decode_short_token(data: bytes) -> OrfToken:
+    """A token shorter than its fixed part: the header's errors first, as
+    for any packet, then the truncation."""
+    if len(data) < HEADER_SIZE:
+        raise DecodeError(f"packet of {len(data)} bytes is shorter than the header")
+    magic, version, kind, flags, sender = _HEADER.unpack_from(data)
+    _check_header(magic, version, sender)
+    if flags:
+        raise DecodeError(f"flags 0x{flags:02x} on a packet of type {kind}")
+    raise DecodeError(f"truncated ORF_TOKEN: {len(data)} bytes, the token needs {_TOKEN_SIZE}")
 
 
 def _decode_join(data: bytes, sender: int) -> Join:
@@ -318,7 +361,7 @@ def _decode_ring_only(kind: type[MergeDetect] | type[TokenHoldCancel]):
 
 
 _DECODERS = {
-    PacketType.ORF_TOKEN: _decode_token,
+    PacketType.ORF_TOKEN: lambda data, _sender: decode_token(data),
     PacketType.JOIN: _decode_join,
     PacketType.COMMIT_TOKEN: _decode_commit,
     PacketType.MERGE_DETECT: _decode_ring_only(MergeDetect),

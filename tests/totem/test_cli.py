@@ -43,8 +43,14 @@ def test_coro_sim_reports_a_violation_with_its_seed(monkeypatch, capsys):
 
 
 def test_coro_bench_core_json_rows(capsys):
-    assert main(["bench", "core", "--virtual-ms", "150", "--repeat", "1", "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["bench", "core", "--virtual-ms", "150", "--repeat", "1", "--visits", "200",
+                 "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = [row for row in lines if "size" in row]
+    visits = [row for row in lines if "size" not in row]
+    assert [row["case"] for row in visits] == ["idle visit", "loaded visit"]
+    assert visits[0]["visits"] == 200 and visits[0]["us_per_visit"] > 0
+    assert visits[1]["frames_per_visit"] > 0 and visits[1]["us_per_frame"] > 0
     assert [row["size"] for row in rows] == [64, 8192]
     assert all(row["frames"] > 0 and row["messages_per_s"] > 0 for row in rows)
     assert rows[0]["messages"] > rows[0]["frames"]  # 64 B messages are packed

@@ -42,6 +42,12 @@ class Timer(enum.Enum):
     MERGE_DETECT = "merge_detect"
     TOKEN_WARNING = "token_warning"
 
+    # Members are singletons compared by identity: the identity hash is
+    # right, and a C slot (Enum's own __hash__ is Python code hashing the
+    # name, run for every timer set on a token visit). No driver depends on
+    # the hash values (the timer dicts keep insertion order).
+    __hash__ = object.__hash__
+
 
 class GatherReason(enum.Enum):
     """Why a node entered GATHER (corosync's TOTEMSRP_GSFROM_* in spirit)."""

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import random
 
 from totemd import codec
-from totemd.codec import decode_ring_frame
+from totemd.codec import decode_ring_frame, decode_token
 from totemd.pg import MessageTooLarge, Packer, QueueFull, Unpacker
 from totemd.srp.actions import (Action, CancelTimer, GatherReason, PersistRingSeq,
                                 SendMulticast, SetTimer, State, StateChanged, Timer)
@@ -51,6 +51,7 @@ __all__ = ["SrpCore", "SrpStats"]
 # The type byte (offset 3 of the header) of a regular token: with
 # deliver_after_token, frames stored before one are left to its visit.
 _ORF_TOKEN_TYPE = int(PacketType.ORF_TOKEN)
+_INITIAL, _OPERATIONAL, _LEFT = State.INITIAL, State.OPERATIONAL, State.LEFT
 
 log = logging.getLogger("totemd.srp")
 
@@ -174,6 +175,13 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._token_heard_ms = 0.0
         self._token_warned_ms = float("-inf")
         self._hold_rotations = self._params.seqno_unchanged_const
+        # Read on every token visit: plain attributes of the core.
+        self._window_size = self._params.window_size
+        self._max_messages = self._params.max_messages
+        self._fail_recv_const = self._params.fail_recv_const
+        self._token_retransmit_ms = self._params.token_retransmit_ms
+        # (members, the node after us in them): _forward_token's cache.
+        self._successor_cache: tuple[tuple[int, ...] | None, int] = (None, 0)
         self._packer = Packer(self._params.frame_payload_max, self._params.max_message_size,
                               self._params.max_queued_bytes)
         self._unpacker = Unpacker(self._params.max_message_size)
@@ -305,7 +313,10 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         Raises:
             NotStarted: called before ``start``.
         """
-        self._check_running(now_ms)
+        # _check_running, written out (once per network read).
+        if self._state is _INITIAL:
+            raise NotStarted("the core must be started before it gets events")
+        self._now = now_ms
         self._receive_all(packets, deliver or not self._deliver_after_token)
 
     @property
@@ -330,9 +341,10 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
                                                                    ring.high_delivered))
 
     def _receive_all(self, packets: Iterable[bytes], deliver: bool = True) -> None:
-        if self._state is State.LEFT:
+        state = self._state
+        if state is _LEFT:
             return
-        ring = self._ring if self._state is State.OPERATIONAL else None
+        ring = self._ring if state is _OPERATIONAL else None
         ring_id = ring.ring_id if ring is not None else None
         counters = self._counters
         pending = False  # frames of ``ring`` stored but not yet delivered
@@ -363,7 +375,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
                 else:
                     self._deliver_ready(ring)
             self._receive_packet(data)
-            ring = self._ring if self._state is State.OPERATIONAL else None
+            ring = self._ring if self._state is _OPERATIONAL else None
             ring_id = ring.ring_id if ring is not None else None
         counters.mcast_rx += frames
         if pending:
@@ -373,6 +385,18 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
 
     def _receive_packet(self, data: bytes) -> None:
         """Decode one packet and hand it to its handler."""
+        if len(data) > 3 and data[3] == _ORF_TOKEN_TYPE:
+            # The token (once per visit): decode_token is what decode does for
+            # it, and a token from ourselves is legitimate (a singleton ring).
+            ring = self._ring
+            try:
+                token = decode_token(data, ring.ring_id if ring is not None else None)
+            except DecodeError as error:
+                self._counters.rx_malformed += 1
+                log.debug("node %d dropped a malformed packet: %s", self._node_id, error)
+                return
+            self._on_token(token)
+            return
         try:
             packet = codec.decode(data)
         except DecodeError as error:

@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from totemd.codec import encode, encode_mcast, encode_token
-from totemd.srp import flow
-from totemd.srp.actions import (Deliver, DeliverFrame, GatherReason, Originated, SendMulticast, SendUnicast,
-                                SetTimer, State, Timer, TokenWarning)
+from totemd.srp.actions import (CancelTimer, Deliver, DeliverFrame, GatherReason, Originated,
+                                SendMulticast, SendUnicast, SetTimer, State, Timer, TokenWarning)
 from totemd.srp.messages import Mcast, OrfToken, RtrEntry, TokenHoldCancel
 from totemd.srp.params import RTR_LIST_MAX, SORT_QUEUE_MAX
 from totemd.srp.ringstate import RingState
-from totemd.srp.seqnum import SEQ_MASK, seq_diff, seq_ge, seq_lt, seq_min
+from totemd.srp.seqnum import SEQ_HALF, SEQ_MASK, seq_diff, seq_ge, seq_lt
 
 if TYPE_CHECKING:
     from totemd.srp.core import SrpCore
@@ -28,6 +27,14 @@ __all__ = ["OrderingMixin"]
 #: delivers them before it forwards the token (cheap, and the sender's own
 #: messages reach it a hop sooner); more go after the token.
 EARLY_DELIVERY_FRAMES = 4
+
+# Module constants for what a token visit looks up every time.
+_OPERATIONAL = State.OPERATIONAL
+_RECOVERY = State.RECOVERY
+_TOKEN_LOSS = Timer.TOKEN_LOSS
+_TOKEN_RETRANSMIT = Timer.TOKEN_RETRANSMIT
+_TOKEN_HOLD = Timer.TOKEN_HOLD
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 
 
 class OrderingMixin:
@@ -121,87 +128,159 @@ class OrderingMixin:
         counters.orf_token_rx += 1
         ring = self._ring
         state = self._state
-        if (ring is None or token.ring_id != ring.ring_id
-                or (state is not State.OPERATIONAL and state is not State.RECOVERY)):
+        token_ring_id = token[1]
+        if (ring is None or (token_ring_id is not ring.ring_id and token_ring_id != ring.ring_id)
+                or (state is not _OPERATIONAL and state is not _RECOVERY)):
             counters.token_dropped_wrong_ring += 1
             return
         seen = self._token_seq_seen
-        if seen is not None and not seq_lt(seen, token.token_seq):
+        token_seq = token[3]
+        # not seq_lt(seen, token_seq), written out (once per visit).
+        if seen is not None and not 0 < ((token_seq - seen) & SEQ_MASK) <= SEQ_HALF:
             # A retransmitted or duplicated token: it must not reset the timers
             # nor move any aru bookkeeping (c:79c60fd0, c:b8878d2e).
             counters.token_duplicate += 1
             return
-        self._token_seq_seen = token.token_seq
+        self._token_seq_seen = token_seq
         self._visit_token(ring, token)
 
     def _visit_token(self: SrpCore, ring: RingState, token: OrfToken) -> None:
-        """One visit of the regular token (steps 2-9 of totem.md §2.2)."""
-        params = self._params
+        """One visit of the regular token (steps 2-9 of totem.md §2.2).
+
+        Runs once per token hop, so the arithmetic of ``flow`` and the seq
+        comparisons of ``seqnum`` are written out here (the table tests pin
+        those functions; tests/totem/test_receive_many.py and the simulator
+        pin this visit against them), and the work a visit does not need
+        (no retransmit requests, nothing queued, aru == seq, nothing to
+        deliver or free) is skipped.
+        """
+        (_sender, _ring_id, start_seq, token_seq, token_aru, token_aru_addr, token_fcc,
+         token_backlog, token_retrans, requests) = token
         me = self._node_id
-        operational = self._state is State.OPERATIONAL
-        my_backlog = self._my_backlog()
-        allowed = flow.transmits_allowed(params.max_messages, params.window_size, token.fcc,
-                                         token.backlog, my_backlog, self._previous_backlog)
-        rtr, sent = self._serve_retransmit_requests(ring, token.rtr, allowed)
-        seq = token.seq
-        room = flow.sort_queue_room(seq, token.aru, params.window_size)
-        budget = min(allowed - sent, room)
-        if budget > 0:
+        operational = self._state is _OPERATIONAL
+        window = self._window_size
+        # Step 3: what this node may send (flow.transmits_allowed).
+        my_backlog = self._packer.pending_frames() if operational else len(self._retransmit_queue)
+        previous_backlog = self._previous_backlog
+        allowed = window - token_fcc
+        if allowed > self._max_messages:
+            allowed = self._max_messages
+        elif allowed < 0:
+            allowed = 0
+        ring_backlog = token_backlog + my_backlog - previous_backlog
+        if ring_backlog > 0:
+            share = (window * my_backlog) // ring_backlog
+            if 0 < share < allowed:
+                allowed = share
+        if requests:
+            rtr, sent = self._serve_retransmit_requests(ring, requests, allowed)
+        else:
+            rtr, sent = [], 0
+        # flow.sort_queue_room: seq_diff(seq, aru) frames are in flight.
+        in_flight = (start_seq - token_aru) & SEQ_MASK
+        if in_flight > SEQ_HALF:
+            in_flight -= 0x100000000
+        budget = allowed - sent
+        room = SORT_QUEUE_MAX - window - in_flight
+        if room < budget:
+            budget = room
+        seq = start_seq
+        count = 0
+        if budget > 0 and my_backlog:  # a zero backlog means nothing is queued
             if operational:
                 seq, count = self._originate_new(ring, seq, budget)
             else:
                 seq, count = self._originate_recovery(ring, seq, budget)
             sent += count
-        self._request_missing(ring, seq, rtr)
-        aru, aru_addr = token.aru, token.aru_addr
-        if seq_lt(ring.aru, aru) or aru_addr == me or aru_addr == 0:
-            aru = ring.aru
+        ring_aru = ring.aru
+        if ring_aru != seq:  # _request_missing has nothing to do when aru == seq
+            self._request_missing(ring, seq, rtr)
+        aru, aru_addr = token_aru, token_aru_addr
+        # seq_lt(ring_aru, aru) or aru_addr == me or aru_addr == 0
+        if aru_addr == me or aru_addr == 0 or 0 < ((aru - ring_aru) & SEQ_MASK) <= SEQ_HALF:
+            aru = ring_aru
             aru_addr = 0 if aru == seq else me
-        if self._check_failed_to_receive(token):
+        # FAILED TO RECEIVE (corosync's self-accusing variant, c:d4db2ea5).
+        if token_aru == self._previous_token_aru and token_aru_addr != 0 and token_aru != start_seq:
+            stuck = self._aru_stuck_rotations + 1
+        else:
+            stuck = 0
+        self._aru_stuck_rotations = stuck
+        self._previous_token_aru = token_aru
+        if stuck >= self._fail_recv_const and token_aru_addr == me and operational:
+            self._failed_to_receive()
             return
-        retrans_pending = self._update_retrans_pending(token.retrans_pending)
-        fcc = flow.update_fcc(token.fcc, sent, self._previous_sent)
+        retrans_pending = 0 if operational else self._update_retrans_pending(token_retrans)
+        # Step 8: the token's fcc and backlog (flow.update_fcc, flow.update_backlog).
+        fcc = token_fcc + sent - self._previous_sent
+        if fcc < 0:
+            fcc = 0
         self._previous_sent = sent
-        backlog_now = self._my_backlog()
-        backlog = flow.update_backlog(token.backlog, backlog_now, self._previous_backlog)
+        if count:
+            backlog_now = (self._packer.pending_frames() if operational
+                           else len(self._retransmit_queue))
+        else:
+            backlog_now = my_backlog  # nothing was taken from the queue
+        backlog = token_backlog + backlog_now - previous_backlog
+        if backlog < 0:
+            backlog = 0
         self._previous_backlog = backlog_now
         last = ring.last_aru_forwarded
         if last is not None:
-            line = seq_min(aru, last)
-            if seq_lt(ring.safe_line, line):
+            line = aru if 0 < ((last - aru) & SEQ_MASK) <= SEQ_HALF else last  # seq_min
+            if 0 < ((line - ring.safe_line) & SEQ_MASK) <= SEQ_HALF:
                 ring.safe_line = line
         ring.last_aru_forwarded = aru
-        if seq == token.seq:
+        if seq == start_seq:
             self._unchanged_rotations += 1
         else:
             self._unchanged_rotations = 0
             self._hold_cancel_sent = False
         # Positional (sender, ring_id, seq, token_seq, aru, aru_addr, fcc,
         # backlog, retrans_pending, rtr): once per visit.
-        out = tuple.__new__(OrfToken, (me, ring.ring_id, seq, (token.token_seq + 1) & SEQ_MASK,
-                                       aru, aru_addr, fcc, backlog, retrans_pending, tuple(rtr)))
-        self._set_timer(Timer.TOKEN_LOSS, self._token_loss_ms)
+        out = _new_tuple(OrfToken, (me, ring.ring_id, seq, (token_seq + 1) & SEQ_MASK, aru,
+                                    aru_addr, fcc, backlog, retrans_pending,
+                                    tuple(rtr) if rtr else ()))
+        # _set_timer(TOKEN_LOSS), written out.
+        now = self._now
+        deadline = now + self._token_loss_ms
+        self._timers[_TOKEN_LOSS] = deadline
+        self._actions.append(_new_tuple(SetTimer, (_TOKEN_LOSS, deadline)))
         # The token warning timer is armed from COMMIT on (_arm_token_loss) and
         # re-arms itself until GATHER: a visit only notes the time (no action).
-        self._token_heard_ms = self._now
+        self._token_heard_ms = now
         # With deliver_after_token a visit with many frames to deliver sends
         # the token first; a few (an idle ring) are delivered before, which
         # keeps the sender's own latency at one hop less.
-        after = self._deliver_after_token and (
-            (ring.aru - ring.high_delivered) & SEQ_MASK) > EARLY_DELIVERY_FRAMES
-        if operational and not after:
-            self._delivery_owed = False
-            self._deliver_ready(ring)
-            limit = seq_min(ring.safe_line, ring.high_delivered)
-            self._counters.frames_freed += ring.free_up_to(limit)
-        if self._should_hold(ring, out):
+        after = False
+        if operational:
+            high_delivered = ring.high_delivered
+            ring_aru = ring.aru
+            if (self._deliver_after_token
+                    and ((ring_aru - high_delivered) & SEQ_MASK) > EARLY_DELIVERY_FRAMES):
+                after = True
+            else:
+                self._delivery_owed = False
+                if ring_aru != high_delivered:  # else nothing is deliverable
+                    self._deliver_ready(ring)
+                    high_delivered = ring.high_delivered
+                # free_up_to(seq_min(safe_line, high_delivered)), which frees
+                # nothing when the queue was freed up to there already.
+                limit = ring.safe_line
+                if not 0 < ((high_delivered - limit) & SEQ_MASK) <= SEQ_HALF:
+                    limit = high_delivered
+                if ring.freed != limit:
+                    self._counters.frames_freed += ring.free_up_to(limit)
+        if (operational and ring.ring_id[0] == me
+                and self._unchanged_rotations >= self._hold_rotations
+                and self._should_hold(ring, out)):
             self._held_token = out
             self._counters.token_holds += 1
-            self._cancel_timer(Timer.TOKEN_RETRANSMIT)
-            self._set_timer(Timer.TOKEN_HOLD, params.hold_ms)
+            self._cancel_timer(_TOKEN_RETRANSMIT)
+            self._set_timer(_TOKEN_HOLD, self._params.hold_ms)
         else:
             self._forward_token(out)  # re-arms TOKEN_RETRANSMIT
-        if operational and after:
+        if after:
             # The token is on its way: the deliveries (ours just stamped and
             # what was stored before the token) are left owed, so that the
             # driver sends the token before doing them (deliver_pending right
@@ -305,21 +384,13 @@ class OrderingMixin:
             for stale in [k for k in misses if not seq_lt(aru, k)]:
                 del misses[stale]
 
-    def _check_failed_to_receive(self: SrpCore, token: OrfToken) -> bool:
-        """FAILED TO RECEIVE (corosync's self-accusing variant, c:d4db2ea5)."""
-        if (token.aru == self._previous_token_aru and token.aru_addr != 0
-                and token.aru != token.seq):
-            self._aru_stuck_rotations += 1
-        else:
-            self._aru_stuck_rotations = 0
-        self._previous_token_aru = token.aru
-        if (self._aru_stuck_rotations >= self._params.fail_recv_const
-                and token.aru_addr == self._node_id and self._state is State.OPERATIONAL):
-            self._counters.failed_to_receive += 1
-            self._failed.update(m for m in self._installed.members if m != self._node_id)
-            self._gather_enter(GatherReason.FAILED_TO_RECEIVE)
-            return True
-        return False
+    def _failed_to_receive(self: SrpCore) -> None:
+        """FAILED TO RECEIVE (corosync's self-accusing variant, c:d4db2ea5):
+        the token's aru stayed ours for fail_recv_const rotations (counted
+        by ``_visit_token``), so we cannot receive what the others have."""
+        self._counters.failed_to_receive += 1
+        self._failed.update(m for m in self._installed.members if m != self._node_id)
+        self._gather_enter(GatherReason.FAILED_TO_RECEIVE)
 
     def _my_backlog(self: SrpCore) -> int:
         if self._state is State.OPERATIONAL:
@@ -332,13 +403,24 @@ class OrderingMixin:
         ring = self._ring
         assert ring is not None
         self._held_token = None
-        self._cancel_timer(Timer.TOKEN_HOLD)
+        timers = self._timers
+        actions = self._actions
+        # _cancel_timer(TOKEN_HOLD) and, below, _set_timer(TOKEN_RETRANSMIT),
+        # written out (once per visit).
+        if timers.pop(_TOKEN_HOLD, None) is not None:
+            actions.append(_new_tuple(CancelTimer, (_TOKEN_HOLD,)))
         data = encode_token(token)
-        dest = self._successor(ring.members)
+        members = ring.members
+        cached = self._successor_cache
+        if cached[0] is not members:
+            cached = self._successor_cache = (members, self._successor(members))
+        dest = cached[1]
         self._last_token = (dest, data)
-        self._actions.append(SendUnicast(dest, data))
+        actions.append(_new_tuple(SendUnicast, (dest, data)))
         self._counters.orf_token_tx += 1
-        self._set_timer(Timer.TOKEN_RETRANSMIT, self._params.token_retransmit_ms)
+        deadline = self._now + self._token_retransmit_ms
+        timers[_TOKEN_RETRANSMIT] = deadline
+        actions.append(_new_tuple(SetTimer, (_TOKEN_RETRANSMIT, deadline)))
 
     def _successor(self: SrpCore, members: tuple[int, ...]) -> int:
         index = members.index(self._node_id)
