@@ -28,7 +28,8 @@ import struct
 from typing import Sequence
 
 __all__ = ["GRO_MAX_SEGMENTS", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SOL_UDP", "UDP_GRO", "UDP_SEGMENT",
-           "enable_gro", "gso_supported", "plan_batches", "segment_ancillary", "split_coalesced"]
+           "enable_gro", "gso_supported", "plan_batches", "plan_runs", "segment_ancillary", "split_coalesced",
+           "token_joins"]
 
 # Linux UDP segmentation offload (linux/udp.h); Python 3.11 names neither option.
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
@@ -95,6 +96,13 @@ def plan_batches(frames: Sequence[bytes], max_segments: int = GSO_MAX_SEGMENTS,
         (start, stop, segment size) per batch, covering frames in order; a
         batch with stop - start == 1 is a frame to send alone.
     """
+    return [(start, stop, size) for start, stop, size, _bytes in plan_runs(frames, max_segments, max_bytes)]
+
+
+def plan_runs(frames: Sequence[bytes], max_segments: int = GSO_MAX_SEGMENTS,
+              max_bytes: int = GSO_MAX_BYTES) -> list[tuple[int, int, int, int]]:
+    """``plan_batches`` with each batch's byte count as a fourth field (the
+    sender needs it for its counters and ``token_joins``)."""
     count = len(frames)
     if not count:
         return []
@@ -105,14 +113,14 @@ def plan_batches(frames: Sequence[bytes], max_segments: int = GSO_MAX_SEGMENTS,
     if 1 < count <= max_segments and 0 < size and size * count <= max_bytes:
         same = lengths.count(size)
         if same == count or (same == count - 1 and 0 < lengths[-1] < size):
-            return [(0, count, size)]
-    batches: list[tuple[int, int, int]] = []
+            return [(0, count, size, sum(lengths))]
+    runs: list[tuple[int, int, int, int]] = []
     start = 0
     while start < count:
         size = lengths[start]
         stop = start + 1
+        total = size
         if 0 < size <= max_bytes:
-            total = size
             limit = min(count, start + max_segments)
             while stop < limit:
                 length = lengths[stop]
@@ -122,25 +130,22 @@ def plan_batches(frames: Sequence[bytes], max_segments: int = GSO_MAX_SEGMENTS,
                 stop += 1
                 if length < size:
                     break  # only the last segment may be shorter
-        batches.append((start, stop, size))
+        runs.append((start, stop, size, total))
         start = stop
-    return batches
+    return runs
 
 
-def joins_batch(frames: Sequence[bytes], batch: tuple[int, int, int], extra: int,
+def token_joins(frames: Sequence[bytes], last_run: tuple[int, int, int, int], token_bytes: int,
                 max_segments: int = GSO_MAX_SEGMENTS, max_bytes: int = GSO_MAX_BYTES) -> bool:
-    """True if a datagram of ``extra`` bytes may close ``batch``, the LAST
-    batch ``plan_batches(frames)`` made: then ``plan_batches(frames + [it])``
-    is the same plan with it in that batch, else the same plan and it alone.
-    """
-    start, stop, size = batch
-    if not 0 < extra <= size or stop - start >= max_segments or size > max_bytes:
-        return False
-    if len(frames[stop - 1]) != size:
-        return False  # closed by a shorter frame already
-    if stop - start == 1:
-        return size + extra <= max_bytes
-    return sum(map(len, frames[start:stop])) + extra <= max_bytes
+    """True if a datagram of token_bytes may close ``last_run``, the last
+    run ``plan_runs(frames)`` made: then ``plan_runs(frames + [it])`` is the
+    same plan with it in that run, else the same plan and it alone (the
+    planner is greedy from the left: a datagram added at the end can only
+    extend the last run)."""
+    start, stop, size, run_bytes = last_run
+    return (0 < token_bytes <= size <= max_bytes and stop - start < max_segments
+            and len(frames[stop - 1]) == size  # not closed by a shorter frame already
+            and run_bytes + token_bytes <= max_bytes)
 
 
 def split_coalesced(data: bytes, ancillary: Sequence[tuple[int, int, bytes]], flags: int) -> list[bytes] | None:

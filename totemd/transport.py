@@ -82,10 +82,11 @@ from totemd.gso import (
     SOL_UDP,
     UDP_GRO,
     UDP_SEGMENT,
-    joins_batch,
     plan_batches,
+    plan_runs,
     segment_ancillary,
     split_coalesced,
+    token_joins,
 )
 from totemd.gso import enable_gro as _enable_gro
 from totemd.gso import gso_supported as _gso_supported
@@ -202,8 +203,9 @@ class UdpTransport:
     # (udpu) or the group (udp), and udpu's peers by node id.
     _batch_fanout: list[_Destination] = field(default_factory=list)
     _destinations: dict[int, _Destination] = field(default_factory=dict)
-    # Where unicast sends, by node id: (address, send, its extra arguments).
-    _routes: dict[int, tuple[str, Any, tuple]] = field(default_factory=dict)
+    # Where unicast sends, by node id: (address, send, endpoint for
+    # sendto or None for a connected socket's send).
+    _routes: dict[int, tuple[str, Any, tuple[str, int] | None]] = field(default_factory=dict)
     _gso_active: bool = False
     # The receiving sockets in reading order (udp: the group's, then ours).
     _readers: list[_Reader] = field(default_factory=list)
@@ -379,8 +381,8 @@ class UdpTransport:
         self._fanout = fanout
         sender = self._unicast_socket or self._socket
         self._routes = {
-            node_id: ((endpoint[0], self._peer_sockets[node_id].send, ()) if node_id in self._peer_sockets
-                      else (endpoint[0], sender.sendto, (endpoint,)))
+            node_id: ((endpoint[0], self._peer_sockets[node_id].send, None) if node_id in self._peer_sockets
+                      else (endpoint[0], sender.sendto, endpoint))
             for node_id, endpoint in self._peer_endpoints.items()}
         if self.mode == "udp":
             sender = self._unicast_socket or self._socket
@@ -419,11 +421,14 @@ class UdpTransport:
         route = self._routes.get(node_id)
         if route is None:
             return False
-        where, send, send_args = route
+        where, send, endpoint = route
         stats = self.stats
         stats.send_calls += 1
         try:
-            send(data, *send_args)
+            if endpoint is None:
+                send(data)  # a connected socket (a direct call: no argument tuple to build)
+            else:
+                send(data, endpoint)
         except OSError as exc:
             self._send_failed(exc, where)
             return True
@@ -472,7 +477,7 @@ class UdpTransport:
             for data in frames:
                 self.multicast(data)
             return
-        self._send_planned(frames, plan_batches(frames), 0)
+        self._send_runs(frames, plan_runs(frames), None)
 
     def send_visit(self, frames: Sequence[bytes], dest: int, token: bytes) -> bool:
         """A token visit's frames to every node, then the token to ``dest``.
@@ -494,33 +499,34 @@ class UdpTransport:
             elif frames:
                 self.multicast_many(frames)
             return self.unicast(dest, token)
-        plan = plan_batches(frames)
-        self._send_planned(frames, plan, dest)
+        runs = plan_runs(frames)
+        self._send_runs(frames, runs, successor)
         send_to = self._send_to
-        last = len(plan) - 1
-        for index, (start, stop, size) in enumerate(plan):
-            if index < last:
-                batch = frames[start:stop]
-                send_to(successor, batch, size, sum(map(len, batch)))
-                continue
-            batch = frames[start:stop] if start else frames
-            if joins_batch(frames, plan[last], len(token)):
-                send_to(successor, [*batch, token], size, sum(map(len, batch)) + len(token))
-            else:
-                send_to(successor, batch, size, sum(map(len, batch)))
-                send_to(successor, (token,), len(token), len(token))
+        for start, stop, size, run_bytes in runs[:-1]:
+            send_to(successor, frames[start:stop], size, run_bytes)
+        last = runs[-1]
+        start, _stop, size, run_bytes = last
+        batch = frames[start:] if start else frames
+        token_bytes = len(token)
+        if token_joins(frames, last, token_bytes):
+            send_to(successor, [*batch, token], size, run_bytes + token_bytes)
+        else:
+            send_to(successor, batch, size, run_bytes)
+            send_to(successor, (token,), token_bytes, token_bytes)
         return True
 
-    def _send_planned(self, frames: Sequence[bytes], plan: list[tuple[int, int, int]], skip: int) -> None:
-        """The batches of ``plan`` to each destination but node ``skip`` (0:
-        none): a batch of one frame by plain sends, the others by GSO."""
-        fanout = [entry for entry in self._batch_fanout if entry[0] != skip] if skip else self._batch_fanout
+    def _send_runs(self, frames: Sequence[bytes], runs: list[tuple[int, int, int, int]],
+                   skip: _Destination | None) -> None:
+        """The runs of ``plan_runs(frames)`` to each destination but ``skip``:
+        a run of one frame by plain sends, the others by GSO."""
+        fanout = self._batch_fanout
         send_to = self._send_to
-        for start, stop, size in plan:
-            batch = frames[start:stop] if stop - start < len(frames) else frames
-            batch_bytes = sum(map(len, batch))
+        whole = len(frames)
+        for start, stop, size, run_bytes in runs:
+            batch = frames if stop - start == whole else frames[start:stop]
             for entry in fanout:
-                send_to(entry, batch, size, batch_bytes)
+                if entry is not skip:
+                    send_to(entry, batch, size, run_bytes)
 
     def _send_to(self, entry: _Destination, batch: Sequence[bytes], segment_size: int, batch_bytes: int) -> None:
         """A run of datagrams (``batch_bytes`` in all) to one destination of

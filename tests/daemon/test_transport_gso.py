@@ -18,8 +18,11 @@ import textwrap
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from totemd import transport as transport_module
+from totemd.gso import plan_runs, token_joins
 from totemd.transport import (
     GRO_MAX_SEGMENTS,
     GSO_MAX_BYTES,
@@ -102,6 +105,47 @@ def test_plan_batches_sends_empty_and_oversized_frames_alone():
     assert plan_batches([b"x" * 10, b"", b"x" * 10, big, big]) == [
         (0, 1, 10), (1, 2, 0), (2, 3, 10), (3, 4, len(big)), (4, 5, len(big))]
     assert plan_batches([]) == []
+
+
+def _reference_plan(lengths: list[int], max_segments: int, max_bytes: int) -> list[tuple[int, int, int]]:
+    """The planning rule written plainly, frame by frame (no fast path)."""
+    batches = []
+    start = 0
+    while start < len(lengths):
+        size, stop, total = lengths[start], start + 1, lengths[start]
+        while (0 < size <= max_bytes and stop < len(lengths) and stop - start < max_segments
+               and 0 < lengths[stop] <= size and total + lengths[stop] <= max_bytes
+               and lengths[stop - 1] == size):
+            total += lengths[stop]
+            stop += 1
+        batches.append((start, stop, size))
+        start = stop
+    return batches
+
+
+# Lengths drawn from a few values so that equal runs, shorter closers, empty
+# frames and the limits all occur.
+_LENGTHS = st.lists(st.sampled_from([0, 1, 7, 100, 1000, 1450, 1451]), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lengths=_LENGTHS, token=st.sampled_from([0, 1, 60, 1450, 1451]),
+       max_segments=st.sampled_from([1, 2, 5, 64]), max_bytes=st.sampled_from([1450, 3000, 65473]))
+def test_plan_runs_and_token_joins_follow_the_planning_rule(lengths, token, max_segments, max_bytes):
+    frames = [b"x" * length for length in lengths]
+    runs = plan_runs(frames, max_segments, max_bytes)
+    assert [run[:3] for run in runs] == _reference_plan(lengths, max_segments, max_bytes)
+    assert plan_batches(frames, max_segments, max_bytes) == [run[:3] for run in runs]
+    assert [run[3] for run in runs] == [sum(lengths[start:stop]) for start, stop, _size, _bytes in runs]
+    if runs:
+        # send_visit plans once: the token either closes the last run or goes alone,
+        # exactly as a plan of the frames and the token would have it.
+        with_token = _reference_plan(lengths + [token], max_segments, max_bytes)
+        last_start, last_stop, last_size, _bytes = runs[-1]
+        if token_joins(frames, runs[-1], token, max_segments, max_bytes):
+            assert with_token == [run[:3] for run in runs[:-1]] + [(last_start, last_stop + 1, last_size)]
+        else:
+            assert with_token == [run[:3] for run in runs] + [(len(lengths), len(lengths) + 1, token)]
 
 
 def _gro(segment: int) -> list[tuple[int, int, bytes]]:
@@ -338,6 +382,64 @@ def test_bad_coalesced_reads_are_counted_and_dropped():
         node.close()
 
 
+def test_a_gro_read_asks_poll_whether_another_is_waiting_before_reading_again():
+    node = UdpTransport(mode="udpu", bind_address="127.0.0.1", port=_free_port(), peers=PEERS).open()
+    try:
+        peer = ("127.0.0.2", 5405)
+        scripted = _ScriptedSocket([(b"a" * 20, _gro(10), 0, peer), (b"b", [], 0, peer), (b"c", [], 0, peer)])
+        polls: list[int] = []
+
+        def nothing_waiting(timeout_ms: int) -> list:
+            polls.append(timeout_ms)
+            return []
+
+        frames: list[bytes] = []
+        node._read_coalesced(scripted.recvmsg, nothing_waiting, 256, frames, None)
+        # The first read needs no poll (the caller was woken for it); the poll after it said
+        # nothing more, so no read failed with EAGAIN and the rest waits for the next call.
+        assert frames == [b"a" * 10, b"a" * 10] and polls == [0] and len(scripted.reads) == 2
+        node._read_coalesced(scripted.recvmsg, lambda _timeout: [(0, select.POLLIN)], 256, frames, None)
+        assert frames == [b"a" * 10, b"a" * 10, b"b", b"c"] and not scripted.reads
+        assert node.stats.receive_reads == 3 and node.stats.packets_received == 4
+    finally:
+        node.close()
+
+
+def test_receive_frames_gives_what_receive_batch_gives_without_the_sources():
+    one, two, three = _cluster()
+    outsider = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        outsider.bind(("127.0.0.9", 0))
+        for receive in ("receive_frames", "receive_batch"):
+            frames = _mixed_frames()
+            assert one.send_visit(frames, 2, b"token")
+            outsider.sendto(b"intruder", ("127.0.0.2", two.port))
+            dropped = two.stats.dropped_unknown_source
+            got: list = []
+            deadline = time.monotonic() + 5
+            while ((len(got) < len(frames) + 1 or two.stats.dropped_unknown_source == dropped)
+                   and time.monotonic() < deadline):
+                select.select([two.fileno()], [], [], 0.1)
+                got += getattr(two, receive)()
+            if receive == "receive_batch":
+                assert {source for _data, source in got} == {"127.0.0.1"}
+                got = [data for data, _source in got]
+            assert got == frames + [b"token"]
+            assert two.stats.dropped_unknown_source == dropped + 1
+    finally:
+        outsider.close()
+        for transport in (one, two, three):
+            transport.close()
+
+
+def test_receiving_from_a_closed_transport_is_a_clear_error():
+    node = UdpTransport(mode="udpu", bind_address="127.0.0.1", port=_free_port(), peers=PEERS).open()
+    node.close()
+    for receive in (node.receive_frames, node.receive_batch):
+        with pytest.raises(transport_module.TransportError, match="not open"):
+            receive()
+
+
 # -- udp multicast in a namespace ------------------------------------------------------------
 
 MULTICAST_SCRIPT = textwrap.dedent(
@@ -419,3 +521,15 @@ def test_bench_transport_counts_the_syscalls_of_a_visit():
     # per peer and one coalesced read per peer batched.
     assert (one_by_one.send_calls, one_by_one.receive_reads) == (34, 34)
     assert (batched.send_calls, batched.receive_reads) == (2, 2)
+
+
+def test_bench_transport_cpu_cases_see_every_segment():
+    from scripts.bench_transport import run_cpu_case
+
+    # 10 visits cycle through 13..17 frames (15 on average) and the token.
+    for case, segments, methods in (("receive-visit", 16.0, 2), ("receive-token", 1.0, 2),
+                                    ("send-visit", 16.0, 1), ("send-token", 1.0, 1)):
+        results = run_cpu_case(case, 10)
+        assert len(results) == methods, case
+        for result in results:
+            assert (result.visits, result.segments_per_visit) == (10, segments), result
