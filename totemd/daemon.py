@@ -61,7 +61,7 @@ from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame
                         StateChanged, Timer, TokenWarning)
 from totemd import codec  # after totemd.srp: codec and the core import each other
 from totemd.stats import DaemonStats, MemberRecord, cmap_items, format_ring_id
-from totemd.transport import UdpTransport
+from totemd.transport import RECEIVE_BATCH_MAX, UdpTransport
 
 __all__ = ["NodeSettings", "StartupError", "Daemon", "resolve_settings", "main"]
 
@@ -451,22 +451,26 @@ class Daemon:
             if actions:
                 run(actions)
         learn = self.settings.mode == "udp"
-        receive_many = self.core.receive_many
+        receive_many = core.receive_many
+        receive_frames = self.transport.receive_frames
         for _ in range(RECEIVE_BATCHES_PER_TURN):
-            batch = self.transport.receive_batch()
             if learn:
+                batch = self.transport.receive_batch()
                 for data, source in batch:
                     self._learn_peer(data, source)
+                packets = [data for data, _source in batch]
+            else:
+                packets = receive_frames()  # udpu: the sources were checked
             # The packets of a read go to the core together, cut after each
             # token so that its actions (forwarding it) run before the packets
             # that follow it. Frames after the last token are stored, not
             # delivered: the next visit delivers them once the token is gone.
             start = 0
-            for index, (data, _source) in enumerate(batch):
+            for index, data in enumerate(packets):
                 if len(data) > 3 and data[3] == _ORF_TOKEN:
                     # deliver=False: what the visit leaves owed is delivered
                     # below, once its actions (the token) are sent.
-                    receive_many([packet for packet, _ in batch[start:index + 1]], now, False)
+                    receive_many(packets[start:index + 1], now, False)
                     start = index + 1
                     actions = take_actions()
                     if actions:
@@ -477,12 +481,12 @@ class Daemon:
                         actions = take_actions()
                         if actions:
                             run(actions)
-            if start < len(batch):
-                receive_many([packet for packet, _ in batch[start:]], now, False)
+            if start < len(packets):
+                receive_many(packets[start:] if start else packets, now, False)
                 actions = take_actions()
                 if actions:
                     run(actions)
-            if len(batch) < 256:
+            if len(packets) < RECEIVE_BATCH_MAX:
                 break
         if not self.core.delivery_owed:
             self._owed_since_ms = None
