@@ -13,7 +13,6 @@ import collections
 import itertools
 import logging
 import os
-import selectors
 import socket
 import time
 from typing import TYPE_CHECKING, Callable
@@ -24,7 +23,7 @@ from coroipc.errors import IpcError, ProtocolError
 from coroipc.ring import Ring
 
 if TYPE_CHECKING:
-    from coroipc.server import Service
+    from coroipc.server import Service, _Poller
 
 __all__ = ["HandshakeMixin", "PendingHandshake", "MIN_RING", "MAX_RING"]
 
@@ -59,7 +58,7 @@ class HandshakeMixin:
     max_message_size: int | None
     max_connections: int
     handshake_timeout_s: float
-    _selector: selectors.BaseSelector | None
+    _selector: "_Poller | None"
     _handshakes: dict[int, PendingHandshake]
     _connections: dict[int, object]
     _counts: "collections.Counter[str]"
@@ -89,7 +88,7 @@ class HandshakeMixin:
             return 0
         pending = PendingHandshake(sock, credentials, time.monotonic() + self.handshake_timeout_s)
         self._handshakes[sock.fileno()] = pending
-        self._selector.register(sock, selectors.EVENT_READ, ("handshake", pending))
+        self._selector.register(sock, ("handshake", pending))
         return 1
 
     def _handshake_readable(self, pending: PendingHandshake) -> int:

@@ -16,10 +16,13 @@ from coroipc import codec
 from coroipc.errors import ConnectionLost, ProtocolError, Timeout
 from coroipc.ring import Ring
 
-__all__ = ["send_handshake", "recv_handshake", "HandshakeBuffer", "put_message", "peer_credentials"]
+__all__ = ["send_handshake", "recv_handshake", "HandshakeBuffer", "put_message", "put_message_parts",
+           "pack_header", "peer_credentials"]
 
 _CREDENTIALS = struct.Struct("3i")
-_pack_header = codec.MESSAGE_HEADER.pack
+#: The 16-byte header of a ring message: pack_header(function, status, id).
+pack_header = codec.MESSAGE_HEADER.pack
+_pack_header = pack_header
 #: ACCEPT carries, per ring, its segment and its two eventfd doorbells.
 FDS_PER_RING = 3
 _MAX_FDS = 3 * FDS_PER_RING
@@ -115,6 +118,17 @@ def put_message(ring: Ring, function: int, status: int, ident: int, payload) -> 
         WouldBlock, MessageTooLarge, ConnectionLost, NotConnected: as the ring's.
     """
     ring.write_prefixed_nowait(_pack_header(function, status, ident), payload)
+
+
+def put_message_parts(ring: Ring, function: int, status: int, ident: int, parts, size: int) -> None:
+    """Like :func:`put_message` for a payload given as the buffers ``parts``
+    (``size`` bytes in all), copied into the ring one after the other.
+
+    Raises:
+        ValueError: the parts do not add up to ``size`` (nothing written).
+        Others as :func:`put_message`.
+    """
+    ring.write_gather_nowait(_pack_header(function, status, ident), parts, size)
 
 
 def parse_message(view) -> tuple[int, int, int]:

@@ -24,17 +24,20 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 import os
-import selectors
+import select
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from coroipc import _shm, codec
+from coroipc._doorbell import Bell
+from coroipc._ring_layout import W_POS
 from coroipc._server_handshake import MAX_RING, MIN_RING, HandshakeMixin, PendingHandshake
 from coroipc._ring_wait import SpinPolicy
-from coroipc._wire import parse_message, put_message, send_handshake
+from coroipc._wire import pack_header, parse_message, put_message, send_handshake
 from coroipc.errors import (ConnectionLost, IpcError, MessageTooLarge, NotConnected, ProtocolError,
                             RingCorrupted, WouldBlock)
 from coroipc.ring import Ring
@@ -53,6 +56,65 @@ RefuseCode = codec.RefuseCode
 def socket_path(run_dir: str | os.PathLike, service: str) -> str:
     """Where the server for ``service`` listens inside ``run_dir``."""
     return os.path.join(os.fspath(run_dir), f"{service}.sock")
+
+
+def _descriptor(fileobj) -> int:
+    fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+    if fd < 0:
+        raise ValueError(f"invalid file descriptor {fd}")
+    return fd
+
+
+class _Poller:
+    """An epoll set whose ready descriptors come back as the data registered
+    with them: the part of ``selectors`` the server uses, without its cost
+    per call (no key objects, no timeout arithmetic), since ``process`` polls
+    it several times per loop turn of the daemon."""
+
+    __slots__ = ("_epoll", "_data")
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._data: dict[int, tuple] = {}
+
+    def register(self, fileobj, data: tuple) -> None:
+        """Watch ``fileobj`` (or a descriptor) for reading. Raises KeyError if it is watched."""
+        fd = _descriptor(fileobj)
+        if fd in self._data:
+            raise KeyError(f"descriptor {fd} is already registered")
+        self._epoll.register(fd, select.EPOLLIN)
+        self._data[fd] = data
+
+    def modify(self, fileobj, data: tuple) -> None:
+        """Replace the data of a watched descriptor. Raises KeyError if it is not watched."""
+        fd = _descriptor(fileobj)
+        if fd not in self._data:
+            raise KeyError(f"descriptor {fd} is not registered")
+        self._data[fd] = data
+
+    def unregister(self, fileobj) -> None:
+        """Stop watching. Raises KeyError if not watched, ValueError if closed."""
+        fd = _descriptor(fileobj)
+        del self._data[fd]
+        try:
+            self._epoll.unregister(fd)
+        except OSError:  # closed already: the kernel dropped it from the set
+            pass
+
+    def poll(self, timeout: float) -> list[tuple]:
+        """The data of the ready descriptors, waiting up to ``timeout`` seconds."""
+        ready = self._epoll.poll(timeout if timeout > 0 else 0)
+        if not ready:
+            return ready
+        data = self._data
+        return [data[fd] for fd, _mask in ready if fd in data]
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._data.clear()
 
 
 class Service:
@@ -163,7 +225,38 @@ class Connection:
             except (ConnectionLost, RingCorrupted) as error:  # the client broke its event ring
                 self._server._disconnect(self, RefuseCode.CORRUPTED, f"event ring unusable: {error}")
                 raise NotConnected(f"connection {self.id} was closed: {error}") from None
-        self._server._backlog_event(self, codec.MESSAGE_HEADER.pack(function, 0, sequence) + bytes(payload))
+        self._server._backlog_event(self, pack_header(function, 0, sequence) + bytes(payload))
+
+    def send_event_parts(self, function: int, parts, size: int) -> None:
+        """Like :meth:`send_event` for a payload given as the buffers
+        ``parts`` (``size`` bytes in all), written into the event ring one
+        after the other without being joined first (one copy of each). Only
+        an event that must wait in the backlog is joined.
+
+        Raises:
+            ValueError: the parts do not add up to ``size`` (nothing sent).
+            As :meth:`send_event` otherwise.
+        """
+        if self.closed:
+            raise NotConnected(f"connection {self.id} is closed")
+        if size > self.max_message_size:
+            raise MessageTooLarge(f"event of {size} bytes exceeds the agreed {self.max_message_size}")
+        sequence = next(self._event_sequence)
+        header = pack_header(function, 0, sequence)
+        if not self.event_backlog:
+            try:
+                self.event_ring.write_gather_nowait(header, parts, size)
+                self.counts["events_sent"] += 1
+                return
+            except WouldBlock:
+                pass
+            except (ConnectionLost, RingCorrupted) as error:  # the client broke its event ring
+                self._server._disconnect(self, RefuseCode.CORRUPTED, f"event ring unusable: {error}")
+                raise NotConnected(f"connection {self.id} was closed: {error}") from None
+        message = b"".join((header, *parts))
+        if len(message) != 16 + size:
+            raise ValueError(f"the parts hold {len(message) - 16} bytes, not {size}")
+        self._server._backlog_event(self, message)
 
     def respond(self, request_id: int, payload=b"", status: int = 0, function: int = 0) -> None:
         """Answer a request later (after ``on_request`` returned None)."""
@@ -243,12 +336,20 @@ class IpcServer(HandshakeMixin):
         self._spinner = SpinPolicy(int(spin_us * 1000))
         self._busy_turns = 0
         self._pending_wakes: list[Bell] | None = [] if defer_wakes else None
-        self._selector: selectors.BaseSelector | None = None
+        self._selector: _Poller | None = None
         self._pid = os.getpid()
         self._listeners: dict[str, socket.socket] = {}
         self._handshakes: dict[int, PendingHandshake] = {}
         self._connections: dict[int, Connection] = {}
+        # The connections as a tuple (rebuilt when one comes or goes): what
+        # each pass walks, without copying the dict every time.
+        self._serving: tuple[Connection, ...] = ()
+        # Connections whose request ring is not armed (see _arm_idle).
+        self._unarmed: set[Connection] = set()
         self._backlogged: set[Connection] = set()
+        # No backlogged client can have stalled for event_stall_timeout_s
+        # before this monotonic time (see _check_deadlines).
+        self._stall_check_at = math.inf
         self._ids = itertools.count(1)
         self._counts: collections.Counter[str] = collections.Counter()
         self._disconnects: collections.Counter[str] = collections.Counter()
@@ -266,7 +367,7 @@ class IpcServer(HandshakeMixin):
         if removed:
             log.warning("removed %d shared-memory segments left by dead processes: %s", len(removed),
                         ", ".join(removed))
-        self._selector = selectors.DefaultSelector()
+        self._selector = _Poller()
         try:
             for name in self.services:
                 path = socket_path(self.run_dir, name)
@@ -281,7 +382,7 @@ class IpcServer(HandshakeMixin):
                 os.chmod(path, 0o666)  # the uid/gid policy at the handshake is the gate
                 listener.listen(128)
                 listener.setblocking(False)
-                self._selector.register(listener, selectors.EVENT_READ, ("listen", name))
+                self._selector.register(listener, ("listen", (listener, name)))
         except BaseException:
             self.close()
             raise
@@ -328,6 +429,8 @@ class IpcServer(HandshakeMixin):
         for listener in self._listeners.values():
             listener.close()
         self._connections.clear()
+        self._serving = ()
+        self._unarmed.clear()
         self._handshakes.clear()
         self._listeners.clear()
         if self._selector is not None:
@@ -392,14 +495,29 @@ class IpcServer(HandshakeMixin):
         held = self._pending_wakes
         if not held:
             return 0
-        pending = held[:]
+        if len(held) == 1:
+            bell = held.pop()
+            bell.ring()
+            return 1
+        # A bell held twice (its client woke and slept again within the
+        # turn) is rung once: one wake-up reaches the latest sleep.
+        pending = dict.fromkeys(held)
         held.clear()  # the list the rings append to: emptied in place
         for bell in pending:
             bell.ring()
         return len(pending)
 
-    def process(self, timeout: float = 0.0) -> int:
+    def process(self, timeout: float = 0.0, *, poll: bool = True) -> int:
         """One turn of work, waiting up to ``timeout`` seconds for some.
+
+        Args:
+            timeout: seconds to wait for work (0: do not wait).
+            poll: with ``timeout`` 0, False serves the rings (requests,
+                backlogs, time-outs) without polling :meth:`fileno` (accepts,
+                handshakes, hang-ups, doorbells): for a caller whose own
+                poll just found it quiet, or that polled it earlier in the
+                same turn. Whatever is left there keeps the descriptor
+                readable for the caller's next poll.
 
         Returns:
             how many units of work (accepts, handshake steps, requests,
@@ -408,8 +526,14 @@ class IpcServer(HandshakeMixin):
         if self._selector is None:
             raise NotConnected("the server is not started")
         if timeout <= 0:
-            done = self._turn(0.0)
-            self._arm_idle()  # the caller polls fileno() next: wake-ups must reach it
+            if poll:
+                done = self._turn(0.0)
+            else:
+                done = self._serve_connections()
+                if self._handshakes or self._backlogged:
+                    self._check_deadlines()
+            if self._unarmed:
+                self._arm_idle()  # the caller polls fileno() next: wake-ups must reach it
             return done
         # Busy: serve the rings without a system call; look at the selector
         # (accepts, hang-ups, deadlines) only every few busy turns.
@@ -428,15 +552,19 @@ class IpcServer(HandshakeMixin):
         return self._turn(timeout)  # sleeps; returns at once if the selector has events
 
     def _request_waiting(self) -> bool:
-        for conn in self._connections.values():
-            if not conn.response_backlog and conn.request_ring.readable():
+        for conn in self._serving:
+            ring = conn.request_ring
+            if not conn.response_backlog and not conn.closed and (
+                    ring._pending is not None or ring._words[W_POS] != ring._rpos):
                 return True
         return False
 
     def _arm_idle(self) -> bool:
         """Arm the request rings that are not armed; True if one has data already."""
         ready = False
-        for conn in list(self._connections.values()):
+        unarmed = self._unarmed
+        while unarmed:
+            conn = unarmed.pop()
             if conn.armed or conn.closed:
                 continue
             try:
@@ -449,10 +577,9 @@ class IpcServer(HandshakeMixin):
 
     def _turn(self, timeout: float) -> int:
         done = 0
-        for key, _mask in self._selector.select(timeout):
-            kind, target = key.data
+        for kind, target in self._selector.poll(timeout):
             if kind == "listen":
-                done += self._accept(key.fileobj, target)
+                done += self._accept(*target)
             elif kind == "handshake":
                 done += self._handshake_readable(target)
             elif target.closed:
@@ -462,25 +589,33 @@ class IpcServer(HandshakeMixin):
             elif kind == "request":
                 target.request_ring._reader_bell.drain(1)
                 target.armed = False  # its doorbell rang: re-arm before the next sleep
+                self._unarmed.add(target)
             elif kind == "space":
                 for ring in (target.response_ring, target.event_ring):
                     ring._get_writer_bell().drain()
         done += self._serve_connections()
-        self._check_deadlines()
+        if self._handshakes or self._backlogged:
+            self._check_deadlines()
         return done
 
     def _serve_connections(self) -> int:
         """Flush backlogs and take requests from every connection that has some."""
         done = 0
-        for conn in list(self._connections.values()):
+        backlogged = self._backlogged
+        for conn in self._serving:
             if conn.closed:
                 continue
-            if conn.response_backlog or conn in self._backlogged:
+            if conn.response_backlog or (backlogged and conn in backlogged):
                 done += self._flush(conn)
-            if not conn.response_backlog and conn.request_ring.readable():
+                if conn.closed or conn.response_backlog:
+                    continue
+            ring = conn.request_ring
+            # ring.readable(), inlined: this runs for every client on every pass.
+            if ring._pending is not None or ring._words[W_POS] != ring._rpos:
                 if conn.armed:
-                    conn.request_ring.disarm_reader()  # we are awake: no wake-ups until we arm again
+                    ring.disarm_reader()  # we are awake: no wake-ups until we arm again
                     conn.armed = False
+                    self._unarmed.add(conn)
                 done += self._serve_requests(conn)
         return done
 
@@ -497,10 +632,12 @@ class IpcServer(HandshakeMixin):
                           pending.max_message_size)
         for ring in rings:
             ring.wake_sink = self._pending_wakes
-        self._selector.modify(sock, selectors.EVENT_READ, ("socket", conn))
-        self._selector.register(rings[0].fileno(), selectors.EVENT_READ, ("request", conn))
+        self._selector.modify(sock, ("socket", conn))
+        self._selector.register(rings[0].fileno(), ("request", conn))
         conn.selector_fds += [sock.fileno(), rings[0].fileno()]
         self._connections[conn.id] = conn
+        self._serving = tuple(self._connections.values())
+        self._unarmed.add(conn)
         self._counts["connections_total"] += 1
         log.info("%r connected", conn)
         try:
@@ -581,7 +718,7 @@ class IpcServer(HandshakeMixin):
                 pass
         # The client is not reading its responses: hold this one and stop
         # taking its requests until it does (back-pressure, bounded by one turn).
-        conn.response_backlog.append(codec.MESSAGE_HEADER.pack(function, status, request_id) + bytes(payload))
+        conn.response_backlog.append(pack_header(function, status, request_id) + bytes(payload))
         self._watch_space(conn)
 
     # ------------------------------------------------------------ events
@@ -602,7 +739,8 @@ class IpcServer(HandshakeMixin):
         if len(conn.event_backlog) > conn.counts["event_backlog_peak"]:
             conn.counts["event_backlog_peak"] = len(conn.event_backlog)
         if conn.stalled_since is None:
-            conn.stalled_since = time.monotonic()
+            conn.stalled_since = now = time.monotonic()
+            self._stall_check_at = min(self._stall_check_at, now + self.event_stall_timeout_s)
         self._backlogged.add(conn)
         self._watch_space(conn)
         if conn.closed:
@@ -614,7 +752,7 @@ class IpcServer(HandshakeMixin):
             for ring in (conn.response_ring, conn.event_ring):
                 fd = ring.writer_fileno()
                 if fd not in conn.selector_fds:
-                    self._selector.register(fd, selectors.EVENT_READ, ("space", conn))
+                    self._selector.register(fd, ("space", conn))
                     conn.selector_fds.append(fd)
                 ring.arm_writer()
         except RingCorrupted as error:
@@ -649,15 +787,33 @@ class IpcServer(HandshakeMixin):
         return done
 
     def _check_deadlines(self) -> None:
+        """Fail late handshakes; disconnect clients whose backlog is stalled.
+
+        Called only while there are handshakes or backlogs. The stalled
+        clients are looked at only once ``_stall_check_at`` (the earliest
+        moment one can be late: a backlog's progress only moves its own
+        deadline later) has passed.
+        """
         now = time.monotonic()
-        for pending in list(self._handshakes.values()):
-            if now > pending.deadline:
-                self._fail_handshake(pending, f"no handshake within {self.handshake_timeout_s} s",
-                                     refuse=RefuseCode.BAD_HANDSHAKE)
+        if self._handshakes:
+            for pending in list(self._handshakes.values()):
+                if now > pending.deadline:
+                    self._fail_handshake(pending, f"no handshake within {self.handshake_timeout_s} s",
+                                         refuse=RefuseCode.BAD_HANDSHAKE)
+        if not self._backlogged or now < self._stall_check_at:
+            return
+        timeout = self.event_stall_timeout_s
+        earliest = math.inf
         for conn in list(self._backlogged):
-            if conn.stalled_since is not None and now - conn.stalled_since > self.event_stall_timeout_s:
+            since = conn.stalled_since
+            if since is None:
+                continue
+            if now - since > timeout:
                 self._disconnect(conn, RefuseCode.STALLED, f"the client read no events for "
-                                                           f"{self.event_stall_timeout_s} s with its backlog full")
+                                                           f"{timeout} s with its backlog full")
+            else:
+                earliest = min(earliest, since + timeout)
+        self._stall_check_at = earliest
 
     # ------------------------------------------------------------ teardown
     def _socket_readable(self, conn: Connection) -> None:
@@ -677,6 +833,7 @@ class IpcServer(HandshakeMixin):
             return
         conn.closed = True
         self._backlogged.discard(conn)
+        self._unarmed.discard(conn)
         self._disconnects[code.name.lower()] += 1
         log.info("%r disconnected: %s", conn, reason)
         if notify:
@@ -694,6 +851,7 @@ class IpcServer(HandshakeMixin):
         conn.event_backlog.clear()
         conn.response_backlog.clear()
         self._connections.pop(conn.id, None)  # last: stats() counts it until all is freed
+        self._serving = tuple(self._connections.values())
         try:
             conn.service.on_disconnect(conn)
         except Exception:

@@ -49,6 +49,8 @@ __all__ = ["TotemService", "SERVICE_NAME"]
 
 SERVICE_NAME = "totem"
 OVERFLOW_LIMIT_BYTES = 32 << 20
+_DELIVER = wire.EventKind.DELIVER
+_DELIVER_BATCH = wire.EventKind.DELIVER_BATCH
 log = logging.getLogger("totemd.local")
 
 
@@ -175,27 +177,34 @@ class TotemService(Service):
         for conn in list(self._subscribers.values()):
             self._send(conn, kind, payload)
 
-    def broadcast_deliveries(self, batches: list[bytes], singles: list[bytes] | None) -> None:
+    def broadcast_deliveries(self, batches: list[bytes | wire.GatherPayload],
+                             singles: list[bytes] | None) -> None:
         """Send one turn's deliveries: the DELIVER_BATCH payloads ``batches``
-        to the subscribers that asked for them, the DELIVER payloads
-        ``singles`` (None when no subscriber needs them) to the others."""
+        (bytes, or what ``wire.deliver_batch_payload`` makes: a GatherPayload
+        is copied part by part straight into each event ring) to the
+        subscribers that asked for them, the DELIVER payloads ``singles``
+        (None when no subscriber needs them) to the others."""
         batched = self._batched
+        send = self._send
         for conn in list(self._subscribers.values()):
             if conn.id in batched:
                 for payload in batches:
-                    if not self._send(conn, wire.EventKind.DELIVER_BATCH, payload):
+                    if not send(conn, _DELIVER_BATCH, payload):
                         break
             elif singles is not None:
                 for payload in singles:
-                    if not self._send(conn, wire.EventKind.DELIVER, payload):
+                    if not send(conn, _DELIVER, payload):
                         break
 
     def _send(self, conn: Connection, kind: int, payload: Any) -> bool:
         """One event to one subscriber, behind its overflow; False if it is gone."""
-        overflow = self._overflow.get(conn.id)
+        overflow = self._overflow.get(conn.id) if self._overflow else None
         if overflow is None:
             try:
-                conn.send_event(kind, payload)
+                if type(payload) is wire.GatherPayload:
+                    conn.send_event_parts(kind, payload.parts, payload.size)
+                else:
+                    conn.send_event(kind, payload)
                 self.counts["events_sent"] += 1
                 return True
             except ipc_errors.WouldBlock:
@@ -213,6 +222,8 @@ class TotemService(Service):
                 log.warning("disconnecting local client pid %d: %s", conn.pid, reason)
                 self._drop(conn, reason)
                 return False
+        if type(payload) is wire.GatherPayload:
+            payload = payload.join()  # it waits: its parts may not outlive this call
         queue, size = overflow
         queue.append((kind, payload))
         size[0] += len(payload)

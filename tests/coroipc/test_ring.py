@@ -190,7 +190,7 @@ def test_corrupt_header_refuses_attach():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["write", "batch", "read", "read_batch", "reserve"]),
+@given(st.lists(st.tuples(st.sampled_from(["write", "batch", "read", "read_batch", "reserve", "gather"]),
                           st.lists(st.integers(0, 1500), min_size=1, max_size=12)), max_size=40))
 def test_random_operations_match_a_fifo_model(operations):
     """Random record sizes through a small ring behave like a bounded FIFO."""
@@ -214,6 +214,17 @@ def test_random_operations_match_a_fifo_model(operations):
                 count = writer.write_batch(messages)
                 model.extend(messages[:count])
                 assert count > 0 or model
+            elif operation == "gather":  # one message: a prefix, then the sizes' messages as parts
+                prefix = messages[0][:3]
+                message = prefix + b"".join(messages)
+                try:
+                    writer.write_gather_nowait(prefix, [memoryview(m) for m in messages],
+                                               len(message) - len(prefix))
+                    model.append(message)
+                except errors.WouldBlock:
+                    assert model
+                except errors.MessageTooLarge:
+                    assert len(message) > writer.max_message_size
             elif operation == "reserve":
                 try:
                     view = writer.reserve_nowait(len(messages[0]))
@@ -312,3 +323,37 @@ def test_batch_mixing_large_and_small_messages_wraps_intact(pair):
     received += reader.read_batch()
     assert sent == len(messages)
     assert received == messages
+
+
+def test_gather_write_is_the_prefix_then_the_parts(pair):
+    writer, reader = pair
+    writer.write_gather_nowait(b"HEAD", [b"ab", memoryview(b"xcdx")[1:3], bytearray(b"ef"), b""], 6)
+    writer.write_gather_nowait(b"", [], 0)
+    assert reader.read_batch() == [b"HEADabcdef", b""]
+
+
+@pytest.mark.parametrize("parts, size", [([b"abc"], 4), ([b"abc", b"de"], 4), ([b"abc"], 2)])
+def test_gather_parts_that_do_not_add_up_publish_nothing(pair, parts, size):
+    writer, reader = pair
+    with pytest.raises(ValueError, match="parts"):
+        writer.write_gather_nowait(b"h", parts, size)
+    assert not reader.readable()
+    writer.write_gather_nowait(b"h", [b"next"], 4)
+    assert reader.read_batch() == [b"hnext"]
+
+
+def test_gather_write_bounds(pair):
+    writer, reader = pair
+    reader.become_reader()  # so that its close marks the ring closed
+    with pytest.raises(errors.MessageTooLarge):
+        writer.write_gather_nowait(b"", [bytes(writer.max_message_size), b"x"], writer.max_message_size + 1)
+    assert not reader.readable()
+    written = 0
+    with pytest.raises(errors.WouldBlock):
+        for _ in range(10):  # 3000-byte messages take 3024-byte frames: two fit in 8192
+            writer.write_gather_nowait(b"", [bytes(1000), bytes(2000)], 3000)
+            written += 1
+    assert written == 2
+    reader.close()
+    with pytest.raises(errors.ConnectionLost, match="reader closed"):
+        writer.write_gather_nowait(b"", [bytes(3000)], 3000)

@@ -1,8 +1,15 @@
-"""SrpCore.submit_many: several messages queued with one wake-up of the ring."""
+"""SrpCore.submit_many: several messages queued with one wake-up of the ring;
+the local interface's SUBMIT_MANY decoding and DELIVER_BATCH building."""
 
 from __future__ import annotations
 
+import struct
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
 from tests.totem.helpers import Net
+from totemd import local_codec as wire
 from totemd.srp import TotemParams
 
 
@@ -53,3 +60,80 @@ def test_submit_many_with_nothing_accepted_does_not_wake_the_ring():
     assert rep.submit_many([(too_large, False, None)])[0] == 0
     assert rep.submit_many([]) == (0, None)
     assert rep.stats().token_hold_releases == before
+
+
+# -- the local interface's SUBMIT_MANY decoding (totemd.local_codec) --------------------
+
+def _reference_decode(payload: bytes, max_items: int | None = None):
+    """The format read the plain way: one header at a time."""
+    (count,) = struct.unpack_from("!I", payload)
+    take = count if max_items is None else min(count, max(0, max_items))
+    offset, items = 4, []
+    for _ in range(take):
+        if offset + 5 > len(payload):
+            raise wire.LocalDecodeError("header")
+        flags, length = struct.unpack_from("!BI", payload, offset)
+        offset += 5
+        if flags > 1 or offset + length > len(payload):
+            raise wire.LocalDecodeError("flags or length")
+        items.append((payload[offset:offset + length], flags == 1))
+        offset += length
+    if take == count and offset != len(payload):
+        raise wire.LocalDecodeError("tail")
+    return items, count
+
+
+def _decoded_or_error(payload: bytes, max_items: int | None):
+    try:
+        items, count = wire.decode_submit_many(memoryview(payload), max_items)
+    except wire.LocalDecodeError:
+        return "error"
+    return [(bytes(data), safe) for data, safe in items], count
+
+
+@settings(max_examples=200, deadline=None)
+@given(length=st.integers(0, 40), flags=st.lists(st.booleans(), min_size=2, max_size=12),
+       max_items=st.none() | st.integers(0, 14), tail=st.sampled_from([b"", b"x"]),
+       flip=st.none() | st.tuples(st.integers(0, 10_000), st.integers(1, 255)))
+def test_uniform_submit_many_decodes_as_the_plain_reading(length, flags, max_items, tail, flip):
+    """Requests whose messages share one length (decoded column-wise), intact
+    or with one byte changed, decode as reading header by header does."""
+    messages = [(bytes([index]) * length, safe) for index, safe in enumerate(flags)]
+    payload = bytearray(wire.encode_submit_many(messages) + tail)
+    if flip is not None:
+        position = flip[0] % len(payload)
+        payload[position] ^= flip[1]
+    payload = bytes(payload)
+    try:
+        expected = _reference_decode(payload, max_items)
+    except (wire.LocalDecodeError, struct.error):
+        expected = "error"
+    else:
+        expected = ([(data, safe) for data, safe in expected[0]], expected[1])
+    assert _decoded_or_error(payload, max_items) == expected
+
+
+def test_uniform_submit_many_reports_the_faulty_message():
+    messages = [(b"abcd", False)] * 4
+    payload = bytearray(wire.encode_submit_many(messages))
+    payload[4 + 2 * 9] = 4  # message 2's flags
+    with pytest.raises(wire.LocalDecodeError, match=r"^SUBMIT_MANY message 2 flags 0x4 has unknown bits$"):
+        wire.decode_submit_many(memoryview(bytes(payload)))
+    decoded, count = wire.decode_submit_many(memoryview(bytes(payload)), 2)  # the bad one is not looked at
+    assert (count, [(bytes(d), s) for d, s in decoded]) == (4, [(b"abcd", False)] * 2)
+
+
+def test_deliver_batch_payload_is_the_encoded_batch_in_either_form():
+    for count, size in ((6, 8192), (40, 1024), (1, 0)):
+        rows = [wire.DELIVER_ITEM.pack(size, 1, 7, index, 1, 4, 10 + index, index & 1)
+                for index in range(count)]
+        bodies = [memoryview(bytes([index]) * (size + 16))[16:] for index in range(count)]
+        expected = wire.encode_deliver_batch(rows, bodies)
+        for known in (None, count * size):
+            payload = wire.deliver_batch_payload(rows, bodies, known)
+            if size >= wire.GATHER_MIN_AVERAGE_BYTES:
+                assert isinstance(payload, wire.GatherPayload) and len(payload) == len(expected)
+                assert payload.join() == expected
+            else:
+                assert payload == expected
+        assert len(wire.decode_deliver_batch(expected)) == count
