@@ -1,0 +1,360 @@
+"""The receiving side of the packing layer (totemd.pg): ``Unpacker`` turns
+delivered frame payloads back into application messages, reassembling
+fragmented ones, one assembly per sender.
+
+Rules (the module docstring of totemd.pg says how they pair with the Packer):
+
+* At every configuration change the receiver calls ``Unpacker.reset``: every
+  partial assembly is dropped and counted, so a message is never stitched
+  together from parts sent in two rings (totem.md §2.5 #9).
+* A continuation whose head was not seen (or whose index is not the next one)
+  puts the sender's assembly in throw-away mode: the parts of that message are
+  dropped and counted until a frame that does not continue it. Complete entries
+  of the same frame are still delivered: the lengths delimit them exactly, so
+  they cannot be corrupted by the missing head.
+* ``Unpacker.feed`` never raises on peer data. A malformed payload is counted,
+  its text kept in ``stats().last_error``, and dropped whole (nothing from it is
+  delivered), and the sender's open assembly is dropped as well, since the bad
+  frame may have carried its next part. ``decode_payload`` is the strict,
+  raising form for tools and tests.
+
+Speed: ``feed`` checks each frame kind it sees often (whole messages, a
+middle fragment, a last fragment, any other flagged frame) with one header
+unpack and the checks ``pg_codec.decode`` makes for that kind; whatever fails
+them goes through ``decode`` itself, which names the fault. Those checks
+accept exactly what ``decode`` accepts (tests/totem/test_pg.py compares the
+two on random and damaged frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from totemd.pg_codec import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FLAG_FIRST_IS_CONTINUATION,
+    FLAG_LAST_CONTINUES,
+    HEADER_SIZE,
+    KNOWN_FLAGS,
+    LENGTH_SIZE,
+    MIDDLE,
+    ONE_ENTRY,
+    ONE_ENTRY_SIZE,
+    VERSION,
+    DecodeError,
+    decode,
+    split_entries,
+)
+
+__all__ = ["Unpacker", "UnpackerStats", "unpack_all"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnpackerStats:
+    """Counters of an Unpacker.
+
+    Attributes:
+        frames: payloads fed.
+        messages_delivered: complete messages returned by feed.
+        bytes_delivered: their total size.
+        malformed_frames: payloads dropped whole because they did not decode.
+        orphan_fragments: continuation entries dropped because their head was
+            not seen or their index was not the next one (throw-away mode).
+        assemblies_dropped_on_reset: partial messages dropped by reset().
+        assemblies_abandoned: partial messages dropped because the sender
+            started something else without finishing them, or a malformed
+            frame from that sender may have carried their next part.
+        oversized_dropped: partial messages dropped for growing past
+            max_message_size.
+        open_assemblies: partial messages held now.
+        last_error: text of the last malformed payload error, or "".
+    """
+
+    frames: int
+    messages_delivered: int
+    bytes_delivered: int
+    malformed_frames: int
+    orphan_fragments: int
+    assemblies_dropped_on_reset: int
+    assemblies_abandoned: int
+    oversized_dropped: int
+    open_assemblies: int
+    last_error: str
+
+
+class _Assembly:
+    """A message being reassembled from one sender's fragments (its parts
+    are joined once, when the last one arrives)."""
+
+    __slots__ = ("fragment_id", "next_index", "parts", "size")
+
+    def __init__(self, fragment_id: int, first: bytes) -> None:
+        self.fragment_id = fragment_id
+        self.next_index = 1
+        self.parts = [first]
+        self.size = len(first)
+
+
+class Unpacker:
+    """Unpacks frame payloads into application messages, one assembly per
+    sender. Feed it the frames in delivery order; call ``reset`` at every
+    configuration change."""
+
+    __slots__ = (
+        "_max_message_size",
+        "_assemblies",
+        "_frames",
+        "_messages_delivered",
+        "_bytes_delivered",
+        "_malformed",
+        "_orphans",
+        "_dropped_on_reset",
+        "_abandoned",
+        "_oversized",
+        "_last_error",
+    )
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        """Create an unpacker with no assemblies.
+
+        Args:
+            max_message_size: a partial message that grows past this is
+                dropped (counted) and its remaining parts thrown away.
+
+        Raises:
+            ValueError: max_message_size is negative.
+        """
+        if max_message_size < 0:
+            raise ValueError(f"max_message_size must be >= 0, got {max_message_size}")
+        self._max_message_size = max_message_size
+        self._assemblies: dict[int, _Assembly] = {}
+        self._frames = 0
+        self._messages_delivered = 0
+        self._bytes_delivered = 0
+        self._malformed = 0
+        self._orphans = 0
+        self._dropped_on_reset = 0
+        self._abandoned = 0
+        self._oversized = 0
+        self._last_error = ""
+
+    def feed(self, sender: int, payload: bytes) -> list[bytes]:
+        """Take one delivered frame payload from ``sender``.
+
+        Args:
+            sender: the sending node id (the key of the assembly).
+            payload: the frame payload.
+
+        Returns:
+            The messages completed by this frame, in order (a fresh list,
+            possibly empty). Never raises on bad payloads: they are counted
+            and dropped (see the module docstring).
+        """
+        self._frames += 1
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        total = len(payload)
+        if total < ONE_ENTRY_SIZE:
+            return self._feed_checked(sender, payload)
+        version, flags, count, continued_id, continued_index, open_id, length = \
+            ONE_ENTRY.unpack_from(payload)
+        if version != VERSION or not count:
+            return self._feed_checked(sender, payload)
+        if not flags:
+            # Whole messages only (every frame of small messages).
+            if continued_id or continued_index or open_id:
+                return self._feed_checked(sender, payload)
+            if count == 1:
+                if ONE_ENTRY_SIZE + length != total:
+                    return self._feed_checked(sender, payload)
+                entries = [payload[ONE_ENTRY_SIZE:]]
+            else:
+                entries = split_entries(payload, count, total)
+                if entries is None:
+                    return self._feed_checked(sender, payload)
+            if self._assemblies and self._assemblies.pop(sender, None) is not None:
+                # The sender started afresh without finishing: it gave up on
+                # that message (its own configuration change). Never join
+                # across that.
+                self._abandoned += 1
+            self._messages_delivered += count
+            self._bytes_delivered += total - HEADER_SIZE - LENGTH_SIZE * count
+            return entries
+        if count == 1 and (flags == MIDDLE or flags == FLAG_FIRST_IS_CONTINUATION):
+            # The next part of a fragmented message alone in its frame (most
+            # frames of a large message).
+            if (ONE_ENTRY_SIZE + length != total or not continued_id or not continued_index
+                    or open_id != (continued_id if flags == MIDDLE else 0)):
+                return self._feed_checked(sender, payload)
+            assembly = self._assemblies.get(sender)
+            if (assembly is None or assembly.fragment_id != continued_id
+                    or assembly.next_index != continued_index
+                    or assembly.size + length > self._max_message_size):
+                message = self._continue(sender, continued_id, continued_index,
+                                         payload[ONE_ENTRY_SIZE:], flags == MIDDLE)
+                if message is None:
+                    return []
+            elif flags == MIDDLE:
+                # _continue's common cases, written out (once per frame).
+                assembly.parts.append(payload[ONE_ENTRY_SIZE:])
+                assembly.size += length
+                assembly.next_index = continued_index + 1
+                return []
+            else:
+                del self._assemblies[sender]
+                parts = assembly.parts
+                parts.append(payload[ONE_ENTRY_SIZE:])
+                message = b"".join(parts)
+            self._messages_delivered += 1
+            self._bytes_delivered += len(message)
+            return [message]
+        if flags == MIDDLE:
+            # A frame that completes one message and opens another (count
+            # >= 2 here): decode's checks for it.
+            if not continued_id or not continued_index or not open_id or open_id == continued_id:
+                return self._feed_checked(sender, payload)
+        elif not _flagged_header_ok(flags, count, continued_id, continued_index, open_id):
+            return self._feed_checked(sender, payload)
+        entries = split_entries(payload, count, total)
+        if entries is None:
+            return self._feed_checked(sender, payload)
+        return self._flagged(sender, flags, continued_id, continued_index, open_id, entries,
+                             total - HEADER_SIZE - LENGTH_SIZE * count)
+
+    def _feed_checked(self, sender: int, payload: bytes) -> list[bytes]:
+        """feed through the strict decoder: what the fast checks turned
+        away, a malformed payload (counted, dropped) or a rare valid one."""
+        try:
+            flags, continued_id, continued_index, open_id, entries = decode(payload)
+        except DecodeError as error:
+            self._malformed += 1
+            self._last_error = f"from node {sender}: {error}"
+            if self._assemblies.pop(sender, None) is not None:
+                self._abandoned += 1
+            return []
+        data_size = len(payload) - HEADER_SIZE - LENGTH_SIZE * len(entries)
+        if not flags:
+            if self._assemblies.pop(sender, None) is not None:
+                self._abandoned += 1
+            self._messages_delivered += len(entries)
+            self._bytes_delivered += data_size
+            return entries
+        return self._flagged(sender, flags, continued_id, continued_index, open_id, entries,
+                             data_size)
+
+    def _flagged(self, sender: int, flags: int, continued_id: int, continued_index: int,
+                 open_id: int, entries: list[bytes], data_size: int) -> list[bytes]:
+        """Deliver the entries of a valid frame with a continuation flag.
+
+        ``entries`` (a fresh list, ``data_size`` bytes in all) becomes the
+        list of messages returned: the continuation is replaced by the
+        message it completes (or taken out), the open head taken out.
+        """
+        head = None
+        if flags & FLAG_LAST_CONTINUES and (len(entries) > 1
+                                            or not flags & FLAG_FIRST_IS_CONTINUATION):
+            head = entries.pop()
+            data_size -= len(head)
+        if flags & FLAG_FIRST_IS_CONTINUATION:
+            middle = head is None and flags & FLAG_LAST_CONTINUES
+            part = entries[0]
+            data_size -= len(part)
+            message = self._continue(sender, continued_id, continued_index, part, middle)
+            if message is None:
+                del entries[0]
+            else:
+                entries[0] = message
+                data_size += len(message)
+        elif self._assemblies.pop(sender, None) is not None:
+            self._abandoned += 1
+        if head is not None:
+            if len(head) > self._max_message_size:
+                self._oversized += 1
+            else:
+                self._assemblies[sender] = _Assembly(open_id, head)
+        if entries:
+            self._messages_delivered += len(entries)
+            self._bytes_delivered += data_size
+        return entries
+
+    def _continue(self, sender: int, continued_id: int, continued_index: int, part: bytes,
+                  middle: bool) -> bytes | None:
+        """Add the first entry of a continuing frame to the sender's assembly.
+
+        Returns the completed message, or None (middle part, or thrown away).
+        """
+        assembly = self._assemblies.get(sender)
+        if (
+            assembly is None
+            or assembly.fragment_id != continued_id
+            or assembly.next_index != continued_index
+        ):
+            # Throw-away mode: the head (or a middle part) of this message was
+            # not seen here; drop its parts until the sender starts afresh.
+            self._orphans += 1
+            if assembly is not None:
+                del self._assemblies[sender]
+                self._abandoned += 1
+            return None
+        assembly.size += len(part)
+        if assembly.size > self._max_message_size:
+            del self._assemblies[sender]
+            self._oversized += 1
+            return None
+        assembly.parts.append(part)
+        if middle:
+            assembly.next_index += 1
+            return None
+        del self._assemblies[sender]
+        return b"".join(assembly.parts)
+
+    def reset(self) -> None:
+        """Drop every partial assembly (at a configuration change), counted."""
+        self._dropped_on_reset += len(self._assemblies)
+        self._assemblies.clear()
+
+    def stats(self) -> UnpackerStats:
+        """A snapshot of the counters."""
+        return UnpackerStats(
+            frames=self._frames,
+            messages_delivered=self._messages_delivered,
+            bytes_delivered=self._bytes_delivered,
+            malformed_frames=self._malformed,
+            orphan_fragments=self._orphans,
+            assemblies_dropped_on_reset=self._dropped_on_reset,
+            assemblies_abandoned=self._abandoned,
+            oversized_dropped=self._oversized,
+            open_assemblies=len(self._assemblies),
+            last_error=self._last_error,
+        )
+
+
+def _flagged_header_ok(flags: int, count: int, continued_id: int, continued_index: int,
+                       open_id: int) -> bool:
+    """decode's header checks for a frame with flags != 0 and count >= 1
+    (the version already checked)."""
+    if flags & ~KNOWN_FLAGS:
+        return False
+    if flags & FLAG_FIRST_IS_CONTINUATION:
+        if not continued_id or not continued_index:
+            return False
+    elif continued_id or continued_index:
+        return False
+    if flags & FLAG_LAST_CONTINUES:
+        if not open_id:
+            return False
+        if flags & FLAG_FIRST_IS_CONTINUATION:
+            # A middle fragment continues and leaves open the same id; any
+            # other frame must not.
+            return (open_id == continued_id) == (count == 1)
+        return True
+    return not open_id and flags == FLAG_FIRST_IS_CONTINUATION
+
+
+def unpack_all(unpacker: Unpacker, sender: int, payloads: Sequence[bytes]) -> list[bytes]:
+    """Feed payloads from one sender in order and collect the messages."""
+    out: list[bytes] = []
+    for payload in payloads:
+        out.extend(unpacker.feed(sender, payload))
+    return out
