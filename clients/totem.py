@@ -25,6 +25,7 @@ TryAgain with ``accepted`` set when not all did.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -87,20 +88,22 @@ class DeliveryBatch:
     order, with the fields ``sender``, ``sinc``, ``sseq``, ``ring_rep``,
     ``ring_seq``, ``seq``, ``flags`` (bit 0: safe) and ``length``, so a
     consumer can select or count deliveries without a Python step per
-    message (``numpy.count_nonzero(batch.table["sender"] == me)``, or
-    :meth:`count_from`); ``payload(i)`` is the i-th message as a memoryview;
-    iterating yields the tuples of :meth:`TotemClient.dispatch_deliveries`.
+    message (``numpy.count_nonzero(batch.table["sender"] == me)``);
+    :meth:`count_from` counts one origin's deliveries (one's own);
+    ``payload(i)`` is the i-th message as a memoryview; iterating yields the
+    tuples of :meth:`TotemClient.dispatch_deliveries`.
 
-    Building one costs a header read and a numpy view (about 1 µs): the
-    payload offsets, and the check that the payload lengths fill the event
-    exactly, are worked out when a payload is first asked for (``offsets``,
-    ``payload``, iteration), so a consumer of the table alone never pays them.
+    Making one reads the event's count and checks that the table fits (no
+    numpy): the table is made when first asked for, and the payload offsets
+    (with the check that the payload lengths fill the event exactly) when a
+    payload is first asked for (``offsets``, ``payload``, iteration). A
+    consumer that only counts pays for neither.
 
-    Raises (construction, or the first payload access):
+    Raises (when made, or at the first payload access):
         LocalDecodeError: the table or the payloads do not fit the event.
     """
 
-    __slots__ = ("_view", "table", "_first", "_offsets")
+    __slots__ = ("_view", "_count", "_first", "_table", "_offsets")
 
     def __init__(self, payload: memoryview | bytes) -> None:
         view = memoryview(payload)
@@ -111,12 +114,10 @@ class DeliveryBatch:
         if first > len(view):
             raise wire.LocalDecodeError(f"DELIVER_BATCH of {len(view)} bytes is shorter than the "
                                         f"table of its {count} deliveries")
-        numpy, table_dtype, _origin = _numpy()
-        table = numpy.frombuffer(view, dtype=table_dtype, count=count, offset=_COUNT.size)
-        table.flags.writeable = False
         self._view = view
-        self.table = table
+        self._count = count
         self._first = first
+        self._table: Any = None
         self._offsets: Any = None
 
     @classmethod
@@ -127,7 +128,18 @@ class DeliveryBatch:
         return cls(memoryview(wire.encode_deliver_batch([row], [event.data])))
 
     def __len__(self) -> int:
-        return len(self.table)
+        return self._count
+
+    @property
+    def table(self) -> Any:
+        """The deliveries' origins as a read-only numpy structured array (a view, no copy)."""
+        if self._table is None:
+            numpy, table_dtype, _origin = _numpy()
+            table = numpy.frombuffer(self._view, dtype=table_dtype, count=self._count,
+                                     offset=_COUNT.size)
+            table.flags.writeable = False
+            self._table = table
+        return self._table
 
     @property
     def offsets(self) -> Any:
@@ -149,14 +161,23 @@ class DeliveryBatch:
         return self._view[start:start + int(self.table["length"][index])]
 
     def count_from(self, sender: int, sinc: int) -> int:
-        """How many of these deliveries were sent by node ``sender`` in its
-        incarnation ``sinc`` (e.g. one's own: ``hello.node_id``, ``hello.inc``);
-        one numpy comparison over the table."""
+        """How many of these deliveries node ``sender`` sent in its
+        incarnation ``sinc`` (one's own: ``hello.node_id``, ``hello.inc``).
+
+        A row's sender and sinc are adjacent big-endian u32s, read as one
+        u64. Up to ``_STRUCT_ROWS`` rows one cached struct unpacks them all
+        (measured: 0.4 µs for 6 rows, 2.7 for 64, against 5-6 µs for the
+        numpy comparison, whose fixed cost is several times higher still
+        with cold caches on a busy machine); bigger batches use numpy.
+        """
+        key = (sender << 32) | sinc
+        count = self._count
+        if count <= _STRUCT_ROWS:
+            return _origins_struct(count).unpack_from(self._view, _COUNT.size).count(key)
         numpy, _table, origin_dtype = _numpy()
-        # sender and sinc are adjacent big-endian u32s: one u64 per row, one comparison.
-        origins = numpy.frombuffer(self._view, dtype=origin_dtype, count=len(self.table),
+        origins = numpy.frombuffer(self._view, dtype=origin_dtype, count=count,
                                    offset=_COUNT.size)["origin"]
-        return int(numpy.count_nonzero(origins == ((sender << 32) | sinc)))
+        return int(numpy.count_nonzero(origins == key))
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return wire.iter_deliver_batch(self._view)
@@ -164,14 +185,24 @@ class DeliveryBatch:
 
 _COUNT = struct.Struct("!I")
 _ITEM_SIZE = wire.DELIVER_ITEM.size
+#: count_from unpacks batches of up to this many rows with struct, bigger ones with numpy.
+_STRUCT_ROWS = 128
 _numpy_cache: list[Any] = []
+
+
+@functools.lru_cache(maxsize=_STRUCT_ROWS)
+def _origins_struct(rows: int) -> struct.Struct:
+    """A struct reading the (sender << 32 | sinc) u64 of ``rows`` table rows."""
+    skip_before = 4  # the length
+    skip_after = _ITEM_SIZE - skip_before - 8
+    return struct.Struct("!" + f"{skip_before}xQ{skip_after}x" * rows)
 
 
 def _numpy() -> tuple[Any, Any, Any]:
     """numpy, the DELIVER_ITEM table dtype and a dtype that sees a row's
     sender and sinc as one big-endian u64 ``origin``, made once (building a
     structured dtype costs more than viewing a whole batch). Imported on
-    first use: only clients that take batches pay for numpy."""
+    first use: only clients that look at tables pay for numpy."""
     if not _numpy_cache:
         import numpy
 
@@ -303,11 +334,38 @@ class TotemClient:
         """
         if not messages:
             return 0
-        status, accepted, first = wire.decode_submit_many_reply(
-            self._request(wire.Function.SUBMIT_MANY, wire.encode_submit_many(list(messages)),
-                          timeout))
+        status, accepted, first = self._submit_many(messages, timeout)
         self._raise_for(status, accepted, first)
         return first
+
+    def offer_many(self, messages: Sequence[tuple[bytes | memoryview, bool]],
+                   timeout: float | None = None) -> tuple[int, int]:
+        """Queue as many of the (data, safe) ``messages`` as the node takes
+        now, in order, in one round trip; a full queue is an answer, not an
+        error (what a sender that keeps the queue full gets on most calls:
+        no exception raised and caught per round trip).
+
+        Returns:
+            (accepted, first_sseq): the first ``accepted`` messages were
+            queued, with sseqs ``first_sseq``, ``first_sseq + 1``, ...
+            (0, 0) when the queue was full.
+
+        Raises:
+            MessageTooLarge, ShuttingDown, ConnectionLost, NotConnected: as
+                :meth:`submit_many`.
+        """
+        if not messages:
+            return 0, 0
+        status, accepted, first = self._submit_many(messages, timeout)
+        if status is not Status.TRY_AGAIN:
+            self._raise_for(status, accepted, first)
+        return accepted, first
+
+    def _submit_many(self, messages: Sequence[tuple[bytes | memoryview, bool]],
+                     timeout: float | None) -> tuple[Status, int, int]:
+        batch = messages if isinstance(messages, list) else list(messages)
+        return wire.decode_submit_many_reply(
+            self._request(wire.Function.SUBMIT_MANY, wire.encode_submit_many(batch), timeout))
 
     @staticmethod
     def _raise_for(status: Status, accepted: int, first: int) -> None:
