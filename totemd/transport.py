@@ -34,7 +34,8 @@ through the network, so the transport never needs to loop frames back; for
 ``udp`` the looped-back copy is recognised by source address and dropped.
 
 Socket buffers are sized for ``window_size x netmtu`` frames with headroom
-(corosync sizes them the same way), clamped by what the kernel allows.
+(corosync sizes them the same way), clamped by what the kernel allows. The
+sockets are made in ``totemd.udp_sockets`` (setup only).
 
 Batched I/O (Linux UDP GSO and GRO, planned and cut in ``totemd.gso``):
 
@@ -66,7 +67,6 @@ Batched I/O (Linux UDP GSO and GRO, planned and cut in ``totemd.gso``):
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import select
 import socket
@@ -90,16 +90,24 @@ from totemd.gso import (
 )
 from totemd.gso import enable_gro as _enable_gro
 from totemd.gso import gso_supported as _gso_supported
+from totemd.udp_sockets import (
+    BUFFER_WINDOWS,
+    TransportError,
+    bind,
+    connected_socket,
+    family_of,
+    join_group,
+    set_buffers,
+    set_multicast_sender,
+    socket_buffer_bytes,
+)
 
-__all__ = ["GRO_MAX_SEGMENTS", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SOL_UDP", "TransportError",
+__all__ = ["BUFFER_WINDOWS", "GRO_MAX_SEGMENTS", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SOL_UDP", "TransportError",
            "TransportStats", "UDP_GRO", "UDP_SEGMENT", "UdpTransport", "plan_batches", "socket_buffer_bytes",
            "split_coalesced"]
 
 log = logging.getLogger("totemd.transport")
 
-# Headroom over one window of frames: the token, retransmissions and a second
-# rotation may all be in flight while the daemon is busy.
-BUFFER_WINDOWS = 4
 RECEIVE_BATCH_MAX = 256
 RECEIVE_BUFFER_BYTES = 65536
 _LOST_PACKET_ERRNOS = frozenset((errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH,
@@ -110,10 +118,6 @@ _LOST_PACKET_ERRNOS = frozenset((errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED
 _Destination = tuple[int, str, Any, tuple, Any, tuple]
 # A receiving socket: (read method, "more waiting?" poll or None, GRO on).
 _Reader = tuple[Callable[..., Any], Callable[[int], list] | None, bool]
-
-
-class TransportError(Exception):
-    """The transport could not be set up (address, bind, multicast join)."""
 
 
 @dataclass(slots=True)
@@ -140,21 +144,6 @@ class TransportStats:
     dropped_bad_coalesced: int = 0
     gso_enabled: int = 0
     gro_enabled: int = 0
-
-
-def socket_buffer_bytes(window_size: int, netmtu: int) -> int:
-    """Bytes of socket buffer that hold BUFFER_WINDOWS windows of full frames."""
-    if window_size <= 0 or netmtu <= 0:
-        raise ValueError(f"window_size ({window_size}) and netmtu ({netmtu}) must be positive")
-    return BUFFER_WINDOWS * window_size * netmtu
-
-
-def _family(address: str) -> socket.AddressFamily:
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError as exc:
-        raise TransportError(f"{address!r} is not an IP address") from exc
-    return socket.AF_INET6 if parsed.version == 6 else socket.AF_INET
 
 
 @dataclass(slots=True)
@@ -216,7 +205,7 @@ class UdpTransport:
             raise TransportError(f"transport {self.mode!r} is not one of udpu, udp")
         if self.mode == "udp" and not self.multicast_group:
             raise TransportError("transport udp needs a multicast group (totem.interface.mcastaddr)")
-        family = _family(self.bind_address)
+        family = family_of(self.bind_address)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self._configure(sock, family)
@@ -251,26 +240,18 @@ class UdpTransport:
         return (sock.recvmsg, waiting.poll, True)
 
     def _configure(self, sock: socket.socket, family: socket.AddressFamily) -> None:
-        wanted = socket_buffer_bytes(self.window_size, self.netmtu)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, wanted)
-            except OSError:
-                pass  # the kernel clamps; what we got is recorded below
+        set_buffers(sock, socket_buffer_bytes(self.window_size, self.netmtu))
         # Linux reports double the requested size (bookkeeping overhead).
         self.stats.receive_buffer_bytes = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.stats.send_buffer_bytes = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         if self.mode == "udp":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        bind_host = self.multicast_group if self.mode == "udp" else self.bind_address
-        try:
-            sock.bind((bind_host, self.port))
-        except OSError as exc:
-            raise TransportError(f"cannot bind {bind_host}:{self.port}: {exc.strerror}") from exc
+        bind(sock, self.multicast_group if self.mode == "udp" else self.bind_address, self.port)
         if self.mode == "udp":
+            assert self.multicast_group is not None  # checked in open()
             if self.port == 0:
                 self.port = int(sock.getsockname()[1])  # the unicast socket takes the same port
-            self._join_group(sock, family)
+            join_group(sock, family, self.multicast_group, self.bind_address, self.multicast_ttl)
         sock.setblocking(False)
 
     def _open_unicast(self, family: socket.AddressFamily) -> None:
@@ -279,47 +260,13 @@ class UdpTransport:
         assert self._socket is not None
         sock = socket.socket(family, socket.SOCK_DGRAM)
         self._unicast_socket = sock
-        wanted = socket_buffer_bytes(self.window_size, self.netmtu)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, wanted)
-            except OSError:
-                pass  # the kernel clamps
-        try:
-            sock.bind((self.bind_address, self.port))
-        except OSError as exc:
-            raise TransportError(f"cannot bind {self.bind_address}:{self.port}: {exc.strerror}") from exc
-        self._set_multicast_sender(sock)
+        set_buffers(sock, socket_buffer_bytes(self.window_size, self.netmtu))
+        bind(sock, self.bind_address, self.port)
+        set_multicast_sender(sock, self.bind_address, self.multicast_ttl)
         sock.setblocking(False)
         self._poller = select.epoll()
         self._poller.register(self._socket.fileno(), select.EPOLLIN)
         self._poller.register(sock.fileno(), select.EPOLLIN)
-
-    def _set_multicast_sender(self, sock: socket.socket) -> None:
-        local = socket.inet_aton(self.bind_address)
-        try:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, local)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.multicast_ttl)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-        except OSError as exc:
-            raise TransportError(f"cannot send multicast from {self.bind_address}: {exc.strerror}") from exc
-
-    def _join_group(self, sock: socket.socket, family: socket.AddressFamily) -> None:
-        assert self.multicast_group is not None
-        if family != socket.AF_INET:
-            raise TransportError("transport udp supports IPv4 multicast groups only")
-        group = socket.inet_aton(self.multicast_group)
-        local = socket.inet_aton(self.bind_address)
-        try:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group + local)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, local)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.multicast_ttl)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-        except OSError as exc:
-            raise TransportError(
-                f"cannot join multicast group {self.multicast_group} on {self.bind_address}: "
-                f"{exc.strerror} (is multicast enabled on the interface and routed?)"
-            ) from exc
 
     # -- addresses ---------------------------------------------------------
 
@@ -334,33 +281,11 @@ class UdpTransport:
         if old is not None:
             old.close()
         if self.mode == "udpu" and self._socket is not None and address != self.bind_address:
-            connected = self._connected_socket(endpoint)
+            connected = connected_socket(self.bind_address, endpoint,
+                                         socket_buffer_bytes(self.window_size, self.netmtu))
             if connected is not None:
                 self._peer_sockets[node_id] = connected
         self._rebuild_fanout()
-
-    def _connected_socket(self, endpoint: tuple[str, int]) -> socket.socket | None:
-        """A send-only socket bound to our address and connected to endpoint,
-        or None if the kernel refuses (then sendto on the bound socket)."""
-        try:
-            sock = socket.socket(_family(self.bind_address), socket.SOCK_DGRAM)
-        except OSError:
-            return None
-        try:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
-                                socket_buffer_bytes(self.window_size, self.netmtu))
-            except OSError:
-                pass  # the kernel clamps
-            # Nothing is ever sent to its port: keep its receive buffer small.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.bind((self.bind_address, 0))
-            sock.connect(endpoint)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            return None
-        return sock
 
     def _rebuild_fanout(self) -> None:
         if self._socket is None:
