@@ -20,7 +20,17 @@ totem.dispatch, callback)``); it is not thread-safe.
 Back-pressure: the node's send queue is bounded. ``submit`` raises
 :class:`TryAgain` when it is full (nothing was queued: retry after some
 deliveries); ``submit_many`` queues as many as fit, in order, and raises
-TryAgain with ``accepted`` set when not all did.
+TryAgain with ``accepted`` set when not all did; ``offer_many`` does the
+same and returns ``(accepted, first_sseq)`` instead of raising (for a sender
+that keeps the queue full and so hears "full" on most calls).
+
+Cost: events are read in place from the shared-memory event ring (no copy;
+``dispatch_deliveries`` and ``dispatch_batches`` hand out views valid during
+the callback), the ring space is handed back once per dispatch, and a
+client that never asked for ``fileno()`` is not re-armed after each
+dispatch (so the daemon rings its doorbell only while it really sleeps in a
+dispatch). A bulk consumer counts its own deliveries with
+``DeliveryBatch.count_from`` without touching the payloads.
 """
 
 from __future__ import annotations
@@ -405,7 +415,8 @@ class TotemClient:
             How many events were dispatched.
 
         Raises:
-            ConnectionLost: the daemon is gone or dropped us.
+            ConnectionLost: the daemon is gone or dropped us (a ``timeout=0``
+                poll that finds nothing looks at most every 10 ms).
         """
         dispatched = 0
 
