@@ -38,7 +38,7 @@ from totemd.srp.params import RTR_LIST_MAX
 
 __all__ = ["MAGIC", "VERSION", "HEADER_SIZE", "MCAST_OVERHEAD", "MAX_NODES", "encode", "decode",
            "packet_type", "encode_mcast", "encode_token", "decode_token", "decode_ring_frame",
-           "DecodeError"]
+           "frame_prefix", "pack_frame_tail", "DecodeError"]
 
 MAGIC = 0xC071
 VERSION = 1
@@ -61,6 +61,9 @@ _ENTRY = struct.Struct("!IQIIIIB")
 _RING_ONLY = struct.Struct("!HBBBIIQ")
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 _MCAST_TYPE = int(PacketType.MCAST)  # a plain int compares faster than the enum
+_MCAST_TAIL = struct.Struct("!IB")  # seq, safe: the end of the MCAST header (frame_prefix)
+#: ``pack_frame_tail(seq, safe)``: the last bytes of a frame's header (see frame_prefix).
+pack_frame_tail = _MCAST_TAIL.pack
 _ORF_TOKEN_TYPE = int(PacketType.ORF_TOKEN)
 _TOKEN_SIZE = _TOKEN.size
 _RTR_SIZE = _RTR.size
@@ -89,6 +92,16 @@ def encode_mcast(message: Mcast) -> bytes:
                            seq, 1 if safe else 0) + encode_mcast(inner)
     return _MCAST.pack(MAGIC, VERSION, _MCAST_TYPE, 0, sender, rep, ring_seq, seq,
                        1 if safe else 0) + payload
+
+
+def frame_prefix(sender: int, ring_id: RingId) -> bytes:
+    """The bytes every plain (not encapsulated) frame ``sender`` sends on
+    ``ring_id`` starts with: ``frame_prefix(...) + pack_frame_tail(seq, safe)
+    + payload`` is ``encode_mcast`` of that frame, without packing the
+    fields that do not change per frame (the origination hot path).
+    """
+    return _MCAST.pack(MAGIC, VERSION, _MCAST_TYPE, 0, sender, ring_id[0], ring_id[1], 0,
+                       0)[:-_MCAST_TAIL.size]
 
 
 def encode(message: Packet) -> bytes:
@@ -240,7 +253,7 @@ def decode_ring_frame(data: bytes, ring_id: RingId, me: int) -> Mcast | None:
         ring_id: the ring the node is running.
         me: this node's id.
     """
-    if len(data) < MCAST_OVERHEAD:
+    if len(data) < MCAST_OVERHEAD or data[3] != _MCAST_TYPE:  # (a token: no unpack)
         return None
     head, flags, sender, rep, ring_seq, seq, safe = _FRAME.unpack_from(data)
     # head is magic, version and type at once; rep == ring_id's rep also

@@ -65,6 +65,28 @@ def test_every_packet_round_trips(packet):
     assert codec.packet_type(data) is not None
 
 
+@given(mcasts(inner_allowed=False))
+@settings(max_examples=200, deadline=None)
+def test_frame_prefix_and_tail_make_the_encoded_frame(frame):
+    """The origination hot path packs a frame as prefix + tail + payload."""
+    data = (codec.frame_prefix(frame.sender, frame.ring_id)
+            + codec.pack_frame_tail(frame.seq, frame.safe) + frame.payload)
+    assert data == codec.encode_mcast(frame)
+    assert codec.decode(data) == frame
+
+
+@given(tokens, ring_ids)
+@settings(max_examples=200, deadline=None)
+def test_decode_token_shares_the_running_ring_id(token, other):
+    data = codec.encode(token)
+    running = RingId(token.ring_id.rep, token.ring_id.seq)  # equal, not the same object
+    shared = codec.decode_token(data, running)
+    assert shared == token and shared.ring_id is running
+    assert codec.decode_token(data) == token
+    decoded = codec.decode_token(data, other)
+    assert decoded == token and (decoded.ring_id is other) == (other == token.ring_id)
+
+
 def test_mcast_header_fits_the_room_left_by_params():
     # frame_payload_max leaves room for two headers (a recovery frame wraps one).
     assert codec.MCAST_OVERHEAD <= TOTEM_HEADER_BYTES

@@ -182,6 +182,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._token_retransmit_ms = self._params.token_retransmit_ms
         # (members, the node after us in them): _forward_token's cache.
         self._successor_cache: tuple[tuple[int, ...] | None, int] = (None, 0)
+        # (ring id, codec.frame_prefix of our frames on it): _originate_new's cache.
+        self._frame_prefix: tuple[RingId | None, bytes] = (None, b"")
         self._packer = Packer(self._params.frame_payload_max, self._params.max_message_size,
                               self._params.max_queued_bytes)
         self._unpacker = Unpacker(self._params.max_message_size)
@@ -346,6 +348,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             return
         ring = self._ring if state is _OPERATIONAL else None
         ring_id = ring.ring_id if ring is not None else None
+        queue = ring.queue if ring is not None else None
         counters = self._counters
         pending = False  # frames of ``ring`` stored but not yet delivered
         after_token = self._deliver_after_token
@@ -356,14 +359,26 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         for data in packets:
             frame = decode_frame(data, ring_id, me) if ring_id is not None else None
             if frame is not None:
-                # _on_mcast's OPERATIONAL same-ring case, delivery deferred.
-                # seq_diff(frame.seq, high_delivered) > SORT_QUEUE_MAX, written out.
+                # _on_mcast's OPERATIONAL same-ring case, delivery deferred,
+                # with RingState.insert written out (once per frame): a frame
+                # within SORT_QUEUE_MAX after high_delivered and new is stored.
                 frames += 1
-                if window < ((frame.seq - ring.high_delivered) & mask) <= half:
-                    counters.rx_out_of_window += 1
-                elif ring.insert(frame):
+                seq = frame[2]
+                offset = (seq - ring.high_delivered) & mask
+                if 0 < offset <= window and seq not in queue:
+                    queue[seq] = frame
+                    if 0 < ((seq - ring.high_seq) & mask) <= half:
+                        ring.high_seq = seq
+                    if seq == ((ring.aru + 1) & mask):
+                        # The frame after aru: aru moves across it and what follows.
+                        seq = (seq + 1) & mask
+                        while seq in queue:
+                            seq = (seq + 1) & mask
+                        ring.aru = (seq - 1) & mask
                     pending = True
-                else:
+                elif window < offset <= half:
+                    counters.rx_out_of_window += 1
+                else:  # at or before high_delivered, or held already
                     counters.mcast_duplicate += 1
                 continue
             if pending:
@@ -377,6 +392,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             self._receive_packet(data)
             ring = self._ring if self._state is _OPERATIONAL else None
             ring_id = ring.ring_id if ring is not None else None
+            queue = ring.queue if ring is not None else None
         counters.mcast_rx += frames
         if pending:
             self._delivery_owed = True

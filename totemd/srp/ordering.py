@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from totemd.codec import encode, encode_mcast, encode_token
+from totemd.codec import encode, encode_mcast, encode_token, frame_prefix, pack_frame_tail
 from totemd.srp.actions import (CancelTimer, Deliver, DeliverFrame, GatherReason, Originated,
                                 SendMulticast, SendUnicast, SetTimer, State, Timer, TokenWarning)
 from totemd.srp.messages import Mcast, OrfToken, RtrEntry, TokenHoldCancel
@@ -315,8 +315,13 @@ class OrderingMixin:
         """Stamp up to ``budget`` packed frames with new seqs and multicast them."""
         take = self._packer.take_frame
         emit = self._actions.append
+        insert = ring.insert
         me = self._node_id
         ring_id = ring.ring_id
+        cached = self._frame_prefix
+        if cached[0] is not ring_id:
+            cached = self._frame_prefix = (ring_id, frame_prefix(me, ring_id))
+        prefix = cached[1]
         new_tuple = tuple.__new__
         count = 0
         while count < budget:
@@ -327,13 +332,15 @@ class OrderingMixin:
             payload, safe, completed = frame
             # tuple.__new__: NamedTuples built without their Python-level
             # __new__ (once per frame sent).
-            mcast = new_tuple(Mcast, (me, ring_id, seq, safe, payload, None))
-            ring.insert(mcast)
+            insert(new_tuple(Mcast, (me, ring_id, seq, safe, payload, None)))
             # Originated goes first: a driver that logs it must have it on
             # disk before the frame can reach another node (EVS rule S10).
             if completed:
                 emit(new_tuple(Originated, (ring_id, seq, completed)))
-            emit(new_tuple(SendMulticast, (encode_mcast(mcast),)))
+            # encode_mcast of the frame, with the header fields that do not
+            # change per frame packed once per ring (codec.frame_prefix).
+            emit(new_tuple(SendMulticast, (prefix + pack_frame_tail(seq, 1 if safe else 0)
+                                                   + payload,)))
             count += 1
         self._counters.mcast_tx += count
         return seq, count

@@ -38,7 +38,11 @@ class RingState:
         self.last_aru_forwarded: int | None = None
 
     def insert(self, frame: Mcast) -> bool:
-        """Store a frame of this ring; False if it is old or a duplicate."""
+        """Store a frame of this ring; False if it is old or a duplicate.
+
+        ``SrpCore._receive_all`` has this written out for the frames of the
+        running ring (once per received frame): keep the two alike.
+        """
         # Called once per frame sent or received: the seq comparisons of
         # seqnum are written out here (seq_lt(a, b) is 0 < (b - a) & MASK <= HALF).
         seq = frame.seq
