@@ -102,9 +102,9 @@ from totemd.udp_sockets import (
     socket_buffer_bytes,
 )
 
-__all__ = ["BUFFER_WINDOWS", "GRO_MAX_SEGMENTS", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SOL_UDP", "TransportError",
-           "TransportStats", "UDP_GRO", "UDP_SEGMENT", "UdpTransport", "plan_batches", "socket_buffer_bytes",
-           "split_coalesced"]
+__all__ = ["BUFFER_WINDOWS", "GRO_MAX_SEGMENTS", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "RECEIVE_BATCH_MAX",
+           "SOL_UDP", "TransportError", "TransportStats", "UDP_GRO", "UDP_SEGMENT", "UdpTransport",
+           "plan_batches", "socket_buffer_bytes", "split_coalesced"]
 
 log = logging.getLogger("totemd.transport")
 
