@@ -7,7 +7,8 @@ Drives a real :class:`coroipc.IpcServer` serving a real
 core, no network) and measures the server side of:
 
 - ``idle``: one ``process(0.0)`` pass with 3 connected clients and no work
-  (what totemd pays ``IPC_PASSES_PER_TURN`` times per loop turn);
+  (what totemd pays up to ``IPC_PASSES_PER_TURN`` times per loop turn), and
+  one ``process(0.0, poll=False)`` pass (the passes that need not poll);
 - ``deliver 6x8K`` / ``deliver 40x1K``: one turn's deliveries to one
   batching subscriber that sleeps on its event ring: what the daemon does
   from the rows and bodies it collected (build the DELIVER_BATCH, broadcast
@@ -27,6 +28,7 @@ with them, since the machine is shared.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -132,14 +134,15 @@ def _timed(rounds: int, calls: int, body) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def bench_idle(server: IpcServer, rounds: int) -> tuple[float, float]:
+def bench_idle(server: IpcServer, rounds: int, poll: bool = True) -> tuple[float, float]:
     process = server.process
+    options = {} if poll else {"poll": False}
 
-    def body(calls: int) -> float:
+    def body(calls: int) -> tuple[float, float]:
         cpu = time.thread_time()
         start = time.perf_counter()
         for _ in range(calls):
-            process(0.0)
+            process(0.0, **options)
         return time.perf_counter() - start, time.thread_time() - cpu
 
     return _timed(rounds, IDLE_CALLS, body)
@@ -230,6 +233,10 @@ def measure(rounds: int) -> list[dict[str, Any]]:
                 server.process(0.0)
             wall, cpu = bench_idle(server, rounds)
             results.append({"case": "idle process(0.0), 3 clients", "unit": "call", "us": wall, "cpu_us": cpu})
+            if "poll" in inspect.signature(server.process).parameters:
+                wall, cpu = bench_idle(server, rounds, poll=False)
+                results.append({"case": "idle process(0.0, poll=False)", "unit": "call", "us": wall,
+                                "cpu_us": cpu})
             shapes = ["legacy"] + (["payload"] if hasattr(wire, "deliver_batch_payload") else [])
             for count, size in ((6, 8192), (40, 1024)):
                 for shape in shapes:
