@@ -160,3 +160,62 @@ def test_deliveries_after_the_token_change_when_not_what(seed):
                 {k: v for k, v in asdict(plain_stats).items() if k not in skip}
             deferred += sum(1 for name, args in calls if name == "receive_many" and not args[2])
     assert deferred > 0, "no burst was stored without delivery"
+
+
+def _as_totemd(calls: list) -> tuple[list, list[int]]:
+    """The calls as totemd makes them: every read (a lone token too) handed
+    over with deliver=False, and deliver_pending once its actions ran.
+
+    Returns:
+        the calls, and for each take_actions of ``calls`` the index of the
+        take_actions of the new calls by which the same messages must have
+        been delivered (the one after deliver_pending, for a read).
+    """
+    out: list = []
+    marks: list[int] = []
+    takes = 0
+    for name, args in calls:
+        if name == "receive":
+            name, args = "receive_many", ([args[0]], args[1], False)
+        elif name == "receive_many":
+            name, args = "receive_many", (list(args[0]), args[1], False)
+        out.append((name, args))
+        if name == "take_actions":
+            takes += 1
+            if len(out) >= 2 and out[-2][0] == "receive_many":
+                out.append(("deliver_pending", ()))
+                out.append(("take_actions", ()))
+                takes += 1
+            marks.append(takes - 1)
+    return out, marks
+
+
+@pytest.mark.parametrize("seed", [5, 11])
+def test_reads_handed_over_as_totemd_does_deliver_the_same(seed):
+    # Lone tokens go through receive_many([token], now, False) (its fast
+    # path), bursts too, and deliver_pending follows each read's actions:
+    # the same deliveries in the same order, and each one done by the end of
+    # the read that makes it deliverable (as delivering at once would).
+    cores = _recorded_cores(seed)
+    rng = random.Random(seed)
+    lone_tokens = 0
+    for recorded in cores:
+        for calls in (recorded.calls, _spoil(recorded.calls, rng)):
+            plain, plain_stats = _replay(recorded, calls, bursts=True)
+            totemd_calls, marks = _as_totemd(calls)
+            later, later_stats = _replay(recorded, totemd_calls, bursts=True, after_token=True)
+            assert _split(later)[1] == _split(plain)[1]
+            done_plain = done_later = 0
+            cumulative = [0]
+            for actions in later:
+                cumulative.append(cumulative[-1] + sum(type(a) is Deliver for a in actions))
+            for index, actions in enumerate(plain):
+                done_plain += sum(type(a) is Deliver for a in actions)
+                done_later = cumulative[marks[index] + 1]
+                assert done_later == done_plain, index
+            skip = {"frames_freed"}
+            assert {k: v for k, v in asdict(later_stats).items() if k not in skip} == \
+                {k: v for k, v in asdict(plain_stats).items() if k not in skip}
+            lone_tokens += sum(1 for name, args in totemd_calls if name == "receive_many"
+                               and len(args[0]) == 1 and args[0][0][3:4] == b"\x00")
+    assert lone_tokens > 0, "no token came alone"

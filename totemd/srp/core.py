@@ -316,10 +316,21 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             NotStarted: called before ``start``.
         """
         # _check_running, written out (once per network read).
-        if self._state is _INITIAL:
+        state = self._state
+        if state is _INITIAL:
             raise NotStarted("the core must be started before it gets events")
         self._now = now_ms
-        self._receive_all(packets, deliver or not self._deliver_after_token)
+        deliver = deliver or not self._deliver_after_token
+        if type(packets) is list and len(packets) == 1 and state is not _LEFT:
+            data = packets[0]
+            if len(data) > 3 and data[3] == _ORF_TOKEN_TYPE:
+                # A token alone (a network read on an idle ring): what
+                # _receive_all does for it, without its per-call set-up.
+                self._receive_packet(data)
+                if deliver and self._delivery_owed:
+                    self._deliver_owed()
+                return
+        self._receive_all(packets, deliver)
 
     @property
     def delivery_owed(self) -> bool:
