@@ -23,7 +23,8 @@ from coroipc.errors import IpcError, ProtocolError
 from coroipc.ring import Ring
 
 if TYPE_CHECKING:
-    from coroipc.server import Service, _Poller
+    from coroipc._poller import Poller
+    from coroipc.server import Service
 
 __all__ = ["HandshakeMixin", "PendingHandshake", "MIN_RING", "MAX_RING"]
 
@@ -58,7 +59,7 @@ class HandshakeMixin:
     max_message_size: int | None
     max_connections: int
     handshake_timeout_s: float
-    _selector: "_Poller | None"
+    _selector: "Poller | None"
     _handshakes: dict[int, PendingHandshake]
     _connections: dict[int, object]
     _counts: "collections.Counter[str]"

@@ -17,6 +17,15 @@ backlog bounded in messages and bytes; when that is full too, ``send_event``
 raises WouldBlock to the service. A client whose backlog makes no progress
 for ``event_stall_timeout_s``, or that had ``event_refusal_limit`` events
 refused in a row, is disconnected with a GOODBYE saying why.
+
+The cost of a pass (a daemon calls ``process(0.0)`` several times per loop
+turn): the connections are walked as a tuple rebuilt only when one comes or
+goes; only request rings left unarmed are armed again; the time-outs are
+looked at only while handshakes or backlogs exist, and the backlogs only
+once the earliest moment one can have stalled has passed; ``poll=False``
+skips the epoll system call for a caller that knows the set is quiet. An
+event can be written as gathered parts (``send_event_parts``) with no
+joined copy, and held wake-ups are rung once per doorbell (``flush_wakes``).
 """
 
 from __future__ import annotations
@@ -26,21 +35,21 @@ import itertools
 import logging
 import math
 import os
-import select
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from coroipc import _shm, codec
+from coroipc._connection import Connection, ConnectionStats
 from coroipc._doorbell import Bell
+from coroipc._poller import Poller
 from coroipc._ring_layout import W_POS
 from coroipc._server_handshake import MAX_RING, MIN_RING, HandshakeMixin, PendingHandshake
 from coroipc._ring_wait import SpinPolicy
 from coroipc._wire import pack_header, parse_message, put_message, send_handshake
 from coroipc.errors import (ConnectionLost, IpcError, MessageTooLarge, NotConnected, ProtocolError,
                             RingCorrupted, WouldBlock)
-from coroipc.ring import Ring
 
 __all__ = ["Service", "Connection", "IpcServer", "ServerStats", "ConnectionStats", "socket_path"]
 
@@ -56,65 +65,6 @@ RefuseCode = codec.RefuseCode
 def socket_path(run_dir: str | os.PathLike, service: str) -> str:
     """Where the server for ``service`` listens inside ``run_dir``."""
     return os.path.join(os.fspath(run_dir), f"{service}.sock")
-
-
-def _descriptor(fileobj) -> int:
-    fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-    if fd < 0:
-        raise ValueError(f"invalid file descriptor {fd}")
-    return fd
-
-
-class _Poller:
-    """An epoll set whose ready descriptors come back as the data registered
-    with them: the part of ``selectors`` the server uses, without its cost
-    per call (no key objects, no timeout arithmetic), since ``process`` polls
-    it several times per loop turn of the daemon."""
-
-    __slots__ = ("_epoll", "_data")
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
-        self._data: dict[int, tuple] = {}
-
-    def register(self, fileobj, data: tuple) -> None:
-        """Watch ``fileobj`` (or a descriptor) for reading. Raises KeyError if it is watched."""
-        fd = _descriptor(fileobj)
-        if fd in self._data:
-            raise KeyError(f"descriptor {fd} is already registered")
-        self._epoll.register(fd, select.EPOLLIN)
-        self._data[fd] = data
-
-    def modify(self, fileobj, data: tuple) -> None:
-        """Replace the data of a watched descriptor. Raises KeyError if it is not watched."""
-        fd = _descriptor(fileobj)
-        if fd not in self._data:
-            raise KeyError(f"descriptor {fd} is not registered")
-        self._data[fd] = data
-
-    def unregister(self, fileobj) -> None:
-        """Stop watching. Raises KeyError if not watched, ValueError if closed."""
-        fd = _descriptor(fileobj)
-        del self._data[fd]
-        try:
-            self._epoll.unregister(fd)
-        except OSError:  # closed already: the kernel dropped it from the set
-            pass
-
-    def poll(self, timeout: float) -> list[tuple]:
-        """The data of the ready descriptors, waiting up to ``timeout`` seconds."""
-        ready = self._epoll.poll(timeout if timeout > 0 else 0)
-        if not ready:
-            return ready
-        data = self._data
-        return [data[fd] for fd, _mask in ready if fd in data]
-
-    def fileno(self) -> int:
-        return self._epoll.fileno()
-
-    def close(self) -> None:
-        self._epoll.close()
-        self._data.clear()
 
 
 class Service:
@@ -145,22 +95,6 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionStats:
-    connection_id: int
-    service: str
-    pid: int
-    uid: int
-    gid: int
-    requests: int
-    responses: int
-    events_sent: int
-    event_backlog: int
-    event_backlog_peak: int
-    events_refused: int
-    response_backlog: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerStats:
     connections: int
     connections_total: int
@@ -171,107 +105,6 @@ class ServerStats:
     requests: int = 0
     events_sent: int = 0
     events_refused: int = 0
-
-
-class Connection:
-    """The server's side of one client connection (given to the service)."""
-
-    current_request_id = 0
-
-    def __init__(self, server: "IpcServer", connection_id: int, service: Service, sock: socket.socket,
-                 credentials: tuple[int, int, int], rings: tuple[Ring, Ring, Ring], max_message_size: int) -> None:
-        self._server = server
-        self.id = connection_id
-        self.service = service
-        self.sock = sock
-        self.pid, self.uid, self.gid = credentials
-        self.request_ring, self.response_ring, self.event_ring = rings
-        self.max_message_size = max_message_size
-        self.closed = False
-        self.event_backlog: collections.deque[bytes] = collections.deque()
-        self.event_backlog_bytes = 0
-        self.response_backlog: collections.deque[bytes] = collections.deque()
-        self.stalled_since: float | None = None
-        self.refused_in_a_row = 0
-        self.armed = False
-        self.selector_fds: list[int] = []  # registered with the server's selector
-        self._event_sequence = itertools.count(1)
-        self.counts = dict.fromkeys(("requests", "responses", "events_sent", "events_refused",
-                                     "event_backlog_peak"), 0)
-
-    def __repr__(self) -> str:
-        return f"Connection(id={self.id}, service={self.service.name!r}, pid={self.pid}, uid={self.uid})"
-
-    def send_event(self, function: int, payload=b"") -> None:
-        """Queue an event for the client; never blocks.
-
-        Raises:
-            WouldBlock: the event ring and the bounded backlog are both full.
-            MessageTooLarge: larger than the agreed maximum.
-            NotConnected: the connection is closed.
-        """
-        if self.closed:
-            raise NotConnected(f"connection {self.id} is closed")
-        if len(payload) > self.max_message_size:
-            raise MessageTooLarge(f"event of {len(payload)} bytes exceeds the agreed {self.max_message_size}")
-        sequence = next(self._event_sequence)
-        if not self.event_backlog:
-            try:
-                put_message(self.event_ring, function, 0, sequence, payload)
-                self.counts["events_sent"] += 1
-                return
-            except WouldBlock:
-                pass
-            except (ConnectionLost, RingCorrupted) as error:  # the client broke its event ring
-                self._server._disconnect(self, RefuseCode.CORRUPTED, f"event ring unusable: {error}")
-                raise NotConnected(f"connection {self.id} was closed: {error}") from None
-        self._server._backlog_event(self, pack_header(function, 0, sequence) + bytes(payload))
-
-    def send_event_parts(self, function: int, parts, size: int) -> None:
-        """Like :meth:`send_event` for a payload given as the buffers
-        ``parts`` (``size`` bytes in all), written into the event ring one
-        after the other without being joined first (one copy of each). Only
-        an event that must wait in the backlog is joined.
-
-        Raises:
-            ValueError: the parts do not add up to ``size`` (nothing sent).
-            As :meth:`send_event` otherwise.
-        """
-        if self.closed:
-            raise NotConnected(f"connection {self.id} is closed")
-        if size > self.max_message_size:
-            raise MessageTooLarge(f"event of {size} bytes exceeds the agreed {self.max_message_size}")
-        sequence = next(self._event_sequence)
-        header = pack_header(function, 0, sequence)
-        if not self.event_backlog:
-            try:
-                self.event_ring.write_gather_nowait(header, parts, size)
-                self.counts["events_sent"] += 1
-                return
-            except WouldBlock:
-                pass
-            except (ConnectionLost, RingCorrupted) as error:  # the client broke its event ring
-                self._server._disconnect(self, RefuseCode.CORRUPTED, f"event ring unusable: {error}")
-                raise NotConnected(f"connection {self.id} was closed: {error}") from None
-        message = b"".join((header, *parts))
-        if len(message) != 16 + size:
-            raise ValueError(f"the parts hold {len(message) - 16} bytes, not {size}")
-        self._server._backlog_event(self, message)
-
-    def respond(self, request_id: int, payload=b"", status: int = 0, function: int = 0) -> None:
-        """Answer a request later (after ``on_request`` returned None)."""
-        if self.closed:
-            raise NotConnected(f"connection {self.id} is closed")
-        self._server._respond(self, function, status, request_id, payload)
-
-    def close(self, reason: str = "closed by the service") -> None:
-        """Disconnect this client (it gets ConnectionLost with ``reason``)."""
-        self._server._disconnect(self, RefuseCode.SHUTTING_DOWN, reason)
-
-    def stats(self) -> ConnectionStats:
-        return ConnectionStats(connection_id=self.id, service=self.service.name, pid=self.pid, uid=self.uid,
-                               gid=self.gid, event_backlog=len(self.event_backlog),
-                               response_backlog=len(self.response_backlog), **self.counts)
 
 
 class IpcServer(HandshakeMixin):
@@ -336,7 +169,7 @@ class IpcServer(HandshakeMixin):
         self._spinner = SpinPolicy(int(spin_us * 1000))
         self._busy_turns = 0
         self._pending_wakes: list[Bell] | None = [] if defer_wakes else None
-        self._selector: _Poller | None = None
+        self._selector: Poller | None = None
         self._pid = os.getpid()
         self._listeners: dict[str, socket.socket] = {}
         self._handshakes: dict[int, PendingHandshake] = {}
@@ -367,7 +200,7 @@ class IpcServer(HandshakeMixin):
         if removed:
             log.warning("removed %d shared-memory segments left by dead processes: %s", len(removed),
                         ", ".join(removed))
-        self._selector = _Poller()
+        self._selector = Poller()
         try:
             for name in self.services:
                 path = socket_path(self.run_dir, name)
