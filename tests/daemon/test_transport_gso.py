@@ -160,6 +160,17 @@ def test_split_coalesced_cuts_by_segment_size():
     assert split_coalesced(data, [], 0) == [data]
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=1, max_size=3000), segment=st.integers(min_value=1, max_value=400))
+def test_split_coalesced_cuts_exactly_like_slicing(data, segment):
+    pieces = split_coalesced(data, _gro(segment), 0)
+    if len(data) > segment * GRO_MAX_SEGMENTS:
+        assert pieces is None
+    else:
+        assert pieces == [data[offset:offset + segment] for offset in range(0, len(data), segment)]
+        assert all(type(piece) is bytes for piece in pieces)
+
+
 def test_split_coalesced_refuses_what_cannot_be_cut_safely():
     data = b"a" * 300
     assert split_coalesced(data, _gro(0), 0) is None
@@ -303,6 +314,41 @@ def test_gso_refused_by_the_kernel_falls_back_for_good_without_losing_frames(cap
         refusals = [record for record in caplog.records if "GSO" in record.getMessage()]
         assert len(refusals) == 1
         assert "Invalid argument" in refusals[0].getMessage()
+    finally:
+        for transport in (one, two, three):
+            transport.close()
+
+
+def test_send_visit_after_a_gso_refusal_delivers_frames_then_token_one_by_one(caplog):
+    one, two, three = _cluster()
+    try:
+        for connected in one._peer_sockets.values():
+            connected.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        frames = [b"%02d" % index + b"v" * 1398 for index in range(12)]
+        with caplog.at_level(logging.WARNING, logger="totemd.transport"):
+            assert one.send_visit(frames, 2, b"token-1")
+            assert one.send_visit(frames, 3, b"token-2")
+        assert [data for data, _source in _receive(two, 2 * len(frames) + 1)] == frames + [b"token-1"] + frames
+        assert [data for data, _source in _receive(three, 2 * len(frames) + 1)] == frames + frames + [b"token-2"]
+        assert one.stats.send_gso_fallbacks == 1 and one.stats.gso_enabled == 0
+        assert one.stats.packets_sent == 2 * (2 * len(frames) + 1) and one.stats.send_errors == 0
+    finally:
+        for transport in (one, two, three):
+            transport.close()
+
+
+def test_without_connected_sockets_unicast_and_send_visit_go_by_sendto(monkeypatch):
+    monkeypatch.setattr(transport_module, "connected_socket", lambda *_args: None)
+    one, two, three = _cluster()
+    try:
+        assert not one._peer_sockets
+        frames = [b"%02d" % index + b"w" * 1398 for index in range(5)]
+        assert one.send_visit(frames, 2, b"token")
+        assert one.unicast(3, b"direct")
+        assert _receive(two, len(frames) + 1) == [(frame, "127.0.0.1") for frame in frames + [b"token"]]
+        assert _receive(three, len(frames) + 1) == [(frame, "127.0.0.1") for frame in frames + [b"direct"]]
+        # One GSO send per peer, the token inside node 2's; then the unicast.
+        assert (one.stats.send_gso_calls, one.stats.send_calls) == (2, 3)
     finally:
         for transport in (one, two, three):
             transport.close()
