@@ -342,7 +342,8 @@ def _uniform_items(payload: memoryview | bytes, take: int, whole: bool
         return None
     region = view[_MANY_COUNT.size:stop]
     for position in range(1, head):
-        if region[position::stride].tobytes() != first[position:position + 1] * take:
+        # A strided view compared in place (no copy): this byte of every header.
+        if region[position::stride] != first[position:position + 1] * take:
             return None
     flags = region[::stride].tobytes()
     if flags.translate(None, _VALID_FLAGS):
