@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from totemd import codec
 from totemd.srp import (GatherReason, SendMulticast, SendUnicast, SrpCore, State,
@@ -335,3 +337,54 @@ def test_originated_comes_before_the_frame_is_sent():
     for seq, position in originated_at.items():
         assert seq in sent_at
         assert position < sent_at[seq], f"frame {seq} sent before its Originated"
+
+
+_FORMED: list[SrpCore] = []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 120), st.integers(0, 12)),
+                min_size=1, max_size=6))
+def test_a_visit_sends_and_updates_the_token_as_flow_says(visits):
+    """The visit writes flow's arithmetic out (once per hop): what it sends
+    and the fcc and backlog it forwards are what flow's functions give,
+    over successive visits (the previous visit's share matters)."""
+    import copy
+
+    from totemd.sim import visit_bench
+
+    if not _FORMED:
+        _FORMED.append(visit_bench.form_ring(TotemParams(nodes=3)))
+    core = copy.deepcopy(_FORMED[0])
+    last = codec.decode(core._last_token[1])
+    seq, token_seq, now = last.seq, last.token_seq, core._now + 1.0
+    for fcc, backlog, submits in visits:
+        for _ in range(submits):
+            core.submit(b"m" * 3000)
+        mine, previous_backlog = core.queued_frames(), core._previous_backlog
+        previous_sent = core._previous_sent
+        token_seq += 2
+        token = _token(last.ring_id, seq, seq, 0, token_seq=token_seq, fcc=fcc, backlog=backlog)
+        core.receive_many([codec.encode(token)], now, False)
+        sent = sum(isinstance(a, SendMulticast) for a in core.take_actions())
+        core.deliver_pending()
+        out = codec.decode(core._last_token[1])
+        allowed = flow.transmits_allowed(17, 50, fcc, backlog, mine, previous_backlog)
+        assert sent <= allowed and (sent == allowed or core.queued_frames() == 0)
+        assert out.fcc == flow.update_fcc(fcc, sent, previous_sent)
+        assert out.backlog == flow.update_backlog(backlog, core.queued_frames(), previous_backlog)
+        assert out.seq == seq + sent and out.token_seq == token_seq + 1
+        seq = out.seq
+        token_seq += 1
+        now += 1.0
+
+
+def test_the_visits_transmit_budget_is_flows():
+    core = SrpCore(2, TotemParams(nodes=3))
+    for previous in (0, 3, 40):
+        core._previous_backlog = previous
+        for fcc in range(0, 70, 3):
+            for backlog in range(0, 130, 7):
+                for mine in range(0, 60, 5):
+                    assert core._transmits_allowed(fcc, backlog, mine) == \
+                        flow.transmits_allowed(17, 50, fcc, backlog, mine, previous)

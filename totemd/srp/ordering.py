@@ -158,20 +158,9 @@ class OrderingMixin:
          token_backlog, token_retrans, requests) = token
         me = self._node_id
         operational = self._state is _OPERATIONAL
-        window = self._window_size
-        # Step 3: what this node may send (flow.transmits_allowed).
         my_backlog = self._packer.pending_frames() if operational else len(self._retransmit_queue)
         previous_backlog = self._previous_backlog
-        allowed = window - token_fcc
-        if allowed > self._max_messages:
-            allowed = self._max_messages
-        elif allowed < 0:
-            allowed = 0
-        ring_backlog = token_backlog + my_backlog - previous_backlog
-        if ring_backlog > 0:
-            share = (window * my_backlog) // ring_backlog
-            if 0 < share < allowed:
-                allowed = share
+        allowed = self._transmits_allowed(token_fcc, token_backlog, my_backlog)
         if requests:
             rtr, sent = self._serve_retransmit_requests(ring, requests, allowed)
         else:
@@ -181,7 +170,7 @@ class OrderingMixin:
         if in_flight > SEQ_HALF:
             in_flight -= 0x100000000
         budget = allowed - sent
-        room = SORT_QUEUE_MAX - window - in_flight
+        room = SORT_QUEUE_MAX - self._window_size - in_flight
         if room < budget:
             budget = room
         seq = start_seq
@@ -241,6 +230,29 @@ class OrderingMixin:
         out = _new_tuple(OrfToken, (me, ring.ring_id, seq, (token_seq + 1) & SEQ_MASK, aru,
                                     aru_addr, fcc, backlog, retrans_pending,
                                     tuple(rtr) if rtr else ()))
+        self._pass_token(ring, out, operational)
+
+    def _transmits_allowed(self: SrpCore, token_fcc: int, token_backlog: int,
+                           my_backlog: int) -> int:
+        """Step 3: the frames this visit may send (flow.transmits_allowed,
+        written out with the parameters read once)."""
+        window = self._window_size
+        allowed = window - token_fcc
+        if allowed > self._max_messages:
+            allowed = self._max_messages
+        elif allowed < 0:
+            allowed = 0
+        ring_backlog = token_backlog + my_backlog - self._previous_backlog
+        if ring_backlog > 0:
+            share = (window * my_backlog) // ring_backlog
+            if 0 < share < allowed:
+                allowed = share
+        return allowed
+
+    def _pass_token(self: SrpCore, ring: RingState, out: OrfToken, operational: bool) -> None:
+        """The end of a visit: re-arm the token loss timer, deliver (before
+        or after the token), hold or forward ``out``, and in RECOVERY see
+        whether the ring can be installed."""
         # _set_timer(TOKEN_LOSS), written out.
         now = self._now
         deadline = now + self._token_loss_ms
@@ -271,7 +283,7 @@ class OrderingMixin:
                     limit = high_delivered
                 if ring.freed != limit:
                     self._counters.frames_freed += ring.free_up_to(limit)
-        if (operational and ring.ring_id[0] == me
+        if (operational and ring.ring_id[0] == self._node_id
                 and self._unchanged_rotations >= self._hold_rotations
                 and self._should_hold(ring, out)):
             self._held_token = out
