@@ -52,6 +52,9 @@ __all__ = ["TotemService", "SERVICE_NAME"]
 
 SERVICE_NAME = "totem"
 OVERFLOW_LIMIT_BYTES = 32 << 20
+# Plain ints for the comparisons made per request and per event.
+_SUBMIT = int(wire.Function.SUBMIT)
+_SUBMIT_MANY = int(wire.Function.SUBMIT_MANY)
 _DELIVER = wire.EventKind.DELIVER
 _DELIVER_BATCH = wire.EventKind.DELIVER_BATCH
 log = logging.getLogger("totemd.local")
@@ -89,11 +92,11 @@ class TotemService(Service):
     def on_request(self, conn: Connection, function: int, payload: memoryview) -> bytes | None:
         self.counts["requests"] += 1
         try:
-            if function == wire.Function.SUBMIT:
+            if function == _SUBMIT:
                 if conn.id in self._overflow:
                     return self._behind(wire.encode_submit_reply(wire.Status.TRY_AGAIN, 0))
                 return self._submit(payload)
-            if function == wire.Function.SUBMIT_MANY:
+            if function == _SUBMIT_MANY:
                 if conn.id in self._overflow:
                     return self._behind(wire.encode_submit_many_reply(wire.Status.TRY_AGAIN, 0, 0))
                 return self._submit_many(payload)
@@ -239,6 +242,8 @@ class TotemService(Service):
 
     def flush(self) -> None:
         """Move overflowed events into the event rings as room appears (each loop turn)."""
+        if not self._overflow:
+            return
         for conn_id, (queue, size) in list(self._overflow.items()):
             conn = self._subscribers.get(conn_id)
             if conn is None:
