@@ -67,6 +67,7 @@ Batched I/O (Linux UDP GSO and GRO, planned and cut in ``totemd.gso``):
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import select
 import socket
@@ -116,8 +117,9 @@ _LOST_PACKET_ERRNOS = frozenset((errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED
 # A destination of the batched fan-out: (node id, address for messages,
 # send, its extra arguments, sendmsg, its extra arguments).
 _Destination = tuple[int, str, Any, tuple, Any, tuple]
-# A receiving socket: (read method, "more waiting?" poll or None, GRO on).
-_Reader = tuple[Callable[..., Any], Callable[[int], list] | None, bool]
+# A receiving socket's drain: (budget, frames, sources or None) -> None,
+# ``_read_coalesced`` or ``_read_plain`` bound to the socket.
+_Reader = Callable[[int, list, "list[str] | None"], None]
 
 
 @dataclass(slots=True)
@@ -221,23 +223,24 @@ class UdpTransport:
                 raise
         self._gso_active = self.gso and _gso_supported(sock)
         self.stats.gso_enabled = int(self._gso_active)
-        self._readers = [self._reader(receiver) for receiver in (sock, self._unicast_socket)
-                         if receiver is not None]
-        self.stats.gro_enabled = int(any(gro for _read, _more, gro in self._readers))
+        receivers = [receiver for receiver in (sock, self._unicast_socket) if receiver is not None]
+        coalescing = [self.gro and _enable_gro(receiver) for receiver in receivers]
+        self._readers = [self._reader(receiver, gro) for receiver, gro in zip(receivers, coalescing)]
+        self.stats.gro_enabled = int(any(coalescing))
         for node_id, address in self.peers.items():
             self.learn_peer(node_id, address)
         self._rebuild_fanout()
         return self
 
-    def _reader(self, sock: socket.socket) -> _Reader:
-        """How to read sock: recvmsg and a readiness poll with GRO on, else
-        recvfrom until EAGAIN (each read one datagram: a poll per read
-        would cost more than the one failed read)."""
-        if not (self.gro and _enable_gro(sock)):
-            return (sock.recvfrom, None, False)
+    def _reader(self, sock: socket.socket, gro: bool) -> _Reader:
+        """How to drain sock: recvmsg, and a readiness poll between reads,
+        with GRO on; else recvfrom until EAGAIN (each read one datagram: a
+        poll per read would cost more than the one failed read)."""
+        if not gro:
+            return functools.partial(self._read_plain, sock.recvfrom)
         waiting = select.poll()
         waiting.register(sock.fileno(), select.POLLIN)
-        return (sock.recvmsg, waiting.poll, True)
+        return functools.partial(self._read_coalesced, sock.recvmsg, waiting.poll)
 
     def _configure(self, sock: socket.socket, family: socket.AddressFamily) -> None:
         set_buffers(sock, socket_buffer_bytes(self.window_size, self.netmtu))
@@ -498,37 +501,38 @@ class UdpTransport:
 
     # -- receiving ---------------------------------------------------------
 
-    def receive_frames(self, max_packets: int = RECEIVE_BATCH_MAX) -> list[bytes]:
+    def receive_frames(self, max_packets: int = RECEIVE_BATCH_MAX, sources: list[str] | None = None) -> list[bytes]:
         """Drain up to max_packets waiting frames, without their sources.
 
         What ``receive_batch`` returns, without the pair per frame: every
         frame returned passed the source check (udpu: a nodelist address;
-        udp: not our own looped-back multicast). Use ``receive_batch`` where
-        the source is needed (udp learns peers from it).
+        udp: not our own looped-back multicast).
 
         Args:
             max_packets: datagrams to read at most; the last read may carry
                 the batch past it by at most GRO_MAX_SEGMENTS - 1 frames
                 (nothing read is held back: the daemon waits on the socket,
                 not on us).
+            sources: if a list, each returned frame's source address is
+                appended to it (udp learns peers from them).
 
         Returns:
             The frames in arrival order (udp: the group's first).
+
+        Raises:
+            TransportError: the transport is not open.
         """
         readers = self._readers
         if not readers:
             raise TransportError("transport is not open")
         frames: list[bytes] = []
-        for read, more, gro in readers:
+        for drain in readers:
             # The budget counts what was accepted (udp: our own looped-back
             # frames must not keep the token on the unicast socket unread).
             budget = max_packets - len(frames)
             if budget <= 0:
                 break
-            if gro:
-                self._read_coalesced(read, more, budget, frames, None)
-            else:
-                self._read_plain(read, budget, frames, None)
+            drain(budget, frames, sources)
         return frames
 
     def receive_batch(self, max_packets: int = RECEIVE_BATCH_MAX) -> list[tuple[bytes, str]]:
@@ -543,18 +547,8 @@ class UdpTransport:
         token is already queued when the token arrives; reading it first
         spares a retransmission request.
         """
-        if not self._readers:
-            raise TransportError("transport is not open")
-        frames: list[bytes] = []
         sources: list[str] = []
-        for read, more, gro in self._readers:
-            budget = max_packets - len(frames)
-            if budget <= 0:
-                break
-            if gro:
-                self._read_coalesced(read, more, budget, frames, sources)
-            else:
-                self._read_plain(read, budget, frames, sources)
+        frames = self.receive_frames(max_packets, sources)
         return list(zip(frames, sources))
 
     def _read_plain(self, recvfrom: Callable[[int], tuple[bytes, Any]], budget: int, frames: list[bytes],
@@ -585,7 +579,12 @@ class UdpTransport:
             if sources is not None:
                 sources.append(source)
         if packets:
-            self._count_received(packets, packets, received_bytes, dropped)
+            stats = self.stats
+            stats.receive_reads += packets
+            stats.packets_received += packets
+            stats.bytes_received += received_bytes
+            if dropped:
+                self._count_dropped(dropped, 0)
 
     def _read_coalesced(self, recvmsg: Callable[..., tuple[bytes, list[tuple[int, int, bytes]], int, Any]],
                         more: Callable[[int], list] | None, budget: int, frames: list[bytes],
@@ -641,22 +640,24 @@ class UdpTransport:
             if sources is not None:
                 sources += [source] * segments
         if reads:
-            self._count_received(reads, count, received_bytes, dropped)
+            stats = self.stats
+            stats.receive_reads += reads
+            stats.packets_received += count
+            stats.bytes_received += received_bytes
             if coalesced:
-                self.stats.receive_coalesced_reads += coalesced
-            if bad:
-                self.stats.dropped_bad_coalesced += bad
+                stats.receive_coalesced_reads += coalesced
+            if dropped or bad:
+                self._count_dropped(dropped, bad)
 
-    def _count_received(self, reads: int, frames: int, received_bytes: int, dropped: int) -> None:
+    def _count_dropped(self, dropped: int, bad: int) -> None:
+        """Count frames dropped by source (udpu: not from the nodelist; udp:
+        our own looped back) and coalesced reads that could not be cut."""
         stats = self.stats
-        stats.receive_reads += reads
-        stats.packets_received += frames
-        stats.bytes_received += received_bytes
-        if dropped:
-            if self.mode == "udpu":
-                stats.dropped_unknown_source += dropped
-            else:
-                stats.dropped_own_loopback += dropped
+        if self.mode == "udpu":
+            stats.dropped_unknown_source += dropped
+        else:
+            stats.dropped_own_loopback += dropped
+        stats.dropped_bad_coalesced += bad
 
     def close(self) -> None:
         """Close the sockets; idempotent."""
