@@ -94,6 +94,7 @@ DELIVER_ITEM_FIELDS = (("length", ">u4"), ("sender", ">u4"), ("sinc", ">u4"), ("
                        ("ring_rep", ">u4"), ("ring_seq", ">u8"), ("seq", ">u4"), ("flags", "u1"),
                        ("pad", "V3"))
 _DELIVER_SIZE = _DELIVER.size
+_TABLE_DTYPE = None  # the numpy dtype of DELIVER_ITEM_FIELDS, made on first use
 
 
 class Function(enum.IntEnum):
@@ -494,15 +495,18 @@ def deliver_batch_table(payload: memoryview | bytes):
     Raises:
         LocalDecodeError: the table or the payloads do not fill the event exactly.
     """
+    global _TABLE_DTYPE
     import numpy  # only clients that ask for arrays pay for the import
 
+    if _TABLE_DTYPE is None:
+        _TABLE_DTYPE = numpy.dtype(list(DELIVER_ITEM_FIELDS))  # built once: a few µs each time
     view = memoryview(payload)
     count, first = _batch_layout(view)
-    table = numpy.frombuffer(view, dtype=numpy.dtype(list(DELIVER_ITEM_FIELDS)), count=count,
-                             offset=_MANY_COUNT.size)
+    table = numpy.frombuffer(view, dtype=_TABLE_DTYPE, count=count, offset=_MANY_COUNT.size)
     table.flags.writeable = False
     lengths = table["length"].astype(numpy.int64)
-    ends = numpy.cumsum(lengths) + first
+    ends = numpy.cumsum(lengths)
+    ends += first
     total = int(ends[-1]) if count else first
     if total != len(view):
         raise LocalDecodeError(f"DELIVER_BATCH payload lengths add up to {total - first} bytes, "
