@@ -455,10 +455,10 @@ class Daemon:
         receive_frames = self.transport.receive_frames
         for _ in range(RECEIVE_BATCHES_PER_TURN):
             if learn:
-                batch = self.transport.receive_batch()
-                for data, source in batch:
+                sources: list[str] = []
+                packets = receive_frames(RECEIVE_BATCH_MAX, sources)
+                for data, source in zip(packets, sources):
                     self._learn_peer(data, source)
-                packets = [data for data, _source in batch]
             else:
                 packets = receive_frames()  # udpu: the sources were checked
             # The packets of a read go to the core together, cut after each
