@@ -22,9 +22,11 @@ the same minutes, and the table shows both and the ratio new/old. Every row
 carries the 1-minute load average: on a shared machine the numbers are only
 comparable within one run.
 
-``--workload NAME --repeat 1`` runs a single workload once, for
-``valgrind --tool=callgrind`` instruction counts (subtract a run with
-``--scale 0`` for the start-up cost).
+``--callgrind`` counts instructions instead (``valgrind --tool=callgrind``,
+unaffected by the machine's load; slow, so use ``--scale 0.1``): each phase
+by the difference of runs that stop after the one before it and after it,
+the start-up by a run of zero messages. The columns are then instructions
+per frame and per message.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--impl-dir", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stop-after", default="feed", help=argparse.SUPPRESS)
+    parser.add_argument("--callgrind", action="store_true",
+                        help="count instructions with valgrind instead of timing (slow; "
+                             "per phase by difference of runs that stop after it)")
 
 
 def _load_pg(impl_dir: str | None) -> Any:
@@ -92,9 +98,11 @@ def _frame_payload_max() -> int:
 
 
 def measure(pg: Any, size: int, count: int, frame_payload_max: int,
-            repeat: int) -> dict[str, float]:
+            repeat: int, stop_after: str = "feed") -> dict[str, float]:
     """Best-of-``repeat`` CPU seconds of the three phases for ``count``
-    messages of ``size`` bytes, with the frame and message counts."""
+    messages of ``size`` bytes, with the frame and message counts.
+    ``stop_after`` ("submit", "take") skips the later phases (for
+    instruction counts of each phase by difference)."""
     messages = [(i.to_bytes(4, "big") * (size // 4 + 1))[:size] for i in range(count)]
     best = {"submit_s": float("inf"), "take_s": float("inf"), "feed_s": float("inf")}
     frames = 0
@@ -106,6 +114,8 @@ def measure(pg: Any, size: int, count: int, frame_payload_max: int,
         for message in messages:
             submit(message, False, message)
         submitted = clock()
+        if stop_after == "submit":
+            continue
         take = packer.take_frame
         payloads = []
         add = payloads.append
@@ -113,6 +123,9 @@ def measure(pg: Any, size: int, count: int, frame_payload_max: int,
         while (frame := take()) is not None:
             add(frame[0])
         taken = clock()
+        frames = len(payloads)
+        if stop_after == "take":
+            continue
         unpacker = pg.Unpacker()
         feed = unpacker.feed
         out = []
@@ -123,7 +136,6 @@ def measure(pg: Any, size: int, count: int, frame_payload_max: int,
         fed = clock()
         if out != messages:
             raise RuntimeError("round trip changed the messages")
-        frames = len(payloads)
         for key, value in (("submit_s", submitted - start), ("take_s", taken - start_take),
                            ("feed_s", fed - start_feed)):
             best[key] = min(best[key], value)
@@ -136,7 +148,8 @@ def _worker(args: argparse.Namespace) -> int:
     for name in args.workload or WORKLOADS:
         size, count = WORKLOADS[name]
         count = int(count * args.scale)
-        result = measure(pg, size, count, frame_payload_max, args.repeat) if count else {}
+        result = (measure(pg, size, count, frame_payload_max, args.repeat, args.stop_after)
+                  if count else {})
         print(json.dumps({"workload": name, **result}), flush=True)
     return 0
 
@@ -151,6 +164,42 @@ def _run_worker(args: argparse.Namespace, impl_dir: str | None) -> dict[str, dic
     done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     return {row["workload"]: row for row in rows}
+
+
+def _instructions(args: argparse.Namespace, impl_dir: str | None, name: str,
+                  stop_after: str, scale: float) -> int:
+    """Instructions (callgrind's Ir) of one worker run."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+               sys.executable, str(Path(__file__).resolve()), "--worker", "--repeat", "1",
+               "--scale", str(scale), "--workload", name, "--stop-after", stop_after]
+    if impl_dir is not None:
+        command += ["--impl-dir", impl_dir]
+    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=1800)
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-500:]}")
+
+
+def _callgrind_rows(args: argparse.Namespace, impl_dir: str | None
+                    ) -> dict[str, dict[str, float]]:
+    """Per workload: instructions of each phase, by differences of runs at
+    --scale and at zero messages (start-up and message generation cancel)."""
+    rows: dict[str, dict[str, float]] = {}
+    for name in args.workload or WORKLOADS:
+        size, count = WORKLOADS[name]
+        count = int(count * args.scale)
+        marks = {stop: _instructions(args, impl_dir, name, stop, args.scale)
+                 for stop in ("submit", "take", "feed")}
+        zero = _instructions(args, impl_dir, name, "feed", 0.0)
+        measured = measure(_load_pg(None), size, count, _frame_payload_max(), 1, "take")
+        # "_s" keys hold instructions here; _per turns them into per-frame
+        # and per-message figures all the same.
+        rows[name] = {"submit_s": (marks["submit"] - zero) / 1e6,
+                      "take_s": (marks["take"] - marks["submit"]) / 1e6,
+                      "feed_s": (marks["feed"] - marks["take"]) / 1e6,
+                      "frames": measured["frames"], "messages": count}
+    return rows
 
 
 def _per(row: dict[str, float]) -> dict[str, float]:
@@ -190,18 +239,24 @@ def run(args: argparse.Namespace) -> int:
             subprocess.run(["tar", "-x", "-C", scratch], input=archive, check=True, timeout=60)
             implementations = {"old": scratch, "new": None}
         runs: dict[str, list[dict[str, dict[str, float]]]] = {key: [] for key in implementations}
-        for _ in range(args.rounds if args.against else 1):
+        for _ in range(1 if args.callgrind or not args.against else args.rounds):
             for key, impl_dir in implementations.items():
-                runs[key].append(_run_worker(args, impl_dir))
+                runs[key].append(_callgrind_rows(args, impl_dir) if args.callgrind
+                                 else _run_worker(args, impl_dir))
     load = os.getloadavg()[0]
     best = {key: _best(value) for key, value in runs.items()}
-    columns = ("take_us_per_frame", "feed_us_per_frame", "submit_us_per_msg",
-               "pack_us_per_msg", "feed_us_per_msg")
+    unit = "ir" if args.callgrind else "us"
+    columns = tuple(f"{c}_{unit}_per_{n}" for c, n in (
+        ("take", "frame"), ("feed", "frame"), ("submit", "msg"), ("pack", "msg"), ("feed", "msg")))
     if not args.json:
         print(f"{'workload':8} {'impl':4} {'frames':>7} {'msgs':>6}  "
               + " ".join(f"{c:>18}" for c in columns) + "  load1")
     for name in args.workload or WORKLOADS:
         per = {key: _per(best[key][name]) for key in best if best[key][name]}
+        if args.callgrind:
+            # Instructions, not µs: the same figures under their own names.
+            per = {key: {c.replace("_us_", "_ir_"): v for c, v in values.items()}
+                   for key, values in per.items()}
         if not per:
             continue
         for key, values in per.items():

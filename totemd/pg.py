@@ -56,6 +56,7 @@ from totemd.pg_codec import (
     PgError,
     QueueFull,
     decode_payload,
+    _frame_structs,
     frame_struct,
 )
 from totemd.pg_unpack import Unpacker, UnpackerStats, unpack_all
@@ -90,8 +91,7 @@ __all__ = [
 MIN_FRAGMENT = 1
 _MAX_FRAGMENT_ID = 0xFFFFFFFF
 # The queue lists drop their taken prefix once it is this long and at least
-# half of them (amortized O(1) per message; they are emptied outright
-# whenever everything queued was taken).
+# half of them (amortized O(1) per message).
 _COMPACT_AFTER = 64
 _BYTES_ONLY = frozenset((bytes,))
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -184,6 +184,7 @@ class Packer:
         "_frames_taken",
         "_payload_bytes_taken",
         "_fragments_taken",
+        "_middle_frames",
         "_requeued",
         "_rejected_too_large",
         "_rejected_queue_full",
@@ -240,8 +241,8 @@ class Packer:
         # How many queued handles are None (not reported in Frame.completed).
         self._none_handles = 0
         # The message split at the end of the last frame, its parts after the
-        # first still to send: [data, offset, safe, handle, fragment_id,
-        # next_index].
+        # first still to send: [memoryview of its data, offset, safe, handle,
+        # fragment_id, next_index].
         self._partial: list[Any] | None = None
         self._next_fragment_id = 1
         self._queued_bytes = 0
@@ -250,6 +251,9 @@ class Packer:
         self._frames_taken = 0
         self._payload_bytes_taken = 0
         self._fragments_taken = 0
+        # Middle fragments taken: each is one frame of frame_payload_max
+        # bytes and one fragment (counted once, not in the three counters).
+        self._middle_frames = 0
         self._requeued = 0
         self._rejected_too_large = 0
         self._rejected_queue_full = 0
@@ -326,41 +330,49 @@ class Packer:
         # The totals never decrease: the first one over the bound is found
         # by bisection. totals[i + 1] is the queue with message i in it.
         accepted = bisect_right(totals, self._max_queued_bytes, 1) - 1
-        if max(sizes) > self._max_message_size:
-            limit = self._max_message_size
+        limit = self._max_message_size
+        # No size can pass the limit if their sum does not (the usual case).
+        if totals[-1] - queued > limit and max(sizes) > limit:
             accepted = min(accepted, next(i for i, size in enumerate(sizes) if size > limit))
-        error: PgError | None = None
+        if accepted:
+            self._append_many(messages, safes, handles, sizes, totals, accepted)
+        if accepted == len(sizes):
+            return accepted, None
+        size = sizes[accepted]
+        if size > limit:
+            self._rejected_too_large += 1
+            return accepted, self._too_large(size)
+        self._rejected_queue_full += 1
+        return accepted, self._queue_full(size)
+
+    def _append_many(self, messages: tuple[bytes, ...], safes: tuple[bool, ...],
+                     handles: tuple[Any, ...], sizes: list[int], totals: list[int],
+                     accepted: int) -> None:
+        """Queue the first ``accepted`` of submit_many's columns; totals[i] is
+        the queued bytes before message i."""
         if accepted < len(sizes):
-            if sizes[accepted] > self._max_message_size:
-                self._rejected_too_large += 1
-                error = self._too_large(sizes[accepted])
-            else:
-                self._rejected_queue_full += 1
-                error = self._queue_full(sizes[accepted])
             messages, safes, handles = (messages[:accepted], safes[:accepted],
                                         handles[:accepted])
-            del sizes[accepted:]
-        if not accepted:
-            return 0, error
+            sizes = sizes[:accepted]
         if not _BYTES_ONLY.issuperset(map(type, messages)):
-            messages = [bytes(message) for message in messages]
+            messages = tuple(bytes(message) for message in messages)
         datas = self._datas
         self._safe_positions.extend(compress(count_from(len(datas)), safes))
         self._none_handles += handles.count(None)
         datas.extend(messages)
         self._sizes.extend(sizes)
         self._handles.extend(handles)
-        ends = self._ends
-        stream = accumulate(map(add, sizes, [LENGTH_SIZE] * accepted), initial=self._end)
-        next(stream)  # the old end itself
-        ends.extend(stream)
-        self._end = ends[-1]
+        # Message i ends LENGTH_SIZE * (i + 1) bytes of lengths further into
+        # the stream than its running total of sizes.
+        shift = self._end - totals[0] + LENGTH_SIZE
+        self._ends.extend(map(add, totals[1:accepted + 1],
+                              range(shift, shift + LENGTH_SIZE * accepted, LENGTH_SIZE)))
+        self._end = self._ends[-1]
         queued = self._queued_bytes = totals[accepted]
         if queued > self._peak_queued_bytes:
             self._peak_queued_bytes = queued
         self._messages_submitted += accepted
-        self._bytes_submitted += sum(sizes)
-        return accepted, error
+        self._bytes_submitted += queued - totals[0]
 
     def pending_frames(self) -> int:
         """Frames needed for what is queued.
@@ -390,28 +402,45 @@ class Packer:
             The frame, or None when nothing is queued.
         """
         partial = self._partial
+        if partial is None:
+            if self._head == len(self._datas):
+                return None
+            return self._take_packed(None)
+        view, offset, safe, _handle, fragment_id, index = partial
+        room = self._capacity - LENGTH_SIZE
+        if len(view) - offset <= room:
+            return self._take_packed(partial)
+        # The next part of the partly sent head message fills the frame and
+        # more follows (most frames of a large message): one entry, built
+        # directly; its counters are derived from _middle_frames in stats().
+        end = offset + room
+        partial[1] = end
+        partial[5] = index + 1
+        self._queued_bytes -= room
+        self._middle_frames += 1
+        return _new_tuple(Frame, (ONE_ENTRY.pack(VERSION, MIDDLE, 1, fragment_id, index,
+                                                 fragment_id, room) + view[offset:end],
+                                  safe, ()))
+
+    def _take_packed(self, partial: list[Any] | None) -> Frame:
+        """take_frame's general case: the last part of the partial message
+        if any, the whole messages that fit, the head of the next one."""
         head = self._head
         datas = self._datas
         if partial is None:
-            if head == len(datas):
-                return None
             room = self._capacity
-            pieces: list[bytes] = [b""]  # [0]: the header and lengths, below
+            pieces: list[Any] = [b""]  # [0]: the header and lengths, below
             lengths: list[int] = []
             completed: tuple[Any, ...] = ()
             safe = False
             flags = continued_id = continued_index = 0
         else:
-            data, offset, safe, handle, continued_id, continued_index = partial
-            remaining = len(data) - offset
-            if remaining > self._capacity - LENGTH_SIZE:
-                return self._take_middle_fragment(partial)
-            # The head message is partly sent and its last part fits: it
-            # opens the frame.
+            view, offset, safe, handle, continued_id, continued_index = partial
+            remaining = len(view) - offset
             self._partial = None
             self._fragments_taken += 1
             flags = FLAG_FIRST_IS_CONTINUATION
-            pieces = [b"", data[offset:]]
+            pieces = [b"", view[offset:]]
             lengths = [remaining]
             completed = () if handle is None else (handle,)
             room = self._capacity - LENGTH_SIZE - remaining
@@ -419,7 +448,6 @@ class Packer:
         base = self._base
         # Whole messages [head, end_index) fit: each one's end within room.
         end_index = bisect_right(ends, base + room, head)
-        taken = 0
         if end_index > head:
             pieces += datas[head:end_index]
             lengths += self._sizes[head:end_index]
@@ -431,9 +459,7 @@ class Packer:
             while positions and positions[0] < end_index:
                 positions.popleft()
                 safe = True
-            used = ends[end_index - 1] - base
-            room -= used
-            taken = used - LENGTH_SIZE * (end_index - head)
+            room -= ends[end_index - 1] - base
             base = ends[end_index - 1]
         open_id = 0
         fits = room - LENGTH_SIZE
@@ -444,37 +470,24 @@ class Packer:
             lengths.append(fits)
             flags |= FLAG_LAST_CONTINUES
             safe = safe or message_safe
-            taken += fits
             base = ends[end_index]
             end_index += 1
         if end_index != head:
-            self._advance(end_index, base)
+            self._base = base
+            if end_index >= _COMPACT_AFTER and 2 * end_index >= len(datas):
+                self._compact(end_index)
+            else:
+                self._head = end_index
         count = len(lengths)
-        pieces[0] = frame_struct(count).pack(VERSION, flags, count, continued_id,
-                                             continued_index, open_id, *lengths)
+        header = _frame_structs.get(count) or frame_struct(count)
+        pieces[0] = header.pack(VERSION, flags, count, continued_id, continued_index, open_id,
+                                *lengths)
         payload = b"".join(pieces)
-        if partial is not None:
-            taken += lengths[0]
-        self._queued_bytes -= taken
+        # Every data byte of the frame was taken from the queue.
+        self._queued_bytes -= len(payload) - HEADER_SIZE - LENGTH_SIZE * count
         self._frames_taken += 1
         self._payload_bytes_taken += len(payload)
         return _new_tuple(Frame, (payload, safe, completed))
-
-    def _take_middle_fragment(self, partial: list[Any]) -> Frame:
-        """The next part of the partly sent head message when it fills the
-        frame and more follows (most frames of a large message): take_frame's
-        general case with one entry, built directly."""
-        data, offset, safe, _handle, fragment_id, index = partial
-        fits = self._capacity - LENGTH_SIZE
-        payload = ONE_ENTRY.pack(VERSION, MIDDLE, 1, fragment_id, index, fragment_id,
-                                 fits) + data[offset:offset + fits]
-        partial[1] = offset + fits
-        partial[5] = index + 1
-        self._fragments_taken += 1
-        self._queued_bytes -= fits
-        self._frames_taken += 1
-        self._payload_bytes_taken += len(payload)
-        return _new_tuple(Frame, (payload, safe, ()))
 
     def _split(self, index: int, fits: int) -> tuple[int, bool]:
         """Make queued message ``index`` the partial one, ``fits`` bytes of
@@ -488,7 +501,8 @@ class Packer:
             self._none_handles -= 1
         fragment_id = self._next_fragment_id
         self._next_fragment_id = 1 if fragment_id == _MAX_FRAGMENT_ID else fragment_id + 1
-        self._partial = [self._datas[index], fits, safe, handle, fragment_id, 1]
+        # A view: the parts after the first are cut from it without a copy.
+        self._partial = [memoryview(self._datas[index]), fits, safe, handle, fragment_id, 1]
         self._fragments_taken += 1
         return fragment_id, safe
 
@@ -498,24 +512,14 @@ class Packer:
         self._none_handles -= len(handles) - len(kept)
         return kept
 
-    def _advance(self, head: int, base: int) -> None:
-        """Messages before ``head`` were taken; ``base`` is where ``head``
-        starts. Drops the taken prefix of the lists when it is worth it."""
-        datas = self._datas
-        self._base = base
-        if head == len(datas):
-            # Everything was taken (the usual end of a visit): start afresh.
-            datas.clear()
-            self._sizes.clear()
-            self._handles.clear()
-            self._ends.clear()
-            self._head = 0
-        elif head >= _COMPACT_AFTER and 2 * head >= len(datas):
-            del datas[:head], self._sizes[:head], self._handles[:head], self._ends[:head]
+    def _compact(self, head: int) -> None:
+        """Drop the taken messages before ``head`` from the lists (amortized
+        O(1) per message: called once the taken prefix is at least as long
+        as the rest)."""
+        del self._datas[:head], self._sizes[:head], self._handles[:head], self._ends[:head]
+        if self._safe_positions:
             self._safe_positions = deque(p - head for p in self._safe_positions)
-            self._head = 0
-        else:
-            self._head = head
+        self._head = 0
 
     def on_configuration_change(self) -> None:
         """Put a partly sent message back, to be sent whole in the next ring.
@@ -527,7 +531,8 @@ class Packer:
         partial = self._partial
         if partial is None:
             return
-        data, offset, safe, handle = partial[0], partial[1], partial[2], partial[3]
+        view, offset, safe, handle = partial[0], partial[1], partial[2], partial[3]
+        data = view.obj
         self._partial = None
         head = self._head
         # The lists again from the head, with the message in front: it ends
@@ -554,14 +559,15 @@ class Packer:
     def stats(self) -> PackerStats:
         """A snapshot of the counters."""
         queued_messages = len(self._datas) - self._head + (self._partial is not None)
+        middle = self._middle_frames
         return PackerStats(
             messages_submitted=self._messages_submitted,
             bytes_submitted=self._bytes_submitted,
             # A message leaves the queue exactly when its last part is taken.
             messages_completed=self._messages_submitted - queued_messages,
-            frames_taken=self._frames_taken,
-            payload_bytes_taken=self._payload_bytes_taken,
-            fragments_taken=self._fragments_taken,
+            frames_taken=self._frames_taken + middle,
+            payload_bytes_taken=self._payload_bytes_taken + middle * self._frame_payload_max,
+            fragments_taken=self._fragments_taken + middle,
             requeued_on_configuration_change=self._requeued,
             rejected_too_large=self._rejected_too_large,
             rejected_queue_full=self._rejected_queue_full,

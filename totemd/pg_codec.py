@@ -202,7 +202,10 @@ def decode(payload: bytes) -> tuple[int, int, int, int, list[bytes]]:
 # one C call. Frames of equal-sized messages repeat the same table, so most
 # lookups hit; a table is compiled the second time it is seen, so traffic
 # whose tables never repeat pays a set lookup, not a compile, per frame.
-# Both are bounded (cleared when full: a memo, not a record).
+# Both are bounded (cleared when full: a memo, not a record). Frames of a
+# few entries (large messages, whose tables rarely repeat) skip the memo: a
+# short loop costs less than a compile.
+_MEMO_FROM_COUNT = 4
 _entry_structs: dict[bytes, struct.Struct] = {}
 _tables_seen: set[bytes] = set()
 _ENTRY_STRUCTS_MAX = 512
@@ -226,6 +229,9 @@ def split_entries(payload: bytes, count: int, total: int) -> list[bytes] | None:
         if data_start + ((payload[HEADER_SIZE] << 8) | payload[HEADER_SIZE + 1]) != total:
             return None
         return [payload[data_start:]]
+    if count < _MEMO_FROM_COUNT:
+        return _split_by_loop(payload, lengths_struct(count).unpack_from(payload, HEADER_SIZE),
+                              data_start, total)
     table = payload[HEADER_SIZE:data_start]
     found = _entry_structs.get(table)
     if found is not None:
@@ -243,6 +249,14 @@ def split_entries(payload: bytes, count: int, total: int) -> list[bytes] | None:
     if len(_tables_seen) >= _TABLES_SEEN_MAX:
         _tables_seen.clear()
     _tables_seen.add(table)
+    return _split_by_loop(payload, lengths, data_start, total)
+
+
+def _split_by_loop(payload: bytes, lengths: tuple[int, ...], data_start: int,
+                   total: int) -> list[bytes] | None:
+    """split_entries one slice at a time (None: the lengths do not add up)."""
+    if data_start + sum(lengths) != total:
+        return None
     entries = []
     append = entries.append
     position = data_start

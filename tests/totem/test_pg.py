@@ -618,6 +618,7 @@ def test_packer_frames_are_byte_identical_to_the_reference_model(operations,
     packer = Packer(frame_payload_max)
     reference = _ReferencePacker(frame_payload_max)
     serial = 0
+    taken: list[bytes] = []
 
     def both_submit(size: int, safe: bool, no_handle: bool) -> tuple:
         nonlocal serial
@@ -639,6 +640,8 @@ def test_packer_frames_are_byte_identical_to_the_reference_model(operations,
                 frame = packer.take_frame()
                 expected = reference.take_frame()
                 assert (None if frame is None else tuple(frame)) == expected
+                if frame is not None:
+                    taken.append(frame.payload)
         else:
             packer.on_configuration_change()
             reference.on_configuration_change()
@@ -647,6 +650,13 @@ def test_packer_frames_are_byte_identical_to_the_reference_model(operations,
         assert stats.queued_messages == len(queued)
         assert stats.queued_bytes == sum(len(entry[0]) - entry[1] for entry in queued)
         assert stats.messages_completed == stats.messages_submitted - len(queued)
+        assert stats.frames_taken == len(taken)
+        assert stats.payload_bytes_taken == sum(map(len, taken))
+        assert stats.fragments_taken == sum(
+            (decoded.first_is_continuation + decoded.last_continues)
+            - (decoded.first_is_continuation and decoded.last_continues
+               and len(decoded.entries) == 1)
+            for decoded in map(decode_payload, taken))
     while (expected := reference.take_frame()) is not None:
         assert tuple(packer.take_frame()) == expected
     assert packer.take_frame() is None and packer.pending_frames() == 0
