@@ -73,10 +73,11 @@ class StandInTotem(Service):
             conn.send_event(77, b"from a newer daemon")
             return b""
         if function == BROADCAST:
-            row = wire.DELIVER_ITEM.pack(4, 2, 3, 1, *RING_ID, 1, 0)
+            news = wire.encode_deliver_batch([wire.DELIVER_ITEM.pack(4, 2, 3, 1, *RING_ID, 1, 0)],
+                                             [b"news"])
             for other in list(self.connections.values()):
                 if other is not conn:
-                    other.send_event(wire.EventKind.DELIVER_BATCH, wire.encode_deliver_batch([row], [b"news"]))
+                    other.send_event(wire.EventKind.DELIVER_BATCH, news)
             return b""
         if function == SEND_OTHERS:
             count = int(bytes(payload))
