@@ -10,9 +10,10 @@ udpu, netmtu 1500, no EVS log) and measures, for 64 B, 1 KiB, 8 KiB and
 64 KiB messages:
 
 - throughput: a client on each sending node keeps the node's send queue full
-  (``submit_many`` batches, TryAgain is back-pressure) for ``--duration``
-  seconds after a warm-up, and counts its own messages as the node delivers
-  them in total order. ``msgs_per_s`` is the cluster's ordered throughput
+  (``offer_many`` batches sized to refill it, a refusal is back-pressure)
+  for ``--duration`` seconds after a warm-up, and counts its own messages as
+  the node delivers them in total order (``DeliveryBatch.count_from``, the
+  payloads untouched). ``msgs_per_s`` is the cluster's ordered throughput
   (the sum over senders), ``mb_per_s`` its payload in 10^6 bytes/s;
 - latency: one client submits one message at a time and waits until its own
   node delivers it (submit-to-own-delivery, which includes a token rotation
@@ -75,7 +76,10 @@ def saturate(run_dir: str, size: int, duration_s: float, warmup_s: float = WARMU
 
     Returns:
         {"delivered": n, "bytes": b, "seconds": s, "try_again": t, "submitted": k,
-        "cpu_s": this client's CPU seconds over warm-up and measurement}
+        "cpu_s": this client's CPU seconds over warm-up and measurement,
+        "submit_calls": round trips, "dispatch_calls": reads of the events};
+        ``try_again`` counts the offers the node took only partly (the
+        usual answer: each offer goes a little past what the queue holds).
     """
     # A saturating sender is batch work: SCHED_BATCH (no privilege needed)
     # keeps its wake-ups from preempting the daemons mid-turn, as corosync's
@@ -104,7 +108,8 @@ def _saturate(run_dir: str, size: int, duration_s: float, warmup_s: float) -> di
         counting = [False]
 
         def on_batch(delivered: Any) -> None:
-            # Count our own deliveries on the batch's table, not one call each.
+            # Count our own deliveries on the batch's table, not one call each
+            # (nor a look at the payloads).
             mine = delivered.count_from(me, inc)
             own[0] += mine
             if counting[0]:
