@@ -164,7 +164,7 @@ def _saturate(run_dir: str, size: int, duration_s: float, warmup_s: float) -> di
 class _Pacer:
     """How many messages a saturating sender offers per ``submit_many``.
 
-    The node's queue is full when it refuses (TryAgain with ``accepted``).
+    The node's queue is full when it takes only part of an offer.
     How many of our messages were in flight then (submitted, not yet
     delivered back) is the level the node holds; the next offer is what
     brings us back to it, plus a quarter to find out whether it grew. So
