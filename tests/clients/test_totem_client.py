@@ -27,6 +27,7 @@ RING_ID = (1, 4)
 SEND_UNKNOWN = 90  # test control: send one event of an unknown kind
 SEND_OTHERS = 91  # test control: one DELIVER_BATCH of N deliveries from node 2
 BROADCAST = 92  # test control: one delivery from node 2 to every other connection
+RAW_BATCH = 93  # test control: the request's payload as a DELIVER_BATCH event, unchecked
 
 
 class StandInTotem(Service):
@@ -78,6 +79,9 @@ class StandInTotem(Service):
             for other in list(self.connections.values()):
                 if other is not conn:
                     other.send_event(wire.EventKind.DELIVER_BATCH, news)
+            return b""
+        if function == RAW_BATCH:
+            conn.send_event(wire.EventKind.DELIVER_BATCH, bytes(payload))
             return b""
         if function == SEND_OTHERS:
             count = int(bytes(payload))
@@ -230,6 +234,27 @@ def test_malformed_batches_are_refused():
         short.payload(0)
     with pytest.raises(wire.LocalDecodeError):
         list(short)
+
+
+def test_a_malformed_batch_is_refused_after_its_sound_deliveries(run_dir):
+    row = wire.DELIVER_ITEM.pack(2, 2, 3, 1, *RING_ID, 1, 0)
+    with TotemClient.connect(run_dir) as client:
+        got: list[bytes] = []
+
+        def on_deliver(*fields) -> None:
+            got.append(bytes(fields[-1]))
+
+        for bad in (wire.encode_deliver_batch([row, row], [b"ok", b"x"]),  # overruns the event
+                    wire.encode_deliver_batch([row], [b"ok"]) + b"!",  # a byte left over
+                    (5).to_bytes(4, "big") + row):  # the table overruns the event
+            client._request(RAW_BATCH, bad)
+            with pytest.raises(wire.LocalDecodeError):
+                _until(lambda: client.dispatch_deliveries(on_deliver, pytest.fail, timeout=0.5) < 0)
+        assert got == [b"ok", b"ok"]
+        client.submit(b"still served")
+        _until(lambda: client.dispatch_deliveries(on_deliver, pytest.fail, timeout=0.5) >= 0
+               and len(got) == 3)
+        assert got[-1] == b"still served"
 
 
 def test_unknown_events_are_counted_and_other_events_still_arrive(run_dir):
