@@ -139,19 +139,22 @@ def test_a_stalled_backlog_is_found_by_passes_without_poll(tmp_path):
 
 def test_a_bell_held_twice_in_a_turn_is_rung_once(tmp_path):
     server = IpcServer(tmp_path, [TestService()], defer_wakes=True)
-    writer = Ring.create(8192, eventfd_bells=True)
-    reader = Ring.attach(writer.name, bell_fds=tuple(os.dup(fd) for fd in writer.bell_fds))
+    writers = [Ring.create(8192, eventfd_bells=True) for _ in range(2)]
+    readers = [Ring.attach(w.name, bell_fds=tuple(os.dup(fd) for fd in w.bell_fds)) for w in writers]
     try:
-        writer.wake_sink = server._pending_wakes
-        bell_fd = writer.bell_fds[0]
-        for _ in range(2):  # the reader sleeps, reads (woken or not), sleeps again
-            assert not reader.arm_reader()
-            writer.write_nowait(b"x")
-            assert reader.read_batch() == [b"x"]
-        assert server.flush_wakes() == 1
-        assert os.eventfd_read(bell_fd) == 1  # one ring, not two
+        for writer in writers:
+            writer.wake_sink = server._pending_wakes
+        for _ in range(2):  # the first reader sleeps, reads (woken or not), sleeps again
+            assert not readers[0].arm_reader()
+            writers[0].write_nowait(b"x")
+            assert readers[0].read_batch() == [b"x"]
+        assert not readers[1].arm_reader()  # the second sleeps once
+        writers[1].write_nowait(b"y")
+        assert len(server._pending_wakes) == 3
+        assert server.flush_wakes() == 2
+        assert [os.eventfd_read(w.bell_fds[0]) for w in writers] == [1, 1]  # one ring each
         assert server.flush_wakes() == 0
     finally:
-        reader.close()
-        writer.close()
+        for ring in (*readers, *writers):
+            ring.close()
         server.close()
