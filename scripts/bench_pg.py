@@ -174,7 +174,10 @@ def _instructions(args: argparse.Namespace, impl_dir: str | None, name: str,
                "--scale", str(scale), "--workload", name, "--stop-after", stop_after]
     if impl_dir is not None:
         command += ["--impl-dir", impl_dir]
-    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=1800)
+    # A fixed hash seed: dict and set layouts, hence instruction counts,
+    # repeat from run to run.
+    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=1800,
+                          env=dict(os.environ, PYTHONHASHSEED="0"))
     for line in done.stderr.splitlines():
         if "Collected :" in line:
             return int(line.rsplit(":", 1)[1])

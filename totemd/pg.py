@@ -56,7 +56,7 @@ from totemd.pg_codec import (
     PgError,
     QueueFull,
     decode_payload,
-    _frame_structs,
+    FRAME_STRUCTS,
     frame_struct,
 )
 from totemd.pg_unpack import Unpacker, UnpackerStats, unpack_all
@@ -241,8 +241,9 @@ class Packer:
         # How many queued handles are None (not reported in Frame.completed).
         self._none_handles = 0
         # The message split at the end of the last frame, its parts after the
-        # first still to send: [memoryview of its data, offset, safe, handle,
-        # fragment_id, next_index].
+        # first still to send: [its data (bytes, or a memoryview of them when
+        # middle fragments follow), offset, safe, handle, fragment_id,
+        # next_index].
         self._partial: list[Any] | None = None
         self._next_fragment_id = 1
         self._queued_bytes = 0
@@ -479,7 +480,7 @@ class Packer:
             else:
                 self._head = end_index
         count = len(lengths)
-        header = _frame_structs.get(count) or frame_struct(count)
+        header = FRAME_STRUCTS.get(count) or frame_struct(count)
         pieces[0] = header.pack(VERSION, flags, count, continued_id, continued_index, open_id,
                                 *lengths)
         payload = b"".join(pieces)
@@ -501,8 +502,12 @@ class Packer:
             self._none_handles -= 1
         fragment_id = self._next_fragment_id
         self._next_fragment_id = 1 if fragment_id == _MAX_FRAGMENT_ID else fragment_id + 1
-        # A view: the parts after the first are cut from it without a copy.
-        self._partial = [memoryview(self._datas[index]), fits, safe, handle, fragment_id, 1]
+        data = self._datas[index]
+        if len(data) - fits > self._capacity - LENGTH_SIZE:
+            # Middle fragments follow: they are cut from a view, without a
+            # copy before the payload's (not worth a view for one more part).
+            data = memoryview(data)
+        self._partial = [data, fits, safe, handle, fragment_id, 1]
         self._fragments_taken += 1
         return fragment_id, safe
 
@@ -531,8 +536,9 @@ class Packer:
         partial = self._partial
         if partial is None:
             return
-        view, offset, safe, handle = partial[0], partial[1], partial[2], partial[3]
-        data = view.obj
+        data, offset, safe, handle = partial[0], partial[1], partial[2], partial[3]
+        if type(data) is memoryview:
+            data = data.obj
         self._partial = None
         head = self._head
         # The lists again from the head, with the message in front: it ends

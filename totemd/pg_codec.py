@@ -72,7 +72,9 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 DEFAULT_MAX_QUEUED_BYTES = 16 << 20
 
 _lengths_structs: dict[int, struct.Struct] = {}
-_frame_structs: dict[int, struct.Struct] = {}
+# count -> the header-and-lengths struct (see frame_struct); the packer reads
+# it directly on its hot path.
+FRAME_STRUCTS: dict[int, struct.Struct] = {}
 
 
 def lengths_struct(count: int) -> struct.Struct:
@@ -86,9 +88,9 @@ def lengths_struct(count: int) -> struct.Struct:
 def frame_struct(count: int) -> struct.Struct:
     """The struct of a header followed by a lengths table of ``count``
     entries (the packer writes both in one call)."""
-    found = _frame_structs.get(count)
+    found = FRAME_STRUCTS.get(count)
     if found is None:
-        found = _frame_structs[count] = struct.Struct(f"!BBHIHI{count}H")
+        found = FRAME_STRUCTS[count] = struct.Struct(f"!BBHIHI{count}H")
     return found
 
 

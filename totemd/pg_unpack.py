@@ -18,18 +18,23 @@ Rules (the module docstring of totemd.pg says how they pair with the Packer):
   frame may have carried its next part. ``decode_payload`` is the strict,
   raising form for tools and tests.
 
-Speed: ``feed`` checks each frame kind it sees often (whole messages, a
-middle fragment, a last fragment, any other flagged frame) with one header
-unpack and the checks ``pg_codec.decode`` makes for that kind; whatever fails
-them goes through ``decode`` itself, which names the fault. Those checks
-accept exactly what ``decode`` accepts (tests/totem/test_pg.py compares the
-two on random and damaged frames).
+Speed: ``feed`` unpacks the header and first length once and takes the
+frame kinds it sees often by the shortest path: a middle fragment (most
+frames of a large message) appends one slice to the assembly; whole
+messages are cut out by ``pg_codec.split_entries``; the frame between two
+large messages (the last part of one, the head of the next) and a last part
+alone are handled without an entry list. Each path makes the checks
+``pg_codec.decode`` makes for that kind, and whatever fails them goes
+through ``decode`` itself, which names the fault: the fast paths accept
+exactly what ``decode`` accepts (tests/totem/test_pg.py compares them with a
+plain reference model on random, damaged and hand-made frames). A message's
+parts are joined once, when its last part arrives.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from totemd.pg_codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -83,19 +88,6 @@ class UnpackerStats:
     last_error: str
 
 
-class _Assembly:
-    """A message being reassembled from one sender's fragments (its parts
-    are joined once, when the last one arrives)."""
-
-    __slots__ = ("fragment_id", "next_index", "parts", "size")
-
-    def __init__(self, fragment_id: int, first: bytes) -> None:
-        self.fragment_id = fragment_id
-        self.next_index = 1
-        self.parts = [first]
-        self.size = len(first)
-
-
 class Unpacker:
     """Unpacks frame payloads into application messages, one assembly per
     sender. Feed it the frames in delivery order; call ``reset`` at every
@@ -128,7 +120,11 @@ class Unpacker:
         if max_message_size < 0:
             raise ValueError(f"max_message_size must be >= 0, got {max_message_size}")
         self._max_message_size = max_message_size
-        self._assemblies: dict[int, _Assembly] = {}
+        # sender -> the message being reassembled from its fragments:
+        # [fragment_id, next_index, size so far, parts] (a list rather than an
+        # object: one is made per fragmented message). The parts are joined
+        # once, when the last one arrives.
+        self._assemblies: dict[int, list[Any]] = {}
         self._frames = 0
         self._messages_delivered = 0
         self._bytes_delivered = 0
@@ -159,6 +155,22 @@ class Unpacker:
             return self._feed_checked(sender, payload)
         version, flags, count, continued_id, continued_index, open_id, length = \
             ONE_ENTRY.unpack_from(payload)
+        if (flags == MIDDLE and count == 1 and version == VERSION and continued_id
+                and open_id == continued_id and continued_index
+                and ONE_ENTRY_SIZE + length == total):
+            # A middle fragment (most frames of a large message).
+            assembly = self._assemblies.get(sender)
+            if (assembly is not None and assembly[0] == continued_id
+                    and assembly[1] == continued_index
+                    and assembly[2] + length <= self._max_message_size):
+                # _continue's common case, written out (once per frame).
+                assembly[1] = continued_index + 1
+                assembly[2] += length
+                assembly[3].append(payload[ONE_ENTRY_SIZE:])
+            else:
+                self._continue(sender, continued_id, continued_index,
+                               payload[ONE_ENTRY_SIZE:], True)
+            return []
         if version != VERSION or not count:
             return self._feed_checked(sender, payload)
         if not flags:
@@ -181,39 +193,49 @@ class Unpacker:
             self._messages_delivered += count
             self._bytes_delivered += total - HEADER_SIZE - LENGTH_SIZE * count
             return entries
-        if count == 1 and (flags == MIDDLE or flags == FLAG_FIRST_IS_CONTINUATION):
-            # The next part of a fragmented message alone in its frame (most
-            # frames of a large message).
-            if (ONE_ENTRY_SIZE + length != total or not continued_id or not continued_index
-                    or open_id != (continued_id if flags == MIDDLE else 0)):
+        return self._feed_flagged(sender, payload, total, flags, count, continued_id,
+                                  continued_index, open_id, length)
+
+    def _feed_flagged(self, sender: int, payload: bytes, total: int, flags: int, count: int, continued_id: int, continued_index: int, open_id: int,
+                      length: int) -> list[bytes]:
+        """feed for a frame with a continuation flag but not a middle
+        fragment (version and count checked): fast paths for the last part
+        of a message followed by the head of the next (the frame between two
+        large messages) and for a last part alone, then the general case."""
+        if flags == MIDDLE:
+            # decode's checks for a frame that completes one message and
+            # opens another (a middle fragment, count 1, was handled by feed).
+            if (not continued_id or not continued_index or not open_id
+                    or open_id == continued_id or count == 1):
                 return self._feed_checked(sender, payload)
-            assembly = self._assemblies.get(sender)
-            if (assembly is None or assembly.fragment_id != continued_id
-                    or assembly.next_index != continued_index
-                    or assembly.size + length > self._max_message_size):
+            if count == 2 and total >= ONE_ENTRY_SIZE + LENGTH_SIZE:
+                part_end = ONE_ENTRY_SIZE + LENGTH_SIZE + length
+                head_size = (payload[ONE_ENTRY_SIZE] << 8) | payload[ONE_ENTRY_SIZE + 1]
+                if part_end + head_size != total:
+                    return self._feed_checked(sender, payload)
                 message = self._continue(sender, continued_id, continued_index,
-                                         payload[ONE_ENTRY_SIZE:], flags == MIDDLE)
+                                         payload[ONE_ENTRY_SIZE + LENGTH_SIZE:part_end], False)
+                if head_size > self._max_message_size:
+                    self._oversized += 1
+                else:
+                    self._assemblies[sender] = [open_id, 1, head_size, [payload[part_end:]]]
                 if message is None:
                     return []
-            elif flags == MIDDLE:
-                # _continue's common cases, written out (once per frame).
-                assembly.parts.append(payload[ONE_ENTRY_SIZE:])
-                assembly.size += length
-                assembly.next_index = continued_index + 1
+                self._messages_delivered += 1
+                self._bytes_delivered += len(message)
+                return [message]
+        elif flags == FLAG_FIRST_IS_CONTINUATION and count == 1:
+            # The last part of a fragmented message alone in its frame.
+            if ONE_ENTRY_SIZE + length != total or not continued_id or not continued_index \
+                    or open_id:
+                return self._feed_checked(sender, payload)
+            message = self._continue(sender, continued_id, continued_index,
+                                     payload[ONE_ENTRY_SIZE:], False)
+            if message is None:
                 return []
-            else:
-                del self._assemblies[sender]
-                parts = assembly.parts
-                parts.append(payload[ONE_ENTRY_SIZE:])
-                message = b"".join(parts)
             self._messages_delivered += 1
             self._bytes_delivered += len(message)
             return [message]
-        if flags == MIDDLE:
-            # A frame that completes one message and opens another (count
-            # >= 2 here): decode's checks for it.
-            if not continued_id or not continued_index or not open_id or open_id == continued_id:
-                return self._feed_checked(sender, payload)
         elif not _flagged_header_ok(flags, count, continued_id, continued_index, open_id):
             return self._feed_checked(sender, payload)
         entries = split_entries(payload, count, total)
@@ -272,7 +294,7 @@ class Unpacker:
             if len(head) > self._max_message_size:
                 self._oversized += 1
             else:
-                self._assemblies[sender] = _Assembly(open_id, head)
+                self._assemblies[sender] = [open_id, 1, len(head), [head]]
         if entries:
             self._messages_delivered += len(entries)
             self._bytes_delivered += data_size
@@ -285,11 +307,7 @@ class Unpacker:
         Returns the completed message, or None (middle part, or thrown away).
         """
         assembly = self._assemblies.get(sender)
-        if (
-            assembly is None
-            or assembly.fragment_id != continued_id
-            or assembly.next_index != continued_index
-        ):
+        if assembly is None or assembly[0] != continued_id or assembly[1] != continued_index:
             # Throw-away mode: the head (or a middle part) of this message was
             # not seen here; drop its parts until the sender starts afresh.
             self._orphans += 1
@@ -297,17 +315,19 @@ class Unpacker:
                 del self._assemblies[sender]
                 self._abandoned += 1
             return None
-        assembly.size += len(part)
-        if assembly.size > self._max_message_size:
+        size = assembly[2] + len(part)
+        if size > self._max_message_size:
             del self._assemblies[sender]
             self._oversized += 1
             return None
-        assembly.parts.append(part)
+        parts = assembly[3]
+        parts.append(part)
         if middle:
-            assembly.next_index += 1
+            assembly[1] = continued_index + 1
+            assembly[2] = size
             return None
         del self._assemblies[sender]
-        return b"".join(assembly.parts)
+        return b"".join(parts)
 
     def reset(self) -> None:
         """Drop every partial assembly (at a configuration change), counted."""

@@ -787,3 +787,21 @@ def test_repeated_lengths_tables_take_the_memoized_split() -> None:
     # A payload one byte short of its memoized table is still refused.
     assert unpacker.feed(1, whole[-1][:-1]) == []
     assert unpacker.stats().malformed_frames == 1
+
+
+@pytest.mark.parametrize("flags", [0, 1, 2, 3])
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_every_truncation_of_a_frame_of_each_kind_is_counted_not_raised(flags, count) -> None:
+    """Each fast path reads past the header only after checking the size."""
+    lengths = [5] * count
+    payload = struct.pack(f"!BBHIHI{count}H", 1, flags, count, 9 if flags & 2 else 0,
+                          1 if flags & 2 else 0, (9 if count == 1 else 8) if flags & 1 else 0,
+                          *lengths) + b"p" * (5 * count)
+    decode_payload(payload)  # the whole frame is valid
+    for cut in range(len(payload)):
+        unpacker = Unpacker()
+        reference = _ReferenceUnpacker(pg.DEFAULT_MAX_MESSAGE_SIZE)
+        for fed in (b"\x01\x01\x00\x01" + bytes(6) + b"\x00\x00\x00\x09\x00\x01h", payload[:cut]):
+            assert unpacker.feed(1, fed) == reference.feed(1, fed)
+        assert unpacker.stats().malformed_frames == 1
+        assert _unpacker_stats(unpacker) == reference.stats()
