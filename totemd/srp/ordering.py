@@ -327,7 +327,8 @@ class OrderingMixin:
         """Stamp up to ``budget`` packed frames with new seqs and multicast them."""
         take = self._packer.take_frame
         emit = self._actions.append
-        insert = ring.insert
+        queue = ring.queue
+        high_delivered = ring.high_delivered  # no delivery while we stamp
         me = self._node_id
         ring_id = ring.ring_id
         cached = self._frame_prefix
@@ -344,7 +345,17 @@ class OrderingMixin:
             payload, safe, completed = frame
             # tuple.__new__: NamedTuples built without their Python-level
             # __new__ (once per frame sent).
-            insert(new_tuple(Mcast, (me, ring_id, seq, safe, payload, None)))
+            # RingState.insert, written out: the frame is new unless a
+            # faulty peer sent this seq already.
+            if seq not in queue and 0 < ((seq - high_delivered) & SEQ_MASK) <= SEQ_HALF:
+                queue[seq] = new_tuple(Mcast, (me, ring_id, seq, safe, payload, None))
+                if 0 < ((seq - ring.high_seq) & SEQ_MASK) <= SEQ_HALF:
+                    ring.high_seq = seq
+                if seq == ((ring.aru + 1) & SEQ_MASK):
+                    aru = seq  # and across what follows it
+                    while ((aru + 1) & SEQ_MASK) in queue:
+                        aru = (aru + 1) & SEQ_MASK
+                    ring.aru = aru
             # Originated goes first: a driver that logs it must have it on
             # disk before the frame can reach another node (EVS rule S10).
             if completed:
