@@ -40,8 +40,9 @@ class RingState:
     def insert(self, frame: Mcast) -> bool:
         """Store a frame of this ring; False if it is old or a duplicate.
 
-        ``SrpCore._receive_all`` has this written out for the frames of the
-        running ring (once per received frame): keep the two alike.
+        ``SrpCore._receive_all`` (once per received frame) and
+        ``_originate_new`` (once per frame sent) have this written out: keep
+        the three alike.
         """
         # Called once per frame sent or received: the seq comparisons of
         # seqnum are written out here (seq_lt(a, b) is 0 < (b - a) & MASK <= HALF).
