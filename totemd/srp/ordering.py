@@ -160,27 +160,30 @@ class OrderingMixin:
         operational = self._state is _OPERATIONAL
         my_backlog = self._packer.pending_frames() if operational else len(self._retransmit_queue)
         previous_backlog = self._previous_backlog
-        allowed = self._transmits_allowed(token_fcc, token_backlog, my_backlog)
+        # The budget matters only with something to send or re-send.
+        allowed = (self._transmits_allowed(token_fcc, token_backlog, my_backlog)
+                   if my_backlog or requests else 0)
         if requests:
             rtr, sent = self._serve_retransmit_requests(ring, requests, allowed)
         else:
             rtr, sent = [], 0
-        # flow.sort_queue_room: seq_diff(seq, aru) frames are in flight.
-        in_flight = (start_seq - token_aru) & SEQ_MASK
-        if in_flight > SEQ_HALF:
-            in_flight -= 0x100000000
-        budget = allowed - sent
-        room = SORT_QUEUE_MAX - self._window_size - in_flight
-        if room < budget:
-            budget = room
         seq = start_seq
         count = 0
-        if budget > 0 and my_backlog:  # a zero backlog means nothing is queued
-            if operational:
-                seq, count = self._originate_new(ring, seq, budget)
-            else:
-                seq, count = self._originate_recovery(ring, seq, budget)
-            sent += count
+        if my_backlog:  # zero exactly when nothing is queued
+            # flow.sort_queue_room: seq_diff(seq, aru) frames are in flight.
+            in_flight = (start_seq - token_aru) & SEQ_MASK
+            if in_flight > SEQ_HALF:
+                in_flight -= 0x100000000
+            budget = allowed - sent
+            room = SORT_QUEUE_MAX - self._window_size - in_flight
+            if room < budget:
+                budget = room
+            if budget > 0:
+                if operational:
+                    seq, count = self._originate_new(ring, seq, budget)
+                else:
+                    seq, count = self._originate_recovery(ring, seq, budget)
+                sent += count
         ring_aru = ring.aru
         if ring_aru != seq:  # _request_missing has nothing to do when aru == seq
             self._request_missing(ring, seq, rtr)
