@@ -58,6 +58,8 @@ WORKLOADS: dict[str, tuple[int, int]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--against", metavar="REV",
                         help="also run the totemd.pg of this git revision and compare")
+    parser.add_argument("--new", metavar="REV",
+                        help="measure the totemd.pg of this git revision rather than the work tree")
     parser.add_argument("--rounds", type=int, default=3,
                         help="with --against: alternations old/new, best kept (default 3)")
     parser.add_argument("--repeat", type=int, default=5,
@@ -154,6 +156,15 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unpack_revision(revision: str, directory: Path) -> str:
+    """The totemd package of a git revision, unpacked under ``directory``."""
+    directory.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "totemd"],
+                             check=True, capture_output=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True, timeout=60)
+    return str(directory)
+
+
 def _run_worker(args: argparse.Namespace, impl_dir: str | None) -> dict[str, dict[str, float]]:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker",
                "--repeat", str(args.repeat), "--scale", str(args.scale)]
@@ -236,11 +247,11 @@ def run(args: argparse.Namespace) -> int:
         return _worker(args)
     implementations: dict[str, str | None] = {"new": None}
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as scratch:
+        if args.new:
+            implementations["new"] = _unpack_revision(args.new, Path(scratch) / "new")
         if args.against:
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against, "totemd"],
-                                     check=True, capture_output=True, timeout=60).stdout
-            subprocess.run(["tar", "-x", "-C", scratch], input=archive, check=True, timeout=60)
-            implementations = {"old": scratch, "new": None}
+            implementations = {"old": _unpack_revision(args.against, Path(scratch) / "old"),
+                               "new": implementations["new"]}
         runs: dict[str, list[dict[str, dict[str, float]]]] = {key: [] for key in implementations}
         for _ in range(1 if args.callgrind or not args.against else args.rounds):
             for key, impl_dir in implementations.items():

@@ -90,8 +90,8 @@ __all__ = [
 # more often: 7.4 -> 8.0 us at 64 B, far above its target).
 MIN_FRAGMENT = 1
 _MAX_FRAGMENT_ID = 0xFFFFFFFF
-# The queue lists drop their taken prefix once it is this long and at least
-# half of them (amortized O(1) per message).
+# The queue lists drop their taken prefix when everything was taken, or once
+# it is this long and at least half of them (amortized O(1) per message).
 _COMPACT_AFTER = 64
 _BYTES_ONLY = frozenset((bytes,))
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -466,8 +466,8 @@ class Packer:
         fits = room - LENGTH_SIZE
         if end_index < len(datas) and fits >= MIN_FRAGMENT:
             # Split the next one: its head goes here, the rest in the next frames.
-            open_id, message_safe = self._split(end_index, fits)
-            pieces.append(datas[end_index][:fits])
+            open_id, message_safe, piece = self._split(end_index, fits)
+            pieces.append(piece)
             lengths.append(fits)
             flags |= FLAG_LAST_CONTINUES
             safe = safe or message_safe
@@ -475,7 +475,8 @@ class Packer:
             end_index += 1
         if end_index != head:
             self._base = base
-            if end_index >= _COMPACT_AFTER and 2 * end_index >= len(datas):
+            if end_index == len(datas) or (end_index >= _COMPACT_AFTER
+                                           and 2 * end_index >= len(datas)):
                 self._compact(end_index)
             else:
                 self._head = end_index
@@ -490,9 +491,10 @@ class Packer:
         self._payload_bytes_taken += len(payload)
         return _new_tuple(Frame, (payload, safe, completed))
 
-    def _split(self, index: int, fits: int) -> tuple[int, bool]:
+    def _split(self, index: int, fits: int) -> tuple[int, bool, bytes]:
         """Make queued message ``index`` the partial one, ``fits`` bytes of
-        it taken. Returns (its fragment id, whether it is safe)."""
+        it taken. Returns (its fragment id, whether it is safe, its first
+        ``fits`` bytes)."""
         positions = self._safe_positions
         safe = bool(positions) and positions[0] == index
         if safe:
@@ -503,13 +505,17 @@ class Packer:
         fragment_id = self._next_fragment_id
         self._next_fragment_id = 1 if fragment_id == _MAX_FRAGMENT_ID else fragment_id + 1
         data = self._datas[index]
+        # The partial holds it from now on; the list must not keep a large
+        # message alive until the next compaction.
+        self._datas[index] = b""
+        piece = data[:fits]
         if len(data) - fits > self._capacity - LENGTH_SIZE:
             # Middle fragments follow: they are cut from a view, without a
             # copy before the payload's (not worth a view for one more part).
             data = memoryview(data)
         self._partial = [data, fits, safe, handle, fragment_id, 1]
         self._fragments_taken += 1
-        return fragment_id, safe
+        return fragment_id, safe, piece
 
     def _drop_none(self, handles: list[Any]) -> list[Any]:
         """``handles`` without the None ones (which are not reported)."""
@@ -519,8 +525,8 @@ class Packer:
 
     def _compact(self, head: int) -> None:
         """Drop the taken messages before ``head`` from the lists (amortized
-        O(1) per message: called once the taken prefix is at least as long
-        as the rest)."""
+        O(1) per message: called when nothing is left after them, or once the
+        taken prefix is at least as long as the rest)."""
         del self._datas[:head], self._sizes[:head], self._handles[:head], self._ends[:head]
         if self._safe_positions:
             self._safe_positions = deque(p - head for p in self._safe_positions)

@@ -805,3 +805,22 @@ def test_every_truncation_of_a_frame_of_each_kind_is_counted_not_raised(flags, c
             assert unpacker.feed(1, fed) == reference.feed(1, fed)
         assert unpacker.stats().malformed_frames == 1
         assert _unpacker_stats(unpacker) == reference.stats()
+
+
+def test_a_sent_message_is_not_kept_alive_by_the_queue() -> None:
+    """Once its last part is taken, the packer holds no reference to a large
+    message, even with more messages still queued behind it."""
+    import sys
+
+    big = _message(1, 100_000)
+    baseline = sys.getrefcount(big)
+    packer = Packer(1400, max_message_size=200_000)
+    packer.submit(big, handle="big")
+    for i in range(200):
+        packer.submit(_message(i + 2, 64), handle=i)
+    while True:
+        frame = packer.take_frame()
+        if "big" in frame.completed:
+            break
+    assert packer.stats().queued_messages > 100
+    assert sys.getrefcount(big) == baseline
