@@ -17,6 +17,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "core": ("totemd.sim.bench", "Totem core frames and messages per second in the simulator"),
     "totem": ("scripts.bench_totem", "ordered throughput and latency on a local cluster"),
     "cmap": ("scripts.bench_cmap", "objdb get/set round trips and tracking fan-out"),
+    "transport": ("scripts.bench_transport", "UDP transport: GSO/GRO frames per second and CPU per visit"),
+    "local": ("scripts.bench_local", "totemd's local interface: IPC passes, deliveries, submits"),
 }
 
 

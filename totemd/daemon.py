@@ -183,6 +183,7 @@ class Daemon:
         # few microseconds of every turn, on the token's path.
         self._selector: select.epoll | None = None
         self._network_fd = -1
+        self._ipc_fd = -1
         self._signal_fd = -1
         self._wakeup: SignalWakeup | None = None
         self._timers = _Timers()
@@ -272,7 +273,8 @@ class Daemon:
         self._selector = select.epoll()
         self._network_fd = self.transport.fileno()
         self._selector.register(self._network_fd, select.EPOLLIN)
-        self._selector.register(self.server.fileno(), select.EPOLLIN)
+        self._ipc_fd = self.server.fileno()
+        self._selector.register(self._ipc_fd, select.EPOLLIN)
         self._wakeup = SignalWakeup()
         self._signal_fd = self._wakeup.read_end
         self._selector.register(self._signal_fd, select.EPOLLIN)
@@ -383,10 +385,12 @@ class Daemon:
         now = self.now_ms()
         self._check_scheduling(now)
         self._counts["loop_turns"] += 1
-        network = False
+        network = ipc = False
         for fd, _mask in ready:
             if fd == self._network_fd:
                 network = True
+            elif fd == self._ipc_fd:
+                ipc = True
             elif fd == self._signal_fd:
                 self._wakeup.drain()
         # The token goes on before local clients are served (_drain_network
@@ -411,7 +415,7 @@ class Daemon:
             self.core.deliver_pending()  # no token came by: do not wait longer
             self._owed_since_ms = None
         self._execute(self.core.take_actions())
-        ipc_busy = self._serve_local()
+        ipc_busy = self._serve_local(ipc)
         self.service.flush()
         self._execute(self.core.take_actions())
         if self.evslog is not None:
@@ -507,12 +511,21 @@ class Daemon:
             self.transport.learn_peer(sender, source)
             self._member_records.setdefault(sender, MemberRecord(ip=source)).ip = source
 
-    def _serve_local(self) -> bool:
-        """Serve the local clients; True if they may have more work waiting."""
+    def _serve_local(self, ipc_ready: bool) -> bool:
+        """Serve the local clients; True if they may have more work waiting.
+
+        Every pass looks at the rings; only the first one polls the IPC
+        server's epoll set (accepts, handshakes, hang-ups, doorbells), and
+        only when this turn's poll found it readable: a quiet set costs no
+        system call (what is left in it keeps it readable for the next turn).
+        """
         assert self.server is not None
+        process = self.server.process
+        poll = ipc_ready
         for _ in range(IPC_PASSES_PER_TURN):
-            if not self.server.process(0.0):
+            if not process(0.0, poll=poll):
                 return False
+            poll = False
         return True
 
     # -- the core's actions ----------------------------------------------------------------
@@ -642,7 +655,10 @@ class Daemon:
         rows, bodies = self._batch_rows, self._batch_bodies
         if not rows:
             return
-        self._batches.append(wire.encode_deliver_batch(rows, bodies))
+        # Large payloads go into the event rings part by part (no joined
+        # copy); small ones are joined once (wire.deliver_batch_payload).
+        self._batches.append(wire.deliver_batch_payload(
+            rows, bodies, self._pending_payload - _ITEM_SIZE * len(rows)))
         if self.service.wants_single_deliveries:
             singles = self._singles if self._singles is not None else []
             singles.extend(row[4:] + body for row, body in zip(rows, bodies))
