@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     visit_rows = []
     if args.visits > 0:
         visit_rows = measure_visits(idle_count=args.visits,
-                                    loaded_count=max(1, args.visits // 50), repeat=args.repeat)
+                                    loaded_count=max(1, args.visits // 20), repeat=args.repeat)
         if args.json:
             for row in visit_rows:
                 print(json.dumps(row))
