@@ -196,12 +196,14 @@ class Unpacker:
         return self._feed_flagged(sender, payload, total, flags, count, continued_id,
                                   continued_index, open_id, length)
 
-    def _feed_flagged(self, sender: int, payload: bytes, total: int, flags: int, count: int, continued_id: int, continued_index: int, open_id: int,
+    def _feed_flagged(self, sender: int, payload: bytes, total: int, flags: int, count: int,
+                      continued_id: int, continued_index: int, open_id: int,
                       length: int) -> list[bytes]:
         """feed for a frame with a continuation flag but not a middle
-        fragment (version and count checked): fast paths for the last part
-        of a message followed by the head of the next (the frame between two
-        large messages) and for a last part alone, then the general case."""
+        fragment (version and count checked): fast paths for a frame that
+        completes one message and opens another (two entries: between two
+        large messages; more: small ones) and for a last part alone, then
+        the general case."""
         if flags == MIDDLE:
             # decode's checks for a frame that completes one message and
             # opens another (a middle fragment, count 1, was handled by feed).
@@ -224,6 +226,28 @@ class Unpacker:
                 self._messages_delivered += 1
                 self._bytes_delivered += len(message)
                 return [message]
+            # The last part of one message, whole ones, the head of another
+            # (most frames of small messages): _flagged for this case.
+            entries = split_entries(payload, count, total)
+            if entries is None:
+                return self._feed_checked(sender, payload)
+            head = entries.pop()
+            part = entries[0]
+            message = self._continue(sender, continued_id, continued_index, part, False)
+            size = total - HEADER_SIZE - LENGTH_SIZE * count - len(head) - len(part)
+            if message is None:
+                del entries[0]
+            else:
+                entries[0] = message
+                size += len(message)
+            if len(head) > self._max_message_size:
+                self._oversized += 1
+            else:
+                self._assemblies[sender] = [open_id, 1, len(head), [head]]
+            if entries:
+                self._messages_delivered += len(entries)
+                self._bytes_delivered += size
+            return entries
         elif flags == FLAG_FIRST_IS_CONTINUATION and count == 1:
             # The last part of a fragmented message alone in its frame.
             if ONE_ENTRY_SIZE + length != total or not continued_id or not continued_index \
