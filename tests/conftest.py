@@ -20,6 +20,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hypothesis import settings
+
+# Property tests check behaviour, not speed: hypothesis's default 200 ms
+# deadline per example fails them on a loaded 2-core box (seen in CI-like runs).
+settings.register_profile("coro", deadline=None)
+settings.load_profile("coro")
 
 TAG_ENV = "CORO_RESOURCE_TAG"
 SESSION_TAG = f"t{os.getpid()}x"
