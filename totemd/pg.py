@@ -316,6 +316,10 @@ class Packer:
         refused: the same as ``submit`` for each, with the per-message work
         done in C (list extends, one accumulate) rather than per call.
 
+        Args:
+            items: ``(message, safe, handle)`` in submission order, as for
+                ``submit`` (a message may be any bytes-like object).
+
         Returns:
             (how many were queued, the MessageTooLarge or QueueFull that
             refused the next one, or None when all were queued). The refused

@@ -679,6 +679,12 @@ def test_submit_many_refuses_like_submit_and_queues_the_prefix() -> None:
                                                                      b"e" * 10]
     assert [h for f in frames for h in f.completed] == [1, 2, 5]
     assert [f.safe for f in frames] == [True, True]
+    # Bytes-like messages are queued as bytes (a caller's buffer may change).
+    buffer = bytearray(b"mutable")
+    assert packer.submit_many([(buffer, False, 7), (memoryview(b"view"), False, 8)]) == (2, None)
+    buffer[:] = b"changed"
+    assert unpack_all(Unpacker(), 1, [f.payload for f in pack_all(packer)]) == [b"mutable",
+                                                                               b"view"]
 
 
 def _damage(payload: bytes, how: int, where: int) -> bytes:
