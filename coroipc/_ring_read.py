@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 from coroipc._doorbell import fence
 from coroipc._ring_layout import (CLOSED, FRAME, FRAME_CHECK, FRAME_ONE, HEADER_SIZE, KIND_DATA, KIND_PAD,
                                   ONE_OVERHEAD, R_PID, R_POS, SLEEPING, W_EPOCH, W_FLAGS, W_POS, W_WANT, frame_size)
-from coroipc.errors import ConnectionLost, RingCorrupted, WouldBlock
+from coroipc.errors import ConnectionLost, NotConnected, RingCorrupted, WouldBlock
 
 __all__ = ["ReadMixin", "READ_BATCH_BYTES"]
 
@@ -98,25 +98,28 @@ class ReadMixin:
                 raise RingCorrupted(f"ring {self.name}: message lengths do not add up to the frame's "
                                     f"{payload} bytes at offset {offset}")
             self._pending_next = rpos + size
-            counters = self._count
-            counters["messages_read"] += count
-            counters["bytes_read"] += payload
             return ends
 
-    def _take(self, max_count: int | None, max_bytes: int = sys.maxsize) -> list[tuple[int, int, list[int]]]:
+    def _take(self, max_count: int | None, max_bytes: int = sys.maxsize,
+              at_least_one: bool = True) -> list[tuple[int, int, list[int]]]:
         """Claim up to ``max_count`` messages and about ``max_bytes`` payload
-        (at least one message when any is waiting).
+        (the messages whose running total stays within it, and at least one
+        message when any is waiting unless ``at_least_one`` is false), with
+        the general frame parser.
 
         Returns:
             (first index, stop index, frame ends) per frame touched; message i
             of a frame spans ends[i]:ends[i + 1]. Read positions are advanced
-            locally; :meth:`_publish_read` makes them visible.
+            locally; :meth:`_publish_read` makes them visible. The messages
+            handed out are counted here (not when a frame is parsed), so the
+            counters never include the unread rest of a partly read frame.
         """
         if not self._is_reader:
             self.become_reader()
         spans: list[tuple[int, int, list[int]]] = []
         budget = sys.maxsize if max_count is None else max_count
         written = self._words[W_POS]
+        counters = self._count
         while budget > 0 and max_bytes > 0:
             ends = self._pending
             if ends is None:
@@ -131,12 +134,15 @@ class ReadMixin:
             if ends[stop] - ends[index] > max_bytes:
                 stop = bisect_right(ends, ends[index] + max_bytes, index, stop) - 1
                 if stop == index:
-                    if spans:
+                    if spans or not at_least_one:
                         break  # the next message would overrun the budget
                     stop = index + 1  # but a batch always has at least one
             spans.append((index, stop, ends))
             budget -= stop - index
-            max_bytes -= ends[stop] - ends[index]
+            taken = ends[stop] - ends[index]
+            max_bytes -= taken
+            counters["messages_read"] += stop - index
+            counters["bytes_read"] += taken
             if stop == len(ends) - 1:
                 self._pending = None
                 self._rpos = self._pending_next
@@ -158,11 +164,12 @@ class ReadMixin:
 
         Args:
             max_count: at most this many messages (None: no count limit).
-            max_bytes: stop after about this much payload (at least one
-                message). The default keeps a batch's copies small enough
-                that the C allocator reuses their memory instead of
-                returning it to the kernel and faulting it back in for the
-                next batch, which costs more than the copying itself.
+            max_bytes: stop before the message that would take the payload
+                past this (at least one message). The default keeps a
+                batch's copies small enough that the C allocator reuses
+                their memory instead of returning it to the kernel and
+                faulting it back in for the next batch, which costs more
+                than the copying itself.
 
         Returns:
             the messages in order; an empty list when the ring is empty.
@@ -170,36 +177,99 @@ class ReadMixin:
         Raises:
             RingCorrupted, NotConnected.
         """
-        mapping = self._mmap
-        first = self._claim_one()  # a frame of one message (what write() makes): no frame parser
-        if first is not None:
-            start, end = first
-            out = [mapping[start:end]]
-            if (max_count is not None and max_count <= 1) or end - start >= max_bytes:
-                self._publish_read()
-                return out
-            spans = self._take(None if max_count is None else max_count - 1, max_bytes - (end - start))
-            for index, stop, ends in spans:
-                out += [mapping[a:b] for a, b in pairwise(ends[index:stop + 1])]
+        out = self._claim_batch(self._mmap, max_count, max_bytes)
+        if out or self._words[R_POS] != self._rpos:  # (a skipped PAD frame: hand the space back)
             self._publish_read()
-            return out
-        spans = self._take(max_count, max_bytes)
-        if not spans:
-            if self._words[R_POS] != self._rpos:  # skipped a PAD frame: hand the space back
-                self._publish_read()
-            return []
-        if len(spans) == 1:
-            index, stop, ends = spans[0]
-            if index == 0 and stop == len(ends) - 1:
-                out = [mapping[a:b] for a, b in pairwise(ends)]
-            else:
-                out = [mapping[a:b] for a, b in pairwise(ends[index:stop + 1])]
-        else:
-            out = []
-            for index, stop, ends in spans:
-                out += [mapping[a:b] for a, b in pairwise(ends[index:stop + 1])]
-        self._publish_read()
         return out
+
+    def _claim_batch(self, source, max_count: int | None, max_bytes: int) -> list:
+        """Claim up to ``max_count`` messages and about ``max_bytes`` payload
+        (as :meth:`_take`); ``source[start:end]`` of each, in order.
+
+        ``source`` is the mapping (copies: bytes) or its memoryview (views).
+        The frames of one message (what ``write`` makes, and every event and
+        request of a connection) are taken by :meth:`_claim_ones` without
+        the frame parser; whatever it cannot take (a batch frame, a partly
+        read frame, something invalid) goes to :meth:`_take`, which also
+        takes the frames after it (a mixed stream is rare: a flushed
+        backlog). The read position advances locally; the caller publishes.
+        """
+        budget = sys.maxsize if max_count is None else max_count
+        out: list = []
+        taken_bytes, blocked = self._claim_ones(source, out, budget, max_bytes)
+        if blocked and len(out) < budget and max_bytes > taken_bytes:
+            for index, stop, ends in self._take(budget - len(out), max_bytes - taken_bytes, not out):
+                out += [source[a:b] for a, b in pairwise(ends[index:stop + 1])]
+        return out
+
+    def _claim_ones(self, source, out: list, budget: int, max_bytes: int) -> tuple[int, bool]:
+        """Append ``source[start:end]`` for each of the next frames of one
+        message (skipping PAD frames), with the checks of :meth:`_claim_one`
+        and of the frame parser for a PAD, inline: one header unpack per
+        message, counters and position stored once.
+
+        Stops at ``budget`` messages, before a message that would take the
+        payload past ``max_bytes`` (unless ``out`` is empty), when the ring
+        is empty, and at the first frame that is not a valid frame of one
+        message (or when a frame is partly read): that one is left for the
+        general parser, which reports it if it is invalid.
+
+        Returns:
+            (payload bytes taken, whether it stopped at a frame it left for
+            the general parser).
+        """
+        if not self._is_reader:
+            self.become_reader()
+        words = self._words
+        if words is None:
+            raise NotConnected(f"ring {self.name} is closed")
+        if self._pending is not None:
+            return 0, True
+        rpos = self._rpos
+        available = words[W_POS] - rpos
+        capacity = self.capacity
+        if available > capacity:
+            return 0, True  # impossible: the parser says so
+        mapping = self._mmap
+        unpack = FRAME_ONE.unpack_from
+        first = len(out)
+        limit = first + budget
+        taken = 0
+        blocked = False
+        one_check = KIND_DATA ^ 1 ^ FRAME_CHECK
+        while len(out) < limit:
+            if available < 32:  # (the smallest frame of one message)
+                blocked = available != 0  # a PAD or something invalid: the parser decides
+                break
+            offset = rpos % capacity
+            start = HEADER_SIZE + offset
+            if offset + 24 > capacity:
+                blocked = True
+                break
+            kind, count, payload, check, length = unpack(mapping, start)
+            size = (payload + ONE_OVERHEAD + 15) & ~15
+            if not (kind == KIND_DATA and count == 1 and length == payload and size <= available
+                    and offset + size <= capacity and check == one_check ^ payload):
+                if (kind == KIND_PAD and count == 0 and payload == 0 and capacity - offset <= available
+                        and check == KIND_PAD ^ FRAME_CHECK and not available & 15):
+                    rpos += capacity - offset
+                    available -= capacity - offset
+                    continue
+                blocked = True
+                break
+            if taken + payload > max_bytes and len(out) > first:
+                break
+            start += ONE_OVERHEAD
+            out.append(source[start:start + payload])
+            taken += payload
+            rpos += size
+            available -= size
+        self._rpos = rpos
+        if len(out) > first:
+            counters = self._count
+            counters["messages_read"] += len(out) - first
+            counters["bytes_read"] += taken
+        return taken, blocked
 
     def _claim_one(self) -> tuple[int, int] | None:
         """Claim the next message if it is a frame of one (what ``write`` makes).
@@ -293,17 +363,15 @@ class ReadMixin:
             a list of views valid inside the ``with`` block, released after.
             With the default ``timeout=0`` an empty ring raises WouldBlock.
         """
-        spans = self._take(max_count)
-        if not spans and timeout != 0:
+        views = self._claim_batch(self._view, max_count, sys.maxsize)
+        if not views and timeout != 0:
             self.wait_readable(timeout=timeout)
-            spans = self._take(max_count)
-        if not spans:
+            views = self._claim_batch(self._view, max_count, sys.maxsize)
+        if not views:
             self._count["would_block"] += 1
             if self._words[R_POS] != self._rpos:
                 self._publish_read()
             raise WouldBlock(f"ring {self.name} is empty")
-        view = self._view
-        views = [view[a:b] for index, stop, ends in spans for a, b in pairwise(ends[index:stop + 1])]
         try:
             yield views
         finally:

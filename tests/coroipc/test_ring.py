@@ -190,7 +190,8 @@ def test_corrupt_header_refuses_attach():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["write", "batch", "read", "read_batch", "reserve", "gather"]),
+@given(st.lists(st.tuples(st.sampled_from(["write", "batch", "read", "read_batch", "reserve", "gather", "peek",
+                                           "read_bytes"]),
                           st.lists(st.integers(0, 1500), min_size=1, max_size=12)), max_size=40))
 def test_random_operations_match_a_fifo_model(operations):
     """Random record sizes through a small ring behave like a bounded FIFO."""
@@ -240,19 +241,49 @@ def test_random_operations_match_a_fifo_model(operations):
                 else:
                     with pytest.raises(errors.WouldBlock):
                         reader.read_nowait()
+            elif operation == "peek":
+                if not model:
+                    with pytest.raises(errors.WouldBlock):
+                        with reader.peek_batch(len(sizes)):
+                            pass
+                else:
+                    with reader.peek_batch(len(sizes)) as views:
+                        got = [bytes(view) for view in views]
+                    assert got == model[: len(sizes)]
+                    del model[: len(sizes)]
+            elif operation == "read_bytes":  # the messages whose running total fits, at least one
+                budget = sum(sizes)
+                got = reader.read_batch(max_bytes=budget)
+                expected = 0
+                total = 0
+                while expected < len(model) and (expected == 0 or total + len(model[expected]) <= budget):
+                    total += len(model[expected])
+                    expected += 1
+                assert got == model[:expected]
+                del model[:expected]
             else:
                 got = reader.read_batch(max_count=len(sizes))
                 assert got == model[: len(sizes)]
                 del model[: len(sizes)]
+            # The counters say what was handed out (not what was parsed).
+            written = writer.stats()
+            read = reader.stats()
+            assert written.messages_written - read.messages_read == len(model)
+            assert written.bytes_written - read.bytes_read == sum(map(len, model))
         assert reader.read_batch() == model
     finally:
         reader.close()
         writer.close()
 
 
-def test_read_batch_stops_near_its_byte_budget(pair):
+@pytest.mark.parametrize("frames", ["batch", "one each"])
+def test_read_batch_stops_near_its_byte_budget(pair, frames):
     writer, reader = pair
-    assert writer.write_batch([b"a" * 100] * 30) == 30
+    if frames == "batch":
+        assert writer.write_batch([b"a" * 100] * 30) == 30
+    else:
+        for _ in range(30):
+            writer.write_nowait(b"a" * 100)
     first = reader.read_batch(max_bytes=250)
     assert first == [b"a" * 100] * 2
     assert reader.read_batch(max_bytes=1) == [b"a" * 100]  # at least one message
@@ -357,3 +388,62 @@ def test_gather_write_bounds(pair):
     reader.close()
     with pytest.raises(errors.ConnectionLost, match="reader closed"):
         writer.write_gather_nowait(b"", [bytes(3000)], 3000)
+
+
+def _fill_with_single_frames(writer: Ring, count: int) -> list[bytes]:
+    messages = [bytes([index]) * (index * 7 % 300) for index in range(count)]
+    for message in messages:
+        writer.write_nowait(message)
+    return messages
+
+
+def test_peek_batch_of_single_message_frames_across_the_wrap(pair):
+    """Frames of one message (events, requests) are peeked in place on the
+    fast path, over a PAD frame at the end of the data area, in order."""
+    writer, reader = pair
+    seen: list[bytes] = []
+    sent: list[bytes] = []
+    for _round in range(12):  # 8 KiB ring, ~2 KiB per round: wraps several times
+        sent += _fill_with_single_frames(writer, 14)
+        with reader.peek_batch() as views:
+            assert all(isinstance(view, memoryview) for view in views)
+            seen += [bytes(view) for view in views]
+    assert seen == sent
+    assert reader.stats().messages_read == len(sent)
+    assert reader.stats().bytes_read == sum(map(len, sent))
+
+
+def test_peek_batch_takes_single_frames_then_a_batch_frame_then_single_frames(pair):
+    writer, reader = pair
+    writer.write_nowait(b"one")
+    writer.write_batch([b"b1", b"b2", b"b3"])
+    writer.write_nowait(b"two")
+    with reader.peek_batch(max_count=3) as views:
+        assert [bytes(view) for view in views] == [b"one", b"b1", b"b2"]
+    assert reader.stats().messages_read == 3  # b3 is parsed but not handed out yet
+    with reader.peek_batch() as views:
+        assert [bytes(view) for view in views] == [b"b3", b"two"]
+    assert reader.stats().messages_read == 5
+
+
+@pytest.mark.parametrize("corruption", ["check word", "length", "kind"])
+def test_corrupt_single_frame_after_sound_ones_is_refused_by_peek_batch(pair, corruption):
+    writer, reader = pair
+    writer.write_nowait(b"sound")
+    bad_at = HEADER_SIZE + writer._words[W_POS]
+    writer.write_nowait(b"spoiled")
+    field = {"check word": 12, "length": 16, "kind": 0}[corruption]
+    struct.pack_into("<I", writer._mmap, bad_at + field, 0x12345)
+    with pytest.raises(errors.RingCorrupted):
+        with reader.peek_batch():
+            pass
+    assert reader.stats().messages_read == 1  # the sound one, taken before the parser refused
+
+
+def test_peek_batch_on_a_closed_ring_says_not_connected(pair):
+    _writer, reader = pair
+    assert reader.read_batch() == []  # now the reader
+    reader.close()
+    with pytest.raises(errors.NotConnected):
+        with reader.peek_batch():
+            pass
