@@ -437,7 +437,7 @@ class TotemClient:
             raise NotConnected("the totem client is closed")
         if not self._polled:
             self._polled = True
-            ipc._rearm_events()  # a dispatch without a poller left it unarmed
+            ipc.rearm_events()  # a dispatch without a poller left it unarmed
         return ipc.fileno()
 
     def dispatch(self, callback: Callable[[Event], object], max_count: int | None = None,
@@ -515,7 +515,7 @@ class TotemClient:
             except ipc_errors.WouldBlock:
                 pass  # only a PAD frame was waiting (skipped)
             if self._polled:
-                ipc._rearm_events()  # fileno() readable for the next event
+                ipc.rearm_events()  # fileno() readable for the next event
         except ipc_errors.IpcError as error:
             raise ConnectionLost(f"totemd connection lost: {error}") from error
 

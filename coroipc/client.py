@@ -60,7 +60,7 @@ class IpcClient:
         self.max_message_size = accept.max_message_bytes
         self.server_pid, self.server_uid, self.server_gid = peer_credentials(sock)
         self._ids = itertools.count(1)
-        self._counts = dict.fromkeys(("requests", "posts", "events", "stale_responses"), 0)
+        self._counts = dict.fromkeys(("requests", "posts", "stale_responses"), 0)
         self._lost_reason: str | None = None
         self.request_ring.become_writer()
         self.response_ring.become_reader()
@@ -72,7 +72,7 @@ class IpcClient:
         self._epoll.register(sock.fileno(), select.EPOLLIN)
         sock.setblocking(False)
         self._closed = False
-        self._rearm_events()
+        self.rearm_events()
 
     @classmethod
     def connect(cls, service: str, run_dir: str | os.PathLike | None = None, timeout: float = 5.0, *,
@@ -160,8 +160,20 @@ class IpcClient:
         return self._epoll.fileno()
 
     def stats(self) -> ClientStats:
+        """This connection's counters.
+
+        ``events`` is every event handed out by the event ring, whatever
+        read it (:meth:`dispatch`, :meth:`events`, or a zero-copy
+        ``event_ring.peek_batch`` as ``clients.totem`` does): the ring
+        counts its messages once per read, so nothing is counted per event
+        here.
+        """
+        counts = self._counts
         return ClientStats(service=self.service, connection_id=self.connection_id,
-                           max_message_size=self.max_message_size, **self._counts)
+                           requests=counts["requests"], posts=counts["posts"],
+                           events=self.event_ring._count["messages_read"],
+                           stale_responses=counts["stale_responses"],
+                           max_message_size=self.max_message_size)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -258,8 +270,22 @@ class IpcClient:
         self._counts["posts"] += 1
 
     # ------------------------------------------------------------ events
-    def _rearm_events(self) -> None:
-        """Keep fileno() meaningful: the server rings us for the next event."""
+    def rearm_events(self) -> None:
+        """Ask the server to ring :meth:`fileno` for the next event.
+
+        :meth:`dispatch` and :meth:`events` do this after every read. A
+        caller that reads the event ring itself (``event_ring.peek_batch``,
+        as ``clients.totem`` does) and polls :meth:`fileno` calls it after
+        each read; one that never polls need not (the server would ring a
+        doorbell nobody waits on). When an event is already waiting,
+        :meth:`fileno` is made readable at once, so no event is missed
+        between the read and the re-arm.
+
+        Raises:
+            NotConnected: the client is closed.
+        """
+        if self._closed:
+            raise NotConnected(f"client for {self.service!r} is closed")
         if self.event_ring.arm_reader():
             self.event_ring._reader_bell.ring()  # already waiting: make fileno() readable
 
@@ -277,7 +303,6 @@ class IpcClient:
             raise self._lost(str(error)) from None
         if not messages and not self._socket_alive():
             raise self._lost()
-        self._counts["events"] += len(messages)
         return messages
 
     def dispatch(self, callback: Callable[[int, memoryview], object], max_count: int | None = None,
@@ -300,7 +325,7 @@ class IpcClient:
                 function, _status, _sequence = parse_message(message)
                 callback(function, memoryview(message)[16:])
         finally:
-            self._rearm_events()
+            self.rearm_events()
         return len(messages)
 
     def events(self, timeout: float | None = None) -> Iterator[tuple[int, bytes]]:
@@ -316,4 +341,4 @@ class IpcClient:
                     yield function, message[16:]
         finally:
             if not self._closed:
-                self._rearm_events()
+                self.rearm_events()

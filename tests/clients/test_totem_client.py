@@ -294,3 +294,23 @@ def test_waiting_for_nothing_times_out_and_a_gone_service_is_reported(tmp_path, 
                 client.dispatch_batches(pytest.fail, pytest.fail, timeout=0)
     finally:
         client.close()
+
+
+def test_events_read_in_place_are_counted_by_the_ipc_client(run_dir):
+    """The IPC client's events counter sees the event messages the totem
+    client reads in place (peek_batch) and those it copies alike."""
+    with TotemClient.connect(run_dir) as client:
+        ipc = client._ipc
+        for index in range(3):
+            client.submit(b"x" * (index + 1))  # one DELIVER_BATCH event each
+        client._request(SEND_UNKNOWN, b"")
+        deliveries: list[int] = []
+        _until(lambda: client.dispatch_deliveries(lambda *fields: deliveries.append(len(fields[-1])),
+                                                  pytest.fail, timeout=0.5) >= 0
+               and client.unknown_events == 1)
+        assert deliveries == [1, 2, 3]
+        assert ipc.stats().events == 4  # three batches and the unknown event
+        client._request(SEND_OTHERS, b"5")
+        events: list[DeliverEvent] = []
+        _until(lambda: client.dispatch(events.append, timeout=0.5) >= 0 and len(events) == 5)
+        assert ipc.stats().events == 5

@@ -114,6 +114,49 @@ def test_events_through_poll_dispatch_and_iterator(running, tmp_path):
         assert [function for function, _payload in client.events(timeout=0.5)] == [0, 1, 2]
 
 
+def test_events_are_counted_however_they_are_read(running, tmp_path):
+    """stats().events counts dispatch, the iterator and zero-copy peeks of the
+    event ring alike, and only the events handed out (not a whole parsed frame)."""
+    with IpcClient.connect("test", run_dir=tmp_path) as client:
+        assert client.stats().events == 0
+        client.request(EVENTS, b"4", timeout=5.0)
+        assert wait_for(lambda: client.event_ring.readable())
+        with client.event_ring.peek_batch(max_count=3) as views:
+            assert len(views) == 3
+        assert client.stats().events == 3
+        assert client.dispatch(lambda function, payload: None) == 1
+        assert client.stats().events == 4
+        client.request(EVENTS, b"2", timeout=5.0)
+        assert len(list(client.events(timeout=0.2))) == 2
+        assert client.stats().events == 6
+        with pytest.raises(errors.WouldBlock):
+            with client.event_ring.peek_batch():
+                pass
+        assert client.stats().events == 6
+    assert client.stats().events == 6  # still readable once closed
+
+
+def test_rearm_events_makes_fileno_readable_for_a_ring_reader(running, tmp_path):
+    """A caller that reads the event ring itself re-arms with rearm_events():
+    fileno() turns readable for the next event, or at once if one waits."""
+    with IpcClient.connect("test", run_dir=tmp_path) as client:
+        poller = select.poll()
+        poller.register(client.fileno(), select.POLLIN)
+        for count in (b"2", b"1"):
+            client.request(EVENTS, count, timeout=5.0)
+            assert poller.poll(5000) != []
+            with client.event_ring.peek_batch() as views:
+                assert len(views) == int(count)
+            client.rearm_events()  # drains the doorbell and arms it again
+            assert poller.poll(0) == []
+        client.request(EVENTS, b"1", timeout=5.0)
+        assert poller.poll(5000) != []
+        client.rearm_events()  # an event still waits: readable at once
+        assert poller.poll(0) != []
+    with pytest.raises(errors.NotConnected):
+        client.rearm_events()
+
+
 def test_unknown_service_and_missing_server(running, tmp_path):
     with pytest.raises(errors.NotConnected, match="no coroipc server for 'nothing'"):
         IpcClient.connect("nothing", run_dir=tmp_path)
