@@ -3,7 +3,8 @@ message of ``Packer.submit``, ``Packer.take_frame`` and ``Unpacker.feed``.
 
 ::
 
-    python -m scripts.bench_pg [--against REV] [--rounds 3] [--repeat 5] [--json]
+    python -m scripts.bench_pg [--against REV] [--new REV] [--rounds 3] [--repeat 5]
+                               [--callgrind] [--scale 1] [--workload 64B ...] [--json]
 
 Workloads, at the frame payload totemd uses at netmtu 1500
 (``TotemParams().frame_payload_max``, 1408 bytes): 64 B messages packed (~21 per
@@ -18,9 +19,10 @@ its whole loop; the best of ``--repeat`` runs is kept.
 ``--against REV`` compares with the totemd package of a git revision: both
 implementations run in child processes (``git archive REV totemd`` unpacked
 in a temporary directory for the old one), alternating ``--rounds`` times in
-the same minutes, and the table shows both and the ratio new/old. Every row
-carries the 1-minute load average: on a shared machine the numbers are only
-comparable within one run.
+the same minutes, and the table shows both and the ratio new/old. ``--new
+REV`` measures a revision rather than the work tree as the new one. Every
+row carries the 1-minute load average: on a shared machine the numbers are
+only comparable within one run.
 
 ``--callgrind`` counts instructions instead (``valgrind --tool=callgrind``,
 unaffected by the machine's load; slow, so use ``--scale 0.1``): each phase
