@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "totem": ("scripts.bench_totem", "ordered throughput and latency on a local cluster"),
     "cmap": ("scripts.bench_cmap", "objdb get/set round trips and tracking fan-out"),
     "transport": ("scripts.bench_transport", "UDP transport: GSO/GRO frames per second and CPU per visit"),
+    "pg": ("scripts.bench_pg", "packing layer: CPU per frame and per message"),
     "local": ("scripts.bench_local", "totemd's local interface: IPC passes, deliveries, submits"),
 }
 
