@@ -58,6 +58,15 @@ _LIVENESS_CHECK_S = 0.01
 _EVENT_HEADER = ipc_codec.MESSAGE_HEADER
 _EVENT_HEADER_SIZE = _EVENT_HEADER.size
 Event = DeliverEvent | ConfEvent
+#: submit_many/offer_many write a request whose first message is at least
+#: this big part by part into the request ring (IpcClient.request_parts)
+#: instead of joining it first. Measured (CPU per request written, joined
+#: vs parts): 8 KiB x 6 5.3 vs 5.4 us, x 32 18.2 vs 19.1; 16 KiB x 8 9.2
+#: vs 8.1; 64 KiB x 4 15.3 vs 9.7. The first message stands for the batch:
+#: a look at every size would cost more than it saves for small messages.
+_GATHER_FROM_BYTES = 16 * 1024
+_MANY_COUNT = wire._MANY_COUNT  # the codec's own SUBMIT_MANY layout (see _submit_many_parts)
+_MANY_ITEM = wire._MANY_ITEM
 
 
 class TotemError(Exception):
@@ -261,6 +270,18 @@ def _each_delivery(payload: memoryview, on_deliver: Callable[..., object]) -> in
     return count
 
 
+def _submit_many_parts(messages: list[tuple[bytes | memoryview, bool]]) -> list[Any]:
+    """``local_codec.encode_submit_many(messages)`` as the list of its parts
+    (count, then each message's header and data), not joined."""
+    parts: list[Any] = [_MANY_COUNT.pack(len(messages))]
+    append = parts.append
+    pack_item = _MANY_ITEM.pack
+    for data, safe in messages:
+        append(pack_item(wire.SAFE if safe else 0, len(data)))
+        append(data)
+    return parts
+
+
 def _decode_events(function: int, payload: Any) -> list[Event] | None:
     """The events of one event message (a DELIVER_BATCH holds many); None if unknown."""
     if function == wire.EventKind.DELIVER_BATCH:
@@ -315,10 +336,15 @@ class TotemClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _request(self, function: int, payload: Any, timeout: float | None = None) -> bytes:
+    def _request(self, function: int, payload: Any, timeout: float | None = None,
+                 parts: bool = False) -> bytes:
+        """One request; ``payload`` is a list of buffers to write back to back
+        when ``parts`` (``IpcClient.request_parts``)."""
         if self._ipc is None:
             raise NotConnected("the totem client is closed")
         try:
+            if parts:
+                return self._ipc.request_parts(function, payload, timeout=timeout)
             return self._ipc.request(function, payload, timeout=timeout)
         except ipc_errors.MessageTooLarge as error:
             raise MessageTooLarge(str(error)) from error
@@ -412,8 +438,11 @@ class TotemClient:
     def _submit_many(self, messages: Sequence[tuple[bytes | memoryview, bool]],
                      timeout: float | None) -> tuple[Status, int, int]:
         batch = messages if isinstance(messages, list) else list(messages)
-        return wire.decode_submit_many_reply(
-            self._request(wire.Function.SUBMIT_MANY, wire.encode_submit_many(batch), timeout))
+        if len(batch[0][0]) < _GATHER_FROM_BYTES:
+            reply = self._request(wire.Function.SUBMIT_MANY, wire.encode_submit_many(batch), timeout)
+        else:  # large messages: each copied once, straight into the request ring
+            reply = self._request(wire.Function.SUBMIT_MANY, _submit_many_parts(batch), timeout, parts=True)
+        return wire.decode_submit_many_reply(reply)
 
     @staticmethod
     def _raise_for(status: Status, accepted: int, first: int) -> None:

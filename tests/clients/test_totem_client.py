@@ -314,3 +314,27 @@ def test_events_read_in_place_are_counted_by_the_ipc_client(run_dir):
         events: list[DeliverEvent] = []
         _until(lambda: client.dispatch(events.append, timeout=0.5) >= 0 and len(events) == 5)
         assert ipc.stats().events == 5
+
+
+def test_submit_many_parts_are_the_codecs_request():
+    from clients.totem import _submit_many_parts
+
+    messages = [(b"", False), (b"s" * 70_000, True), (memoryview(b"view"), False), (bytearray(b"ba"), True)]
+    assert b"".join(_submit_many_parts(messages)) == wire.encode_submit_many(messages)
+
+
+@pytest.mark.parametrize("sizes", [(40_000, 20_000, 3), (3, 40_000, 17_000)], ids=["large first", "small first"])
+def test_large_and_small_offers_are_delivered_intact(run_dir, service, sizes):
+    """Batches led by a large message go part by part into the request ring,
+    others joined: the daemon sees the same request either way."""
+    messages = [(bytes([index + 1]) * size, index == 1) for index, size in enumerate(sizes)]
+    with TotemClient.connect(run_dir) as client:
+        assert client.offer_many(messages) == (3, 1)
+        service.room = 1
+        with pytest.raises(TryAgain) as caught:
+            client.submit_many(messages)
+        assert (caught.value.accepted, caught.value.first_sseq) == (1, 4)
+        got: list[tuple[bytes, int]] = []
+        _until(lambda: client.dispatch_deliveries(lambda *fields: got.append((bytes(fields[-1]), fields[6])),
+                                                  pytest.fail, timeout=0.5) >= 0 and len(got) >= 4)
+    assert got == [(data, wire.SAFE if safe else 0) for data, safe in messages + messages[:1]]

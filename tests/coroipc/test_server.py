@@ -67,6 +67,17 @@ def test_request_timeout_then_late_answer_is_discarded(running, tmp_path):
         assert client.request(ECHO, b"next", timeout=5.0) == b"next"
 
 
+def test_request_parts_arrive_as_one_payload(running, tmp_path, service):
+    with IpcClient.connect("test", run_dir=tmp_path) as client:
+        parts = [b"head", memoryview(b"-middle-"), bytearray(b"tail" * 1000)]
+        assert client.request_parts(ECHO, parts, timeout=5.0) == b"".join(parts)
+        assert client.request_parts(ECHO, [], timeout=5.0) == b""
+        with pytest.raises(errors.MessageTooLarge):
+            client.request_parts(ECHO, [b"x" * client.max_message_size, b"y"], timeout=5.0)
+        assert client.request(ECHO, b"still served", timeout=5.0) == b"still served"
+        assert client.stats().requests == 3
+
+
 def test_oversized_request_fails_before_sending(running, tmp_path, service):
     with IpcClient.connect("test", run_dir=tmp_path, max_message_size=1000) as client:
         assert client.max_message_size == 1000
