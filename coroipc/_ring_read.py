@@ -100,12 +100,12 @@ class ReadMixin:
             self._pending_next = rpos + size
             return ends
 
-    def _take(self, max_count: int | None, max_bytes: int = sys.maxsize,
-              at_least_one: bool = True) -> list[tuple[int, int, list[int]]]:
+    def _take(self, max_count: int | None, max_bytes: int = sys.maxsize, at_least_one: bool = True,
+              one_frame: bool = False) -> list[tuple[int, int, list[int]]]:
         """Claim up to ``max_count`` messages and about ``max_bytes`` payload
         (the messages whose running total stays within it, and at least one
         message when any is waiting unless ``at_least_one`` is false), with
-        the general frame parser.
+        the general frame parser; from one frame only if ``one_frame``.
 
         Returns:
             (first index, stop index, frame ends) per frame touched; message i
@@ -148,6 +148,8 @@ class ReadMixin:
                 self._rpos = self._pending_next
             else:
                 self._pending_index = stop
+            if one_frame:
+                break
         return spans
 
     def _publish_read(self) -> None:
@@ -189,17 +191,24 @@ class ReadMixin:
         ``source`` is the mapping (copies: bytes) or its memoryview (views).
         The frames of one message (what ``write`` makes, and every event and
         request of a connection) are taken by :meth:`_claim_ones` without
-        the frame parser; whatever it cannot take (a batch frame, a partly
-        read frame, something invalid) goes to :meth:`_take`, which also
-        takes the frames after it (a mixed stream is rare: a flushed
-        backlog). The read position advances locally; the caller publishes.
+        the frame parser; a frame it cannot take (a batch frame, a partly
+        read frame, something invalid) goes to :meth:`_take`, one frame at a
+        time. The read position advances locally; the caller publishes.
         """
         budget = sys.maxsize if max_count is None else max_count
         out: list = []
-        taken_bytes, blocked = self._claim_ones(source, out, budget, max_bytes)
-        if blocked and len(out) < budget and max_bytes > taken_bytes:
-            for index, stop, ends in self._take(budget - len(out), max_bytes - taken_bytes, not out):
+        taken, blocked = self._claim_ones(source, out, budget, max_bytes)
+        while blocked and len(out) < budget and max_bytes > taken:
+            spans = self._take(budget - len(out), max_bytes - taken, not out, True)
+            if not spans:
+                break
+            for index, stop, ends in spans:
                 out += [source[a:b] for a, b in pairwise(ends[index:stop + 1])]
+                taken += ends[stop] - ends[index]
+            if self._pending is not None:
+                break  # a budget ended inside the frame
+            more, blocked = self._claim_ones(source, out, budget - len(out), max_bytes - taken)
+            taken += more
         return out
 
     def _claim_ones(self, source, out: list, budget: int, max_bytes: int) -> tuple[int, bool]:
@@ -208,8 +217,8 @@ class ReadMixin:
         and of the frame parser for a PAD, inline: one header unpack per
         message, counters and position stored once.
 
-        Stops at ``budget`` messages, before a message that would take the
-        payload past ``max_bytes`` (unless ``out`` is empty), when the ring
+        Stops at ``budget`` more messages, before a message that would take
+        the payload past ``max_bytes`` (unless ``out`` is empty), when the ring
         is empty, and at the first frame that is not a valid frame of one
         message (or when a frame is partly read): that one is left for the
         general parser, which reports it if it is invalid.
@@ -257,8 +266,8 @@ class ReadMixin:
                     continue
                 blocked = True
                 break
-            if taken + payload > max_bytes and len(out) > first:
-                break
+            if taken + payload > max_bytes and out:
+                break  # (a batch has at least one message)
             start += ONE_OVERHEAD
             out.append(source[start:start + payload])
             taken += payload
