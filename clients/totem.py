@@ -65,8 +65,6 @@ Event = DeliverEvent | ConfEvent
 #: vs 8.1; 64 KiB x 4 15.3 vs 9.7. The first message stands for the batch:
 #: a look at every size would cost more than it saves for small messages.
 _GATHER_FROM_BYTES = 16 * 1024
-_MANY_COUNT = wire._MANY_COUNT  # the codec's own SUBMIT_MANY layout (see _submit_many_parts)
-_MANY_ITEM = wire._MANY_ITEM
 
 
 class TotemError(Exception):
@@ -270,18 +268,6 @@ def _each_delivery(payload: memoryview, on_deliver: Callable[..., object]) -> in
     return count
 
 
-def _submit_many_parts(messages: list[tuple[bytes | memoryview, bool]]) -> list[Any]:
-    """``local_codec.encode_submit_many(messages)`` as the list of its parts
-    (count, then each message's header and data), not joined."""
-    parts: list[Any] = [_MANY_COUNT.pack(len(messages))]
-    append = parts.append
-    pack_item = _MANY_ITEM.pack
-    for data, safe in messages:
-        append(pack_item(wire.SAFE if safe else 0, len(data)))
-        append(data)
-    return parts
-
-
 def _decode_events(function: int, payload: Any) -> list[Event] | None:
     """The events of one event message (a DELIVER_BATCH holds many); None if unknown."""
     if function == wire.EventKind.DELIVER_BATCH:
@@ -441,7 +427,8 @@ class TotemClient:
         if len(batch[0][0]) < _GATHER_FROM_BYTES:
             reply = self._request(wire.Function.SUBMIT_MANY, wire.encode_submit_many(batch), timeout)
         else:  # large messages: each copied once, straight into the request ring
-            reply = self._request(wire.Function.SUBMIT_MANY, _submit_many_parts(batch), timeout, parts=True)
+            reply = self._request(wire.Function.SUBMIT_MANY, wire.encode_submit_many_parts(batch),
+                                  timeout, parts=True)
         return wire.decode_submit_many_reply(reply)
 
     @staticmethod

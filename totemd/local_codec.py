@@ -51,11 +51,13 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["VERSION", "Function", "EventKind", "Status", "LocalDecodeError", "Hello",
            "DeliverEvent", "ConfEvent", "ORIGIN", "encode_origin", "decode_origin",
            "encode_hello", "decode_hello", "encode_hello_reply", "decode_hello_reply",
            "encode_submit", "decode_submit", "encode_submit_reply", "decode_submit_reply",
+           "encode_submit_many_parts",
            "encode_submit_many", "decode_submit_many", "encode_submit_many_reply",
            "decode_submit_many_reply", "deliver_header", "decode_deliver", "encode_conf",
            "decode_conf", "SAFE", "SUBSCRIBE", "BATCH", "DELIVER_ITEM", "decode_hello_flags",
@@ -264,12 +266,20 @@ def decode_submit_reply(payload: memoryview | bytes) -> tuple[Status, int]:
         raise LocalDecodeError(f"unknown status {status}") from None
 
 
-def encode_submit_many(messages: list[tuple[bytes | memoryview, bool]]) -> bytes:
-    parts = [_MANY_COUNT.pack(len(messages))]
+def encode_submit_many_parts(messages: list[tuple[bytes | memoryview, bool]]) -> list[Any]:
+    """A SUBMIT_MANY request as the list of its parts (the count, then each
+    message's header and data), for a writer that copies them one by one."""
+    parts: list[Any] = [_MANY_COUNT.pack(len(messages))]
+    append = parts.append
+    pack_item = _MANY_ITEM.pack
     for data, safe in messages:
-        parts.append(_MANY_ITEM.pack(SAFE if safe else 0, len(data)))
-        parts.append(data)
-    return b"".join(parts)
+        append(pack_item(SAFE if safe else 0, len(data)))
+        append(data)
+    return parts
+
+
+def encode_submit_many(messages: list[tuple[bytes | memoryview, bool]]) -> bytes:
+    return b"".join(encode_submit_many_parts(messages))
 
 
 def decode_submit_many(payload: memoryview, max_items: int | None = None

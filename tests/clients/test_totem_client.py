@@ -316,11 +316,12 @@ def test_events_read_in_place_are_counted_by_the_ipc_client(run_dir):
         assert ipc.stats().events == 5
 
 
-def test_submit_many_parts_are_the_codecs_request():
-    from clients.totem import _submit_many_parts
-
+def test_submit_many_parts_decode_to_the_messages():
     messages = [(b"", False), (b"s" * 70_000, True), (memoryview(b"view"), False), (bytearray(b"ba"), True)]
-    assert b"".join(_submit_many_parts(messages)) == wire.encode_submit_many(messages)
+    joined = memoryview(b"".join(wire.encode_submit_many_parts(messages)))
+    decoded, count = wire.decode_submit_many(joined)
+    assert count == len(messages)
+    assert [(bytes(data), safe) for data, safe in decoded] == [(bytes(m), s) for m, s in messages]
 
 
 @pytest.mark.parametrize("sizes", [(40_000, 20_000, 3), (3, 40_000, 17_000)], ids=["large first", "small first"])
