@@ -83,16 +83,9 @@ class Connection:
         if len(payload) > self.max_message_size:
             raise MessageTooLarge(f"event of {len(payload)} bytes exceeds the agreed {self.max_message_size}")
         sequence = next(self._event_sequence)
-        if not self.event_backlog:
-            try:
-                put_message(self.event_ring, function, 0, sequence, payload)
-                self.counts["events_sent"] += 1
-                return
-            except WouldBlock:
-                pass
-            except (ConnectionLost, RingCorrupted) as error:  # the client broke its event ring
-                self._server._disconnect(self, RefuseCode.CORRUPTED, f"event ring unusable: {error}")
-                raise NotConnected(f"connection {self.id} was closed: {error}") from None
+        if not self.event_backlog and self._write_event(put_message, self.event_ring, function, 0,
+                                                         sequence, payload):
+            return
         self._server._backlog_event(self, pack_header(function, 0, sequence) + bytes(payload))
 
     def send_event_parts(self, function: int, parts, size: int) -> None:
@@ -111,20 +104,30 @@ class Connection:
             raise MessageTooLarge(f"event of {size} bytes exceeds the agreed {self.max_message_size}")
         sequence = next(self._event_sequence)
         header = pack_header(function, 0, sequence)
-        if not self.event_backlog:
-            try:
-                self.event_ring.write_gather_nowait(header, parts, size)
-                self.counts["events_sent"] += 1
-                return
-            except WouldBlock:
-                pass
-            except (ConnectionLost, RingCorrupted) as error:  # the client broke its event ring
-                self._server._disconnect(self, RefuseCode.CORRUPTED, f"event ring unusable: {error}")
-                raise NotConnected(f"connection {self.id} was closed: {error}") from None
+        if not self.event_backlog and self._write_event(self.event_ring.write_gather_nowait,
+                                                         header, parts, size):
+            return
         message = b"".join((header, *parts))
         if len(message) != 16 + size:
             raise ValueError(f"the parts hold {len(message) - 16} bytes, not {size}")
         self._server._backlog_event(self, message)
+
+    def _write_event(self, write, *args) -> bool:
+        """``write(*args)`` into the event ring: True if written (counted),
+        False if the ring is full (the caller backlogs the event).
+
+        Raises:
+            NotConnected: the client broke its event ring (disconnected).
+        """
+        try:
+            write(*args)
+        except WouldBlock:
+            return False
+        except (ConnectionLost, RingCorrupted) as error:  # the client broke its event ring
+            self._server._disconnect(self, RefuseCode.CORRUPTED, f"event ring unusable: {error}")
+            raise NotConnected(f"connection {self.id} was closed: {error}") from None
+        self.counts["events_sent"] += 1
+        return True
 
     def respond(self, request_id: int, payload=b"", status: int = 0, function: int = 0) -> None:
         """Answer a request later (after ``on_request`` returned None)."""

@@ -240,10 +240,7 @@ class Unpacker:
             else:
                 entries[0] = message
                 size += len(message)
-            if len(head) > self._max_message_size:
-                self._oversized += 1
-            else:
-                self._assemblies[sender] = [open_id, 1, len(head), [head]]
+            self._open(sender, open_id, head)
             if entries:
                 self._messages_delivered += len(entries)
                 self._bytes_delivered += size
@@ -315,14 +312,19 @@ class Unpacker:
         elif self._assemblies.pop(sender, None) is not None:
             self._abandoned += 1
         if head is not None:
-            if len(head) > self._max_message_size:
-                self._oversized += 1
-            else:
-                self._assemblies[sender] = [open_id, 1, len(head), [head]]
+            self._open(sender, open_id, head)
         if entries:
             self._messages_delivered += len(entries)
             self._bytes_delivered += data_size
         return entries
+
+    def _open(self, sender: int, open_id: int, head: bytes) -> None:
+        """Start the sender's assembly of message ``open_id`` with its head
+        (a head already over max_message_size is counted and dropped)."""
+        if len(head) > self._max_message_size:
+            self._oversized += 1
+        else:
+            self._assemblies[sender] = [open_id, 1, len(head), [head]]
 
     def _continue(self, sender: int, continued_id: int, continued_index: int, part: bytes,
                   middle: bool) -> bytes | None:
