@@ -43,7 +43,6 @@ import signal
 import struct
 import sys
 import time
-import zlib
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -61,6 +60,7 @@ from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame
                         StateChanged, Timer, TokenWarning)
 from totemd import codec  # after totemd.srp: codec and the core import each other
 from totemd.stats import DaemonStats, MemberRecord, cmap_items, format_ring_id
+from totemd.daemon_local import QUEUE_VISITS, LocalSideMixin, default_max_queued_messages
 from totemd.transport import RECEIVE_BATCH_MAX, UdpTransport
 
 __all__ = ["NodeSettings", "StartupError", "Daemon", "resolve_settings", "main"]
@@ -73,47 +73,13 @@ IPC_TICK_MS = 100.0
 CMAP_RETRY_MS = 5000.0
 RECEIVE_BATCHES_PER_TURN = 4
 IPC_PASSES_PER_TURN = 4
-# A DELIVER_BATCH event holds the deliveries of one turn up to this many bytes
-# (a larger single delivery goes alone): big enough that a token visit's
-# worth of small messages is one event, small against the 1 MiB event ring.
-BATCH_EVENT_BYTES = 64 << 10
 #: Frames read without a token are stored and delivered by this node's next
 #: token visit (after it forwarded the token), or after this long at most.
 DEFERRED_DELIVERY_MS = 2.0
-# Token visits' worth of frames (and of small messages) the send queue holds
-# before clients get TRY_AGAIN (see ``default_max_queued_messages``).
-QUEUE_VISITS = 4
-SMALL_MESSAGE_BYTES = 64
 _TOTEM_HEADER = struct.Struct("!HBBBI")
 # The type byte of a regular token (offset 3 of the Totem header): a network
 # read is cut after each one (see _drain_network).
 _ORF_TOKEN = int(codec.PacketType.ORF_TOKEN)
-# The hot path unpacks and packs with bound methods of the codec's structs.
-_ORIGIN_SIZE = wire.ORIGIN.size
-_ORIGIN_UNPACK = wire.ORIGIN.unpack_from
-_ORIGIN_PACK = wire.ORIGIN.pack
-_ORIGIN_MAGIC = wire.ORIGIN_MAGIC
-_ORIGIN_VERSION = wire.ORIGIN_VERSION
-_ITEM_PACK = wire.DELIVER_ITEM.pack
-_ITEM_SIZE = wire.DELIVER_ITEM.size
-
-
-def default_max_queued_messages(params: Any) -> int:
-    """The default message-count bound of the send queue.
-
-    What this node can originate in ``QUEUE_VISITS`` token visits when the
-    messages are small (``SMALL_MESSAGE_BYTES`` plus the 16-byte origin
-    header and the packer's length prefix): ``max_messages`` frames per visit
-    of ``frame_payload_max`` bytes each. With the defaults (17 frames of
-    1408 bytes, 16 such messages each) that is 4 x 17 x 16 = 1088 messages. A queue longer than a
-    few visits adds only latency (a message waits one rotation per visit's
-    worth ahead of it), never throughput: the byte bound alone (16 MiB) let
-    ~80k small messages queue up, seconds of latency at ~20k msg/s.
-    """
-    per_frame = max(1, params.frame_payload_max // (SMALL_MESSAGE_BYTES + 16 + 4))
-    return QUEUE_VISITS * params.max_messages * per_frame
-
-
 class _Timers:
     """The core's armed timers, one deadline each.
 
@@ -148,7 +114,7 @@ class _Timers:
         return [timer for timer, _deadline in due]
 
 
-class Daemon:
+class Daemon(LocalSideMixin):
     """One node's totemd. ``open()``, then ``run()``, then ``close()``.
 
     Args:
@@ -605,91 +571,6 @@ class Daemon:
         else:
             self.transport.multicast_many(frames)
 
-    def _on_deliver(self, action: Deliver) -> None:
-        """One delivered message (see ``_on_deliver_messages``)."""
-        self._on_deliver_messages(action.sender, action.ring_id, action.seq, action.safe,
-                                  (action.message,))
-
-    def _on_deliver_messages(self, sender: int, ring: Any, seq: int, frame_safe: bool,
-                             messages: Sequence[bytes]) -> None:
-        """Count the messages one frame delivered, add them to this turn's
-        batch, log them."""
-        own = sender == self.node_id
-        inc = self.inc
-        subscribed = self.service.subscriber_count > 0
-        evslog = self.evslog
-        rows, bodies = self._batch_rows, self._batch_bodies
-        rep, ring_seq = ring.rep, ring.seq
-        for message in messages:
-            if (len(message) >= _ORIGIN_SIZE and message[0] == _ORIGIN_MAGIC
-                    and message[1] == _ORIGIN_VERSION):
-                _magic, _version, flags, sinc, sseq = _ORIGIN_UNPACK(message)
-                safe = flags & wire.SAFE
-                body = memoryview(message)[_ORIGIN_SIZE:]
-            else:
-                # Not framed by a coro daemon: delivered as is, with no origin.
-                self._counts["unframed_deliveries"] += 1
-                sinc, sseq, safe, body = 0, 0, wire.SAFE if frame_safe else 0, memoryview(message)
-            if own and sinc == inc:
-                self._own_delivered = sseq  # own messages come back in sseq order
-            size = len(body)
-            self._batch_count += 1
-            self._batch_bytes += size
-            if subscribed:
-                if rows and self._pending_payload + _ITEM_SIZE + size > BATCH_EVENT_BYTES:
-                    self._close_batch()
-                    rows, bodies = self._batch_rows, self._batch_bodies
-                rows.append(_ITEM_PACK(size, sender, sinc, sseq, rep, ring_seq, seq, safe))
-                bodies.append(body)
-                self._pending_payload += _ITEM_SIZE + size
-            if evslog is not None:
-                ring_id = (rep, ring_seq)
-                crc = zlib.crc32(body)
-                mid = f"{sender}.{sinc}.{sseq}" if sinc else f"unframed.{sender}.{crc}"
-                in_conf = self._in_conf if self._in_conf is not None else ring_id
-                evslog.deliver(mid, sender, sinc, sseq, ring_id, seq, bool(safe), crc, in_conf)
-                self._last_delivered = mid
-
-    def _close_batch(self) -> None:
-        """End the DELIVER_BATCH being built (at its size bound or the turn's end)."""
-        rows, bodies = self._batch_rows, self._batch_bodies
-        if not rows:
-            return
-        # Large payloads go into the event rings part by part (no joined
-        # copy); small ones are joined once (wire.deliver_batch_payload).
-        self._batches.append(wire.deliver_batch_payload(
-            rows, bodies, self._pending_payload - _ITEM_SIZE * len(rows)))
-        if self.service.wants_single_deliveries:
-            singles = self._singles if self._singles is not None else []
-            singles.extend(row[4:] + body for row, body in zip(rows, bodies))
-            self._singles = singles
-        self._batch_rows = []
-        self._batch_bodies = []
-        self._pending_payload = 0
-
-    def _flush_deliveries(self) -> None:
-        """Count the deliveries of this batch of actions and send them to the
-        subscribers: one DELIVER_BATCH event per ``BATCH_EVENT_BYTES`` (one
-        DELIVER each to a subscriber that did not ask for batches)."""
-        counts = self._counts
-        counts["messages_delivered"] += self._batch_count
-        counts["bytes_delivered"] += self._batch_bytes
-        self._batch_count = self._batch_bytes = 0
-        self._close_batch()
-        if self._batches:
-            batches, self._batches = self._batches, []
-            singles, self._singles = self._singles, None
-            self.service.broadcast_deliveries(batches, singles)
-
-    def _on_originated(self, action: Originated) -> None:
-        self._originated += len(action.handles)
-        self._counts["messages_originated"] += len(action.handles)
-        if self.evslog is None:
-            return
-        ring_id = (action.ring_id.rep, action.ring_id.seq)
-        for sseq in action.handles:
-            self.evslog.originate(f"{self.node_id}.{self.inc}.{sseq}", ring_id, action.seq, sseq)
-
     def _on_conf_change(self, change: ConfChange) -> None:
         if self._batch_count:
             self._flush_deliveries()  # the deliveries before a change reach clients before it
@@ -729,104 +610,6 @@ class Daemon:
                 joined=tuple(change.joined))
             self.service.broadcast(wire.EventKind.CONFCHG, wire.encode_conf(event))
         self._publish_due = True
-
-    # -- the local interface ---------------------------------------------------------------
-
-    def local_submit(self, data: memoryview, safe: bool) -> tuple[wire.Status, int]:
-        """Queue one client message for ordering (called by the ``totem`` service).
-
-        Returns:
-            (status, sseq): OK and the message's sseq, or TRY_AGAIN (the send
-            queue is full), TOO_LARGE, SHUTTING_DOWN, each with sseq 0.
-        """
-        status, accepted, first = self.local_submit_many(((data, safe),))
-        return status, first if accepted else 0
-
-    def local_submit_many(self, items: Sequence[tuple[memoryview, bool]]
-                          ) -> tuple[wire.Status, int, int]:
-        """Queue client messages for ordering, in order, until one is refused.
-
-        The send queue is bounded by bytes (the core's ``max_queued_bytes``,
-        a hard limit), by frames (``max_queued_frames``: what ``QUEUE_VISITS``
-        token visits originate) and by messages (``max_queued_messages``:
-        own messages submitted and not yet stamped on the token). The two
-        latter keep the wait in the queue to a few token rotations: a longer
-        queue adds latency, not throughput. A batch may overshoot the frames
-        bound by one message (the first one always fits when the queue is empty).
-
-        Returns:
-            (status, accepted, first_sseq): OK when all were queued; else the
-            status of the first refused one (TRY_AGAIN, TOO_LARGE,
-            SHUTTING_DOWN) and how many before it were queued.
-        """
-        if not self._started or self._draining:
-            return wire.Status.SHUTTING_DOWN, 0, 0
-        limit = self.settings.params.max_message_size - _ORIGIN_SIZE
-        room = self.submit_room()
-        queued_frames = self.core.queued_frames()
-        # The frames bound, in bytes of frame payload (each message also
-        # costs its origin header and the packer's length prefix).
-        room_bytes = (self.max_queued_frames - queued_frames) * self._frame_payload
-        inc = self.inc
-        first = self._sseq + 1
-        status = wire.Status.OK
-        batch: list[tuple[bytes, bool, int]] = []
-        sizes: list[int] = []
-        sseq = first
-        for data, safe in items:
-            if room <= 0:
-                status = wire.Status.TRY_AGAIN
-                self._counts["try_again_queue_messages"] += 1
-                break
-            if room_bytes <= 0:
-                status = wire.Status.TRY_AGAIN
-                self._counts["try_again_queue_frames"] += 1
-                break
-            if len(data) > limit:
-                status = wire.Status.TOO_LARGE
-                break
-            batch.append((_ORIGIN_PACK(_ORIGIN_MAGIC, _ORIGIN_VERSION, wire.SAFE if safe else 0, inc,
-                                       sseq) + data, safe, sseq))
-            sizes.append(len(data))
-            room_bytes -= len(data) + _ORIGIN_SIZE + 4
-            sseq += 1
-            room -= 1
-        # One call for the batch: the core wakes an idle ring once.
-        queued, refused = self.core.submit_many(batch) if batch else (0, None)
-        if refused is not None:
-            status = wire.Status.TRY_AGAIN
-            self._counts["try_again_queue_bytes"] += 1
-        sseq = first + queued
-        queued_bytes = sum(sizes[:queued])
-        evslog = self.evslog
-        if evslog is not None:
-            deps = [self._last_delivered] if self._last_delivered else None
-            for message, safe, number in batch[:queued]:
-                body = memoryview(message)[_ORIGIN_SIZE:]
-                evslog.submit(f"{self.node_id}.{inc}.{number}", number, safe, zlib.crc32(body), deps)
-        accepted = sseq - first
-        self._sseq = sseq - 1
-        self._counts["messages_submitted"] += accepted
-        self._counts["bytes_submitted"] += queued_bytes
-        return status, accepted, first if accepted else 0
-
-    def submit_room(self) -> int:
-        """How many more own messages the send queue takes now (the messages
-        bound of ``local_submit_many``; the frames and bytes bounds can
-        refuse earlier)."""
-        room = self.max_queued_messages - (self._sseq - self._originated)
-        if room < self.max_queued_messages and not self.core.queued_frames():
-            # Everything submitted has left the queue (a message the core
-            # dropped, e.g. at a leave, never gets an Originated): resync.
-            self._originated = self._sseq
-            room = self.max_queued_messages
-        return room
-
-    def current_ring_id(self) -> tuple[int, int]:
-        return self._ring_id
-
-    def current_members(self) -> tuple[int, ...]:
-        return self._members
 
     # -- statistics ------------------------------------------------------------------------
 

@@ -217,7 +217,7 @@ def test_hello_flags_ask_for_batches_and_the_reply_says_if_granted():
 
 
 def test_default_send_queue_holds_four_token_visits_of_small_messages():
-    from totemd.daemon import QUEUE_VISITS, default_max_queued_messages
+    from totemd.daemon_local import QUEUE_VISITS, default_max_queued_messages
     from totemd.srp import TotemParams
 
     params = TotemParams()
