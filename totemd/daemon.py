@@ -59,8 +59,8 @@ from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame
                         PersistRingSeq, SendMulticast, SendUnicast, SetTimer, SrpCore,
                         StateChanged, Timer, TokenWarning)
 from totemd import codec  # after totemd.srp: codec and the core import each other
-from totemd.stats import DaemonStats, MemberRecord, cmap_items, format_ring_id
 from totemd.daemon_local import QUEUE_VISITS, LocalSideMixin, default_max_queued_messages
+from totemd.stats import DaemonStats, MemberRecord, cmap_items, format_ring_id
 from totemd.transport import RECEIVE_BATCH_MAX, UdpTransport
 
 __all__ = ["NodeSettings", "StartupError", "Daemon", "resolve_settings", "main"]
@@ -80,6 +80,8 @@ _TOTEM_HEADER = struct.Struct("!HBBBI")
 # The type byte of a regular token (offset 3 of the Totem header): a network
 # read is cut after each one (see _drain_network).
 _ORF_TOKEN = int(codec.PacketType.ORF_TOKEN)
+
+
 class _Timers:
     """The core's armed timers, one deadline each.
 
