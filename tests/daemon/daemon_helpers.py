@@ -198,3 +198,19 @@ def remove_dead_sockets(run_dir: Path) -> None:
     from totemd.cli_start import _remove_dead_sockets
     if run_dir.exists():
         _remove_dead_sockets(run_dir)
+
+
+def run_in_multicast_namespace(script: str) -> Any:
+    """Run ``python -c script`` (from the repository root) inside a private
+    network namespace with multicast enabled on its loopback, and return the
+    JSON it prints. Needs root and iproute2 (the callers skip otherwise)."""
+    import json
+
+    from scripts.netns import Namespace
+
+    with Namespace() as namespace:
+        namespace.enable_multicast()
+        done = subprocess.run(namespace.argv([sys.executable, "-c", script]), capture_output=True,
+                              text=True, timeout=60, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

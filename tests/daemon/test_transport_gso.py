@@ -5,15 +5,12 @@ network namespace (udp multicast)."""
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import select
 import shutil
 import socket
 import struct
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -21,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.daemon.daemon_helpers import run_in_multicast_namespace
 from totemd import transport as transport_module
 from totemd.gso import plan_runs, token_joins
 from totemd.transport import (
@@ -537,15 +535,7 @@ MULTICAST_SCRIPT = textwrap.dedent(
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
                     reason="udp multicast runs in a private network namespace, which needs root and iproute2")
 def test_udp_multicast_many_reaches_the_group_in_order():
-    from scripts.netns import Namespace
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    with Namespace() as namespace:
-        namespace.enable_multicast()
-        done = subprocess.run(namespace.argv([sys.executable, "-c", MULTICAST_SCRIPT]), capture_output=True,
-                              text=True, timeout=60, cwd=root, check=False)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = run_in_multicast_namespace(MULTICAST_SCRIPT)
     frames = result["frames"]
     for sender, receivers in (("127.0.0.1", ("127.0.0.2", "127.0.0.3")), ("127.0.0.3", ("127.0.0.1", "127.0.0.2"))):
         for receiver in receivers:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from scripts.netns import Namespace
+from tests.daemon.daemon_helpers import run_in_multicast_namespace
 
 SCRIPT = textwrap.dedent(
     """
@@ -61,15 +59,7 @@ SCRIPT = textwrap.dedent(
                     reason="udp multicast between two addresses runs in a private network namespace, "
                            "which needs root and iproute2")
 def test_udp_unicast_reaches_the_right_node_from_its_own_address():
-    import json
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    with Namespace() as namespace:
-        namespace.enable_multicast()
-        done = subprocess.run(namespace.argv([sys.executable, "-c", SCRIPT]), capture_output=True,
-                              text=True, timeout=60, cwd=root, check=False)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = run_in_multicast_namespace(SCRIPT)
     # The token to node 2 arrives at node 2 (not at a group-bound socket that
     # never sees unicasts), from node 1's address.
     assert result["b_unicast"] == [["token-to-2", "127.0.0.1"]]
