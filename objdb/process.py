@@ -57,7 +57,9 @@ class ObjdbProcess:
         Raises:
             ObjdbStartError: it exited, or was not ready in ``ready_timeout``.
         """
-        command = [sys.executable, "-m", "objdb", "--log-level", log_level,
+        # -P: the working directory is not on sys.path, so a directory holding
+        # packages named like ours cannot stand in for the installed code.
+        command = [sys.executable, "-P", "-m", "objdb", "--log-level", log_level,
                    "--parent-pid", str(os.getpid())]
         if config_path is not None:
             command += ["-c", os.fspath(config_path)]

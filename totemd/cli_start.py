@@ -201,7 +201,9 @@ class Supervisor:
 
     def _start_totemd(self) -> int:
         settings, args = self.settings, self.args
-        command = [sys.executable, "-m", "totemd.daemon", "-c", os.fspath(settings.config_path),
+        # -P: the working directory is not on sys.path, so a directory holding
+        # packages named like ours cannot stand in for the installed code.
+        command = [sys.executable, "-P", "-m", "totemd.daemon", "-c", os.fspath(settings.config_path),
                    "--node-id", str(settings.node_id), "--run-dir", settings.run_dir,
                    "--state-dir", settings.state_dir, "--parent-pid", str(os.getpid()),
                    "--log-level", args.log_level]

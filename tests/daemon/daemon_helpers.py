@@ -92,8 +92,11 @@ class Node:
     """One ``coro start`` of a test cluster."""
 
     def __init__(self, root: Path, config: Path, node_id: int, evs_dir: Path | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), cwd: Path = REPO,
+                 launcher: tuple[str, ...] = (sys.executable, "-m", "clients.cli")) -> None:
         self.node_id = node_id
+        self.cwd = cwd
+        self.launcher = launcher
         self.config = config
         self.dir = root / f"n{node_id}"
         self.run_dir = self.dir / "run"
@@ -105,7 +108,7 @@ class Node:
         self._log_handle: Any = None
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "clients.cli", "start", "-c", str(self.config),
+        command = [*self.launcher, "start", "-c", str(self.config),
                    "--node-id", str(self.node_id), "--run-dir", str(self.run_dir),
                    "--state-dir", str(self.state_dir), *self.extra_args]
         if self.evs_dir is not None:
@@ -115,7 +118,7 @@ class Node:
     def start(self) -> "Node":
         self.dir.mkdir(parents=True, exist_ok=True)
         self._log_handle = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command(), cwd=REPO, stdin=subprocess.DEVNULL,
+        self.process = subprocess.Popen(self.command(), cwd=self.cwd, stdin=subprocess.DEVNULL,
                                         stdout=self._log_handle, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         return self

@@ -74,6 +74,30 @@ def test_singleton_ring_delivers_own_messages_in_order_and_stops_clean(single: N
     assert "A new membership (1." in single.log_text()
 
 
+def test_a_node_started_from_any_directory_runs_the_installed_code(tmp_path: Path):
+    """``coro start`` run from a directory that holds packages named like
+    ours (a source tree, a stray checkout) must not run them: the daemons it
+    starts import what ``coro`` itself imports (python -P, no cwd on sys.path)."""
+    shadow = tmp_path / "elsewhere"
+    for package in ("totemd", "objdb", "coroipc", "clients", "coroconf"):
+        (shadow / package).mkdir(parents=True)
+        (shadow / package / "__init__.py").write_text(
+            f"raise ImportError('the {package} package of the working directory was imported')\n")
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
+    coro = Path(sys.executable).with_name("coro")
+    launcher = (str(coro),) if coro.exists() else (sys.executable, "-P", "-m", "clients.cli")
+    node = Node(tmp_path, config, 1, cwd=shadow, launcher=launcher)
+    try:
+        node.start()
+        node.wait_members([1])
+        with node.client() as client:
+            assert client.submit(b"from anywhere") == 1
+    finally:
+        assert node.stop() == 0
+    assert "working directory was imported" not in node.log_text()
+
+
 def test_statistics_are_published_into_objdb(single: Node):
     from clients.cmap import CmapClient
 
