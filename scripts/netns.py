@@ -350,7 +350,8 @@ class NamespaceWorker:
     """
 
     def __init__(self, namespace: Namespace | None, *, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "scripts.netns", "worker"]
+        # -P: the same code as the caller (PYTHONPATH, installed), not the cwd's.
+        command = [sys.executable, "-P", "-m", "scripts.netns", "worker"]
         argv = namespace.argv(command) if namespace is not None else command
         self._process = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
