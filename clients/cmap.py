@@ -62,8 +62,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Iterator, NamedTuple, cast
+from typing import Callable, Iterator, NamedTuple
 
+from clients._cmap_typed import TypedAccessors
 from coroipc import IpcClient
 from coroipc import errors as ipc_errors
 from objdb import codec
@@ -137,7 +138,7 @@ def _chunks(items: list[bytes]) -> Iterator[list[bytes]]:
         yield chunk
 
 
-class CmapClient:
+class CmapClient(TypedAccessors):
     """A connection to the node's objdb (the ``cmap`` coroipc service).
 
     Make one with :meth:`connect`; use it as a context manager or call
@@ -394,54 +395,6 @@ class CmapClient:
                             f"not {value_type.short_name}")
         return value
 
-    def get_i8(self, key: str) -> int:
-        """The value of ``key``, which must be int8 (else WrongType)."""
-        return cast(int, self.get_typed(key, ValueType.INT8))
-
-    def get_u8(self, key: str) -> int:
-        """The value of ``key``, which must be uint8 (else WrongType)."""
-        return cast(int, self.get_typed(key, ValueType.UINT8))
-
-    def get_i16(self, key: str) -> int:
-        """The value of ``key``, which must be int16 (else WrongType)."""
-        return cast(int, self.get_typed(key, ValueType.INT16))
-
-    def get_u16(self, key: str) -> int:
-        """The value of ``key``, which must be uint16 (else WrongType)."""
-        return cast(int, self.get_typed(key, ValueType.UINT16))
-
-    def get_i32(self, key: str) -> int:
-        """The value of ``key``, which must be int32 (else WrongType)."""
-        return cast(int, self.get_typed(key, ValueType.INT32))
-
-    def get_u32(self, key: str) -> int:
-        """The value of ``key``, which must be uint32 (else WrongType)."""
-        return cast(int, self.get_typed(key, ValueType.UINT32))
-
-    def get_i64(self, key: str) -> int:
-        """The value of ``key``, which must be int64 (else WrongType)."""
-        return cast(int, self.get_typed(key, ValueType.INT64))
-
-    def get_u64(self, key: str) -> int:
-        """The value of ``key``, which must be uint64 (else WrongType)."""
-        return cast(int, self.get_typed(key, ValueType.UINT64))
-
-    def get_float(self, key: str) -> float:
-        """The value of ``key``, which must be float (else WrongType)."""
-        return cast(float, self.get_typed(key, ValueType.FLOAT))
-
-    def get_double(self, key: str) -> float:
-        """The value of ``key``, which must be double (else WrongType)."""
-        return cast(float, self.get_typed(key, ValueType.DOUBLE))
-
-    def get_string(self, key: str) -> str:
-        """The value of ``key``, which must be string (else WrongType)."""
-        return cast(str, self.get_typed(key, ValueType.STRING))
-
-    def get_binary(self, key: str) -> bytes:
-        """The value of ``key``, which must be binary (else WrongType)."""
-        return cast(bytes, self.get_typed(key, ValueType.BINARY))
-
     def iter(self, prefix: str = "") -> Iterator[tuple[str, Value, ValueType]]:
         """(key, value, type) for every key starting with ``prefix``, sorted.
 
@@ -585,54 +538,6 @@ class CmapClient:
         failed, first = codec.decode_sync_response(self._call(codec.Sync()))
         if first is not None:
             raise type(first)(f"{failed} pipelined set(s) failed; the first: {first}")
-
-    def set_i8(self, key: str, value: int) -> None:
-        """Set ``key`` to a int8 value."""
-        self.set(key, value, ValueType.INT8)
-
-    def set_u8(self, key: str, value: int) -> None:
-        """Set ``key`` to a uint8 value."""
-        self.set(key, value, ValueType.UINT8)
-
-    def set_i16(self, key: str, value: int) -> None:
-        """Set ``key`` to a int16 value."""
-        self.set(key, value, ValueType.INT16)
-
-    def set_u16(self, key: str, value: int) -> None:
-        """Set ``key`` to a uint16 value."""
-        self.set(key, value, ValueType.UINT16)
-
-    def set_i32(self, key: str, value: int) -> None:
-        """Set ``key`` to a int32 value."""
-        self.set(key, value, ValueType.INT32)
-
-    def set_u32(self, key: str, value: int) -> None:
-        """Set ``key`` to a uint32 value."""
-        self.set(key, value, ValueType.UINT32)
-
-    def set_i64(self, key: str, value: int) -> None:
-        """Set ``key`` to a int64 value."""
-        self.set(key, value, ValueType.INT64)
-
-    def set_u64(self, key: str, value: int) -> None:
-        """Set ``key`` to a uint64 value."""
-        self.set(key, value, ValueType.UINT64)
-
-    def set_float(self, key: str, value: float) -> None:
-        """Set ``key`` to a float value."""
-        self.set(key, value, ValueType.FLOAT)
-
-    def set_double(self, key: str, value: float) -> None:
-        """Set ``key`` to a double value."""
-        self.set(key, value, ValueType.DOUBLE)
-
-    def set_string(self, key: str, value: str) -> None:
-        """Set ``key`` to a string value."""
-        self.set(key, value, ValueType.STRING)
-
-    def set_binary(self, key: str, value: bytes) -> None:
-        """Set ``key`` to a binary value."""
-        self.set(key, value, ValueType.BINARY)
 
     def delete(self, key: str) -> None:
         """Remove ``key``. Raises NoSuchKey, ReadOnly, InvalidKey."""
