@@ -95,6 +95,9 @@ _MAX_FRAGMENT_ID = 0xFFFFFFFF
 _COMPACT_AFTER = 64
 _BYTES_ONLY = frozenset((bytes,))
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+# The frame between two large messages: the last part of one, the head of the next.
+_TWO_ENTRIES = frame_struct(2)
+_TAIL_AND_HEAD = FLAG_FIRST_IS_CONTINUATION | FLAG_LAST_CONTINUES
 
 
 class Frame(NamedTuple):
@@ -414,7 +417,7 @@ class Packer:
         view, offset, safe, _handle, fragment_id, index = partial
         room = self._capacity - LENGTH_SIZE
         if len(view) - offset <= room:
-            return self._take_packed(partial)
+            return self._take_tail(partial, room)
         # The next part of the partly sent head message fills the frame and
         # more follows (most frames of a large message): one entry, built
         # directly; its counters are derived from _middle_frames in stats().
@@ -426,6 +429,47 @@ class Packer:
         return _new_tuple(Frame, (ONE_ENTRY.pack(VERSION, MIDDLE, 1, fragment_id, index,
                                                  fragment_id, room) + view[offset:end],
                                   safe, ()))
+
+    def _take_tail(self, partial: list[Any], room: int) -> Frame:
+        """take_frame when the rest of the partial message fits in this frame
+        (``room``: the frame's capacity less one length): the frames between
+        two large messages. Built directly when no whole message fits after
+        it (the head of the next one, if any, is split into it: the frame
+        every large message starts in); anything else goes to _take_packed.
+        """
+        view, offset, safe, handle, continued_id, continued_index = partial
+        remaining = len(view) - offset
+        head = self._head
+        datas = self._datas
+        base = self._base
+        fits = room - LENGTH_SIZE - remaining  # for the next one's head, after its length
+        if head < len(datas):
+            if self._ends[head] - base <= room - remaining or fits < MIN_FRAGMENT:
+                return self._take_packed(partial)  # whole messages fit (or no head does)
+            # The next message opens here: its head, the rest in the next frames.
+            self._partial = None
+            open_id, message_safe, piece = self._split(head, fits)
+            self._base = self._ends[head]
+            if head + 1 == len(datas) or (head + 1 >= _COMPACT_AFTER
+                                          and 2 * head + 2 >= len(datas)):
+                self._compact(head + 1)
+            else:
+                self._head = head + 1
+            payload = b"".join((_TWO_ENTRIES.pack(VERSION, _TAIL_AND_HEAD, 2, continued_id,
+                                                  continued_index, open_id, remaining, fits),
+                                view[offset:], piece))
+            safe = safe or message_safe
+            taken = remaining + fits
+        else:
+            self._partial = None
+            payload = ONE_ENTRY.pack(VERSION, FLAG_FIRST_IS_CONTINUATION, 1, continued_id,
+                                     continued_index, 0, remaining) + view[offset:]
+            taken = remaining
+        self._fragments_taken += 1
+        self._queued_bytes -= taken
+        self._frames_taken += 1
+        self._payload_bytes_taken += len(payload)
+        return _new_tuple(Frame, (payload, safe, () if handle is None else (handle,)))
 
     def _take_packed(self, partial: list[Any] | None) -> Frame:
         """take_frame's general case: the last part of the partial message
@@ -512,11 +556,12 @@ class Packer:
         # The partial holds it from now on; the list must not keep a large
         # message alive until the next compaction.
         self._datas[index] = b""
-        piece = data[:fits]
         if len(data) - fits > self._capacity - LENGTH_SIZE:
-            # Middle fragments follow: they are cut from a view, without a
-            # copy before the payload's (not worth a view for one more part).
+            # Middle fragments follow: every part, this head too, is cut from
+            # a view, without a copy before the payload's (not worth a view
+            # for one more part).
             data = memoryview(data)
+        piece = data[:fits]
         self._partial = [data, fits, safe, handle, fragment_id, 1]
         self._fragments_taken += 1
         return fragment_id, safe, piece
