@@ -47,7 +47,7 @@ from coroipc._poller import Poller
 from coroipc._ring_layout import W_POS
 from coroipc._server_handshake import MAX_RING, MIN_RING, HandshakeMixin, PendingHandshake
 from coroipc._ring_wait import SpinPolicy
-from coroipc._wire import pack_header, parse_message, put_message, send_handshake
+from coroipc._wire import pack_header, put_message, send_handshake
 from coroipc.errors import (ConnectionLost, IpcError, MessageTooLarge, NotConnected, ProtocolError,
                             RingCorrupted, WouldBlock)
 
@@ -60,6 +60,9 @@ log = logging.getLogger("coroipc.server")
 #: While requests keep coming, poll the selector only every this many turns.
 _SELECT_EVERY_BUSY_TURNS = 16
 RefuseCode = codec.RefuseCode
+_unpack_header = codec.MESSAGE_HEADER.unpack_from
+_pack_header = codec.MESSAGE_HEADER.pack
+_NO_REPLY = codec.REQUEST_NO_REPLY
 
 
 def socket_path(run_dir: str | os.PathLike, service: str) -> str:
@@ -487,20 +490,19 @@ class IpcServer(HandshakeMixin):
             ring.check_header()
             span = ring._claim_one()
             if span is not None:  # the usual case: one request in a frame of its own, served in place
-                view = ring._view[span[0]:span[1]]
                 try:
-                    self._request(conn, view)
+                    self._request(conn, ring._view, span[0], span[1])
                 finally:
-                    view.release()
                     ring._publish_read()
                 done = 1
-                if conn.closed or not ring.readable():
+                # ring.readable(), inlined (a closed connection's ring is closed too).
+                if conn.closed or (ring._pending is None and ring._words[W_POS] == ring._rpos):
                     return done
             with ring.peek_batch(max_count=self.requests_per_turn - done) as views:
                 for view in views:
                     if conn.closed:
                         break
-                    self._request(conn, view)
+                    self._request(conn, view, 0, len(view))
                     done += 1
         except WouldBlock:
             pass
@@ -512,14 +514,27 @@ class IpcServer(HandshakeMixin):
             pass  # the service closed the connection in a callback
         return done
 
-    def _request(self, conn: Connection, view: memoryview) -> None:
-        function, status, request_id = parse_message(view)
-        if len(view) - 16 > conn.max_message_size:
-            raise ProtocolError(f"request of {len(view) - 16} bytes exceeds the agreed {conn.max_message_size}")
+    def _request(self, conn: Connection, source: memoryview, start: int, end: int) -> None:
+        """Serve the request ``source[start:end]`` (header and payload) and answer it.
+
+        The payload is handed to the service as one view into ``source``
+        (released after the call); the answer goes straight into the
+        response ring when nothing is backlogged there (see _respond).
+
+        Raises:
+            ProtocolError: the message is shorter than its header or longer
+                than the agreed maximum (the caller disconnects the client).
+        """
+        size = end - start - 16
+        if size < 0:
+            raise ProtocolError(f"ring message of {size + 16} bytes is shorter than its 16-byte header")
+        if size > conn.max_message_size:
+            raise ProtocolError(f"request of {size} bytes exceeds the agreed {conn.max_message_size}")
+        function, status, request_id = _unpack_header(source, start)
         conn.counts["requests"] += 1
         self._counts["requests"] += 1
         conn.current_request_id = request_id
-        payload = view[16:]
+        payload = source[start + 16:end]
         try:
             result = conn.service.on_request(conn, function, payload)
             response_status = 0
@@ -528,10 +543,18 @@ class IpcServer(HandshakeMixin):
             result, response_status = f"{type(error).__name__}: {error}".encode()[:1024], 1
         finally:
             payload.release()
-        if result is None or status & codec.REQUEST_NO_REPLY or conn.closed:
+        if result is None or status & _NO_REPLY or conn.closed:
             return
         try:
-            self._respond(conn, function, response_status, request_id, result)
+            if conn.response_backlog or len(result) > conn.max_message_size:
+                self._respond(conn, function, response_status, request_id, result)
+                return
+            try:  # _respond's usual case, written out: once per request
+                conn.response_ring.write_prefixed_nowait(_pack_header(function, response_status, request_id),
+                                                         result)
+                conn.counts["responses"] += 1
+            except WouldBlock:
+                self._respond(conn, function, response_status, request_id, result)
         except (MessageTooLarge, TypeError, ValueError) as error:  # the service returned something unusable
             log.error("%s.on_request(function %d) returned a bad response: %s", type(conn.service).__name__,
                       function, error)

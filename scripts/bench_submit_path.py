@@ -59,9 +59,15 @@ WARMUP_REQUESTS = 50
 SECTIONS = ("serve", "visit")
 
 
-def _build(size: int) -> dict[str, Any]:
-    """Server, service, daemon stand-in and one connected client (imports
-    here: a worker may run another revision's packages)."""
+def build(run_dir: str | None = None, params: Any = None) -> dict[str, Any]:
+    """Server, service, daemon stand-in and one connected client, in
+    ``run_dir`` (None: a new temporary directory, removed by Steps.close).
+    The imports are here: a worker may run another revision's packages.
+
+    Returns:
+        wire (the local codec), daemon, service, server, client, packer,
+        run_dir, own_dir (whether run_dir was made here).
+    """
     import threading
     from types import SimpleNamespace
 
@@ -74,7 +80,7 @@ def _build(size: int) -> dict[str, Any]:
     from totemd.srp.params import TotemParams
     from totemd.srp import core as core_module
 
-    params = TotemParams()
+    params = params or TotemParams()
 
     class Core:
         """What the daemon asks of SrpCore: its real submit_many on a real Packer."""
@@ -115,7 +121,9 @@ def _build(size: int) -> dict[str, Any]:
 
     daemon = Daemon()
     service = TotemService(daemon)  # type: ignore[arg-type]
-    run_dir = tempfile.mkdtemp(prefix="bench-submit-")
+    own_dir = run_dir is None
+    if run_dir is None:
+        run_dir = tempfile.mkdtemp(prefix="bench-submit-")
     server = IpcServer(run_dir, [service], defer_wakes=True)
     server.start()
     box: list[Any] = []
@@ -143,8 +151,8 @@ def _build(size: int) -> dict[str, Any]:
     for _ in range(10):
         server.process(0.0)
     server.flush_wakes()
-    return {"wire": wire, "daemon": daemon, "server": server, "client": box[0],
-            "run_dir": run_dir, "packer": daemon.core._packer}
+    return {"wire": wire, "daemon": daemon, "service": service, "server": server, "client": box[0],
+            "run_dir": run_dir, "own_dir": own_dir, "packer": daemon.core._packer}
 
 
 class Steps:
@@ -203,7 +211,8 @@ class Steps:
     def close(self) -> None:
         self.client.close()
         self.server.close()
-        os.rmdir(self.setup["run_dir"])
+        if self.setup["own_dir"]:
+            os.rmdir(self.setup["run_dir"])
 
 
 def _wrapped(function: Callable[[], None]) -> Callable[[], None]:
@@ -217,7 +226,7 @@ def _wrapped(function: Callable[[], None]) -> Callable[[], None]:
 
 def _worker(args: argparse.Namespace) -> int:
     """One measurement in this process; prints one JSON line."""
-    steps = Steps(_build(args.size), args.size, args.offer)
+    steps = Steps(build(), args.size, args.offer)
     try:
         for _ in range(WARMUP_REQUESTS):
             steps.write(); steps.serve(); steps.read(); steps.visit()

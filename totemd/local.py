@@ -56,6 +56,11 @@ OVERFLOW_LIMIT_BYTES = 32 << 20
 _SUBMIT = int(wire.Function.SUBMIT)
 _SUBMIT_MANY = int(wire.Function.SUBMIT_MANY)
 _DELIVER = wire.EventKind.DELIVER
+_OK = wire.Status.OK
+_TRY_AGAIN = wire.Status.TRY_AGAIN
+_TOO_LARGE = wire.Status.TOO_LARGE
+_decode_submit_many = wire.decode_submit_many
+_encode_submit_many_reply = wire.encode_submit_many_reply
 _DELIVER_BATCH = wire.EventKind.DELIVER_BATCH
 log = logging.getLogger("totemd.local")
 
@@ -92,14 +97,14 @@ class TotemService(Service):
     def on_request(self, conn: Connection, function: int, payload: memoryview) -> bytes | None:
         self.counts["requests"] += 1
         try:
+            if function == _SUBMIT_MANY:  # the bulk of the requests: first
+                if conn.id in self._overflow:
+                    return self._behind(wire.encode_submit_many_reply(_TRY_AGAIN, 0, 0))
+                return self._submit_many(payload)
             if function == _SUBMIT:
                 if conn.id in self._overflow:
-                    return self._behind(wire.encode_submit_reply(wire.Status.TRY_AGAIN, 0))
+                    return self._behind(wire.encode_submit_reply(_TRY_AGAIN, 0))
                 return self._submit(payload)
-            if function == _SUBMIT_MANY:
-                if conn.id in self._overflow:
-                    return self._behind(wire.encode_submit_many_reply(wire.Status.TRY_AGAIN, 0, 0))
-                return self._submit_many(payload)
             if function == wire.Function.HELLO:
                 return self._hello(conn, payload)
             if function == wire.Function.STATS:
@@ -107,9 +112,9 @@ class TotemService(Service):
         except wire.LocalDecodeError as error:
             self.counts["bad_requests"] += 1
             log.debug("bad request from pid %d: %s", conn.pid, error)
-            if function == wire.Function.SUBMIT_MANY:
+            if function == _SUBMIT_MANY:
                 return wire.encode_submit_many_reply(wire.Status.INVALID, 0, 0)
-            if function == wire.Function.SUBMIT:
+            if function == _SUBMIT:
                 return wire.encode_submit_reply(wire.Status.INVALID, 0)
             raise ValueError(f"malformed request: {error}") from None
         self.counts["bad_requests"] += 1
@@ -140,11 +145,11 @@ class TotemService(Service):
         return reply
 
     def _count(self, status: wire.Status) -> None:
-        if status is wire.Status.OK:
+        if status is _OK:
             self.counts["submitted"] += 1
-        elif status is wire.Status.TRY_AGAIN:
+        elif status is _TRY_AGAIN:
             self.counts["try_again"] += 1
-        elif status is wire.Status.TOO_LARGE:
+        elif status is _TOO_LARGE:
             self.counts["too_large"] += 1
 
     def _submit(self, payload: memoryview) -> bytes:
@@ -154,16 +159,21 @@ class TotemService(Service):
         return wire.encode_submit_reply(status, sseq)
 
     def _submit_many(self, payload: memoryview) -> bytes:
+        daemon = self._daemon
         # One more than there is room for, so a full queue still answers
         # TRY_AGAIN with the status of the first refused message.
-        items, count = wire.decode_submit_many(payload, self._daemon.submit_room() + 1)
-        status, accepted, first = self._daemon.local_submit_many(items)
-        self.counts["submitted"] += accepted
+        items, count = _decode_submit_many(payload, daemon.submit_room() + 1)
+        status, accepted, first = daemon.local_submit_many(items)
+        counts = self.counts
+        counts["submitted"] += accepted
         if accepted < count:
-            if status is wire.Status.OK:
-                status = wire.Status.TRY_AGAIN
-            self._count(status)
-        return wire.encode_submit_many_reply(status, accepted, first)
+            # The refused rest: counted once, by the status of the first refused one.
+            if status is _OK or status is _TRY_AGAIN:
+                status = _TRY_AGAIN
+                counts["try_again"] += 1
+            elif status is _TOO_LARGE:
+                counts["too_large"] += 1
+        return _encode_submit_many_reply(status, accepted, first)
 
     # -- events --------------------------------------------------------------------------
 

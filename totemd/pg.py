@@ -182,8 +182,7 @@ class Packer:
         "_partial",
         "_next_fragment_id",
         "_queued_bytes",
-        "_messages_submitted",
-        "_bytes_submitted",
+        "_dropped",
         "_frames_taken",
         "_payload_bytes_taken",
         "_fragments_taken",
@@ -250,8 +249,10 @@ class Packer:
         self._partial: list[Any] | None = None
         self._next_fragment_id = 1
         self._queued_bytes = 0
-        self._messages_submitted = 0
-        self._bytes_submitted = 0
+        # Entries dropped from the lists' front (taken, or put back by a
+        # configuration change): with _requeued and the lists' length, the
+        # count of messages submitted (see _submitted), kept out of submit.
+        self._dropped = 0
         self._frames_taken = 0
         self._payload_bytes_taken = 0
         self._fragments_taken = 0
@@ -311,8 +312,6 @@ class Packer:
         self._queued_bytes = queued
         if queued > self._peak_queued_bytes:
             self._peak_queued_bytes = queued
-        self._messages_submitted += 1
-        self._bytes_submitted += size
 
     def submit_many(self, items: Iterable[tuple[bytes, bool, Any]]) -> tuple[int, PgError | None]:
         """Queue ``(message, safe, handle)`` items in order until one is
@@ -379,8 +378,6 @@ class Packer:
         queued = self._queued_bytes = totals[accepted]
         if queued > self._peak_queued_bytes:
             self._peak_queued_bytes = queued
-        self._messages_submitted += accepted
-        self._bytes_submitted += queued - totals[0]
 
     def pending_frames(self) -> int:
         """Frames needed for what is queued.
@@ -577,6 +574,7 @@ class Packer:
         O(1) per message: called when nothing is left after them, or once the
         taken prefix is at least as long as the rest)."""
         del self._datas[:head], self._sizes[:head], self._handles[:head], self._ends[:head]
+        self._dropped += head
         if self._safe_positions:
             self._safe_positions = deque(p - head for p in self._safe_positions)
         self._head = 0
@@ -604,6 +602,7 @@ class Packer:
         self._sizes = [size, *self._sizes[head:]]
         self._handles = [handle, *self._handles[head:]]
         self._ends = [self._base, *self._ends[head:]]
+        self._dropped += head
         self._base -= size + LENGTH_SIZE
         self._head = 0
         positions = deque(p - head + 1 for p in self._safe_positions)
@@ -621,11 +620,15 @@ class Packer:
         """A snapshot of the counters."""
         queued_messages = len(self._datas) - self._head + (self._partial is not None)
         middle = self._middle_frames
+        # Every entry ever appended is a message submitted, except the one a
+        # configuration change put back (appended again).
+        submitted = self._dropped + len(self._datas) - self._requeued
         return PackerStats(
-            messages_submitted=self._messages_submitted,
-            bytes_submitted=self._bytes_submitted,
+            messages_submitted=submitted,
+            # Each message moved the stream's end by its size and its length.
+            bytes_submitted=self._end - LENGTH_SIZE * submitted,
             # A message leaves the queue exactly when its last part is taken.
-            messages_completed=self._messages_submitted - queued_messages,
+            messages_completed=submitted - queued_messages,
             frames_taken=self._frames_taken + middle,
             payload_bytes_taken=self._payload_bytes_taken + middle * self._frame_payload_max,
             fragments_taken=self._fragments_taken + middle,

@@ -19,8 +19,13 @@ FRAME_PAYLOAD_MAX = TotemParams().frame_payload_max
 ORIGIN = 16  # what the daemon puts in front of every client message
 
 
-def _check_stats(packer: Packer, reference: _ReferencePacker, taken: list[bytes]) -> None:
+def _check_stats(packer: Packer, reference: _ReferencePacker, taken: list[bytes],
+                 submitted: list[int] | None = None) -> None:
     stats = packer.stats()
+    if submitted is not None:  # the sizes of every message submitted
+        assert stats.messages_submitted == len(submitted)
+        assert stats.bytes_submitted == sum(submitted)
+        assert stats.messages_completed == len(submitted) - len(reference.queue)
     assert stats.queued_messages == len(reference.queue)
     assert stats.queued_bytes == sum(len(entry[0]) - entry[1] for entry in reference.queue)
     assert stats.frames_taken == len(taken)
@@ -57,22 +62,24 @@ def test_large_messages_give_the_reference_frames(operations, frame_payload_max:
     packer = Packer(frame_payload_max)
     reference = _ReferencePacker(frame_payload_max)
     taken: list[bytes] = []
+    submitted: list[int] = []
     for serial, operation in enumerate(operations):
         if operation[0] == "submit":
             _kind, size, safe, no_handle = operation
             message, handle = _message(serial, size), None if no_handle else ("h", serial)
             packer.submit(message, safe, handle)
             reference.submit(message, safe, handle)
+            submitted.append(size)
         elif operation[0] == "take":
             _take_both(packer, reference, operation[1], taken)
         else:
             packer.on_configuration_change()
             reference.on_configuration_change()
-        _check_stats(packer, reference, taken)
+        _check_stats(packer, reference, taken, submitted)
     while reference.queue:
         _take_both(packer, reference, 1, taken)
     assert packer.take_frame() is None and packer.pending_frames() == 0
-    _check_stats(packer, reference, taken)
+    _check_stats(packer, reference, taken, submitted)
 
 
 def test_a_frame_between_two_large_messages_carries_the_tail_and_the_next_head() -> None:
@@ -153,6 +160,7 @@ def test_large_messages_taken_past_compaction_are_not_kept_alive() -> None:
         packer.submit(message, False, None if index % 2 else index)
         reference.submit(message, False, None if index % 2 else index)
     del message
+    _check_stats(packer, reference, [], [size] * count)
     taken: list[bytes] = []
     for index in range(count):
         while True:
@@ -163,7 +171,7 @@ def test_large_messages_taken_past_compaction_are_not_kept_alive() -> None:
         # it (counted outside the assert, whose rewriting holds its operands).
         references = sys.getrefcount(messages[index])
         assert references == baselines[index]
-    _check_stats(packer, reference, taken)
+    _check_stats(packer, reference, taken, [size] * count)
 
 
 def test_messages_that_exactly_fit_or_just_miss_the_room_after_a_tail() -> None:
@@ -189,3 +197,25 @@ def test_messages_that_exactly_fit_or_just_miss_the_room_after_a_tail() -> None:
                 _take_both(packer, reference, 1, taken)
             assert packer.take_frame() is None
             _check_stats(packer, reference, taken)
+
+
+def test_submitted_counters_survive_compaction_configuration_changes_and_submit_many() -> None:
+    packer = Packer(FRAME_PAYLOAD_MAX, max_queued_bytes=32 << 20)
+    reference = _ReferencePacker(FRAME_PAYLOAD_MAX)
+    sizes: list[int] = []
+    taken: list[bytes] = []
+    for round_index in range(6):
+        batch = [(_message(len(sizes) + i, size), i % 2 == 0, i)
+                 for i, size in enumerate([8192 + ORIGIN, 64, 65536 + ORIGIN] * 30)]
+        assert packer.submit_many(batch) == (len(batch), None)
+        for item in batch:
+            reference.submit(*item)
+        sizes += [len(item[0]) for item in batch]
+        _take_both(packer, reference, 97 + round_index, taken)
+        packer.on_configuration_change()
+        reference.on_configuration_change()
+        _check_stats(packer, reference, taken, sizes)
+    while reference.queue:
+        _take_both(packer, reference, 1, taken)
+    _check_stats(packer, reference, taken, sizes)
+    assert packer.stats().messages_completed == len(sizes)
