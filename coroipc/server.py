@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Callable
 
 from coroipc import _shm, codec
 from coroipc._connection import Connection, ConnectionStats
-from coroipc._doorbell import Bell
+from coroipc._doorbell import Bell, fence
 from coroipc._poller import Poller
-from coroipc._ring_layout import W_POS
+from coroipc._ring_layout import R_EPOCH, R_FLAGS, SLEEPING, W_POS
 from coroipc._server_handshake import MAX_RING, MIN_RING, HandshakeMixin, PendingHandshake
 from coroipc._ring_wait import SpinPolicy
 from coroipc._wire import pack_header, put_message, send_handshake
@@ -396,19 +396,35 @@ class IpcServer(HandshakeMixin):
         return False
 
     def _arm_idle(self) -> bool:
-        """Arm the request rings that are not armed; True if one has data already."""
+        """Arm the request rings that are not armed; True if one has data already.
+
+        ``Ring.arm_reader(drain=False)`` written out (a new sleep epoch, our
+        SLEEPING flag, a fence, the re-check): a busy client's ring is
+        disarmed and armed again once per request. Its doorbell is drained
+        when it fires (``_turn``).
+        """
         ready = False
         unarmed = self._unarmed
         while unarmed:
             conn = unarmed.pop()
             if conn.armed or conn.closed:
                 continue
-            try:
-                conn.armed = True
-                if conn.request_ring.arm_reader(drain=False):  # drained when its doorbell fires
-                    ready = True
-            except IpcError as error:
-                self._disconnect(conn, RefuseCode.CORRUPTED, f"request ring failed: {error}")
+            ring = conn.request_ring
+            words = ring._words
+            if words is None or not ring._is_reader:  # not read yet, or closed: the ring's own way
+                try:
+                    conn.armed = True
+                    if ring.arm_reader(drain=False):
+                        ready = True
+                except IpcError as error:
+                    self._disconnect(conn, RefuseCode.CORRUPTED, f"request ring failed: {error}")
+                continue
+            conn.armed = True
+            words[R_EPOCH] += 1
+            words[R_FLAGS] = SLEEPING
+            fence()  # the flag is visible before we look at the writer's position
+            if ring._pending is not None or words[W_POS] != ring._rpos:
+                ready = True
         return ready
 
     def _turn(self, timeout: float) -> int:
@@ -449,7 +465,10 @@ class IpcServer(HandshakeMixin):
             # ring.readable(), inlined: this runs for every client on every pass.
             if ring._pending is not None or ring._words[W_POS] != ring._rpos:
                 if conn.armed:
-                    ring.disarm_reader()  # we are awake: no wake-ups until we arm again
+                    # ring.disarm_reader(), inlined (an armed ring has been
+                    # armed by its reader): we are awake, no wake-ups until
+                    # we arm again.
+                    ring._words[R_FLAGS] = 0
                     conn.armed = False
                     self._unarmed.add(conn)
                 done += self._serve_requests(conn)

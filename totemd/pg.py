@@ -168,6 +168,7 @@ class Packer:
     __slots__ = (
         "_frame_payload_max",
         "_capacity",
+        "_usable",
         "_max_message_size",
         "_max_queued_bytes",
         "_datas",
@@ -225,6 +226,8 @@ class Packer:
             )
         self._frame_payload_max = frame_payload_max
         self._capacity = frame_payload_max - HEADER_SIZE
+        # What pending_frames counts on per frame (see there).
+        self._usable = self._capacity - MIN_FRAGMENT - 2 * LENGTH_SIZE
         self._max_message_size = max_message_size
         self._max_queued_bytes = max_queued_bytes
         # Whole messages waiting are those at index _head and after of:
@@ -291,11 +294,11 @@ class Packer:
             QueueFull: the queue has no room for it now.
         """
         size = len(message)
-        if size > self._max_message_size:
-            self._rejected_too_large += 1
-            raise self._too_large(size)
         queued = self._queued_bytes + size
-        if queued > self._max_queued_bytes:
+        if size > self._max_message_size or queued > self._max_queued_bytes:
+            if size > self._max_message_size:
+                self._rejected_too_large += 1
+                raise self._too_large(size)
             self._rejected_queue_full += 1
             raise self._queue_full(size)
         if type(message) is not bytes:
@@ -393,9 +396,7 @@ class Packer:
         count = len(self._datas) - self._head + (self._partial is not None)
         if count == 0:
             return 0
-        stream = self._queued_bytes + LENGTH_SIZE * count
-        usable = self._capacity - MIN_FRAGMENT - 2 * LENGTH_SIZE
-        return -(-stream // usable)
+        return -(-(self._queued_bytes + LENGTH_SIZE * count) // self._usable)
 
     def take_frame(self) -> Frame | None:
         """Build the next frame payload from the head of the queue.
