@@ -29,11 +29,25 @@ through ``decode`` itself, which names the fault: the fast paths accept
 exactly what ``decode`` accepts (tests/totem/test_pg.py compares them with a
 plain reference model on random, damaged and hand-made frames). A message's
 parts are joined once, when its last part arrives.
+
+Once a message's first middle fragment has passed those checks (or from its
+head on, when the sender's fragment size is known from its last message),
+its assembly expects the next frames exactly: the same size and header but
+for the next index. ``feed`` holds such a frame as is (one header unpack,
+no slice, no other call) and adds the held ones to the message, in one
+``map`` of slices, at the sender's next other frame: usually the frame
+that ends the message and opens the next, which then has its own short
+path (``_between``). A held frame is one the middle-fragment path would
+have taken without a fault or a count, and at most ``_HOLD_MAX`` are held
+per sender, none past max_message_size, so holding changes neither what is
+delivered nor any counter (tests/totem/test_pg_unpack_hold.py).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Sequence
 
 from totemd.pg_codec import (
@@ -53,6 +67,20 @@ from totemd.pg_codec import (
 )
 
 __all__ = ["Unpacker", "UnpackerStats", "unpack_all"]
+
+# feed holds at most this many middle fragments of a sender's message
+# before adding them to it (see _arm).
+_HOLD_MAX = 64
+_DATA_OF = itemgetter(slice(ONE_ENTRY_SIZE, None))
+_INDEX_END = 0x10000  # continued_index is a u16
+# A frame header as version, flags and count in one u32, continued id,
+# continued index, open id, first length; that u32 of a middle fragment.
+_HEADER = struct.Struct("!IIHIH").unpack_from
+_MIDDLE_HEAD = (VERSION << 24) | (MIDDLE << 16) | 1
+# ... and of a frame of two entries that ends one message and opens
+# another, whose second length follows the header and the first length.
+_BETWEEN_HEAD = _MIDDLE_HEAD + 1
+_BETWEEN_MIN = ONE_ENTRY_SIZE + LENGTH_SIZE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +124,7 @@ class Unpacker:
     __slots__ = (
         "_max_message_size",
         "_assemblies",
+        "_frame_sizes",
         "_frames",
         "_messages_delivered",
         "_bytes_delivered",
@@ -120,11 +149,18 @@ class Unpacker:
         if max_message_size < 0:
             raise ValueError(f"max_message_size must be >= 0, got {max_message_size}")
         self._max_message_size = max_message_size
-        # sender -> the message being reassembled from its fragments:
-        # [fragment_id, next_index, size so far, parts] (a list rather than an
-        # object: one is made per fragmented message). The parts are joined
-        # once, when the last one arrives.
+        # sender -> the message being reassembled from its fragments (a list
+        # rather than an object: one is made per fragmented message):
+        # [0] fragment id, [1] next index, [2] size so far, [3] parts (joined
+        # once, when the last one arrives), then what feed expects (_arm):
+        # [4] the size of a frame it may hold (-1: none), [5] a middle
+        # fragment's data length, [6] the next index counting the held
+        # frames (always [1] + len([7])), [7] the held frames, [8] how many
+        # may be held, [9] the sender's middle fragment size (-1: unknown).
         self._assemblies: dict[int, list[Any]] = {}
+        # sender -> the size of its last middle fragment (a sender's
+        # fragments all have one size): a new assembly expects it (_arm).
+        self._frame_sizes: dict[int, int] = {}
         self._frames = 0
         self._messages_delivered = 0
         self._bytes_delivered = 0
@@ -150,6 +186,72 @@ class Unpacker:
         self._frames += 1
         if type(payload) is not bytes:
             payload = bytes(payload)
+        assemblies = self._assemblies
+        if assemblies:
+            assembly = assemblies.get(sender)
+            if assembly is not None:
+                total = len(payload)
+                if total >= _BETWEEN_MIN:
+                    head, continued_id, index, open_id, length = _HEADER(payload)
+                    if index == assembly[6] and continued_id == assembly[0]:
+                        # The frame continues the sender's message as expected (see _arm).
+                        if head == _MIDDLE_HEAD:
+                            if open_id == continued_id and total == assembly[4] and length == assembly[5]:
+                                # Its next middle fragment: held, and added to the
+                                # message at the sender's next other frame.
+                                assembly[6] = index + 1
+                                held = assembly[7]
+                                held.append(payload)
+                                if len(held) >= assembly[8]:
+                                    assembly[4] = -1  # as many as _arm allowed
+                                return []
+                        elif head == _BETWEEN_HEAD and open_id and open_id != continued_id:
+                            messages = self._between(sender, assembly, payload, total, open_id, length)
+                            if messages is not None:
+                                return messages
+                if assembly[7]:
+                    _settle(assembly)
+        return self._feed_frame(sender, payload)
+
+    def _between(self, sender: int, assembly: list[Any], payload: bytes, total: int, open_id: int,
+                 length: int) -> list[bytes] | None:
+        """feed for a frame of two entries that ends the sender's message
+        with its first (the next index, its id: checked by feed) and opens
+        message ``open_id`` (another id, not 0: checked) with the second,
+        after the middle fragments held for it: the message, or None (then
+        feed takes the frame the general way) if the lengths do not add up
+        or the message is too large.
+        """
+        part_end = _BETWEEN_MIN + length
+        head_size = (payload[ONE_ENTRY_SIZE] << 8) | payload[ONE_ENTRY_SIZE + 1]
+        held = assembly[7]
+        count = len(held)
+        middle_length = assembly[5]
+        size = assembly[2] + count * middle_length + length
+        if part_end + head_size != total or size > self._max_message_size:
+            return None
+        parts = assembly[3]
+        if count:
+            parts.extend(map(_DATA_OF, held))
+            held.clear()
+        parts.append(payload[_BETWEEN_MIN:part_end])
+        message = b"".join(parts)
+        if head_size > self._max_message_size:
+            self._oversized += 1
+            del self._assemblies[sender]
+        else:
+            hold = assembly[9]
+            budget = _HOLD_MAX if head_size + _HOLD_MAX * middle_length <= self._max_message_size \
+                else (self._max_message_size - head_size) // middle_length
+            # The next message's fragments have this one's size (the held list is reused).
+            self._assemblies[sender] = [open_id, 1, head_size, [payload[part_end:]],
+                                        hold if budget > 0 else -1, middle_length, 1, held, budget, hold]
+        self._messages_delivered += 1
+        self._bytes_delivered += size
+        return [message]
+
+    def _feed_frame(self, sender: int, payload: bytes) -> list[bytes]:
+        """feed for one frame, no held middle fragments of ``sender`` before it."""
         total = len(payload)
         if total < ONE_ENTRY_SIZE:
             return self._feed_checked(sender, payload)
@@ -163,10 +265,14 @@ class Unpacker:
             if (assembly is not None and assembly[0] == continued_id
                     and assembly[1] == continued_index
                     and assembly[2] + length <= self._max_message_size):
-                # _continue's common case, written out (once per frame).
+                # _continue's common case, written out. The message's
+                # next middle fragments are held by feed if they have this
+                # one's size and first 8 bytes.
                 assembly[1] = continued_index + 1
                 assembly[2] += length
                 assembly[3].append(payload[ONE_ENTRY_SIZE:])
+                self._frame_sizes[sender] = total
+                _arm(assembly, payload, length, self._max_message_size)
             else:
                 self._continue(sender, continued_id, continued_index,
                                payload[ONE_ENTRY_SIZE:], True)
@@ -220,7 +326,9 @@ class Unpacker:
                 if head_size > self._max_message_size:
                     self._oversized += 1
                 else:
-                    self._assemblies[sender] = [open_id, 1, head_size, [payload[part_end:]]]
+                    self._assemblies[sender] = _new_assembly(
+                        open_id, payload[part_end:], self._frame_sizes.get(sender, -1),
+                        self._max_message_size)
                 if message is None:
                     return []
                 self._messages_delivered += 1
@@ -324,7 +432,8 @@ class Unpacker:
         if len(head) > self._max_message_size:
             self._oversized += 1
         else:
-            self._assemblies[sender] = [open_id, 1, len(head), [head]]
+            self._assemblies[sender] = _new_assembly(open_id, head, self._frame_sizes.get(sender, -1),
+                                                     self._max_message_size)
 
     def _continue(self, sender: int, continued_id: int, continued_index: int, part: bytes,
                   middle: bool) -> bytes | None:
@@ -349,7 +458,9 @@ class Unpacker:
         parts = assembly[3]
         parts.append(part)
         if middle:
-            assembly[1] = continued_index + 1
+            # assembly[6] kept equal to assembly[1] (nothing is held here): a
+            # valid middle fragment takes the fast path, so this is defensive.
+            assembly[1] = assembly[6] = continued_index + 1
             assembly[2] = size
             return None
         del self._assemblies[sender]
@@ -396,6 +507,53 @@ def _flagged_header_ok(flags: int, count: int, continued_id: int, continued_inde
             return (open_id == continued_id) == (count == 1)
         return True
     return not open_id and flags == FLAG_FIRST_IS_CONTINUATION
+
+
+def _arm(assembly: list[Any], payload: bytes, length: int, max_message_size: int) -> None:
+    """Let feed hold the next middle fragments of ``assembly``, whose last
+    part, the middle fragment ``payload`` of ``length`` bytes of data, was
+    just added by the middle-fragment path (its checks passed).
+
+    The assembly then expects a frame of the same size whose header is
+    the same but for the next index (as two u64: version, flags, count
+    and continued id; index, open id and length), for at most _HOLD_MAX
+    frames, none past max_message_size or the last u16 index: exactly the
+    frames the middle-fragment path would take without a fault or a count.
+    """
+    count = min(_HOLD_MAX, (max_message_size - assembly[2]) // length if length else 0,
+                _INDEX_END - assembly[1])
+    assembly[6] = assembly[1]
+    if count <= 0:
+        assembly[4] = -1
+        return
+    assembly[4] = assembly[9] = length + ONE_ENTRY_SIZE
+    assembly[5] = length
+    assembly[8] = count
+
+
+def _new_assembly(open_id: int, head: bytes, frame_size: int, max_message_size: int) -> list[Any]:
+    """The assembly of message ``open_id`` from its ``head``, ready to hold
+    its middle fragments if they have ``frame_size`` bytes (the size of the
+    sender's last middle fragment, -1 if none was seen): see _arm."""
+    size = len(head)
+    length = frame_size - ONE_ENTRY_SIZE
+    if length > 0:
+        count = min(_HOLD_MAX, (max_message_size - size) // length)
+        if count > 0:
+            return [open_id, 1, size, [head], frame_size, length, 1, [], count, frame_size]
+    return [open_id, 1, size, [head], -1, 0, 1, [], 0, -1]
+
+
+def _settle(assembly: list[Any]) -> None:
+    """Add the middle fragments feed held for ``assembly`` to its message
+    (each was checked when it came: see _arm)."""
+    held = assembly[7]
+    count = len(held)
+    assembly[1] += count
+    assembly[2] += count * (len(held[0]) - ONE_ENTRY_SIZE)
+    assembly[3].extend(map(_DATA_OF, held))
+    held.clear()
+    assembly[4] = -1  # the next middle fragment goes through the checks (and arms again)
 
 
 def unpack_all(unpacker: Unpacker, sender: int, payloads: Sequence[bytes]) -> list[bytes]:
