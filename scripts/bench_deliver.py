@@ -29,7 +29,8 @@ of ``--rounds`` runs, each the mean over ``--turns`` turns), or with
 side only; by difference of a run that delivers ``--turns`` turns and one
 that delivers none, so start-up and packing cancel). ``--against REV``
 runs the totemd, coroipc and clients packages of a git revision as well
-(``git archive``), alternating with the work tree in the same minutes. The
+(``git archive``), alternating with the work tree in the same minutes, on
+the same frames (packed once by the work tree's Packer). The
 1-minute load average is printed with every row: the machine is shared.
 """
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -71,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deliver-turns", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", help=argparse.SUPPRESS)
     parser.add_argument("--ack-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--frames-file", help=argparse.SUPPRESS)
 
 
 # -- the frames ---------------------------------------------------------------------------
@@ -158,7 +161,12 @@ def _worker(args: argparse.Namespace) -> int:
     from totemd.srp.messages import RingId
 
     size = args.size[0]
-    schedule, expected = _frames(size, args.turns, args.frames)
+    if args.frames_file:
+        # The driver's frames: every implementation compared unpacks the same.
+        with open(args.frames_file, "rb") as file:
+            schedule, expected = pickle.load(file)
+    else:
+        schedule, expected = _frames(size, args.turns, args.frames)
     deliver_turns = args.turns if args.deliver_turns < 0 else args.deliver_turns
     unpacker = Unpacker()
     # The messages each turn completes (a dry run of the same unpacking).
@@ -291,8 +299,10 @@ def _unpack_revision(rev: str, into: Path) -> str:
 
 
 def _worker_command(args: argparse.Namespace, size: int, deliver_turns: int) -> list[str]:
-    return [str(Path(__file__).resolve()), "--worker", "--size", str(size), "--turns", str(args.turns),
-            "--frames", str(args.frames), "--deliver-turns", str(deliver_turns)]
+    command = [str(Path(__file__).resolve()), "--worker", "--size", str(size), "--turns", str(args.turns),
+               "--frames", str(args.frames), "--deliver-turns", str(deliver_turns)]
+    frames_file = args.frames_files.get(size) if getattr(args, "frames_files", None) else None
+    return command + (["--frames-file", frames_file] if frames_file else [])
 
 
 def _env(impl_dir: str | None) -> dict[str, str]:
@@ -341,6 +351,11 @@ def run(args: argparse.Namespace) -> int:
         if args.against:
             implementations = {"old": _unpack_revision(args.against, Path(scratch) / "old"),
                                "new": implementations["new"]}
+        args.frames_files = {}
+        for size in sizes:
+            path = args.frames_files[size] = str(Path(scratch) / f"frames-{size}.pickle")
+            with open(path, "wb") as file:
+                pickle.dump(_frames(size, args.turns, args.frames), file)
         best: dict[tuple[str, int], dict[str, Any]] = {}
         for _ in range(1 if args.callgrind else args.rounds):
             for size in sizes:
