@@ -2,8 +2,8 @@
 
 ::
 
-    python -m scripts.bench_submit_path [--size 8192] [--offer 4] [--requests 400]
-                                        [--rounds 5] [--against REV] [--callgrind] [--json]
+    python -m scripts.bench_submit_path [--size 8192] [--offer 4] [--requests 400] [--rounds 5]
+                                        [--take-frames] [--against REV] [--callgrind] [--json]
 
 What a saturated node does for its local client at 8 KiB, with the real code
 from the request ring to the frames: a real :class:`coroipc.IpcServer`
@@ -25,7 +25,9 @@ One step, repeated ``--requests`` times after a warm-up:
 3. the client reads the reply (not measured);
 4. ``visit``: the token visit's share, ``Packer.take_frame`` for 12 frames
    (what a node originates per visit at 8 KiB), each frame's completed
-   handles counted back into the daemon as ``Originated`` does.
+   handles counted back into the daemon as ``Originated`` does; with
+   ``--take-frames``, one ``Packer.take_frames(12)`` call instead (the same
+   frames) where the code has it.
 
 Reported per step (the median of ``--rounds`` rounds): CPU µs of ``serve``
 and of ``visit`` (thread CPU time), messages accepted and refused per
@@ -197,6 +199,13 @@ class Steps:
         self.refused += self.offer - accepted
         self.requests += 1
 
+    def visit_batched(self) -> None:
+        """visit through Packer.take_frames (one call per visit), where the
+        code has it (what the core would call)."""
+        frames = self.packer.take_frames(FRAMES_PER_VISIT)
+        self.frames += len(frames)
+        self.daemon._originated += sum(len(frame[2]) for frame in frames)
+
     def visit(self) -> None:
         take = self.packer.take_frame
         originated = 0
@@ -232,6 +241,8 @@ def _worker(args: argparse.Namespace) -> int:
             steps.write(); steps.serve(); steps.read(); steps.visit()
         steps.accepted = steps.refused = steps.requests = steps.frames = 0
         serve, visit = steps.serve, steps.visit
+        if args.take_frames and hasattr(steps.packer, "take_frames"):
+            visit = steps.visit_batched
         if args.section == "serve":
             serve = _wrapped(serve)
         elif args.section == "visit":
@@ -270,7 +281,8 @@ def _unpack_revision(revision: str, directory: Path) -> str:
 
 def _command(args: argparse.Namespace, section: str, requests: int) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--worker", "--size", str(args.size),
-            "--offer", str(args.offer), "--requests", str(requests), "--section", section]
+            "--offer", str(args.offer), "--requests", str(requests), "--section", section,
+            *(["--take-frames"] if args.take_frames else [])]
 
 
 def _env(impl_dir: str | None) -> dict[str, str]:
@@ -331,6 +343,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--against", metavar="REV", help="also measure this git revision")
     parser.add_argument("--callgrind", action="store_true",
                         help="instructions (valgrind) instead of CPU time; one round")
+    parser.add_argument("--take-frames", action="store_true",
+                        help="visit with one Packer.take_frames call (where the code has it)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--section", default="none", help=argparse.SUPPRESS)

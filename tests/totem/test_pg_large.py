@@ -219,3 +219,51 @@ def test_submitted_counters_survive_compaction_configuration_changes_and_submit_
         _take_both(packer, reference, 1, taken)
     _check_stats(packer, reference, taken, sizes)
     assert packer.stats().messages_completed == len(sizes)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    operations=st.lists(st.one_of(
+        st.tuples(st.just("submit"),
+                  st.one_of(st.sampled_from([8192 + ORIGIN, 65536 + ORIGIN, 1024 + ORIGIN, 64]),
+                            st.integers(0, 20_000)),
+                  st.booleans(), st.booleans()),
+        st.tuples(st.just("take_frames"), st.integers(-1, 20)),
+        st.tuples(st.just("take"), st.integers(1, 3)),
+        st.tuples(st.just("change")),
+    ), max_size=40),
+    frame_payload_max=st.sampled_from([FRAME_PAYLOAD_MAX, 1000, 200]),
+)
+def test_take_frames_is_take_frame_called_up_to_limit_times(operations, frame_payload_max: int) -> None:
+    packer = Packer(frame_payload_max, max_queued_bytes=64 << 20)
+    reference = _ReferencePacker(frame_payload_max)
+    taken: list[bytes] = []
+    submitted: list[int] = []
+    for serial, operation in enumerate(operations):
+        if operation[0] == "submit":
+            _kind, size, safe, no_handle = operation
+            message, handle = _message(serial, size), None if no_handle else ("h", serial)
+            packer.submit(message, safe, handle)
+            reference.submit(message, safe, handle)
+            submitted.append(size)
+        elif operation[0] == "take_frames":
+            frames = packer.take_frames(operation[1])
+            expected = []
+            for _ in range(max(0, operation[1])):
+                frame = reference.take_frame()
+                if frame is None:
+                    break
+                expected.append(frame)
+            assert [tuple(frame) for frame in frames] == expected
+            taken += [frame.payload for frame in frames]
+        elif operation[0] == "take":
+            _take_both(packer, reference, operation[1], taken)
+        else:
+            packer.on_configuration_change()
+            reference.on_configuration_change()
+        _check_stats(packer, reference, taken, submitted)
+    frames = packer.take_frames(1 << 30)
+    taken += [frame.payload for frame in frames]
+    assert [tuple(frame) for frame in frames] == list(iter(reference.take_frame, None))
+    assert packer.take_frames(5) == [] and packer.pending_frames() == 0
+    _check_stats(packer, reference, taken, submitted)
