@@ -183,7 +183,6 @@ class Unpacker:
             possibly empty). Never raises on bad payloads: they are counted
             and dropped (see the module docstring).
         """
-        self._frames += 1
         if type(payload) is not bytes:
             payload = bytes(payload)
         assemblies = self._assemblies
@@ -199,18 +198,19 @@ class Unpacker:
                             if open_id == continued_id and total == assembly[4] and length == assembly[5]:
                                 # Its next middle fragment: held, and added to the
                                 # message at the sender's next other frame.
+                                # (Counted in _frames when added: _settle.)
                                 assembly[6] = index + 1
-                                held = assembly[7]
-                                held.append(payload)
-                                if len(held) >= assembly[8]:
-                                    assembly[4] = -1  # as many as _arm allowed
+                                assembly[7].append(payload)
+                                if index == assembly[8]:
+                                    assembly[4] = -1  # the last index _arm allowed
                                 return []
                         elif head == _BETWEEN_HEAD and open_id and open_id != continued_id:
                             messages = self._between(sender, assembly, payload, total, open_id, length)
                             if messages is not None:
                                 return messages
                 if assembly[7]:
-                    _settle(assembly)
+                    self._frames += _settle(assembly)
+        self._frames += 1
         return self._feed_frame(sender, payload)
 
     def _between(self, sender: int, assembly: list[Any], payload: bytes, total: int, open_id: int,
@@ -228,27 +228,28 @@ class Unpacker:
         count = len(held)
         middle_length = assembly[5]
         size = assembly[2] + count * middle_length + length
-        if part_end + head_size != total or size > self._max_message_size:
+        limit = self._max_message_size
+        if part_end + head_size != total or size > limit:
             return None
         parts = assembly[3]
         if count:
             parts.extend(map(_DATA_OF, held))
             held.clear()
         parts.append(payload[_BETWEEN_MIN:part_end])
-        message = b"".join(parts)
-        if head_size > self._max_message_size:
-            self._oversized += 1
-            del self._assemblies[sender]
-        else:
-            hold = assembly[9]
-            budget = _HOLD_MAX if head_size + _HOLD_MAX * middle_length <= self._max_message_size \
-                else (self._max_message_size - head_size) // middle_length
-            # The next message's fragments have this one's size (the held list is reused).
-            self._assemblies[sender] = [open_id, 1, head_size, [payload[part_end:]],
-                                        hold if budget > 0 else -1, middle_length, 1, held, budget, hold]
+        self._frames += count + 1
         self._messages_delivered += 1
         self._bytes_delivered += size
-        return [message]
+        if head_size + _HOLD_MAX * middle_length <= limit:
+            # The next message's middle fragments have this one's size
+            # (the held list is reused).
+            self._assemblies[sender] = [open_id, 1, head_size, [payload[part_end:]], assembly[9],
+                                        middle_length, 1, held, _HOLD_MAX, assembly[9]]
+        elif head_size > limit:
+            self._oversized += 1
+            del self._assemblies[sender]
+        else:  # near the size limit: fewer may be held
+            self._assemblies[sender] = _new_assembly(open_id, payload[part_end:], assembly[9], limit)
+        return [b"".join(parts)]
 
     def _feed_frame(self, sender: int, payload: bytes) -> list[bytes]:
         """feed for one frame, no held middle fragments of ``sender`` before it."""
@@ -468,13 +469,14 @@ class Unpacker:
 
     def reset(self) -> None:
         """Drop every partial assembly (at a configuration change), counted."""
+        self._frames += sum(len(assembly[7]) for assembly in self._assemblies.values())
         self._dropped_on_reset += len(self._assemblies)
         self._assemblies.clear()
 
     def stats(self) -> UnpackerStats:
         """A snapshot of the counters."""
         return UnpackerStats(
-            frames=self._frames,
+            frames=self._frames + sum(len(assembly[7]) for assembly in self._assemblies.values()),
             messages_delivered=self._messages_delivered,
             bytes_delivered=self._bytes_delivered,
             malformed_frames=self._malformed,
@@ -528,7 +530,7 @@ def _arm(assembly: list[Any], payload: bytes, length: int, max_message_size: int
         return
     assembly[4] = assembly[9] = length + ONE_ENTRY_SIZE
     assembly[5] = length
-    assembly[8] = count
+    assembly[8] = assembly[1] + count - 1
 
 
 def _new_assembly(open_id: int, head: bytes, frame_size: int, max_message_size: int) -> list[Any]:
@@ -544,9 +546,9 @@ def _new_assembly(open_id: int, head: bytes, frame_size: int, max_message_size: 
     return [open_id, 1, size, [head], -1, 0, 1, [], 0, -1]
 
 
-def _settle(assembly: list[Any]) -> None:
+def _settle(assembly: list[Any]) -> int:
     """Add the middle fragments feed held for ``assembly`` to its message
-    (each was checked when it came: see _arm)."""
+    (each was checked when it came: see _arm); how many."""
     held = assembly[7]
     count = len(held)
     assembly[1] += count
@@ -554,6 +556,7 @@ def _settle(assembly: list[Any]) -> None:
     assembly[3].extend(map(_DATA_OF, held))
     held.clear()
     assembly[4] = -1  # the next middle fragment goes through the checks (and arms again)
+    return count
 
 
 def unpack_all(unpacker: Unpacker, sender: int, payloads: Sequence[bytes]) -> list[bytes]:
