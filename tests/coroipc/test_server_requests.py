@@ -13,12 +13,16 @@ from tests.coroipc.services import BAD_RESPONSE, ECHO, TestService
 from tests.coroipc.test_server_passes import _serve_until, served
 
 HUGE = 50  # answers with more bytes than the connection allows
+CLOSE = 51  # closes the connection from inside the request, then answers
 
 
 class _Service(TestService):
     def on_request(self, conn, function: int, payload: memoryview) -> bytes | None:
         if function == HUGE:
             return b"h" * (conn.max_message_size + 1)
+        if function == CLOSE:
+            conn.close("closed by the test service")
+            return b"too late"
         return super().on_request(conn, function, payload)
 
 
@@ -110,3 +114,15 @@ def test_a_client_that_closed_its_full_response_ring_is_disconnected_alone(tmp_p
         assert service.disconnected[0] is service.connected[0]
         assert _serve_until(server, good.response_ring.readable)
         assert _responses(good) == [(ECHO, 0, 1, b"ok")]
+
+
+def test_a_service_that_closes_the_connection_inside_a_request_ends_it_cleanly(tmp_path):
+    service = _Service()
+    with served(tmp_path, service, clients=2) as (server, (closing, good)):
+        put_message(closing.request_ring, CLOSE, 0, 1, b"")
+        put_message(closing.request_ring, ECHO, 0, 2, b"never served")
+        put_message(good.request_ring, ECHO, 0, 1, b"fine")
+        assert server.process(0.0, poll=False) == 2  # the closing request and the good one
+        assert service.disconnected == [service.connected[0]]
+        assert server.stats().connections == 1
+        assert _responses(good) == [(ECHO, 0, 1, b"fine")]
