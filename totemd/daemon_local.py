@@ -9,6 +9,7 @@ subscribers. It is a mixin over ``Daemon``'s state (set up in
 
 from __future__ import annotations
 
+import struct
 import zlib
 from typing import Any, Sequence
 
@@ -30,12 +31,16 @@ SMALL_MESSAGE_BYTES = 64
 
 # The hot path unpacks and packs with bound methods of the codec's structs.
 _ORIGIN_SIZE = wire.ORIGIN.size
-_ORIGIN_UNPACK = wire.ORIGIN.unpack_from
 _ORIGIN_PACK = wire.ORIGIN.pack
 _ORIGIN_MAGIC = wire.ORIGIN_MAGIC
 _ORIGIN_VERSION = wire.ORIGIN_VERSION
 _ITEM_PACK = wire.DELIVER_ITEM.pack
 _ITEM_SIZE = wire.DELIVER_ITEM.size
+_SAFE = wire.SAFE
+# The origin header with magic and version as one u16 (one unpack tells
+# a framed message from an unframed one).
+_ORIGIN_HEAD = struct.Struct("!HHIQ").unpack_from
+_FRAMED = (_ORIGIN_MAGIC << 8) | _ORIGIN_VERSION
 
 
 def default_max_queued_messages(params: Any) -> int:
@@ -66,35 +71,44 @@ class LocalSideMixin:
     def _on_deliver_messages(self, sender: int, ring: Any, seq: int, frame_safe: bool,
                              messages: Sequence[bytes]) -> None:
         """Count the messages one frame delivered, add them to this turn's
-        batch, log them."""
+        batch, log them.
+
+        Each message gets its DELIVER_BATCH row whether or not anyone
+        subscribes (``_close_batch`` drops the batch if nobody does: the
+        subscribers cannot change within one execution of actions), and the
+        byte counts are kept in locals and stored once per frame.
+        """
         own = sender == self.node_id
         inc = self.inc
-        subscribed = self.service.subscriber_count > 0
         evslog = self.evslog
         rows, bodies = self._batch_rows, self._batch_bodies
         rep, ring_seq = ring.rep, ring.seq
+        pending = self._pending_payload
+        self._batch_count += len(messages)
         for message in messages:
-            if (len(message) >= _ORIGIN_SIZE and message[0] == _ORIGIN_MAGIC
-                    and message[1] == _ORIGIN_VERSION):
-                _magic, _version, flags, sinc, sseq = _ORIGIN_UNPACK(message)
-                safe = flags & wire.SAFE
+            try:
+                head, flags, sinc, sseq = _ORIGIN_HEAD(message)
+            except struct.error:  # shorter than an origin header
+                head = 0
+            if head == _FRAMED:
+                safe = flags & _SAFE
                 body = memoryview(message)[_ORIGIN_SIZE:]
             else:
                 # Not framed by a coro daemon: delivered as is, with no origin.
                 self._counts["unframed_deliveries"] += 1
-                sinc, sseq, safe, body = 0, 0, wire.SAFE if frame_safe else 0, memoryview(message)
+                sinc, sseq, safe, body = 0, 0, _SAFE if frame_safe else 0, memoryview(message)
             if own and sinc == inc:
                 self._own_delivered = sseq  # own messages come back in sseq order
             size = len(body)
-            self._batch_count += 1
-            self._batch_bytes += size
-            if subscribed:
-                if rows and self._pending_payload + _ITEM_SIZE + size > BATCH_EVENT_BYTES:
-                    self._close_batch()
-                    rows, bodies = self._batch_rows, self._batch_bodies
-                rows.append(_ITEM_PACK(size, sender, sinc, sseq, rep, ring_seq, seq, safe))
-                bodies.append(body)
-                self._pending_payload += _ITEM_SIZE + size
+            grown = pending + _ITEM_SIZE + size
+            if grown > BATCH_EVENT_BYTES and rows:
+                self._pending_payload = pending
+                self._close_batch()
+                rows, bodies = self._batch_rows, self._batch_bodies
+                grown = _ITEM_SIZE + size
+            rows.append(_ITEM_PACK(size, sender, sinc, sseq, rep, ring_seq, seq, safe))
+            bodies.append(body)
+            pending = grown
             if evslog is not None:
                 ring_id = (rep, ring_seq)
                 crc = zlib.crc32(body)
@@ -102,33 +116,39 @@ class LocalSideMixin:
                 in_conf = self._in_conf if self._in_conf is not None else ring_id
                 evslog.deliver(mid, sender, sinc, sseq, ring_id, seq, bool(safe), crc, in_conf)
                 self._last_delivered = mid
+        self._pending_payload = pending
 
     def _close_batch(self) -> None:
-        """End the DELIVER_BATCH being built (at its size bound or the turn's end)."""
+        """End the DELIVER_BATCH being built (at its size bound or the turn's
+        end): count its bytes, and queue it if anyone subscribes."""
         rows, bodies = self._batch_rows, self._batch_bodies
         if not rows:
             return
-        # Large payloads go into the event rings part by part (no joined
-        # copy); small ones are joined once (wire.deliver_batch_payload).
-        self._batches.append(wire.deliver_batch_payload(
-            rows, bodies, self._pending_payload - _ITEM_SIZE * len(rows)))
-        if self.service.wants_single_deliveries:
-            singles = self._singles if self._singles is not None else []
-            singles.extend(row[4:] + body for row, body in zip(rows, bodies))
-            self._singles = singles
+        payload_bytes = self._pending_payload - _ITEM_SIZE * len(rows)
+        self._batch_bytes += payload_bytes
         self._batch_rows = []
         self._batch_bodies = []
         self._pending_payload = 0
+        service = self.service
+        if not service.subscriber_count:
+            return
+        # Large payloads go into the event rings part by part (no joined
+        # copy); small ones are joined once (wire.deliver_batch_payload).
+        self._batches.append(wire.deliver_batch_payload(rows, bodies, payload_bytes))
+        if service.wants_single_deliveries:
+            singles = self._singles if self._singles is not None else []
+            singles.extend(row[4:] + body for row, body in zip(rows, bodies))
+            self._singles = singles
 
     def _flush_deliveries(self) -> None:
         """Count the deliveries of this batch of actions and send them to the
         subscribers: one DELIVER_BATCH event per ``BATCH_EVENT_BYTES`` (one
         DELIVER each to a subscriber that did not ask for batches)."""
+        self._close_batch()
         counts = self._counts
         counts["messages_delivered"] += self._batch_count
         counts["bytes_delivered"] += self._batch_bytes
         self._batch_count = self._batch_bytes = 0
-        self._close_batch()
         if self._batches:
             batches, self._batches = self._batches, []
             singles, self._singles = self._singles, None
