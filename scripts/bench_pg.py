@@ -4,7 +4,8 @@ message of ``Packer.submit``, ``Packer.take_frame`` and ``Unpacker.feed``.
 ::
 
     python -m scripts.bench_pg [--against REV] [--new REV] [--rounds 3] [--repeat 5]
-                               [--callgrind] [--scale 1] [--workload 64B ...] [--json]
+                               [--callgrind] [--scale 1] [--workload 64B ...]
+                               [--take-frames N] [--json]
 
 Workloads, at the frame payload totemd uses at netmtu 1500
 (``TotemParams().frame_payload_max``, 1408 bytes): 64 B messages packed (~21 per
@@ -12,7 +13,9 @@ frame), 1 KiB messages packed (a frame carries a bit more than one, so most
 messages are split across two frames), 8 KiB and 64 KiB messages fragmented.
 
 How: for each workload a fresh Packer gets all messages (submit timed), then
-every frame is taken (take_frame timed), then a fresh Unpacker is fed every
+every frame is taken (take_frame timed; with ``--take-frames N``, N at a
+time with ``Packer.take_frames`` where the code has it, as a token visit
+would), then a fresh Unpacker is fed every
 payload (feed timed). Each phase is timed with ``time.process_time`` around
 its whole loop; the best of ``--repeat`` runs is kept.
 
@@ -74,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impl-dir", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stop-after", default="feed", help=argparse.SUPPRESS)
+    parser.add_argument("--take-frames", type=int, default=0, metavar="N",
+                        help="take the frames N at a time with Packer.take_frames (a visit's "
+                             "worth, e.g. 17) where the code has it; default: take_frame each")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions with valgrind instead of timing (slow; "
                              "per phase by difference of runs that stop after it)")
@@ -102,9 +108,11 @@ def _frame_payload_max() -> int:
 
 
 def measure(pg: Any, size: int, count: int, frame_payload_max: int,
-            repeat: int, stop_after: str = "feed") -> dict[str, float]:
+            repeat: int, stop_after: str = "feed", batch: int = 0) -> dict[str, float]:
     """Best-of-``repeat`` CPU seconds of the three phases for ``count``
     messages of ``size`` bytes, with the frame and message counts.
+    ``batch`` > 0 takes the frames ``batch`` at a time with
+    ``Packer.take_frames`` (a token visit's worth) where the packer has it.
     ``stop_after`` ("submit", "take") skips the later phases (for
     instruction counts of each phase by difference)."""
     messages = [(i.to_bytes(4, "big") * (size // 4 + 1))[:size] for i in range(count)]
@@ -124,8 +132,13 @@ def measure(pg: Any, size: int, count: int, frame_payload_max: int,
         payloads = []
         add = payloads.append
         start_take = clock()
-        while (frame := take()) is not None:
-            add(frame[0])
+        if batch > 0 and hasattr(packer, "take_frames"):
+            take_frames = packer.take_frames
+            while frames_taken := take_frames(batch):
+                payloads += [frame[0] for frame in frames_taken]
+        else:
+            while (frame := take()) is not None:
+                add(frame[0])
         taken = clock()
         frames = len(payloads)
         if stop_after == "take":
@@ -152,7 +165,8 @@ def _worker(args: argparse.Namespace) -> int:
     for name in args.workload or WORKLOADS:
         size, count = WORKLOADS[name]
         count = int(count * args.scale)
-        result = (measure(pg, size, count, frame_payload_max, args.repeat, args.stop_after)
+        result = (measure(pg, size, count, frame_payload_max, args.repeat, args.stop_after,
+                          args.take_frames)
                   if count else {})
         print(json.dumps({"workload": name, **result}), flush=True)
     return 0
@@ -169,7 +183,8 @@ def _unpack_revision(revision: str, directory: Path) -> str:
 
 def _run_worker(args: argparse.Namespace, impl_dir: str | None) -> dict[str, dict[str, float]]:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker",
-               "--repeat", str(args.repeat), "--scale", str(args.scale)]
+               "--repeat", str(args.repeat), "--scale", str(args.scale),
+               "--take-frames", str(args.take_frames)]
     for name in args.workload or WORKLOADS:
         command += ["--workload", name]
     if impl_dir is not None:
@@ -184,7 +199,8 @@ def _instructions(args: argparse.Namespace, impl_dir: str | None, name: str,
     """Instructions (callgrind's Ir) of one worker run."""
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                sys.executable, str(Path(__file__).resolve()), "--worker", "--repeat", "1",
-               "--scale", str(scale), "--workload", name, "--stop-after", stop_after]
+               "--scale", str(scale), "--workload", name, "--stop-after", stop_after,
+               "--take-frames", str(args.take_frames)]
     if impl_dir is not None:
         command += ["--impl-dir", impl_dir]
     # A fixed hash seed: dict and set layouts, hence instruction counts,
@@ -208,7 +224,8 @@ def _callgrind_rows(args: argparse.Namespace, impl_dir: str | None
         marks = {stop: _instructions(args, impl_dir, name, stop, args.scale)
                  for stop in ("submit", "take", "feed")}
         zero = _instructions(args, impl_dir, name, "feed", 0.0)
-        measured = measure(_load_pg(None), size, count, _frame_payload_max(), 1, "take")
+        measured = measure(_load_pg(None), size, count, _frame_payload_max(), 1, "take",
+                           args.take_frames)
         # "_s" keys hold instructions here; _per turns them into per-frame
         # and per-message figures all the same.
         rows[name] = {"submit_s": (marks["submit"] - zero) / 1e6,
