@@ -234,6 +234,9 @@ def _deliver(node: Any, server: Any, unpacker: Any, schedule: list, counts: list
     perf_counter = time.perf_counter
     cpu = wall = 0.0
     for frames in schedule:
+        # Fresh copies, as totemd's frames are (just received and cut out
+        # of their datagram): in the cache, not left there by the packing.
+        frames = [(sender, seq, safe, memoryview(payload).tobytes()) for sender, seq, safe, payload in frames]
         cpu_start = thread_time()
         start = perf_counter()
         actions = []
