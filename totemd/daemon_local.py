@@ -82,7 +82,7 @@ class LocalSideMixin:
         inc = self.inc
         evslog = self.evslog
         rows, bodies = self._batch_rows, self._batch_bodies
-        rep, ring_seq = ring.rep, ring.seq
+        rep, ring_seq = ring  # a RingId (rep, seq)
         pending = self._pending_payload
         self._batch_count += len(messages)
         for message in messages:
