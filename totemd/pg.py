@@ -19,6 +19,9 @@ How the two sides use it:
 * ``Packer.take_frame`` must be called only when the frame is about to be
   stamped with a ring sequence number (on the token). A frame taken counts as
   sent: its completed handles are reported and a fragmented message moves on.
+  ``Packer.take_frames(n)`` is the same for up to n frames in one call (a
+  token visit's budget): the middle fragments of a large message are cut
+  in one loop there.
 * At every configuration change the sender calls
   ``Packer.on_configuration_change``: a message of which only a part was taken
   is put back at the head of the queue and is sent again whole (with a new
