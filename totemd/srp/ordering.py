@@ -328,7 +328,6 @@ class OrderingMixin:
 
     def _originate_new(self: SrpCore, ring: RingState, seq: int, budget: int) -> tuple[int, int]:
         """Stamp up to ``budget`` packed frames with new seqs and multicast them."""
-        take = self._packer.take_frame
         emit = self._actions.append
         queue = ring.queue
         high_delivered = ring.high_delivered  # no delivery while we stamp
@@ -339,13 +338,11 @@ class OrderingMixin:
             cached = self._frame_prefix = (ring_id, frame_prefix(me, ring_id))
         prefix = cached[1]
         new_tuple = tuple.__new__
-        count = 0
-        while count < budget:
-            frame = take()
-            if frame is None:
-                break
+        # One call for the visit's frames (Packer.take_frames: the middle
+        # fragments of a large message are cut in one loop).
+        frames = self._packer.take_frames(budget) if budget > 0 else ()
+        for payload, safe, completed in frames:
             seq = (seq + 1) & SEQ_MASK
-            payload, safe, completed = frame
             # tuple.__new__: NamedTuples built without their Python-level
             # __new__ (once per frame sent).
             # RingState.insert, written out: the frame is new unless a
@@ -367,7 +364,7 @@ class OrderingMixin:
             # change per frame packed once per ring (codec.frame_prefix).
             emit(new_tuple(SendMulticast, (prefix + pack_frame_tail(seq, 1 if safe else 0)
                                                    + payload,)))
-            count += 1
+        count = len(frames)
         self._counters.mcast_tx += count
         return seq, count
 
