@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "transport": ("scripts.bench_transport", "UDP transport: GSO/GRO frames per second and CPU per visit"),
     "pg": ("scripts.bench_pg", "packing layer: CPU per frame and per message"),
     "local": ("scripts.bench_local", "totemd's local interface: IPC passes, deliveries, submits"),
+    "submit": ("scripts.bench_submit_path", "a client's submit path: SUBMIT_MANY to frames"),
 }
 
 
