@@ -33,8 +33,8 @@ parts are joined once, when its last part arrives.
 Once a message's first middle fragment has passed those checks (or from its
 head on, when the sender's fragment size is known from its last message),
 its assembly expects the next frames exactly: the same size and header but
-for the next index. ``feed`` holds such a frame as is (one header unpack,
-no slice, no other call) and adds the held ones to the message, in one
+for the next index. ``feed`` holds such a frame as is (the header unpack
+it makes for every frame, no slice, no call) and adds the held ones to the message, in one
 ``map`` of slices, at the sender's next other frame: usually the frame
 that ends the message and opens the next, which then has its own short
 path (``_between``). A held frame is one the middle-fragment path would
@@ -45,7 +45,6 @@ delivered nor any counter (tests/totem/test_pg_unpack_hold.py).
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Sequence
@@ -71,15 +70,13 @@ __all__ = ["Unpacker", "UnpackerStats", "unpack_all"]
 # feed holds at most this many middle fragments of a sender's message
 # before adding them to it (see _arm).
 _HOLD_MAX = 64
+# An assembly's slots after its parts while it holds nothing and does not
+# know its sender's fragment size (see the layout in Unpacker.__init__).
+_UNARMED = (-1, 0, 1, (), 0, -1)
 _DATA_OF = itemgetter(slice(ONE_ENTRY_SIZE, None))
 _INDEX_END = 0x10000  # continued_index is a u16
-# A frame header as version, flags and count in one u32, continued id,
-# continued index, open id, first length; that u32 of a middle fragment.
-_HEADER = struct.Struct("!IIHIH").unpack_from
-_MIDDLE_HEAD = (VERSION << 24) | (MIDDLE << 16) | 1
-# ... and of a frame of two entries that ends one message and opens
-# another, whose second length follows the header and the first length.
-_BETWEEN_HEAD = _MIDDLE_HEAD + 1
+_ONE_ENTRY_UNPACK = ONE_ENTRY.unpack_from
+# The header and both lengths of a frame of two entries.
 _BETWEEN_MIN = ONE_ENTRY_SIZE + LENGTH_SIZE
 
 
@@ -124,7 +121,6 @@ class Unpacker:
     __slots__ = (
         "_max_message_size",
         "_assemblies",
-        "_frame_sizes",
         "_frames",
         "_messages_delivered",
         "_bytes_delivered",
@@ -158,9 +154,6 @@ class Unpacker:
         # frames (always [1] + len([7])), [7] the held frames, [8] how many
         # may be held, [9] the sender's middle fragment size (-1: unknown).
         self._assemblies: dict[int, list[Any]] = {}
-        # sender -> the size of its last middle fragment (a sender's
-        # fragments all have one size): a new assembly expects it (_arm).
-        self._frame_sizes: dict[int, int] = {}
         self._frames = 0
         self._messages_delivered = 0
         self._bytes_delivered = 0
@@ -185,33 +178,79 @@ class Unpacker:
         """
         if type(payload) is not bytes:
             payload = bytes(payload)
-        assemblies = self._assemblies
-        if assemblies:
-            assembly = assemblies.get(sender)
-            if assembly is not None:
-                total = len(payload)
-                if total >= _BETWEEN_MIN:
-                    head, continued_id, index, open_id, length = _HEADER(payload)
-                    if index == assembly[6] and continued_id == assembly[0]:
-                        # The frame continues the sender's message as expected (see _arm).
-                        if head == _MIDDLE_HEAD:
-                            if open_id == continued_id and total == assembly[4] and length == assembly[5]:
-                                # Its next middle fragment: held, and added to the
-                                # message at the sender's next other frame.
-                                # (Counted in _frames when added: _settle.)
-                                assembly[6] = index + 1
-                                assembly[7].append(payload)
-                                if index == assembly[8]:
-                                    assembly[4] = -1  # the last index _arm allowed
-                                return []
-                        elif head == _BETWEEN_HEAD and open_id and open_id != continued_id:
-                            messages = self._between(sender, assembly, payload, total, open_id, length)
-                            if messages is not None:
-                                return messages
-                if assembly[7]:
-                    self._frames += _settle(assembly)
+        total = len(payload)
+        assembly = self._assemblies.get(sender) if self._assemblies else None
+        if total < ONE_ENTRY_SIZE:
+            if assembly is not None and assembly[7]:
+                self._frames += _settle(assembly)
+            self._frames += 1
+            return self._feed_checked(sender, payload)
+        version, flags, count, continued_id, continued_index, open_id, length = _ONE_ENTRY_UNPACK(payload)
+        if assembly is not None:
+            # The frames that continue the sender's message as expected (see _arm):
+            if count == 1:
+                if (continued_index == assembly[6] and total == assembly[4] and flags == MIDDLE
+                        and continued_id == assembly[0] and open_id == continued_id
+                        and length == assembly[5] and version == VERSION):
+                    # its next middle fragment: held, and added to the
+                    # message at the sender's next other frame (and
+                    # counted in _frames then: _settle);
+                    assembly[6] = continued_index + 1
+                    assembly[7].append(payload)
+                    if continued_index == assembly[8]:
+                        assembly[4] = -1  # the last index _arm allowed
+                    return []
+            elif (count == 2 and continued_index == assembly[6] and flags == MIDDLE
+                    and continued_id == assembly[0] and open_id and open_id != continued_id
+                    and version == VERSION):
+                # the frame that ends it and opens the next.
+                messages = self._between(sender, assembly, payload, total, open_id, length)
+                if messages is not None:
+                    return messages
+            if assembly[7]:
+                self._frames += _settle(assembly)
         self._frames += 1
-        return self._feed_frame(sender, payload)
+        if (flags == MIDDLE and count == 1 and version == VERSION and continued_id
+                and open_id == continued_id and continued_index
+                and ONE_ENTRY_SIZE + length == total):
+            # A middle fragment that was not held (the first of a message).
+            if (assembly is not None and assembly[0] == continued_id
+                    and assembly[1] == continued_index
+                    and assembly[2] + length <= self._max_message_size):
+                # _continue's common case, written out; the next ones can be held.
+                assembly[1] = continued_index + 1
+                assembly[2] += length
+                assembly[3].append(payload[ONE_ENTRY_SIZE:])
+                _arm(assembly, payload, length, self._max_message_size)
+            else:
+                self._continue(sender, continued_id, continued_index,
+                               payload[ONE_ENTRY_SIZE:], True)
+            return []
+        if version != VERSION or not count:
+            return self._feed_checked(sender, payload)
+        if not flags:
+            # Whole messages only (every frame of small messages).
+            if continued_id or continued_index or open_id:
+                return self._feed_checked(sender, payload)
+            if count == 1:
+                if ONE_ENTRY_SIZE + length != total:
+                    return self._feed_checked(sender, payload)
+                entries = [payload[ONE_ENTRY_SIZE:]]
+            else:
+                entries = split_entries(payload, count, total)
+                if entries is None:
+                    return self._feed_checked(sender, payload)
+            if assembly is not None:
+                # The sender started afresh without finishing: it gave up on
+                # that message (its own configuration change). Never join
+                # across that.
+                del self._assemblies[sender]
+                self._abandoned += 1
+            self._messages_delivered += count
+            self._bytes_delivered += total - HEADER_SIZE - LENGTH_SIZE * count
+            return entries
+        return self._feed_flagged(sender, payload, total, flags, count, continued_id,
+                                  continued_index, open_id, length)
 
     def _between(self, sender: int, assembly: list[Any], payload: bytes, total: int, open_id: int,
                  length: int) -> list[bytes] | None:
@@ -222,6 +261,8 @@ class Unpacker:
         feed takes the frame the general way) if the lengths do not add up
         or the message is too large.
         """
+        if total < _BETWEEN_MIN:
+            return None
         part_end = _BETWEEN_MIN + length
         head_size = (payload[ONE_ENTRY_SIZE] << 8) | payload[ONE_ENTRY_SIZE + 1]
         held = assembly[7]
@@ -251,58 +292,6 @@ class Unpacker:
             self._assemblies[sender] = _new_assembly(open_id, payload[part_end:], assembly[9], limit)
         return [b"".join(parts)]
 
-    def _feed_frame(self, sender: int, payload: bytes) -> list[bytes]:
-        """feed for one frame, no held middle fragments of ``sender`` before it."""
-        total = len(payload)
-        if total < ONE_ENTRY_SIZE:
-            return self._feed_checked(sender, payload)
-        version, flags, count, continued_id, continued_index, open_id, length = \
-            ONE_ENTRY.unpack_from(payload)
-        if (flags == MIDDLE and count == 1 and version == VERSION and continued_id
-                and open_id == continued_id and continued_index
-                and ONE_ENTRY_SIZE + length == total):
-            # A middle fragment (most frames of a large message).
-            assembly = self._assemblies.get(sender)
-            if (assembly is not None and assembly[0] == continued_id
-                    and assembly[1] == continued_index
-                    and assembly[2] + length <= self._max_message_size):
-                # _continue's common case, written out. The message's
-                # next middle fragments are held by feed if they have this
-                # one's size and first 8 bytes.
-                assembly[1] = continued_index + 1
-                assembly[2] += length
-                assembly[3].append(payload[ONE_ENTRY_SIZE:])
-                self._frame_sizes[sender] = total
-                _arm(assembly, payload, length, self._max_message_size)
-            else:
-                self._continue(sender, continued_id, continued_index,
-                               payload[ONE_ENTRY_SIZE:], True)
-            return []
-        if version != VERSION or not count:
-            return self._feed_checked(sender, payload)
-        if not flags:
-            # Whole messages only (every frame of small messages).
-            if continued_id or continued_index or open_id:
-                return self._feed_checked(sender, payload)
-            if count == 1:
-                if ONE_ENTRY_SIZE + length != total:
-                    return self._feed_checked(sender, payload)
-                entries = [payload[ONE_ENTRY_SIZE:]]
-            else:
-                entries = split_entries(payload, count, total)
-                if entries is None:
-                    return self._feed_checked(sender, payload)
-            if self._assemblies and self._assemblies.pop(sender, None) is not None:
-                # The sender started afresh without finishing: it gave up on
-                # that message (its own configuration change). Never join
-                # across that.
-                self._abandoned += 1
-            self._messages_delivered += count
-            self._bytes_delivered += total - HEADER_SIZE - LENGTH_SIZE * count
-            return entries
-        return self._feed_flagged(sender, payload, total, flags, count, continued_id,
-                                  continued_index, open_id, length)
-
     def _feed_flagged(self, sender: int, payload: bytes, total: int, flags: int, count: int,
                       continued_id: int, continued_index: int, open_id: int,
                       length: int) -> list[bytes]:
@@ -327,9 +316,7 @@ class Unpacker:
                 if head_size > self._max_message_size:
                     self._oversized += 1
                 else:
-                    self._assemblies[sender] = _new_assembly(
-                        open_id, payload[part_end:], self._frame_sizes.get(sender, -1),
-                        self._max_message_size)
+                    self._assemblies[sender] = [open_id, 1, head_size, [payload[part_end:]], *_UNARMED]
                 if message is None:
                     return []
                 self._messages_delivered += 1
@@ -433,8 +420,7 @@ class Unpacker:
         if len(head) > self._max_message_size:
             self._oversized += 1
         else:
-            self._assemblies[sender] = _new_assembly(open_id, head, self._frame_sizes.get(sender, -1),
-                                                     self._max_message_size)
+            self._assemblies[sender] = [open_id, 1, len(head), [head], *_UNARMED]
 
     def _continue(self, sender: int, continued_id: int, continued_index: int, part: bytes,
                   middle: bool) -> bytes | None:
@@ -528,6 +514,8 @@ def _arm(assembly: list[Any], payload: bytes, length: int, max_message_size: int
     if count <= 0:
         assembly[4] = -1
         return
+    if not assembly[7]:
+        assembly[7] = []  # () until then (nothing held, nothing to allocate)
     assembly[4] = assembly[9] = length + ONE_ENTRY_SIZE
     assembly[5] = length
     assembly[8] = assembly[1] + count - 1
@@ -543,7 +531,7 @@ def _new_assembly(open_id: int, head: bytes, frame_size: int, max_message_size: 
         count = min(_HOLD_MAX, (max_message_size - size) // length)
         if count > 0:
             return [open_id, 1, size, [head], frame_size, length, 1, [], count, frame_size]
-    return [open_id, 1, size, [head], -1, 0, 1, [], 0, -1]
+    return [open_id, 1, size, [head], *_UNARMED]
 
 
 def _settle(assembly: list[Any]) -> int:
