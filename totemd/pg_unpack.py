@@ -151,8 +151,9 @@ class Unpacker:
         # once, when the last one arrives), then what feed expects (_arm):
         # [4] the size of a frame it may hold (-1: none), [5] a middle
         # fragment's data length, [6] the next index counting the held
-        # frames (always [1] + len([7])), [7] the held frames, [8] how many
-        # may be held, [9] the sender's middle fragment size (-1: unknown).
+        # frames (always [1] + len([7])), [7] the held frames (a list, or
+        # () before any), [8] the last index that may be held, [9] the
+        # sender's middle fragment size (-1: unknown).
         self._assemblies: dict[int, list[Any]] = {}
         self._frames = 0
         self._messages_delivered = 0
