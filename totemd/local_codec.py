@@ -40,7 +40,7 @@ Events (daemon -> subscribed client)::
 
 Origin header (in front of every message the daemon submits to the core)::
 
-    u8 magic 0xC7, u8 version 1, u16 flags (bit 0: safe), u32 inc, u64 sseq
+    u8 magic 0xC7, u8 version 2 (ORIGIN_VERSION), u16 flags (bit 0: safe), u32 inc, u64 sseq
 
 It lets every node name a delivered message ``"<sender>.<sinc>.<sseq>"`` (the
 EVS log's mid) and give it to clients with its origin, whatever the payload.
