@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "pg": ("scripts.bench_pg", "packing layer: CPU per frame and per message"),
     "local": ("scripts.bench_local", "totemd's local interface: IPC passes, deliveries, submits"),
     "submit": ("scripts.bench_submit_path", "a client's submit path: SUBMIT_MANY to frames"),
+    "deliver": ("scripts.bench_deliver", "totemd's delivery path for large messages: CPU per delivered message"),
 }
 
 
