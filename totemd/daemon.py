@@ -448,6 +448,16 @@ class Daemon(LocalSideMixin):
                     actions = take_actions()
                     if actions:
                         run(actions)
+                    if self._batch_count:
+                        # What the visit delivered before forwarding (an idle
+                        # ring's few frames: a client's own message) goes to
+                        # the clients before the yield below hands the CPU to
+                        # the next node: a closed-loop client then submits its
+                        # next message before the token is back more often
+                        # (latency runs, same minutes: 1-59% -> 1-21% of
+                        # samples waited a second rotation; p50 mean 286 -> 258 us).
+                        self._flush_deliveries()
+                        self.server.flush_wakes()
                     # The token is sent, and a UDP wake-up is a "sync" one: the
                     # next daemon is often queued on this CPU, behind the work
                     # we do now (deliveries, clients). Let it take the token on
