@@ -400,9 +400,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from scripts._standalone import standalone
+
+    return standalone(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

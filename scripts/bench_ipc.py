@@ -367,9 +367,9 @@ def summary(rows: list[Row]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench_ipc", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from scripts._standalone import standalone
+
+    return standalone(__doc__, add_arguments, run, argv, prog="bench_ipc")
 
 
 if __name__ == "__main__":

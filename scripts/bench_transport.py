@@ -441,9 +441,9 @@ def _print(result: CaseResult, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench_transport", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from scripts._standalone import standalone
+
+    return standalone(__doc__, add_arguments, run, argv, prog="bench_transport")
 
 
 if __name__ == "__main__":
