@@ -45,14 +45,27 @@ def _take_both(packer: Packer, reference: _ReferencePacker, count: int, taken: l
             taken.append(frame.payload)
 
 
+# ("submit", size, safe, no handle): mostly the bench's sizes, some odd ones.
+_SUBMITS = st.tuples(st.just("submit"),
+                     st.one_of(st.sampled_from([8192 + ORIGIN, 65536 + ORIGIN, 1024 + ORIGIN, 64]),
+                               st.integers(0, 20_000)),
+                     st.booleans(), st.booleans())
+
+
+def _submit_both(packer: Packer, reference: "_ReferencePacker", serial: int,
+                 operation: tuple, submitted: list[int]) -> None:
+    """A ("submit", size, safe, no_handle) operation, to both packers."""
+    _kind, size, safe, no_handle = operation
+    message, handle = _message(serial, size), None if no_handle else ("h", serial)
+    packer.submit(message, safe, handle)
+    reference.submit(message, safe, handle)
+    submitted.append(size)
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     operations=st.lists(st.one_of(
-        # (size, safe, no handle): mostly the bench's sizes, some odd ones
-        st.tuples(st.just("submit"),
-                  st.one_of(st.sampled_from([8192 + ORIGIN, 65536 + ORIGIN, 1024 + ORIGIN, 64]),
-                            st.integers(0, 20_000)),
-                  st.booleans(), st.booleans()),
+        _SUBMITS,
         st.tuples(st.just("take"), st.integers(1, 12)),
         st.tuples(st.just("change")),
     ), max_size=40),
@@ -65,11 +78,7 @@ def test_large_messages_give_the_reference_frames(operations, frame_payload_max:
     submitted: list[int] = []
     for serial, operation in enumerate(operations):
         if operation[0] == "submit":
-            _kind, size, safe, no_handle = operation
-            message, handle = _message(serial, size), None if no_handle else ("h", serial)
-            packer.submit(message, safe, handle)
-            reference.submit(message, safe, handle)
-            submitted.append(size)
+            _submit_both(packer, reference, serial, operation, submitted)
         elif operation[0] == "take":
             _take_both(packer, reference, operation[1], taken)
         else:
@@ -224,10 +233,7 @@ def test_submitted_counters_survive_compaction_configuration_changes_and_submit_
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     operations=st.lists(st.one_of(
-        st.tuples(st.just("submit"),
-                  st.one_of(st.sampled_from([8192 + ORIGIN, 65536 + ORIGIN, 1024 + ORIGIN, 64]),
-                            st.integers(0, 20_000)),
-                  st.booleans(), st.booleans()),
+        _SUBMITS,
         st.tuples(st.just("take_frames"), st.integers(-1, 20)),
         st.tuples(st.just("take"), st.integers(1, 3)),
         st.tuples(st.just("change")),
@@ -241,11 +247,7 @@ def test_take_frames_is_take_frame_called_up_to_limit_times(operations, frame_pa
     submitted: list[int] = []
     for serial, operation in enumerate(operations):
         if operation[0] == "submit":
-            _kind, size, safe, no_handle = operation
-            message, handle = _message(serial, size), None if no_handle else ("h", serial)
-            packer.submit(message, safe, handle)
-            reference.submit(message, safe, handle)
-            submitted.append(size)
+            _submit_both(packer, reference, serial, operation, submitted)
         elif operation[0] == "take_frames":
             frames = packer.take_frames(operation[1])
             expected = []
