@@ -54,3 +54,14 @@ def test_bench_totem_one_node_on_the_host_loopback(short_tmp):
 def test_bench_totem_three_nodes_in_a_namespace(short_tmp):
     rows = _bench(short_tmp, "--nodes", "3")
     assert all(row["nodes"] == 3 and row["senders"] == 3 for row in rows)
+
+
+def test_guest_halt_poll_setting_is_read_when_there_is_one(tmp_path):
+    from scripts.bench_totem import _guest_halt_poll_ns
+
+    setting = tmp_path / "guest_halt_poll_ns"
+    setting.write_text("200000\n")
+    assert _guest_halt_poll_ns(str(setting)) == 200000
+    setting.write_text("not a number\n")
+    assert _guest_halt_poll_ns(str(setting)) is None
+    assert _guest_halt_poll_ns(str(tmp_path / "absent")) is None
