@@ -112,17 +112,31 @@ def _logging(src: Source) -> LoggingConfig:
         subsystems=_subsystems(src))
 
 
+def _priority(src: Source, sched_rr: bool | None) -> str | None:
+    """system.priority: corosync's nice value (-20..19), max or min."""
+    priority = src.text("system.priority")
+    if priority is None:
+        return None
+    if priority not in ("max", "min"):
+        try:
+            nice = int(priority)
+        except ValueError:
+            nice = None
+        if nice is None or not -20 <= nice <= 19:
+            raise src.fail(f"system.priority: {priority!r} is not a nice value (-20..19), "
+                           "max or min", "system.priority")
+    if sched_rr:
+        src.warn("system.priority: no effect with sched_rr: yes (as in corosync: the "
+                 "real-time priority is the maximal one)", "system.priority")
+    return priority
+
+
 def _system(src: Source) -> SystemConfig:
-    for key in ("system.sched_rr", "system.priority"):
-        if src.has(key):
-            # Measured: SCHED_RR totemd processes doubled the CPU per message
-            # (one turn per packet, no batching) and starved local clients.
-            src.warn(f"{key}: not applied; totemd keeps the normal scheduling policy and "
-                     "priority", key)
+    sched_rr = _optional_switch(src, "system.sched_rr")
     return SystemConfig(
         qb_ipc_type=src.text("system.qb_ipc_type", d.QB_IPC_TYPE) or d.QB_IPC_TYPE,
-        sched_rr=_switch(src, "system.sched_rr", d.SCHED_RR),
-        priority=src.text("system.priority"),
+        sched_rr=sched_rr,
+        priority=_priority(src, sched_rr),
         move_to_root_cgroup=src.text("system.move_to_root_cgroup", d.MOVE_TO_ROOT_CGROUP)
         or d.MOVE_TO_ROOT_CGROUP,
         allow_knet_handle_fallback=_switch(src, "system.allow_knet_handle_fallback",

@@ -94,7 +94,7 @@ DEBUG = "off"
 
 # --- system --------------------------------------------------------------------
 QB_IPC_TYPE = "native"
-SCHED_RR = True
+SCHED_RR = True  # corosync's; totemd applies SCHED_RR only when the file sets sched_rr: yes
 MOVE_TO_ROOT_CGROUP = "auto"
 ALLOW_KNET_HANDLE_FALLBACK = False
 STATE_DIR = "/var/lib/corosync"

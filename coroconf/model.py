@@ -231,7 +231,12 @@ class SystemConfig:
     """
 
     qb_ipc_type: str = "native"
-    sched_rr: bool = True
+    # None: the file does not say. corosync then takes SCHED_RR; totemd keeps
+    # the normal policy unless asked (measured: real-time totemds pre-empt
+    # their local clients; docs, "Implemented, and what is reported instead").
+    sched_rr: bool | None = None
+    # corosync's: a nice value -20..19, "max" (-20) or "min" (19); used when
+    # sched_rr is not yes.
     priority: str | None = None
     move_to_root_cgroup: str = "auto"
     allow_knet_handle_fallback: bool = False

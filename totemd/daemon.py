@@ -53,6 +53,7 @@ from totemd import local_codec as wire
 from totemd.evslog import EventLog, next_incarnation
 from totemd.local import TotemService
 from totemd.ringstore import load_ring_seq, store_ring_seq
+from totemd.scheduling import apply_scheduling
 from totemd.settings import NodeSettings, StartupError, resolve_settings
 from totemd.signal_wakeup import SignalWakeup
 from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame, Originated,
@@ -794,6 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"totemd: {error}", file=sys.stderr)
             return 1
         daemon.install_signal_handlers()
+        apply_scheduling(settings.sched_rr, settings.priority)
         if args.ready_fd is not None:
             try:
                 os.write(args.ready_fd, f"ready {os.getpid()}\n".encode())

@@ -41,6 +41,9 @@ class NodeSettings:
     multicast_ttl: int = 1
     evs_log: str | None = None
     config_path: str | None = None
+    # system.sched_rr / system.priority (totemd/scheduling.py)
+    sched_rr: bool | None = None
+    priority: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -114,4 +117,5 @@ def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: s
         config_version=config.totem.config_version,
         multicast_group=link.mcastaddr if link is not None else None,
         multicast_ttl=link.ttl if link is not None else 1, evs_log=evs_log,
-        config_path=config_path)
+        config_path=config_path, sched_rr=config.system.sched_rr,
+        priority=config.system.priority)

@@ -227,13 +227,19 @@ def test_totem_options_without_an_implementation_are_reported():
     assert coroconf.loads(udpu("\tsend_join: 0\n")).warnings == ()
 
 
-def test_scheduling_options_are_reported_as_not_applied():
+def test_scheduling_options_are_read_as_corosync_reads_them():
     text = udpu("") + "system {\n\tsched_rr: yes\n\tpriority: max\n}\n"
     config = coroconf.loads(text, "corosync.conf")
     assert config.system.sched_rr is True and config.system.priority == "max"
+    # As in corosync, priority is for sched_rr: no.
     assert [w for w in config.warnings if "system." in w] == [
-        "corosync.conf:16: system.sched_rr: not applied; totemd keeps the normal scheduling "
-        "policy and priority",
-        "corosync.conf:17: system.priority: not applied; totemd keeps the normal scheduling "
-        "policy and priority"]
-    assert not [w for w in coroconf.loads(udpu(""), "corosync.conf").warnings if "system." in w]
+        "corosync.conf:17: system.priority: no effect with sched_rr: yes (as in corosync: the "
+        "real-time priority is the maximal one)"]
+    plain = coroconf.loads(udpu(""), "corosync.conf")
+    assert plain.system.sched_rr is None and plain.system.priority is None
+    assert not [w for w in plain.warnings if "system." in w]
+    nice = coroconf.loads(udpu("") + "system {\n\tsched_rr: no\n\tpriority: -5\n}\n")
+    assert nice.system.sched_rr is False and nice.system.priority == "-5" and not nice.warnings
+    for bad in ("-21", "20", "high", "1.5"):
+        with pytest.raises(coroconf.ConfigError, match=r"system.priority: .* is not a nice value"):
+            coroconf.loads(udpu("") + f"system {{\n\tpriority: {bad}\n}}\n", "corosync.conf")

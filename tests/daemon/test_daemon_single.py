@@ -3,6 +3,7 @@ interface, back-pressure, bad packets, the pid file, and a clean stop."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -96,6 +97,54 @@ def test_a_node_started_from_any_directory_runs_the_installed_code(tmp_path: Pat
     finally:
         assert node.stop() == 0
     assert "working directory was imported" not in node.log_text()
+
+
+def _totemd_of(node: Node) -> psutil.Process:
+    children = psutil.Process(node.process.pid).children(recursive=True)
+    return next(child for child in children if "totemd" in " ".join(child.cmdline()))
+
+
+@pytest.mark.parametrize("system, expected", [
+    ("sched_rr: no\n    priority: 7", ("nice", 7)),
+    ("sched_rr: no\n    priority: min", ("nice", 19)),
+    ("", ("nice", None)),  # not set: totemd keeps what it was started with
+])
+def test_system_priority_sets_totemds_nice_value(tmp_path: Path, system: str, expected):
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
+    config.write_text(config.read_text() + f"system {{\n    {system}\n}}\n")
+    node = Node(tmp_path, config, 1)
+    try:
+        node.start()
+        node.wait_members([1])
+        totemd = _totemd_of(node)
+        assert os.sched_getscheduler(totemd.pid) == os.SCHED_OTHER
+        assert totemd.nice() == (expected[1] if expected[1] is not None
+                                 else psutil.Process(node.process.pid).nice())
+    finally:
+        assert node.stop() == 0
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: SCHED_RR")
+def test_sched_rr_yes_gives_totemd_the_maximal_real_time_priority(tmp_path: Path):
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
+    config.write_text(config.read_text() + "system {\n    sched_rr: yes\n}\n")
+    node = Node(tmp_path, config, 1)
+    try:
+        node.start()
+        node.wait_members([1])
+        totemd = _totemd_of(node)
+        assert os.sched_getscheduler(totemd.pid) == os.SCHED_RR
+        assert os.sched_getparam(totemd.pid).sched_priority == os.sched_get_priority_max(os.SCHED_RR)
+        with node.client() as client:  # it still serves its clients
+            assert client.submit(b"real time") == 1
+        # Only totemd: the supervisor and objdb keep the normal policy.
+        assert os.sched_getscheduler(node.process.pid) == os.SCHED_OTHER
+    finally:
+        assert node.stop() == 0
+    assert "scheduling: SCHED_RR priority" in node.log_text()
 
 
 def test_statistics_are_published_into_objdb(single: Node):
