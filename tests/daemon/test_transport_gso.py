@@ -578,3 +578,55 @@ def test_bench_transport_cpu_cases_see_every_segment():
         assert len(results) == methods, case
         for result in results:
             assert (result.visits, result.segments_per_visit) == (10, segments), result
+
+
+def test_a_read_stops_at_the_token_and_leaves_what_follows_for_the_next_call():
+    """receive_frames(stop_type=T): the token (type byte T at offset 3) ends
+    the call; nothing is lost, what follows it comes with the next call."""
+    token_type = 2
+    frames = [b"\x00\x00\x00\x01frame-%d" % i for i in range(3)]
+    token = b"\x00\x00\x00\x02tok"
+    after = [b"\x00\x00\x00\x01later-%d" % i for i in range(2)]
+    one, two, three = _cluster()
+    try:
+        assert one.send_visit(frames, 2, token)  # one GSO send: the frames, then the token
+        for data in after:
+            assert one.unicast(2, data)
+        deadline = time.monotonic() + 5
+        select.select([two.fileno()], [], [], 5)
+        first = two.receive_frames(256, None, token_type)
+        assert first == frames + [token]
+        rest: list = []
+        while len(rest) < len(after) and time.monotonic() < deadline:
+            select.select([two.fileno()], [], [], 0.1)
+            rest += two.receive_frames(256, None, token_type)
+        assert rest == after
+    finally:
+        for transport in (one, two, three):
+            transport.close()
+
+
+def test_both_readers_stop_after_a_token_they_accept():
+    node = UdpTransport(mode="udpu", bind_address="127.0.0.1", port=_free_port(), peers=PEERS).open()
+    try:
+        peer, stranger = ("127.0.0.2", 5405), ("127.0.0.9", 5405)
+        token = b"\x00\x00\x00\x02tok"
+        scripted = _ScriptedSocket([(b"\x00\x00\x00\x01" * 2, _gro(4), 0, peer),
+                                    (token, [], 0, stranger),  # not from the nodelist: read on
+                                    (token, [], 0, peer), (b"next", [], 0, peer)])
+        frames: list[bytes] = []
+        node._read_coalesced(scripted.recvmsg, None, 256, frames, None, 2)
+        assert frames == [b"\x00\x00\x00\x01", b"\x00\x00\x00\x01", token]
+        assert [read[0] for read in scripted.reads] == [b"next"]
+
+        plain = [(b"\x00\x00\x00\x01", peer), (token, stranger), (token, peer), (b"next", peer)]
+
+        def recvfrom(_size: int):
+            if not plain:
+                raise BlockingIOError(errno.EAGAIN, "no data")
+            return plain.pop(0)
+        frames = []
+        node._read_plain(recvfrom, 256, frames, None, 2)
+        assert frames == [b"\x00\x00\x00\x01", token] and plain == [(b"next", peer)]
+    finally:
+        node.close()
