@@ -99,6 +99,20 @@ def test_a_node_started_from_any_directory_runs_the_installed_code(tmp_path: Pat
     assert "working directory was imported" not in node.log_text()
 
 
+def _node_with_system(tmp_path: Path, system: str) -> Node:
+    """A started single node whose corosync.conf has ``system { <system> }``."""
+    port = free_udp_port(["127.0.0.1"])
+    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
+    config.write_text(config.read_text() + f"system {{\n    {system}\n}}\n")
+    node = Node(tmp_path, config, 1).start()
+    try:
+        node.wait_members([1])
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
 def _totemd_of(node: Node) -> psutil.Process:
     children = psutil.Process(node.process.pid).children(recursive=True)
     return next(child for child in children if "totemd" in " ".join(child.cmdline()))
@@ -110,13 +124,8 @@ def _totemd_of(node: Node) -> psutil.Process:
     ("", ("nice", None)),  # not set: totemd keeps what it was started with
 ])
 def test_system_priority_sets_totemds_nice_value(tmp_path: Path, system: str, expected):
-    port = free_udp_port(["127.0.0.1"])
-    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
-    config.write_text(config.read_text() + f"system {{\n    {system}\n}}\n")
-    node = Node(tmp_path, config, 1)
+    node = _node_with_system(tmp_path, system)
     try:
-        node.start()
-        node.wait_members([1])
         totemd = _totemd_of(node)
         assert os.sched_getscheduler(totemd.pid) == os.SCHED_OTHER
         assert totemd.nice() == (expected[1] if expected[1] is not None
@@ -128,13 +137,8 @@ def test_system_priority_sets_totemds_nice_value(tmp_path: Path, system: str, ex
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: SCHED_RR")
 def test_sched_rr_yes_gives_totemd_the_maximal_real_time_priority(tmp_path: Path):
-    port = free_udp_port(["127.0.0.1"])
-    config = write_config(tmp_path / "corosync.conf", port, {1: "127.0.0.1"})
-    config.write_text(config.read_text() + "system {\n    sched_rr: yes\n}\n")
-    node = Node(tmp_path, config, 1)
+    node = _node_with_system(tmp_path, "sched_rr: yes")
     try:
-        node.start()
-        node.wait_members([1])
         totemd = _totemd_of(node)
         assert os.sched_getscheduler(totemd.pid) == os.SCHED_RR
         assert os.sched_getparam(totemd.pid).sched_priority == os.sched_get_priority_max(os.SCHED_RR)
