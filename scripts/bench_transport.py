@@ -256,6 +256,16 @@ def _drain_peers(port: int, visits: int, with_frames: bool, lockstep: Any) -> No
         lockstep.close()
 
 
+def _stop_peer(pipe: Any, child: Any) -> None:
+    """Close our end of the lockstep pipe and reap the peer process (killed
+    if it does not leave within 5 s)."""
+    pipe.close()
+    child.join(5)
+    if child.is_alive():
+        child.kill()
+        child.join()
+
+
 def _receive_cpu(case: str, visits: int, method: str) -> CpuResult:
     """Time the transport's receive calls for ``visits`` fed by a child."""
     port = _free_port()
@@ -289,11 +299,7 @@ def _receive_cpu(case: str, visits: int, method: str) -> CpuResult:
             segments += got
             mine.send_bytes(b"a")
     finally:
-        mine.close()
-        child.join(5)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        _stop_peer(mine, child)
         receiver.close()
     return CpuResult(case=f"{case} {method}", visits=visits, segments_per_visit=round(segments / visits, 2),
                      us_per_call=round(cpu / visits * 1e6, 2), us_per_segment=round(cpu / segments * 1e6, 3),
@@ -331,11 +337,7 @@ def _send_cpu(case: str, visits: int) -> CpuResult:
                 raise FramesLost(f"{case}: visit {index} did not reach both peers")
             mine.recv_bytes()
     finally:
-        mine.close()
-        child.join(5)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        _stop_peer(mine, child)
         sender.close()
     return CpuResult(case=case, visits=visits, segments_per_visit=round(segments / visits, 2),
                      us_per_call=round(cpu / visits * 1e6, 2), us_per_segment=round(cpu / segments * 1e6, 3),
