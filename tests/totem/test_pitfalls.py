@@ -23,11 +23,11 @@ def _formed(nodes=3, **params):
 
 def test_pitfall_01_duplicate_token_resets_no_timer_and_moves_no_aru():
     net = _formed()
-    net.submit(1, b"wake up")
     captured = []
     net.filter = lambda src, dest, packet: (captured.append((dest, packet)) or True) \
         if isinstance(packet, OrfToken) else True
-    net.settle()
+    net.submit(1, b"wake up")
+    net.run_timers(net.now)  # the held token goes on when the driver next fires timers
     dest, token = next((d, p) for d, p in captured if d == 2)
     core = net.cores[2]
     timers_before = dict(net.timers[2])

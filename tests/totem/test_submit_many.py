@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from tests.totem.helpers import Net
 from totemd import local_codec as wire
-from totemd.srp import TotemParams
+from totemd.srp import Timer, TotemParams
 
 
 def _idle_ring() -> Net:
@@ -43,13 +43,43 @@ def test_submit_many_queues_in_order_and_stops_at_the_first_refusal():
 def test_submit_many_wakes_a_held_token():
     net = _idle_ring()
     rep = net.cores[1]
-    before = rep.stats().token_hold_releases
+    before = rep.stats()
     accepted, refused = rep.submit_many([(b"%d" % i, False, None) for i in range(20)])
     assert (accepted, refused) == (20, None)
-    assert rep.stats().token_hold_releases == before + 1
     net.collect(1)
+    # The release waits for the driver's clock: the hold timer, due now.
+    assert rep.stats().token_hold_releases == before.token_hold_releases
+    assert net.timers[1][Timer.TOKEN_HOLD] <= net.now
+    net.fire(1, Timer.TOKEN_HOLD)
+    after = rep.stats()
+    assert after.token_hold_releases == before.token_hold_releases + 1
+    assert after.token_hold_originations == before.token_hold_originations + 1
+    # The held token carried them at once: sent, and delivered here, with
+    # one token sent and no hop of the token in between.
+    assert after.orf_token_tx == before.orf_token_tx + 1
+    assert after.orf_token_rx == before.orf_token_rx
+    assert after.mcast_tx > before.mcast_tx
+    assert [d.message for d in net.delivered[1]] == [b"%d" % i for i in range(20)]
     net.run_timers(net.now + 100)
-    assert [d.message for d in net.delivered[3]] == [b"%d" % i for i in range(20)]
+    for node in (2, 3):
+        assert [d.message for d in net.delivered[node]] == [b"%d" % i for i in range(20)]
+
+
+def test_a_hold_cancel_from_another_node_releases_the_held_token_as_it_is():
+    net = _idle_ring()
+    rep, other = net.cores[1], net.cores[3]
+    before = rep.stats()
+    other.submit(b"from 3", False, None)
+    net.collect(3)
+    assert other.stats().hold_cancel_tx == 1
+    net.settle()
+    after = rep.stats()
+    assert after.hold_cancel_rx == before.hold_cancel_rx + 1
+    assert after.token_hold_releases == before.token_hold_releases + 1
+    assert after.token_hold_originations == before.token_hold_originations  # nothing of its own
+    net.run_timers(net.now + 100)
+    for node in (1, 2, 3):
+        assert [d.message for d in net.delivered[node]] == [b"from 3"]
 
 
 def test_submit_many_with_nothing_accepted_does_not_wake_the_ring():
@@ -137,3 +167,52 @@ def test_deliver_batch_payload_is_the_encoded_batch_in_either_form():
             else:
                 assert payload == expected
         assert len(wire.decode_deliver_batch(expected)) == count
+
+
+def _one_rotation(net: Net, node: int) -> None:
+    """Step packets until ``node`` has seen the token once more."""
+    seen = net.cores[node].stats().orf_token_rx
+    for _ in range(1000):
+        if net.cores[node].stats().orf_token_rx > seen or not net.step():
+            break
+    assert net.cores[node].stats().orf_token_rx > seen, "the token stopped"
+
+
+def test_the_representative_does_not_hold_while_another_node_sends():
+    """corosync's rule: a rotation is unchanged only if nobody sent in it.
+    A ring where only node 3 sends, one message per rotation, is not idle."""
+    net = _idle_ring()
+    rep = net.cores[1]
+    net.submit(3, b"wake")
+    net.settle()
+    net.run_timers(net.now)
+    holds = rep.stats().token_holds
+    const = net.params.seqno_unchanged_const
+    for i in range(3 * const):
+        net.submit(3, b"%d" % i)
+        _one_rotation(net, 3)
+    assert rep.stats().token_holds == holds
+    net.run_timers(net.now + 100)
+    assert [d.message for d in net.delivered[1]][-3 * const:] == [b"%d" % i for i in range(3 * const)]
+
+
+def test_every_node_that_may_find_the_token_held_asks_for_it():
+    """The representative holds one rotation after the others start to count
+    the token as held: whenever it holds, a submit elsewhere sends a cancel."""
+    for asker in (2, 3):
+        net = Net(3, TotemParams(token_ms=1000.0, token_coefficient_ms=0.0, nodes=3))
+        net.form_ring()
+        rep, other = net.cores[1], net.cores[asker]
+        # Step until the representative holds, then submit elsewhere at once.
+        for _ in range(100_000):
+            if rep._held_token is not None or not net.step():
+                break
+        assert rep._held_token is not None
+        released = rep.stats().token_hold_releases
+        other.submit(b"late", False, None)
+        net.collect(asker)
+        assert other.stats().hold_cancel_tx == 1
+        net.settle()  # packets only: no timer fires, the clock stands still
+        assert rep.stats().token_hold_releases == released + 1
+        for node in (1, 2, 3):
+            assert [d.message for d in net.delivered[node]] == [b"late"]

@@ -63,7 +63,8 @@ class _Counters:
                  "mcast_duplicate", "memb_join_tx", "memb_join_rx", "join_ignored",
                  "merge_detect_tx", "merge_detect_rx", "commit_token_tx", "commit_token_rx",
                  "commit_token_dropped", "commit_tokens_created", "hold_cancel_tx",
-                 "hold_cancel_rx", "token_holds", "token_hold_releases", "token_retransmits",
+                 "hold_cancel_rx", "token_holds", "token_hold_releases", "token_hold_originations",
+                 "token_retransmits",
                  "token_duplicate", "token_dropped_wrong_ring", "operational_entered",
                  "gather_entered", "commit_entered", "recovery_entered", "token_lost",
                  "consensus_timeouts", "failed_to_receive", "leaves_received",
@@ -107,6 +108,9 @@ class SrpStats:
     hold_cancel_rx: int
     token_holds: int
     token_hold_releases: int
+    # Releases that visited the held token again to carry this node's own
+    # new messages (the representative's submits on an idle ring).
+    token_hold_originations: int
     token_retransmits: int
     token_duplicate: int
     token_dropped_wrong_ring: int
@@ -174,7 +178,14 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._token_warning_ms = self._params.token_warning_ms
         self._token_heard_ms = 0.0
         self._token_warned_ms = float("-inf")
-        self._hold_rotations = self._params.seqno_unchanged_const
+        # corosync's idle hold: a rotation is unchanged when the token comes
+        # back with the seq it had at our previous visit (nobody sent). The
+        # representative holds after MORE than seqno_unchanged_const of them,
+        # the others count the token as held from seqno_unchanged_const on:
+        # the one rotation between makes sure that every node that may find
+        # the token held asks for it back (token_hold_cancel) on a submit.
+        self._hold_cancel_rotations = self._params.seqno_unchanged_const
+        self._hold_rotations = self._hold_cancel_rotations + 1
         # Read on every token visit: plain attributes of the core.
         self._window_size = self._params.window_size
         self._max_messages = self._params.max_messages
@@ -219,6 +230,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._previous_token_aru: int | None = None
         self._aru_stuck_rotations = 0
         self._unchanged_rotations = 0
+        self._last_arrival_seq: int | None = None  # the token's seq as it came last visit
         self._hold_cancel_sent = False
         self._retrans_counted = False
         self._recovery_visits = 0
@@ -505,7 +517,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             raise SubmitRejected(str(error)) from error
         # _ask_hold_release acts only in these two cases (a busy ring is in
         # neither): skip the call per message otherwise.
-        if self._held_token is not None or self._unchanged_rotations >= self._hold_rotations:
+        if self._held_token is not None or self._unchanged_rotations >= self._hold_cancel_rotations:
             self._ask_hold_release()
 
     def submit_many(self, items: Iterable[tuple[bytes, bool, Any]]) -> tuple[int, str | None]:

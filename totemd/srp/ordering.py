@@ -223,7 +223,10 @@ class OrderingMixin:
             if 0 < ((line - ring.safe_line) & SEQ_MASK) <= SEQ_HALF:
                 ring.safe_line = line
         ring.last_aru_forwarded = aru
-        if seq == start_seq:
+        # Unchanged: nobody sent since our last visit, nor do we now.
+        arrived_unchanged = start_seq == self._last_arrival_seq
+        self._last_arrival_seq = start_seq
+        if arrived_unchanged and seq == start_seq:
             self._unchanged_rotations += 1
         else:
             self._unchanged_rotations = 0
@@ -459,7 +462,7 @@ class OrderingMixin:
     def _should_hold(self: SrpCore, ring: RingState, token: OrfToken) -> bool:
         """The representative holds an idle token (corosync's extension)."""
         if (self._state is not State.OPERATIONAL or ring.ring_id.rep != self._node_id
-                or self._unchanged_rotations < self._params.seqno_unchanged_const
+                or self._unchanged_rotations < self._hold_rotations
                 or self._packer.pending_frames()):
             return False
         if token.rtr and self._params.cancel_token_hold_on_retransmit:
@@ -468,9 +471,25 @@ class OrderingMixin:
 
     def _release_held_token(self: SrpCore) -> None:
         held = self._held_token
-        if held is not None:
-            self._counters.token_hold_releases += 1
-            self._forward_token(held)
+        if held is None:
+            return
+        self._counters.token_hold_releases += 1
+        ring = self._ring
+        if ring is not None and self._packer.pending_frames():
+            # Our own messages are waiting and the token is here: visit it
+            # again (a hop to ourselves) so that it carries them now, rather
+            # than after the rotation that forwarding it as held would cost.
+            # What the hold visit did is on the held token (seq, aru, fcc,
+            # backlog), so this visit is one the ring could have seen anyway.
+            self._held_token = None
+            self._counters.token_hold_originations += 1
+            # The aru the hold visit put on the token never went round the
+            # ring: it must not raise the safe line (min of two forwarded
+            # arus a rotation apart), so this visit starts that pair afresh.
+            ring.last_aru_forwarded = None
+            self._visit_token(ring, held)
+            return
+        self._forward_token(held)
 
     def _on_hold_cancel(self: SrpCore, message: TokenHoldCancel) -> None:
         self._counters.hold_cancel_rx += 1
@@ -485,10 +504,16 @@ class OrderingMixin:
         if self._state is not State.OPERATIONAL or ring is None:
             return
         if self._held_token is not None:
+            # We hold the token: the hold timer, due now, releases it on the
+            # driver's next look at the clock, with the time of that turn
+            # (self._now is the last event's, possibly a hold time ago) and
+            # every message submitted until then.
             self._unchanged_rotations = 0
-            self._release_held_token()
+            self._set_timer(_TOKEN_HOLD, 0.0)
             return
-        if (self._unchanged_rotations >= self._params.seqno_unchanged_const
+        if ring.ring_id.rep == self._node_id:
+            return  # the token comes back to us and is not held while we have frames
+        if (self._unchanged_rotations >= self._hold_cancel_rotations
                 and not self._hold_cancel_sent):
             self._hold_cancel_sent = True
             self._actions.append(SendMulticast(encode(
