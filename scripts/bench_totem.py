@@ -17,7 +17,14 @@ udpu, netmtu 1500, no EVS log) and measures, for 64 B, 1 KiB, 8 KiB and
   (the sum over senders), ``mb_per_s`` its payload in 10^6 bytes/s;
 - latency: one client submits one message at a time and waits until its own
   node delivers it (submit-to-own-delivery, which includes a token rotation
-  and the agreed-order wait), with no other load; p50 and p99 in µs.
+  and the agreed-order wait), with no other load; p50 and p99 in µs. Closed
+  loop on node 1: the next message as soon as the last one is delivered;
+- sparse latency: the same one message at a time from every node's client
+  in turn, each after a random pause around 20 ms (``--sparse-samples`` per
+  node), the way corosync's cpghum sends (one message every -d ms): the
+  idle ring's token is held at the representative between messages, and
+  each message wakes it (token_hold_cancel, or the representative's own
+  visit of the held token). p50 and p99 over every node's samples.
 
 Reference (issue 4): corosync 3.1.7 with CPG, 3 nodes in namespaces on a
 2-core machine of this kind: 42 k msgs/s at 64 B, 33.5 k at 1 KiB, 77 MB/s at
@@ -36,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -50,6 +58,8 @@ __all__ = ["add_arguments", "run", "saturate", "latency", "Row", "SIZES"]
 SIZES = (64, 1024, 8192, 65536)
 WARMUP_S = 0.5
 LATENCY_SAMPLES = 400
+SPARSE_SAMPLES = 60  # per node
+SPARSE_GAP_MS = 20.0  # longer than seqno_unchanged_const idle rotations: the token is held
 BATCH_BYTES = 256 * 1024
 IN_FLIGHT_BYTES = 2 * 1024 * 1024
 REFERENCE = {64: "42 k msgs/s", 1024: "33.5 k msgs/s", 8192: "77 MB/s", 65536: "78 MB/s"}
@@ -66,6 +76,12 @@ class Row:
     p99_us: float | None
     senders: int
     load_1m: float
+    # Sparse traffic (latency with gap_ms): every node's client in turn, one
+    # message every ~SPARSE_GAP_MS; p50/p99 over all nodes' samples, and the
+    # p50 of each node (the representative's differs: it holds the token).
+    sparse_p50_us: float | None = None
+    sparse_p99_us: float | None = None
+    sparse_p50_by_node: dict[str, float] | None = None
     # A KVM guest's idle polling before it halts a vCPU (None: not such a
     # guest). With 0, every wake-up of a sleeping daemon on an idle vCPU is a
     # VM exit and a host wake-up: on this project's VM that is ~20 us a hop,
@@ -219,7 +235,8 @@ def _run_as_batch_work(batch: bool = True) -> None:
         pass
 
 
-def latency(run_dir: str, size: int, samples: int = LATENCY_SAMPLES) -> dict[str, Any]:
+def latency(run_dir: str, size: int, samples: int = LATENCY_SAMPLES,
+            gap_ms: float = 0.0) -> dict[str, Any]:
     """Submit-to-own-delivery latency, one message at a time (µs).
 
     The client side is kept short: the wait for the delivery is one sleep on
@@ -227,13 +244,22 @@ def latency(run_dir: str, size: int, samples: int = LATENCY_SAMPLES) -> dict[str
     matched on its origin fields as the event is read in place (no event
     object, no copy of the payload).
 
+    Args:
+        gap_ms: 0 submits each message as soon as the previous one is
+            delivered (closed loop). Otherwise the client first sleeps a
+            random 0.5-1.5 x gap_ms (seeded): sparse traffic, as corosync's
+            cpghum sends (one message every -d ms); an idle ring's token is
+            then held at the representative (after seqno_unchanged_const
+            quiet rotations) and each message wakes it.
+
     Returns:
-        {"p50_us": .., "p99_us": .., "samples": n}
+        {"p50_us": .., "p99_us": .., "samples": n, "values_us": the samples, sorted}
     """
     from clients.totem import TotemClient
 
     payload = bytes(size)
     values: list[float] = []
+    pause = random.Random(size).uniform if gap_ms > 0 else None
     with TotemClient.connect(run_dir, subscribe=True) as client:
         me, inc = client.hello.node_id, client.hello.inc
         awaited = [0, False]  # sseq, seen
@@ -246,6 +272,8 @@ def latency(run_dir: str, size: int, samples: int = LATENCY_SAMPLES) -> dict[str
             pass
 
         for _ in range(samples + samples // 10):
+            if pause is not None:
+                time.sleep(pause(0.5, 1.5) * gap_ms / 1000.0)
             started = time.perf_counter_ns()
             awaited[0], awaited[1] = client.submit(payload), False
             deadline = time.monotonic() + 5.0
@@ -257,7 +285,7 @@ def latency(run_dir: str, size: int, samples: int = LATENCY_SAMPLES) -> dict[str
             values.append((time.perf_counter_ns() - started) / 1000.0)
     measured = sorted(values[samples // 10:])  # the first tenth warms up
     return {"p50_us": _percentile(measured, 0.50), "p99_us": _percentile(measured, 0.99),
-            "samples": len(measured)}
+            "samples": len(measured), "values_us": measured}
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -279,6 +307,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="message sizes in bytes")
     parser.add_argument("--latency-samples", type=int, default=LATENCY_SAMPLES, metavar="N",
                         help="round trips per size for p50/p99")
+    parser.add_argument("--sparse-samples", type=int, default=SPARSE_SAMPLES, metavar="N",
+                        help=f"messages per node and size sent one every ~{SPARSE_GAP_MS:.0f} ms "
+                             "(sparse-traffic latency; 0 skips it)")
     parser.add_argument("--no-namespace", action="store_true",
                         help="run on the host's loopback even as root")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")
@@ -305,7 +336,7 @@ def _load_1m() -> float:
 
 
 def _measure_size(cluster: Any, workers: list[Any], size: int, duration_s: float,
-                  samples: int) -> Row:
+                  samples: int, sparse_samples: int) -> Row:
     senders = list(cluster.nodes)[:len(workers)]
     results: list[dict[str, Any] | BaseException] = [{}] * len(workers)
 
@@ -329,19 +360,39 @@ def _measure_size(cluster: Any, workers: list[Any], size: int, duration_s: float
     msgs = sum(r["delivered"] / r["seconds"] for r in ok if r["seconds"] > 0)
     lat = workers[0].call("scripts.bench_totem:latency", str(cluster.nodes[1].run_dir), size,
                           samples, timeout_s=120.0 + samples * 0.05)
+    sparse: list[float] = []
+    by_node: dict[str, float] = {}
+    if sparse_samples:
+        for node_id, node in cluster.nodes.items():
+            one_node = workers[0].call("scripts.bench_totem:latency", str(node.run_dir), size,
+                                       sparse_samples, SPARSE_GAP_MS,
+                                       timeout_s=120.0 + sparse_samples * SPARSE_GAP_MS * 0.0025)
+            sparse += one_node["values_us"]
+            by_node[str(node_id)] = one_node["p50_us"]
+        sparse.sort()
     return Row(impl="coro-totem", nodes=len(cluster.nodes), size=size, msgs_per_s=round(msgs, 1),
                mb_per_s=round(msgs * size / 1e6, 2), p50_us=lat["p50_us"], p99_us=lat["p99_us"],
-               senders=len(workers), load_1m=_load_1m(), guest_halt_poll_ns=_guest_halt_poll_ns())
+               senders=len(workers), load_1m=_load_1m(), guest_halt_poll_ns=_guest_halt_poll_ns(),
+               sparse_p50_us=_percentile(sparse, 0.50) if sparse else None,
+               sparse_p99_us=_percentile(sparse, 0.99) if sparse else None,
+               sparse_p50_by_node=by_node or None)
 
 
 def _print_table(rows: list[Row], out: Any) -> None:
     print(f"{'impl':<11} {'nodes':>5} {'size':>6} {'msgs/s':>10} {'MB/s':>8} {'p50 µs':>8} "
-          f"{'p99 µs':>8} {'senders':>7} {'load':>5}  corosync 3.1.7 (issue 4)", file=out)
+          f"{'p99 µs':>8} {'sparse p50':>10} {'p99':>6} {'senders':>7} {'load':>5}  "
+          "corosync 3.1.7 (issue 4)", file=out)
     for row in rows:
+        sparse = (f"{row.sparse_p50_us:>10.0f} {row.sparse_p99_us:>6.0f}"
+                  if row.sparse_p50_us is not None and row.sparse_p99_us is not None
+                  else f"{'-':>10} {'-':>6}")
         print(f"{row.impl:<11} {row.nodes:>5} {row.size:>6} {row.msgs_per_s:>10.0f} "
-              f"{row.mb_per_s:>8.2f} {row.p50_us or 0:>8.0f} {row.p99_us or 0:>8.0f} "
+              f"{row.mb_per_s:>8.2f} {row.p50_us or 0:>8.0f} {row.p99_us or 0:>8.0f} {sparse} "
               f"{row.senders:>7} {row.load_1m:>5.1f}  {REFERENCE.get(row.size, '')}", file=out)
-    print("Reference latency: corosync p50 170 µs. MB = 10^6 bytes of payload.", file=out)
+    print("Reference latency: corosync p50 170 µs. MB = 10^6 bytes of payload. p50/p99: closed "
+          "loop on node 1 (the next message as soon as the last is delivered); sparse: every "
+          f"node in turn, one message every ~{SPARSE_GAP_MS:.0f} ms (the idle token is held "
+          "between them, as with corosync's cpghum).", file=out)
     poll_ns = rows[0].guest_halt_poll_ns if rows else None
     if poll_ns is not None:
         print(f"This VM's guest halt polling ({HALT_POLL_PATH}): {poll_ns} ns"
@@ -358,9 +409,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"coro bench totem: --sizes wants numbers like 64,1024, got {args.sizes!r}", file=sys.stderr)
         return 2
-    if not sizes or any(size < 1 for size in sizes) or args.duration <= 0 or args.latency_samples < 1:
-        print("coro bench totem: sizes, --duration and --latency-samples must be positive",
-              file=sys.stderr)
+    if (not sizes or any(size < 1 for size in sizes) or args.duration <= 0 or args.latency_samples < 1
+            or args.sparse_samples < 0):
+        print("coro bench totem: sizes, --duration and --latency-samples must be positive, "
+              "--sparse-samples at least 0", file=sys.stderr)
         return 2
     base = Path(tempfile.mkdtemp(prefix="coro-bt-"))
     settings = ClusterSettings(nodes=args.nodes, token_ms=3000, consensus_ms=3600, evs_log=False,
@@ -379,7 +431,8 @@ def run(args: argparse.Namespace) -> int:
         count = args.nodes if args.senders == "all" else 1
         workers = [NamespaceWorker(cluster.namespace) for _ in range(count)]
         for size in sizes:
-            row = _measure_size(cluster, workers, size, args.duration, args.latency_samples)
+            row = _measure_size(cluster, workers, size, args.duration, args.latency_samples,
+                                args.sparse_samples)
             rows.append(row)
             if args.json:
                 print(json.dumps(asdict(row)), flush=True)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FIELDS = {"impl", "nodes", "size", "msgs_per_s", "mb_per_s", "p50_us", "p99_us"}
+FIELDS = {"impl", "nodes", "size", "msgs_per_s", "mb_per_s", "p50_us", "p99_us", "sparse_p50_us",
+          "sparse_p99_us", "sparse_p50_by_node"}
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def short_tmp(tmp_path_factory) -> Path:
 def _bench(tmp_path: Path, *extra: str) -> list[dict]:
     done = subprocess.run(
         [sys.executable, "-m", "clients.cli", "bench", "totem", "--json", "--duration", "0.3",
-         "--sizes", "64,1024", "--latency-samples", "30", *extra],
+         "--sizes", "64,1024", "--latency-samples", "30", "--sparse-samples", "5", *extra],
         cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True,
         timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -36,6 +37,10 @@ def _bench(tmp_path: Path, *extra: str) -> list[dict]:
         assert row["msgs_per_s"] > 0 and row["mb_per_s"] > 0
         assert row["mb_per_s"] == pytest.approx(row["msgs_per_s"] * row["size"] / 1e6, rel=0.01)
         assert 0 < row["p50_us"] <= row["p99_us"]
+        # Sparse traffic: every node's client took its turn.
+        assert 0 < row["sparse_p50_us"] <= row["sparse_p99_us"]
+        assert sorted(row["sparse_p50_by_node"]) == [str(n) for n in range(1, row["nodes"] + 1)]
+        assert all(p50 > 0 for p50 in row["sparse_p50_by_node"].values())
     assert not list(tmp_path.glob("coro-bt-*"))  # its directory is removed
     return rows
 
