@@ -254,7 +254,7 @@ def _start_command() -> list[str]:
     import importlib.util
 
     if importlib.util.find_spec("totemd.cli_start") is None:
-        return [sys.executable, "-P", "-m", "totemd.daemon"]
+        return [sys.executable, "-P", "-m", "totemd.process"]
     script = Path(sys.executable).with_name("coro")
     return [str(script), "start"] if script.exists() else [sys.executable, "-m", "clients.cli", "start"]
 

@@ -13,7 +13,7 @@ The supervisor (process title ``coro: supervisor <cluster_name> node N``):
    with the running pid; a pid file left by a killed node is not locked by
    anyone and is simply taken over (the kernel drops a dead process's lock);
 3. starts objdb (``objdb.process.ObjdbProcess``, title ``coro: objdb``),
-   then totemd (``python -m totemd.daemon``, title ``coro: totemd node N``)
+   then totemd (``python -m totemd.process``, title ``coro: totemd node N``)
    and waits for each to say it is serving;
 4. watches both (pidfds) and its signals: on SIGTERM/SIGINT it stops totemd
    (which leaves the ring gracefully), then objdb, and exits 0; if a child
@@ -203,7 +203,7 @@ class Supervisor:
         settings, args = self.settings, self.args
         # -P: the working directory is not on sys.path, so a directory holding
         # packages named like ours cannot stand in for the installed code.
-        command = [sys.executable, "-P", "-m", "totemd.daemon", "-c", os.fspath(settings.config_path),
+        command = [sys.executable, "-P", "-m", "totemd.process", "-c", os.fspath(settings.config_path),
                    "--node-id", str(settings.node_id), "--run-dir", settings.run_dir,
                    "--state-dir", settings.state_dir, "--parent-pid", str(os.getpid()),
                    "--log-level", args.log_level]

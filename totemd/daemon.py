@@ -1,7 +1,8 @@
 """totemd: the Totem SRP core driven by real sockets, a real clock and local clients.
 
-``python -m totemd.daemon -c corosync.conf`` (normally started by ``coro
-start``'s supervisor) runs one single-threaded loop built on epoll.
+``Daemon`` (run by the process ``python -m totemd.process -c corosync.conf``,
+normally started by ``coro start``'s supervisor) is one single-threaded loop
+built on epoll.
 Why not asyncio: one turn must do a fixed sequence of steps (drain the
 socket, serve local clients, fire timers, execute the core's actions in
 order) and asyncio's callback scheduling would interleave them in an order
@@ -26,26 +27,22 @@ One loop turn:
    timers go on the heap; deliveries, configuration changes and
    originations go to the subscribed local clients and the EVS log.
 
-Statistics are published into objdb (see ``totemd.stats``) on every
-configuration change and once a second.
+Statistics are published into objdb (``totemd.daemon_stats``, keys in
+``totemd.stats``) on every configuration change and once a second.
 """
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import dataclasses
 import logging
 import os
 import random
 import select
 import signal
 import struct
-import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from coroipc import IpcServer
 from coroipc.errors import IpcError
@@ -53,7 +50,6 @@ from totemd import local_codec as wire
 from totemd.evslog import EventLog, next_incarnation
 from totemd.local import TotemService
 from totemd.ringstore import load_ring_seq, store_ring_seq
-from totemd.scheduling import apply_scheduling
 from totemd.settings import NodeSettings, StartupError, resolve_settings
 from totemd.signal_wakeup import SignalWakeup
 from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame, Originated,
@@ -61,17 +57,15 @@ from totemd.srp import (CancelTimer, ConfChange, ConfKind, Deliver, DeliverFrame
                         StateChanged, Timer, TokenWarning)
 from totemd import codec  # after totemd.srp: codec and the core import each other
 from totemd.daemon_local import QUEUE_VISITS, LocalSideMixin, default_max_queued_messages
-from totemd.stats import DaemonStats, MemberRecord, cmap_items, format_ring_id
+from totemd.daemon_stats import StatsMixin
+from totemd.stats import MemberRecord, format_ring_id
 from totemd.transport import RECEIVE_BATCH_MAX, UdpTransport
 
-__all__ = ["NodeSettings", "StartupError", "Daemon", "resolve_settings", "main"]
+__all__ = ["NodeSettings", "StartupError", "Daemon", "resolve_settings"]
 
 log = logging.getLogger("totemd")
 
-PROCESS_TITLE = "coro: totemd node {node_id}"
-STATS_INTERVAL_MS = 1000.0
 IPC_TICK_MS = 100.0
-CMAP_RETRY_MS = 5000.0
 RECEIVE_BATCHES_PER_TURN = 4
 IPC_PASSES_PER_TURN = 4
 #: Frames read without a token are stored and delivered by this node's next
@@ -117,7 +111,7 @@ class _Timers:
         return [timer for timer, _deadline in due]
 
 
-class Daemon(LocalSideMixin):
+class Daemon(LocalSideMixin, StatsMixin):
     """One node's totemd. ``open()``, then ``run()``, then ``close()``.
 
     Args:
@@ -635,93 +629,6 @@ class Daemon(LocalSideMixin):
             self.service.broadcast(wire.EventKind.CONFCHG, wire.encode_conf(event))
         self._publish_due = True
 
-    # -- statistics ------------------------------------------------------------------------
-
-    def stats(self) -> DaemonStats:
-        """A snapshot for the local interface and objdb."""
-        srp = self.core.stats()
-        srp_dict = {name: getattr(srp, name) for name in srp.__dataclass_fields__}
-        srp_dict["ring_id"] = list(srp.ring_id)
-        transport = dataclasses.asdict(self.transport.stats)
-        server = self.server.stats() if self.server is not None else None
-        daemon = {**self._counts,
-                  "loop_stall_max_ms": round(self._max_stall_ms, 3),
-                  "loop_turn_max_ms": round(self._max_turn_ms, 3),
-                  "send_queue_frames": self.core.queued_frames(),
-                  "local_connections": server.connections if server is not None else 0,
-                  "local_events_refused": server.events_refused if server is not None else 0}
-        return DaemonStats(
-            node_id=self.node_id, inc=self.inc, state=srp.state, ring_id=self._ring_id,
-            members=self._members, last_state_change=self._last_state_change,
-            token_rotation_ms=round(self._token_rotation_ms, 3), srp=srp_dict,
-            transport=transport, local=self.service.stats(), daemon=daemon,
-            members_detail={n: {"ip": r.ip, "join_count": r.join_count, "status": r.status}
-                            for n, r in sorted(self._member_records.items())})
-
-    def _stats_tick(self, now: float) -> None:
-        self._publish_due = False
-        if now >= self._next_stats_ms:
-            self._next_stats_ms = now + STATS_INTERVAL_MS
-            then, tokens_then = self._token_rate
-            tokens = self.core.stats().orf_token_rx
-            if tokens > tokens_then and now > then:
-                self._token_rotation_ms = (now - then) / (tokens - tokens_then)
-            elif now > then:
-                self._token_rotation_ms = 0.0
-            self._token_rate = (now, tokens)
-            self._check_parent()
-        self._publish(now)
-
-    def _check_parent(self) -> None:
-        parent = self.settings.extra.get("parent_pid")
-        if parent and os.getppid() != parent:
-            log.error("the supervisor (pid %d) is gone; stopping", parent)
-            self._stop_requested = True
-
-    def _publish(self, now: float) -> None:
-        """Write the changed statistics keys into objdb (privileged connection)."""
-        from objdb.errors import ObjdbError
-
-        if self._cmap is None:
-            if now < self._cmap_retry_ms:
-                return
-            self._cmap_retry_ms = now + CMAP_RETRY_MS
-            try:
-                from clients.cmap import CmapClient
-                self._cmap = CmapClient.connect(self.settings.run_dir, internal=True, timeout=1.0)
-            except ObjdbError as error:
-                log.debug("objdb not reachable, statistics not published: %s", error)
-                return
-            self._published.clear()
-        items = cmap_items(self.stats(), self.settings.config_version)
-        changed = [(key, value, value_type) for key, (value, value_type) in items.items()
-                   if self._published.get(key) != value]
-        if not changed:
-            return
-        try:
-            # One round trip for every changed key (was one per key: ~12% of
-            # a loaded node's time went into waiting for objdb's answers).
-            errors = self._cmap.set_many(changed)
-            for (key, value, _type), error in zip(changed, errors):
-                if error is None:
-                    self._published[key] = value
-                else:
-                    self._counts["cmap_errors"] += 1
-                    log.warning("publishing %s into objdb failed: %s", key, error)
-        except ObjdbError as error:
-            self._counts["cmap_errors"] += 1
-            log.warning("publishing statistics into objdb failed: %s", error)
-            self._close_cmap()
-
-    def _close_cmap(self) -> None:
-        cmap, self._cmap = self._cmap, None
-        try:
-            cmap.close()
-        except Exception:  # noqa: BLE001 - a dead connection is already closed
-            pass
-
-
-# -- the process ---------------------------------------------------------------------------
 
 def _open_event_log(target: str, node: int, inc: int) -> EventLog:
     """``--evs-log``: a directory (created if missing) gets
@@ -736,97 +643,3 @@ def _open_event_log(target: str, node: int, inc: int) -> EventLog:
         return EventLog(None, node, inc, path=path)
     path.mkdir(parents=True, exist_ok=True)
     return EventLog(path, node, inc)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM us when the supervisor dies (prctl PR_SET_PDEATHSIG)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m totemd.daemon",
-                                     description="the Totem daemon of one coro node")
-    parser.add_argument("-c", "--config", required=True, metavar="FILE", help="corosync.conf")
-    parser.add_argument("--node-id", type=int, help="the nodelist entry to run as")
-    parser.add_argument("--run-dir", help="override system.run_dir (sockets)")
-    parser.add_argument("--state-dir", help="override system.state_dir (ring seq, incarnation)")
-    parser.add_argument("--evs-log", metavar="DIR|FILE", help="write the EVS event log")
-    parser.add_argument("--send-queue-bytes", type=int, help="bound of the send queue")
-    parser.add_argument("--send-queue-messages", type=int,
-                        help="bound of the send queue in messages (default: 4 token visits' worth)")
-    parser.add_argument("--ready-fd", type=int, help="write 'ready PID' here once serving")
-    parser.add_argument("--parent-pid", type=int, help="stop when this process is gone")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run totemd in the foreground until SIGTERM/SIGINT. Returns the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s totemd[%(process)d] %(levelname)s %(name)s: %(message)s")
-    if args.parent_pid:
-        _die_with_parent()
-    try:
-        settings = resolve_settings(args.config, node_id=args.node_id, run_dir=args.run_dir,
-                                    state_dir=args.state_dir, evs_log=args.evs_log,
-                                    send_queue_bytes=args.send_queue_bytes)
-    except StartupError as error:
-        print(f"totemd: {error}", file=sys.stderr)
-        return 1
-    if args.parent_pid:
-        settings.extra["parent_pid"] = args.parent_pid
-    if args.send_queue_messages is not None:
-        if args.send_queue_messages < 1:
-            print("totemd: --send-queue-messages must be at least 1", file=sys.stderr)
-            return 1
-        settings.extra["send_queue_messages"] = args.send_queue_messages
-    try:
-        import setproctitle
-        setproctitle.setproctitle(PROCESS_TITLE.format(node_id=settings.node_id))
-    except ImportError:  # pragma: no cover - a declared dependency
-        pass
-    daemon = Daemon(settings)
-    try:
-        try:
-            daemon.open()
-        except StartupError as error:
-            print(f"totemd: {error}", file=sys.stderr)
-            return 1
-        daemon.install_signal_handlers()
-        apply_scheduling(settings.sched_rr, settings.priority)
-        if args.ready_fd is not None:
-            try:
-                os.write(args.ready_fd, f"ready {os.getpid()}\n".encode())
-            finally:
-                os.close(args.ready_fd)
-        _run_profiled(daemon) if os.environ.get(PROFILE_ENV) else daemon.run()
-    finally:
-        daemon.close()
-    return 0
-
-
-#: A tuning aid: when set to a directory, totemd runs under cProfile and
-#: writes ``totemd-<node>.prof`` there when it stops.
-PROFILE_ENV = "CORO_TOTEMD_PROFILE_DIR"
-
-
-def _run_profiled(daemon: Daemon) -> None:
-    import cProfile
-
-    profiler = cProfile.Profile()
-    profiler.enable()
-    try:
-        daemon.run()
-    finally:
-        profiler.disable()
-        profiler.dump_stats(os.path.join(os.environ[PROFILE_ENV], f"totemd-{daemon.node_id}.prof"))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

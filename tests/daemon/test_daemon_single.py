@@ -362,7 +362,7 @@ def test_a_corrupt_ring_seq_file_is_a_clear_start_up_error(tmp_path: Path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "ringid_1").write_text("not a number\n")
-    result = subprocess.run([sys.executable, "-m", "totemd.daemon", "-c", str(config), "--node-id", "1",
+    result = subprocess.run([sys.executable, "-m", "totemd.process", "-c", str(config), "--node-id", "1",
                              "--run-dir", str(tmp_path / "run"), "--state-dir", str(state)],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
