@@ -120,3 +120,9 @@ class Net:
     def submit(self, node: int, message: bytes, safe: bool = False) -> None:
         self.cores[node].submit(message, safe, handle=message)
         self.collect(node)
+
+
+def indexed_message(index: int, size: int) -> bytes:
+    """A message whose content depends on its index, so a mix-up shows."""
+    seed = index.to_bytes(4, "big")
+    return (seed * (size // 4 + 1))[:size]
