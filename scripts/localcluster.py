@@ -15,8 +15,7 @@ after it SIGKILLs a node, and records quiet windows in ``harness.jsonl``.
 
 The nodes' local interface is a coroipc service. coroipc wakes its peers
 through abstract Unix sockets, which exist per network namespace, so the
-queries run in a NamespaceWorker inside the namespace (functions
-``node_view``/``node_views`` below).
+queries run in a NamespaceWorker inside the namespace (``scripts.nodeview``).
 
 Everything is torn down by :meth:`LocalCluster.close` on every path: node
 process groups (SIGTERM, then SIGKILL), the worker, the namespace (its
@@ -36,12 +35,15 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from scripts.netns import Firewall, Namespace, NamespaceWorker, NetnsError, is_root, loopback_address
+from scripts.nodeview import NodeView, node_view, node_views, view_from_stats
 
 __all__ = [
     "ClusterError",
     "ClusterSettings",
     "LocalCluster",
     "NodeView",
+    "node_view",
+    "node_views",
     "render_node_config",
 ]
 
@@ -165,64 +167,6 @@ def _multicast_keys(settings: ClusterSettings) -> str:
     return ("\t\tbindnetaddr: 127.0.0.0\n"
             f"\t\tmcastaddr: {settings.multicast_group}\n"
             "\t\tttl: 1\n")
-
-
-@dataclass(frozen=True, slots=True)
-class NodeView:
-    """What one node reports about itself (from its STATS)."""
-
-    node: int
-    ring: tuple[int, int] | None
-    members: tuple[int, ...]
-    state: str
-    raw: dict[str, Any]
-
-
-# -- functions the NamespaceWorker calls (they run inside the namespace) ----------------
-
-_view_clients: dict[str, Any] = {}
-
-
-def node_view(run_dir: str) -> dict[str, Any]:
-    """The statistics of the node whose sockets are in ``run_dir`` (a JSON
-    object), or {"error": "..."} when it does not answer. The connection is
-    kept for the next call (the worker is long-lived) and dropped on error."""
-    import json
-
-    from coroipc import IpcClient
-    from totemd import local_codec as wire
-
-    client = _view_clients.get(run_dir)
-    try:
-        if client is None:
-            client = IpcClient.connect("totem", run_dir=run_dir, timeout=2.0)
-            _view_clients[run_dir] = client
-        return dict(json.loads(bytes(client.request(wire.Function.STATS, b"", timeout=2.0))))
-    except Exception as exc:  # a node that is down or starting is a normal answer here
-        _view_clients.pop(run_dir, None)
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
-        return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-def node_views(run_dirs: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """node_view for several nodes in one call ({node: run_dir})."""
-    return {node: node_view(run_dir) for node, run_dir in run_dirs.items()}
-
-
-def _view_from_stats(node: int, stats: dict[str, Any]) -> NodeView:
-    ring_value = stats.get("ring_id") or stats.get("ring")
-    ring: tuple[int, int] | None = None
-    if isinstance(ring_value, (list, tuple)) and len(ring_value) == 2:
-        ring = (int(ring_value[0]), int(ring_value[1]))
-    elif isinstance(ring_value, dict):
-        ring = (int(ring_value.get("rep", 0)), int(ring_value.get("seq", 0)))
-    members = tuple(sorted(int(m) for m in stats.get("members", ()) or ()))
-    state = str(stats.get("state", stats.get("error", "unknown")))
-    return NodeView(node=node, ring=ring, members=members, state=state, raw=stats)
 
 
 # -- the cluster ------------------------------------------------------------------------
@@ -528,10 +472,10 @@ class LocalCluster:
         if self.worker is None:
             raise ClusterError("the cluster is not set up")
         ids = list(node_ids) if node_ids is not None else self.running()
-        answers = self.worker.call("scripts.localcluster:node_views",
+        answers = self.worker.call("scripts.nodeview:node_views",
                                    {str(n): str(self.nodes[n].run_dir) for n in ids},
                                    timeout_s=timeout_s)
-        return {int(n): _view_from_stats(int(n), stats) for n, stats in answers.items()}
+        return {int(n): view_from_stats(int(n), stats) for n, stats in answers.items()}
 
     def wait_converged(self, timeout_s: float | None = None) -> tuple[int, int]:
         """Wait until every running, unpaused node reports the same ring whose
