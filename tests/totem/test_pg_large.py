@@ -10,7 +10,8 @@ import sys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.totem.test_pg import _message, _ReferencePacker
+from tests.totem.helpers import indexed_message as _message
+from tests.totem.test_pg_reference import _ReferencePacker
 from totemd import pg
 from totemd.pg import Packer, Unpacker, decode_payload
 from totemd.srp.params import TotemParams

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.totem.test_pg import _damage, _message, _ReferenceUnpacker, _unpacker_stats
+from tests.totem.helpers import indexed_message as _message
+from tests.totem.test_pg_reference import _damage, _ReferenceUnpacker, _unpacker_stats
 from totemd import pg_unpack
 from totemd.pg import Packer, Unpacker, pack_all, unpack_all
 
