@@ -473,9 +473,12 @@ class OrderingMixin:
         held = self._held_token
         if held is None:
             return
-        self._counters.token_hold_releases += 1
         ring = self._ring
-        if ring is not None and self._packer.pending_frames():
+        if ring is None or self._state is not State.OPERATIONAL:
+            self._held_token = None  # the ring it belonged to is gone (a leave)
+            return
+        self._counters.token_hold_releases += 1
+        if self._packer.pending_frames():
             # Our own messages are waiting and the token is here: visit it
             # again (a hop to ourselves) so that it carries them now, rather
             # than after the rotation that forwarding it as held would cost.
