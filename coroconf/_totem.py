@@ -17,7 +17,9 @@ def transport_of(src: Source) -> str:
     return src.text("totem.transport", d.TRANSPORT) or d.TRANSPORT
 
 
-def _crypto(src: Source, transport: str) -> dict[str, object]:
+def _crypto(src: Source) -> dict[str, object]:
+    """corosync's crypto keys. Unlike corosync 3 (knet only) every transport
+    encrypts here, as corosync 2's udp and udpu did (totemd/crypto.py)."""
     secauth = src.text("totem.secauth")
     cipher, hash_ = d.CRYPTO_CIPHER, d.CRYPTO_HASH
     if secauth is not None and secauth not in ("on", "off"):
@@ -30,19 +32,14 @@ def _crypto(src: Source, transport: str) -> dict[str, object]:
         raise src.fail(f"crypto_cipher {cipher} needs a crypto_hash other than none",
                        "totem.crypto_cipher" if src.has("totem.crypto_cipher")
                        else "totem.secauth")
-    if transport != "knet" and (cipher != "none" or hash_ != "none"):
-        key = next((k for k in ("totem.crypto_cipher", "totem.crypto_hash", "totem.secauth")
-                    if src.has(k)), None)
-        raise src.fail(f"crypto_cipher and crypto_hash are only valid with transport knet, "
-                       f"not {transport} (set both to none)", key)
-    if cipher != "none":
-        src.warn(f"crypto_cipher {cipher}: encryption is not implemented, traffic is "
-                 "unencrypted", "totem.crypto_cipher" if src.has("totem.crypto_cipher")
-                 else "totem.secauth")
-    if hash_ != "none":
-        src.warn(f"crypto_hash {hash_}: authentication is not implemented, packets are not "
-                 "signed", "totem.crypto_hash" if src.has("totem.crypto_hash")
-                 else "totem.secauth")
+    if src.has("totem.key") and src.has("totem.keyfile"):
+        raise src.fail("set either key or keyfile, not both", "totem.key")
+    inline = src.text("totem.key")
+    if inline is not None and (cipher != "none" or hash_ != "none"):
+        size = len(inline.encode())
+        if not d.KEY_MIN_BYTES <= size <= d.KEY_MAX_BYTES:
+            raise src.fail(f"key is {size} bytes; a key is {d.KEY_MIN_BYTES}..{d.KEY_MAX_BYTES} "
+                           "bytes (better: a keyfile written by 'coro keygen')", "totem.key")
     return {"crypto_model": src.text("totem.crypto_model", d.CRYPTO_MODEL),
             "crypto_cipher": cipher, "crypto_hash": hash_,
             "keyfile": src.text("totem.keyfile"), "has_inline_key": src.has("totem.key")}
@@ -264,7 +261,7 @@ def build_totem(src: Source, nodes: Nodelist) -> TotemConfig:
                        + (f", not {version}" if src.has("totem.version") else ""),
                        "totem.version")
     transport = transport_of(src)
-    crypto = _crypto(src, transport)
+    crypto = _crypto(src)
     links = _link_numbers(src, nodes)
     _check_network(src, transport, nodes, links)
     timers = _timers(src, sum(1 for node in nodes if node.ring0_addr))

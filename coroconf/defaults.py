@@ -52,13 +52,15 @@ CANCEL_TOKEN_HOLD_ON_RETRANSMIT = False
 CLEAR_NODE_HIGH_BIT = False
 CONFIG_VERSION = 0
 
-# --- crypto (knet only; corosync 3.1 builds default to unencrypted) -------
+# --- crypto (corosync 3.1 builds default to unencrypted) -------------------
 CRYPTO_MODEL = "nss"
 CRYPTO_CIPHER = "none"
 CRYPTO_HASH = "none"
 SECAUTH_CIPHER = "aes256"  # what "secauth: on" implies
 SECAUTH_HASH = "sha256"
 KEYFILE = "/etc/corosync/authkey"
+KEY_MIN_BYTES = 128  # knet's bounds, corosync-keygen's range
+KEY_MAX_BYTES = 4096
 
 # --- knet link options -------------------------------------------------------
 KNET_LINK_PRIORITY = 1

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 
 from scripts.netns import Firewall, Namespace, NamespaceWorker, NetnsError, is_root, loopback_address
 from scripts.nodeview import NodeView, node_view, node_views, view_from_stats
+from totemd.crypto import write_key
 
 __all__ = [
     "ClusterError",
@@ -85,6 +86,14 @@ class ClusterSettings:
     # udp only: each node's nodelist names the node alone, so it learns its
     # peers' addresses from the source of their packets (daemon _learn_peer).
     learn_peers: bool = False
+    # totem.crypto_*: with either set, setup writes one key (base_dir/authkey,
+    # coro keygen's) and every node's file names it as its keyfile.
+    crypto_cipher: str = "none"
+    crypto_hash: str = "none"
+
+    @property
+    def crypto(self) -> bool:
+        return self.crypto_cipher != "none" or self.crypto_hash != "none"
 
     def convergence_budget_s(self, rotations: int = 4, slack_s: float = 2.0) -> float:
         """L1's T_conv: token + consensus + 4 x join + a few rotations, plus
@@ -95,7 +104,7 @@ class ClusterSettings:
 
 
 def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: str,
-                       node_id: int | None = None) -> str:
+                       node_id: int | None = None, keyfile: str | None = None) -> str:
     """The corosync.conf text of one node (they differ only in system.*,
     and in the nodelist with ``learn_peers``).
 
@@ -104,6 +113,7 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
         run_dir: the node's socket directory.
         state_dir: the node's ring id and incarnation directory.
         node_id: the node the file is for (needed with ``learn_peers``).
+        keyfile: the shared key's file (needed with crypto).
 
     Returns:
         The file's text; coroconf.loads accepts it.
@@ -114,6 +124,9 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
     """
     if settings.transport not in ("udpu", "udp"):
         raise ValueError(f"transport {settings.transport!r} is not one of udpu, udp")
+    if settings.crypto and keyfile is None:
+        raise ValueError("crypto needs the keyfile")
+    key_line = f"\tkeyfile: {keyfile}\n" if settings.crypto else ""
     listed = range(1, settings.nodes + 1)
     if settings.learn_peers:
         if settings.transport != "udp" or node_id is None:
@@ -128,8 +141,9 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
         "\tversion: 2\n"
         f"\tcluster_name: {settings.cluster_name}\n"
         f"\ttransport: {settings.transport}\n"
-        "\tcrypto_cipher: none\n"
-        "\tcrypto_hash: none\n"
+        f"\tcrypto_cipher: {settings.crypto_cipher}\n"
+        f"\tcrypto_hash: {settings.crypto_hash}\n"
+        f"{key_line}"
         f"\ttoken: {settings.token_ms}\n"
         "\ttoken_coefficient: 0\n"
         f"\tconsensus: {settings.consensus_ms}\n"
@@ -247,6 +261,10 @@ class LocalCluster:
                                "characters: node sockets would not fit in sockaddr_un; use a "
                                "shorter base directory")
         self.evs_dir.mkdir(parents=True, exist_ok=True)
+        keyfile = None
+        if self.settings.crypto:
+            keyfile = str(self.base_dir / "authkey")
+            write_key(keyfile)
         if self.namespaced:
             self.namespace = Namespace().create()
             if self.settings.transport == "udp":
@@ -259,7 +277,8 @@ class LocalCluster:
             state_dir.mkdir(parents=True, exist_ok=True)
             config_path = node_dir / "corosync.conf"
             config_path.write_text(render_node_config(
-                self.settings, run_dir=str(run_dir), state_dir=str(state_dir), node_id=node_id))
+                self.settings, run_dir=str(run_dir), state_dir=str(state_dir), node_id=node_id,
+                keyfile=keyfile))
             self.nodes[node_id] = Node(node_id, loopback_address(node_id), config_path,
                                        run_dir, state_dir, node_dir / "output.log")
         self.worker = NamespaceWorker(self.namespace)

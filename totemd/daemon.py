@@ -47,6 +47,7 @@ from typing import Any, Callable
 from coroipc import IpcServer
 from coroipc.errors import IpcError
 from totemd import local_codec as wire
+from totemd.crypto import PacketCrypto
 from totemd.evslog import EventLog, next_incarnation
 from totemd.local import TotemService
 from totemd.ringstore import load_ring_seq, store_ring_seq
@@ -138,7 +139,8 @@ class Daemon(LocalSideMixin, StatsMixin):
             mode=settings.mode, bind_address=settings.bind_address, port=settings.port,
             peers={n: a for n, a in settings.peers.items() if n != settings.node_id},
             multicast_group=settings.multicast_group, window_size=settings.params.window_size,
-            netmtu=settings.params.netmtu, multicast_ttl=settings.multicast_ttl)
+            netmtu=settings.params.netmtu, multicast_ttl=settings.multicast_ttl,
+            crypto=PacketCrypto(settings.crypto) if settings.crypto is not None else None)
         self.service = TotemService(self)
         self.server: IpcServer | None = None
         self.evslog: EventLog | None = None

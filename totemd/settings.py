@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from totemd.crypto import CryptoSettings, KeyError_, load_key, overhead_bytes
 from totemd.srp import TotemParams
 
 __all__ = ["NodeSettings", "StartupError", "resolve_settings"]
@@ -44,6 +45,8 @@ class NodeSettings:
     # system.sched_rr / system.priority (totemd/scheduling.py)
     sched_rr: bool | None = None
     priority: str | None = None
+    # totem.crypto_cipher / crypto_hash and the key (None: in clear)
+    crypto: CryptoSettings | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,6 +107,10 @@ def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: s
     if send_queue_bytes is not None:
         overrides = {"max_queued_bytes": send_queue_bytes,
                      "max_message_size": min(send_queue_bytes, 1 << 20)}
+    crypto = _crypto_settings(config, config_path)
+    if crypto is not None:
+        # Sealed datagrams must still fit netmtu: frames are cut that much smaller.
+        overrides["netmtu"] = config.totem.netmtu - overhead_bytes(crypto.cipher, crypto.hash)
     try:
         params = coroconf.totem_params(config, **overrides)
     except ValueError as error:
@@ -118,4 +125,25 @@ def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: s
         multicast_group=link.mcastaddr if link is not None else None,
         multicast_ttl=link.ttl if link is not None else 1, evs_log=evs_log,
         config_path=config_path, sched_rr=config.system.sched_rr,
-        priority=config.system.priority)
+        priority=config.system.priority, crypto=crypto)
+
+
+def _crypto_settings(config: Any, config_path: str) -> CryptoSettings | None:
+    """The crypto settings and the key (keyfile, default /etc/corosync/authkey,
+    or the file's inline ``key``), or None when the file asks for neither a
+    cipher nor a hash."""
+    from coroconf import defaults
+
+    totem = config.totem
+    if totem.crypto_cipher == "none" and totem.crypto_hash == "none":
+        return None
+    try:
+        if totem.has_inline_key:
+            key = next(str(item.value) for item in config.source_items
+                       if item.key == "totem.key").encode()
+        else:
+            key = load_key(totem.keyfile or defaults.KEYFILE)
+    except KeyError_ as error:
+        raise StartupError(f"{config_path}: crypto_cipher {totem.crypto_cipher}, crypto_hash "
+                           f"{totem.crypto_hash}: {error}") from error
+    return CryptoSettings(cipher=totem.crypto_cipher, hash=totem.crypto_hash, key=key)

@@ -146,6 +146,10 @@ class TransportStats:
     dropped_bad_coalesced: int = 0
     gso_enabled: int = 0
     gro_enabled: int = 0
+    # totem.crypto_*: datagrams that did not open (another key, other
+    # settings, not sealed, altered), counted and dropped before the core.
+    crypto_enabled: int = 0
+    dropped_crypto: int = 0
 
 
 def _ends_with_type(frames: list[bytes], type_byte: int) -> bool:
@@ -173,6 +177,8 @@ class UdpTransport:
         gso: batch ``multicast_many`` with UDP GSO where the kernel can
             (False: one send per frame and peer, as ``multicast``).
         gro: ask the kernel for coalesced reads (UDP_GRO) where it can.
+        crypto: a ``totemd.crypto.PacketCrypto``: every datagram sent is
+            sealed with it and every one received opened (None: clear).
     """
 
     mode: str
@@ -185,6 +191,7 @@ class UdpTransport:
     multicast_ttl: int = 1
     gso: bool = True
     gro: bool = True
+    crypto: Any = None
     stats: TransportStats = field(default_factory=TransportStats)
     _socket: socket.socket | None = None
     _peer_endpoints: dict[int, tuple[str, int]] = field(default_factory=dict)
@@ -235,6 +242,7 @@ class UdpTransport:
         coalescing = [self.gro and _enable_gro(receiver) for receiver in receivers]
         self._readers = [self._reader(receiver, gro) for receiver, gro in zip(receivers, coalescing)]
         self.stats.gro_enabled = int(any(coalescing))
+        self.stats.crypto_enabled = int(self.crypto is not None)
         for node_id, address in self.peers.items():
             self.learn_peer(node_id, address)
         self._rebuild_fanout()
@@ -354,6 +362,11 @@ class UdpTransport:
 
     def unicast(self, node_id: int, data: bytes) -> bool:
         """Send to one node. Returns False if the node's address is unknown."""
+        if self.crypto is not None:
+            data = self.crypto.seal(data)
+        return self._unicast(node_id, data)
+
+    def _unicast(self, node_id: int, data: bytes) -> bool:
         route = self._routes.get(node_id)
         if route is None:
             return False
@@ -377,6 +390,11 @@ class UdpTransport:
 
         The same bytes go to every peer; the counters move once per call.
         """
+        if self.crypto is not None:
+            data = self.crypto.seal(data)
+        self._multicast(data, exclude)
+
+    def _multicast(self, data: bytes, exclude: Iterable[int] = ()) -> None:
         if self.mode == "udp":
             self._send_to(self._batch_fanout[0], (data,), len(data), len(data))
             return
@@ -409,9 +427,14 @@ class UdpTransport:
         Args:
             frames: encoded Totem frames, each at most netmtu on the wire.
         """
+        if self.crypto is not None:
+            frames = self.crypto.seal_many(frames)
+        self._multicast_many(frames)
+
+    def _multicast_many(self, frames: Sequence[bytes]) -> None:
         if len(frames) < 2 or not self._gso_active:
             for data in frames:
-                self.multicast(data)
+                self._multicast(data)
             return
         self._send_runs(frames, plan_runs(frames), None)
 
@@ -428,13 +451,17 @@ class UdpTransport:
         Returns:
             False if ``dest``'s address is unknown (the frames are sent anyway).
         """
+        crypto = self.crypto
+        if crypto is not None:
+            frames = crypto.seal_many(frames)
+            token = crypto.seal(token)
         successor = self._destinations.get(dest)
         if successor is None or not self._gso_active or not frames:
             if len(frames) == 1:
-                self.multicast(frames[0])
+                self._multicast(frames[0])
             elif frames:
-                self.multicast_many(frames)
-            return self.unicast(dest, token)
+                self._multicast_many(frames)
+            return self._unicast(dest, token)
         runs = plan_runs(frames)
         self._send_runs(frames, runs, successor)
         send_to = self._send_to
@@ -576,7 +603,8 @@ class UdpTransport:
         udpu = self.mode == "udpu"
         known = self._known_sources
         own = self.bind_address
-        packets = received_bytes = dropped = 0
+        packets = received_bytes = dropped = unopened = 0
+        crypto = self.crypto
         # Counters move once per batch, not per packet.
         for _ in range(budget):
             try:
@@ -591,6 +619,11 @@ class UdpTransport:
             if (source not in known) if udpu else (source == own):
                 dropped += 1
                 continue
+            if crypto is not None:
+                data = crypto.open(data)
+                if data is None:
+                    unopened += 1
+                    continue
             append(data)
             if sources is not None:
                 sources.append(source)
@@ -603,6 +636,8 @@ class UdpTransport:
             stats.bytes_received += received_bytes
             if dropped:
                 self._count_dropped(dropped, 0)
+            if unopened:
+                stats.dropped_crypto += unopened
 
     def _read_coalesced(self, recvmsg: Callable[..., tuple[bytes, list[tuple[int, int, bytes]], int, Any]],
                         more: Callable[[int], list] | None, budget: int, frames: list[bytes],
@@ -625,7 +660,8 @@ class UdpTransport:
         udpu = self.mode == "udpu"
         known = self._known_sources
         own = self.bind_address
-        reads = count = received_bytes = dropped = coalesced = bad = 0
+        reads = count = received_bytes = dropped = coalesced = bad = unopened = 0
+        crypto = self.crypto
         for attempt in range(budget):
             if count >= budget or (attempt and more is not None and not more(0)):
                 break
@@ -652,7 +688,12 @@ class UdpTransport:
             if (source not in known) if udpu else (source == own):
                 dropped += segments
                 continue
-            if pieces is None:
+            if crypto is not None:
+                opened = crypto.open_many([data] if pieces is None else pieces)
+                unopened += segments - len(opened)
+                segments = len(opened)
+                extend(opened)
+            elif pieces is None:
                 append(data)
             else:
                 extend(pieces)
@@ -669,6 +710,8 @@ class UdpTransport:
                 stats.receive_coalesced_reads += coalesced
             if dropped or bad:
                 self._count_dropped(dropped, bad)
+            if unopened:
+                stats.dropped_crypto += unopened
 
     def _count_dropped(self, dropped: int, bad: int) -> None:
         """Count frames dropped by source (udpu: not from the nodelist; udp:

@@ -77,11 +77,8 @@ def test_pcs_two_node_knet_with_crypto():
     assert config.totem.cluster_uuid == "e592f61f916943978bdf7c046a195980"
     assert [node.ring0_addr for node in config.nodelist] == ["pcmk-1", "pcmk-2"]
     assert (config.quorum.two_node, config.quorum.wait_for_all) == (True, True)
-    assert _names(config) == [
-        "pcs_two_node_knet.conf:8: crypto_cipher aes256: encryption is not implemented, traffic "
-        "is unencrypted",
-        "pcs_two_node_knet.conf:9: crypto_hash sha256: authentication is not implemented, "
-        "packets are not signed",
+    assert config.totem.keyfile is None  # the default, /etc/corosync/authkey
+    assert _names(config) == [  # crypto is implemented: no warning for it
         "pcs_two_node_knet.conf:7: transport knet: running as udpu over link 0"]
 
 
@@ -92,11 +89,8 @@ def test_proxmox_three_nodes_two_links():
     assert [node.quorum_votes for node in config.nodelist] == [1, 1, 1]
     assert [link.linknumber for link in config.totem.interfaces] == [0, 1]
     assert config.totem.token_ms == 3650
+    assert (config.totem.crypto_cipher, config.totem.crypto_hash) == ("aes256", "sha256")  # secauth
     assert _names(config) == [
-        "proxmox_two_links.conf:47: crypto_cipher aes256: encryption is not implemented, "
-        "traffic is unencrypted",
-        "proxmox_two_links.conf:47: crypto_hash sha256: authentication is not implemented, "
-        "packets are not signed",
         "proxmox_two_links.conf: transport knet: running as udpu over link 0; ring1_addr ignored",
         "proxmox_two_links.conf:46: knet options have no effect (knet runs as udpu here): "
         "totem.link_mode"]

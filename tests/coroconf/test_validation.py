@@ -171,12 +171,17 @@ def test_udp_multicast_address_checks():
 def test_crypto_checks():
     _fails(KNET.replace("knet\n", "knet\n\tcrypto_cipher: aes256\n") + nodes(2),
            "corosync.conf:4: crypto_cipher aes256 needs a crypto_hash other than none")
-    _fails(udpu("\tcrypto_hash: sha1\n"),
-           "corosync.conf:4: crypto_cipher and crypto_hash are only valid with transport knet, "
-           "not udpu (set both to none)")
-    _fails(udpu("\tsecauth: on\n"),
-           "corosync.conf:4: crypto_cipher and crypto_hash are only valid with transport knet, "
-           "not udpu (set both to none)")
+    # Every transport encrypts here (corosync 3: knet only; corosync 2 did udp and udpu too).
+    signed = coroconf.loads(udpu("\tcrypto_hash: sha1\n"))
+    assert (signed.totem.crypto_cipher, signed.totem.crypto_hash, signed.warnings) == ("none", "sha1", ())
+    legacy = coroconf.loads(udpu("\tsecauth: on\n"))
+    assert (legacy.totem.crypto_cipher, legacy.totem.crypto_hash) == ("aes256", "sha256")
+    _fails(udpu("\tsecauth: on\n\tkey: " + "k" * 200 + "\n\tkeyfile: /etc/k\n"),
+           "corosync.conf:5: set either key or keyfile, not both")
+    _fails(udpu("\tsecauth: on\n\tkey: short\n"),
+           "corosync.conf:5: key is 5 bytes; a key is 128..4096 bytes (better: a keyfile written "
+           "by 'coro keygen')")
+    assert coroconf.loads(udpu("\tkey: short\n")).totem.has_inline_key  # unused without crypto
     assert coroconf.loads(udpu("\tsecauth: off\n\tcrypto_cipher: none\n")).warnings == ()
 
 
