@@ -32,9 +32,10 @@ def _crypto(src: Source) -> dict[str, object]:
         raise src.fail(f"crypto_cipher {cipher} needs a crypto_hash other than none",
                        "totem.crypto_cipher" if src.has("totem.crypto_cipher")
                        else "totem.secauth")
-    if src.has("totem.key") and src.has("totem.keyfile"):
-        raise src.fail("set either key or keyfile, not both", "totem.key")
     inline = src.text("totem.key")
+    if inline is not None and src.has("totem.keyfile"):
+        src.warn("key is ignored: keyfile is set (corosync reads the keyfile first)", "totem.key")
+        inline = None
     if inline is not None and (cipher != "none" or hash_ != "none"):
         size = len(inline.encode())
         if not d.KEY_MIN_BYTES <= size <= d.KEY_MAX_BYTES:
@@ -42,7 +43,7 @@ def _crypto(src: Source) -> dict[str, object]:
                            "bytes (better: a keyfile written by 'coro keygen')", "totem.key")
     return {"crypto_model": src.text("totem.crypto_model", d.CRYPTO_MODEL),
             "crypto_cipher": cipher, "crypto_hash": hash_,
-            "keyfile": src.text("totem.keyfile"), "has_inline_key": src.has("totem.key")}
+            "keyfile": src.text("totem.keyfile"), "has_inline_key": inline is not None}
 
 
 def _timers(src: Source, node_count: int) -> dict[str, int]:

@@ -33,9 +33,16 @@ def to_cmap_items(config: Config) -> list[CmapItem]:
         e.g. [("totem.version", "u32", 2), ("totem.cluster_name", "str",
         "demo"), ("nodelist.node.0.nodeid", "u32", 1), ...] in the order
         corosync's parser would set them (interface and logger_subsys keys
-        when their section closes).
+        when their section closes); never a key of ``SECRET_KEYS``.
     """
-    return [(item.key, item.cmap_type, item.value) for item in config.source_items]
+    # An inline totem.key is a secret: totemd reads it from the file, and no
+    # cmap reader (any allowed local uid) gets it.
+    return [(item.key, item.cmap_type, item.value) for item in config.source_items
+            if item.key not in SECRET_KEYS]
+
+
+#: Keys of the file that never enter cmap.
+SECRET_KEYS = frozenset({"totem.key"})
 
 
 # runtime.config.totem.<name> -> TotemConfig field, all u32 (as corosync stores them)

@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,8 @@ class Row:
     # VM exit and a host wake-up: on this project's VM that is ~20 us a hop,
     # which the latency pays three times per rotation (docs, "Fourth round").
     guest_halt_poll_ns: int | None = None
+    # totem.crypto_cipher/crypto_hash of the run ("none", or "aes256/sha256").
+    crypto: str = "none"
 
 
 # -- measurements (run inside the namespace, in a NamespaceWorker) ------------------------
@@ -310,6 +312,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparse-samples", type=int, default=SPARSE_SAMPLES, metavar="N",
                         help=f"messages per node and size sent one every ~{SPARSE_GAP_MS:.0f} ms "
                              "(sparse-traffic latency; 0 skips it)")
+    parser.add_argument("--crypto-cipher", choices=("none", "aes128", "aes192", "aes256"),
+                        default="none", help="totem.crypto_cipher of the cluster (default none)")
+    parser.add_argument("--crypto-hash", choices=("none", "md5", "sha1", "sha256", "sha384", "sha512"),
+                        default=None, help="totem.crypto_hash (default: sha256 with a cipher, "
+                                           "else none)")
     parser.add_argument("--no-namespace", action="store_true",
                         help="run on the host's loopback even as root")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")
@@ -393,6 +400,8 @@ def _print_table(rows: list[Row], out: Any) -> None:
           "loop on node 1 (the next message as soon as the last is delivered); sparse: every "
           f"node in turn, one message every ~{SPARSE_GAP_MS:.0f} ms (the idle token is held "
           "between them, as with corosync's cpghum).", file=out)
+    if rows and rows[0].crypto != "none":
+        print(f"Every datagram sealed: crypto {rows[0].crypto} (totemd/crypto.py).", file=out)
     poll_ns = rows[0].guest_halt_poll_ns if rows else None
     if poll_ns is not None:
         print(f"This VM's guest halt polling ({HALT_POLL_PATH}): {poll_ns} ns"
@@ -414,9 +423,16 @@ def run(args: argparse.Namespace) -> int:
         print("coro bench totem: sizes, --duration and --latency-samples must be positive, "
               "--sparse-samples at least 0", file=sys.stderr)
         return 2
+    cipher = args.crypto_cipher
+    hash_ = args.crypto_hash or ("sha256" if cipher != "none" else "none")
+    if cipher != "none" and hash_ == "none":
+        print("coro bench totem: a crypto cipher needs a crypto hash", file=sys.stderr)
+        return 2
     base = Path(tempfile.mkdtemp(prefix="coro-bt-"))
     settings = ClusterSettings(nodes=args.nodes, token_ms=3000, consensus_ms=3600, evs_log=False,
-                               use_namespace=not args.no_namespace)
+                               use_namespace=not args.no_namespace, crypto_cipher=cipher,
+                               crypto_hash=hash_)
+    crypto = "none" if not settings.crypto else f"{cipher}/{hash_}"
     cluster = LocalCluster(base, settings)
     workers: list[Any] = []
     rows: list[Row] = []
@@ -431,8 +447,8 @@ def run(args: argparse.Namespace) -> int:
         count = args.nodes if args.senders == "all" else 1
         workers = [NamespaceWorker(cluster.namespace) for _ in range(count)]
         for size in sizes:
-            row = _measure_size(cluster, workers, size, args.duration, args.latency_samples,
-                                args.sparse_samples)
+            row = replace(_measure_size(cluster, workers, size, args.duration,
+                                        args.latency_samples, args.sparse_samples), crypto=crypto)
             rows.append(row)
             if args.json:
                 print(json.dumps(asdict(row)), flush=True)

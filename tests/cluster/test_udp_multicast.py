@@ -62,9 +62,12 @@ def test_the_udp_config_names_the_group_and_udpu_stays_the_default():
 @pytest.mark.multiprocess
 @pytest.mark.slow
 @NEEDS_NAMESPACE
-@pytest.mark.parametrize("learn_peers", [False, True], ids=["nodelist", "learned-peers"])
-def test_three_nodes_over_multicast_survive_a_sigkill_and_restart(tmp_path, learn_peers):
-    with Harness(tmp_path, replace(UDP_SETTINGS, learn_peers=learn_peers)) as harness:
+@pytest.mark.parametrize("learn_peers,cipher", [(False, "none"), (True, "none"), (True, "aes256")],
+                         ids=["nodelist", "learned-peers", "learned-peers-encrypted"])
+def test_three_nodes_over_multicast_survive_a_sigkill_and_restart(tmp_path, learn_peers, cipher):
+    settings = replace(UDP_SETTINGS, learn_peers=learn_peers, crypto_cipher=cipher,
+                       crypto_hash="none" if cipher == "none" else "sha256")
+    with Harness(tmp_path, settings) as harness:
         cluster = harness.cluster
         assert cluster.namespaced
         config = (tmp_path / "node1" / "corosync.conf").read_text()
@@ -84,6 +87,8 @@ def test_three_nodes_over_multicast_survive_a_sigkill_and_restart(tmp_path, lear
             # proof the frames really went to the group, not node by node.
             assert transport["dropped_own_loopback"] > 0, (node, transport)
             assert transport["packets_received"] > transport["dropped_own_loopback"], (node, transport)
+            # Encrypted: peers learned from sealed packets' sources, nothing refused.
+            assert (transport["crypto_enabled"], transport["dropped_crypto"]) == (int(cipher != "none"), 0)
 
         harness.kill(3)
         survivors = harness.converge()

@@ -176,12 +176,16 @@ def test_crypto_checks():
     assert (signed.totem.crypto_cipher, signed.totem.crypto_hash, signed.warnings) == ("none", "sha1", ())
     legacy = coroconf.loads(udpu("\tsecauth: on\n"))
     assert (legacy.totem.crypto_cipher, legacy.totem.crypto_hash) == ("aes256", "sha256")
-    _fails(udpu("\tsecauth: on\n\tkey: " + "k" * 200 + "\n\tkeyfile: /etc/k\n"),
-           "corosync.conf:5: set either key or keyfile, not both")
+    both = coroconf.loads(udpu("\tsecauth: on\n\tkey: short\n\tkeyfile: /etc/k\n"))
+    assert (both.totem.keyfile, both.totem.has_inline_key) == ("/etc/k", False)
+    assert [str(w) for w in both.warnings] == [
+        "<string>:5: key is ignored: keyfile is set (corosync reads the keyfile first)"]
     _fails(udpu("\tsecauth: on\n\tkey: short\n"),
            "corosync.conf:5: key is 5 bytes; a key is 128..4096 bytes (better: a keyfile written "
            "by 'coro keygen')")
-    assert coroconf.loads(udpu("\tkey: short\n")).totem.has_inline_key  # unused without crypto
+    clear = coroconf.loads(udpu("\tkey: " + "k" * 200 + "\n"))
+    assert clear.totem.has_inline_key  # unused without crypto, never in cmap
+    assert not [key for key, _type, _value in coroconf.to_cmap_items(clear) if key == "totem.key"]
     assert coroconf.loads(udpu("\tsecauth: off\n\tcrypto_cipher: none\n")).warnings == ()
 
 
