@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"impl", "nodes", "size", "msgs_per_s", "mb_per_s", "p50_us", "p99_us", "sparse_p50_us",
-          "sparse_p99_us", "sparse_p50_by_node"}
+          "sparse_p99_us", "sparse_p50_by_node", "crypto"}
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def _bench(tmp_path: Path, *extra: str) -> list[dict]:
 @pytest.mark.multiprocess
 @pytest.mark.slow
 def test_bench_totem_one_node_on_the_host_loopback(short_tmp):
-    rows = _bench(short_tmp, "--nodes", "1", "--no-namespace")
-    assert all(row["nodes"] == 1 for row in rows)
+    rows = _bench(short_tmp, "--nodes", "1", "--no-namespace", "--crypto-cipher", "aes128")
+    assert all(row["nodes"] == 1 and row["crypto"] == "aes128/sha256" for row in rows)
 
 
 @pytest.mark.root
@@ -58,7 +58,7 @@ def test_bench_totem_one_node_on_the_host_loopback(short_tmp):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: private network namespace")
 def test_bench_totem_three_nodes_in_a_namespace(short_tmp):
     rows = _bench(short_tmp, "--nodes", "3")
-    assert all(row["nodes"] == 3 and row["senders"] == 3 for row in rows)
+    assert all(row["nodes"] == 3 and row["senders"] == 3 and row["crypto"] == "none" for row in rows)
 
 
 def test_guest_halt_poll_setting_is_read_when_there_is_one(tmp_path):
