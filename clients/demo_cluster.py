@@ -124,8 +124,9 @@ def run_cluster_demo(out: TextIO = sys.stdout, *, base_dir: str | None = None,
     say = _Say(out)
     own_dir = base_dir is None
     root = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="coro-demo-"))
+    # Encrypted, as corosync clusters are run (pcs writes aes256 + sha256).
     settings = ClusterSettings(nodes=NODES, token_ms=token_ms, consensus_ms=int(token_ms * 1.2),
-                               use_namespace=namespace)
+                               use_namespace=namespace, crypto_cipher="aes256", crypto_hash="sha256")
     cluster = LocalCluster(root, settings)
     status = 1
     try:
@@ -138,7 +139,9 @@ def run_cluster_demo(out: TextIO = sys.stdout, *, base_dir: str | None = None,
             why = "we are not root" if not is_root() else "namespaces were not asked for"
             say(f"Starting a {NODES}-node cluster on the host's loopback, 127.0.0.1-{NODES} port "
                 f"{cluster.settings.port} ({why}, so no private namespace).")
-        say(f"Each node runs `coro start` with its own corosync.conf (udpu, token {token_ms} ms).")
+        say(f"Each node runs `coro start` with its own corosync.conf (udpu, token {token_ms} ms, "
+            "crypto_cipher aes256 and crypto_hash sha256 with one key written by `coro keygen`: "
+            "every packet is encrypted and authenticated).")
         cluster.start()
         ring = cluster.wait_converged()
         say(f"The cluster formed: ring {_ring(ring)}. Each node's own report:")

@@ -14,6 +14,7 @@ from clients.demo_cluster import run_cluster_demo
 
 STEPS = [
     "Starting a 3-node cluster",
+    "crypto_cipher aes256 and crypto_hash sha256",
     "The cluster formed: ring",
     "Node 3 reports ring",
     "Killing node 3 with SIGKILL.",
