@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-s", "--size", type=int, default=KEY_DEFAULT_BYTES, metavar="BYTES",
                         help=f"key size in bytes, {KEY_MIN_BYTES}..{KEY_MAX_BYTES} "
                              f"(default {KEY_DEFAULT_BYTES})")
+    # corosync-keygen's source choices; the key always comes from the kernel's
+    # CSPRNG (getrandom), which neither blocks nor is weaker than /dev/random.
+    parser.add_argument("-r", "--random-device", action="store_true",
+                        help="accepted for corosync-keygen scripts (no effect: getrandom is used)")
+    parser.add_argument("-l", "--less-secure", action="store_true",
+                        help="accepted for corosync-keygen scripts (obsolete there; no effect)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -62,8 +62,9 @@ def test_coro_keygen_writes_a_private_key_of_the_asked_size(tmp_path, capsys):
     assert coro(["keygen", "-k", str(path)]) == 0
     assert capsys.readouterr().out == f"Writing corosync key to {path}.\n"
     assert len(path.read_bytes()) == 256 and stat.S_IMODE(path.stat().st_mode) == 0o400
-    assert coro(["keygen", "-k", str(path), "-s", "512"]) == 0
+    assert coro(["keygen", "-k", str(path), "-s", "512", "-l"]) == 0  # corosync-keygen's flags
     assert len(path.read_bytes()) == 512
+    assert coro(["keygen", "-r", "--key-file", str(path)]) == 0
     assert coro(["keygen", "-k", str(path), "-s", "64"]) == 2
     assert "a key is 128..4096 bytes, not 64" in capsys.readouterr().err
     assert coro(["keygen", "-k", str(tmp_path / "no" / "dir")]) == 1
