@@ -31,8 +31,11 @@ demo: venv
 bench: venv
 	$(CORO) bench ipc
 
+# The slow tests with longer schedules, then the failure scenarios again with
+# every packet encrypted (aes256 + sha256).
 soak: venv
 	CORO_SOAK=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)
+	CORO_SOAK=1 CORO_CLUSTER_CRYPTO=aes256 $(PY) -m pytest tests/cluster/test_failures.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -38,6 +38,11 @@ __all__ = ["Harness", "soak_factor", "TEST_SETTINGS"]
 #: The timers the brief asks for: short, but not so short that a 2-core box
 #: shared with other work suspects live nodes.
 TEST_SETTINGS = ClusterSettings(nodes=3, token_ms=1000, consensus_ms=1200, join_ms=50)
+#: ``CORO_CLUSTER_CRYPTO=aes256`` (a crypto_cipher) runs every scenario encrypted
+#: (with sha256), as ``make soak`` does for the failure tests.
+if os.environ.get("CORO_CLUSTER_CRYPTO"):
+    TEST_SETTINGS = replace(TEST_SETTINGS, crypto_cipher=os.environ["CORO_CLUSTER_CRYPTO"],
+                            crypto_hash="sha256")
 
 
 def soak_factor() -> int:
