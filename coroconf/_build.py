@@ -95,6 +95,11 @@ def _subsystems(src: Source) -> tuple[LoggerSubsysConfig, ...]:
 
 def _logging(src: Source) -> LoggingConfig:
     to_logfile = _switch(src, "logging.to_logfile", _switch(src, "logging.to_file", d.TO_LOGFILE))
+    if to_logfile and src.text("logging.logfile") is None:
+        src.warn("to_logfile is on but no logfile is set: nothing is written to a file",
+                 "logging.to_logfile" if src.has("logging.to_logfile") else "logging.to_file")
+    if src.has("logging.blackbox") and _switch(src, "logging.blackbox", d.BLACKBOX):
+        src.warn("blackbox (corosync's flight recorder) is not implemented", "logging.blackbox")
     return LoggingConfig(
         timestamp=src.text("logging.timestamp", d.TIMESTAMP) or d.TIMESTAMP,
         fileline=_switch(src, "logging.fileline", d.FILELINE),

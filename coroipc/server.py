@@ -494,7 +494,7 @@ class IpcServer(HandshakeMixin, BacklogMixin):
         self._serving = tuple(self._connections.values())
         self._unarmed.add(conn)
         self._counts["connections_total"] += 1
-        log.info("%r connected", conn)
+        log.debug("%r connected", conn)
         try:
             conn.service.on_connect(conn)
         except Exception:
@@ -616,7 +616,7 @@ class IpcServer(HandshakeMixin, BacklogMixin):
         self._backlogged.discard(conn)
         self._unarmed.discard(conn)
         self._disconnects[code.name.lower()] += 1
-        log.info("%r disconnected: %s", conn, reason)
+        log.debug("%r disconnected: %s", conn, reason)
         if notify:
             try:
                 send_handshake(conn.sock, codec.Goodbye(code=code, reason=reason))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 Item = tuple[str, str, object]
 
@@ -27,6 +27,7 @@ class LoadedConfig:
     items: list[Item]
     run_dir: str
     warnings: tuple[str, ...]
+    logging: Any = None  # the logging section (coroconf.LoggingConfig)
 
 
 def host_addresses() -> list[str]:
@@ -74,7 +75,7 @@ def load_config(path: str | os.PathLike[str],
     if local is not None:
         items.append(("nodelist.local_node_pos", "u32", local.position))
     return LoadedConfig(items=items, run_dir=config.system.run_dir,
-                        warnings=tuple(config.warnings))
+                        warnings=tuple(config.warnings), logging=config.logging)
 
 
 def items_from_config(path: str | os.PathLike[str]) -> list[Item]:

@@ -37,6 +37,7 @@ import threading
 import time
 from typing import Any, Sequence
 
+from coroconf.logsetup import apply as apply_logging
 from objdb.config import ConfigUnavailable, load_config
 from objdb.errors import CmapError
 from objdb.service import CmapService
@@ -63,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write 'ready PID' to this descriptor once serving")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="stop when this process (the supervisor) is gone")
-    parser.add_argument("--log-level", default="WARNING",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log to stderr at this level whatever the logging section says "
+                             "(default: the section; WARNING without a file)")
     return parser
 
 
@@ -168,7 +170,8 @@ def serve(store: Store, run_dir: str, stop: threading.Event, *,
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m objdb``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="objdb[%(process)d] %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level or "WARNING",
+                        format="objdb[%(process)d] %(levelname)s %(message)s")
     _set_title()
     stop = threading.Event()
 
@@ -184,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loaded = load_config(args.config, args.local_address)
             store.load(loaded.items)
             config_run_dir = loaded.run_dir
+            apply_logging(loaded.logging, "objdb", args.log_level)
     except (ConfigUnavailable, CmapError) as error:
         print(f"objdb: cannot load the configuration: {error}", file=sys.stderr)
         return 1

@@ -70,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--send-queue-messages", type=int, metavar="N",
                         help="bound of totemd's send queue in messages "
                              "(default: what 4 token visits originate, 1088 with the defaults)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log to stderr at this level, whatever the logging section says "
+                             "(every process of the node)")
 
 
 class PidFileBusy(Exception):
@@ -205,8 +207,9 @@ class Supervisor:
         # packages named like ours cannot stand in for the installed code.
         command = [sys.executable, "-P", "-m", "totemd.process", "-c", os.fspath(settings.config_path),
                    "--node-id", str(settings.node_id), "--run-dir", settings.run_dir,
-                   "--state-dir", settings.state_dir, "--parent-pid", str(os.getpid()),
-                   "--log-level", args.log_level]
+                   "--state-dir", settings.state_dir, "--parent-pid", str(os.getpid())]
+        if args.log_level:
+            command += ["--log-level", args.log_level]
         if settings.evs_log:
             command += ["--evs-log", settings.evs_log]
         if args.send_queue_bytes:
@@ -318,7 +321,8 @@ def _set_title(title: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``coro start``: returns 0 after a clean stop, 1 on a start-up error or a child's death."""
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+    # Until the file is read: stderr, as before any configuration.
+    logging.basicConfig(level=args.log_level or "INFO", stream=sys.stderr,
                         format="%(asctime)s coro[%(process)d] %(levelname)s %(name)s: %(message)s")
     try:
         settings = resolve_settings(args.config, node_id=args.node_id, run_dir=args.run_dir,
@@ -327,4 +331,7 @@ def run(args: argparse.Namespace) -> int:
     except StartupError as error:
         print(f"coro start: {error}", file=sys.stderr)
         return 1
+    from coroconf.logsetup import apply as apply_logging
+
+    apply_logging(settings.logging, "coro", args.log_level)
     return Supervisor(settings, args).run()

@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Sequence
 
+from coroconf.logsetup import apply as apply_logging
 from totemd.daemon import Daemon
 from totemd.scheduling import apply_scheduling
 from totemd.settings import StartupError, resolve_settings
@@ -46,15 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bound of the send queue in messages (default: 4 token visits' worth)")
     parser.add_argument("--ready-fd", type=int, help="write 'ready PID' here once serving")
     parser.add_argument("--parent-pid", type=int, help="stop when this process is gone")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log to stderr at this level whatever the logging section says")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run totemd in the foreground until SIGTERM/SIGINT. Returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+    # Until the file is read: stderr, as before any configuration.
+    logging.basicConfig(level=args.log_level or "INFO", stream=sys.stderr,
                         format="%(asctime)s totemd[%(process)d] %(levelname)s %(name)s: %(message)s")
     if args.parent_pid:
         _die_with_parent()
@@ -65,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as error:
         print(f"totemd: {error}", file=sys.stderr)
         return 1
+    apply_logging(settings.logging, "totemd", args.log_level)
     if args.parent_pid:
         settings.extra["parent_pid"] = args.parent_pid
     if args.send_queue_messages is not None:

@@ -47,6 +47,8 @@ class NodeSettings:
     priority: str | None = None
     # totem.crypto_cipher / crypto_hash and the key (None: in clear)
     crypto: CryptoSettings | None = None
+    # the logging section (coroconf.LoggingConfig; None: stderr only)
+    logging: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,7 +127,7 @@ def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: s
         multicast_group=link.mcastaddr if link is not None else None,
         multicast_ttl=link.ttl if link is not None else 1, evs_log=evs_log,
         config_path=config_path, sched_rr=config.system.sched_rr,
-        priority=config.system.priority, crypto=crypto)
+        priority=config.system.priority, crypto=crypto, logging=config.logging)
 
 
 def _crypto_settings(config: Any, config_path: str) -> CryptoSettings | None:

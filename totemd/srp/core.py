@@ -620,8 +620,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         old = self._state
         self._state = new
         if reason is None:
-            text = f"node {self._node_id} entered {new.value} (ring {self._ring_id.rep}." \
-                   f"{self._ring_id.seq})"
+            text = f"node {self._node_id} entered {new.value} (ring {self._ring_id.rep:x}." \
+                   f"{self._ring_id.seq:x})"  # hex, as corosync prints ring ids
         elif reason.value.endswith(old.value) or reason is GatherReason.STARTUP:
             text = f"node {self._node_id} entered {new.value}: {reason.value}"
         else:
