@@ -57,8 +57,13 @@ def _quorum(src: Source, node_count: int) -> QuorumConfig:
     expected = src.get("quorum.expected_votes")
     votes = src.get("quorum.votes")
     leaving = src.get("quorum.leaving_timeout")
+    provider = src.text("quorum.provider")
+    if provider is not None:
+        # The service engine (votequorum among its services) has no issue yet.
+        src.warn(f"quorum.provider {provider}: the quorum service is not built yet; no node "
+                 "computes quorum or blocks on its loss", "quorum.provider")
     return QuorumConfig(
-        provider=src.text("quorum.provider"),
+        provider=provider,
         expected_votes=None if expected is None else int(str(expected)),
         votes=None if votes is None else int(str(votes)),
         two_node=two_node,

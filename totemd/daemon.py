@@ -230,7 +230,10 @@ class Daemon(LocalSideMixin, StatsMixin):
             raise StartupError(f"EVS log {settings.evs_log}: {error.strerror}") from error
         # Clients are woken once, at the end of a turn (flush_wakes in turn):
         # a woken client that takes the CPU mid-turn would hold up the token.
-        self.server = IpcServer(settings.run_dir, [self.service], defer_wakes=True)
+        # Root, our own uid, and the file's uidgid entries (as objdb's cmap).
+        self.server = IpcServer(settings.run_dir, [self.service], defer_wakes=True,
+                                allowed_uids={0, os.geteuid(), *settings.ipc_uids},
+                                allowed_gids=set(settings.ipc_gids))
         try:
             self.server.start()
         except (IpcError, OSError) as error:

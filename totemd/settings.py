@@ -49,6 +49,10 @@ class NodeSettings:
     crypto: CryptoSettings | None = None
     # the logging section (coroconf.LoggingConfig; None: stderr only)
     logging: Any = None
+    # uidgid (and uidgid.d): who besides root and our uid may use the totem
+    # service, as for every corosync IPC service
+    ipc_uids: tuple[int, ...] = ()
+    ipc_gids: tuple[int, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -127,7 +131,8 @@ def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: s
         multicast_group=link.mcastaddr if link is not None else None,
         multicast_ttl=link.ttl if link is not None else 1, evs_log=evs_log,
         config_path=config_path, sched_rr=config.system.sched_rr,
-        priority=config.system.priority, crypto=crypto, logging=config.logging)
+        priority=config.system.priority, crypto=crypto, logging=config.logging,
+        ipc_uids=config.uidgid.uids, ipc_gids=config.uidgid.gids)
 
 
 def _crypto_settings(config: Any, config_path: str) -> CryptoSettings | None:

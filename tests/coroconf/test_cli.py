@@ -50,9 +50,10 @@ def test_check_prints_warnings_and_strict_fails_on_them(capsys):
     path = str(FIXTURES / "pcs_two_node_knet.conf")
     assert main(["check", path]) == 0
     err = capsys.readouterr().err
-    assert err.count("warning: ") == 1 and "transport knet: running as udpu" in err
+    assert err.count("warning: ") == 2 and "transport knet: running as udpu" in err
+    assert "quorum service is not built yet" in err
     assert main(["check", "--strict", path]) == 1
-    assert capsys.readouterr().err.endswith(f"error: {path}: 1 warning(s) and --strict\n")
+    assert capsys.readouterr().err.endswith(f"error: {path}: 2 warning(s) and --strict\n")
 
 
 def test_check_reports_what_the_totem_core_refuses(tmp_path, capsys):

@@ -13,6 +13,10 @@ import coroconf
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+#: Every file with a quorum section gets this one until the quorum service exists.
+QUORUM = ("%s.conf:%d: quorum.provider corosync_votequorum: the quorum service is not built yet; "
+          "no node computes quorum or blocks on its loss")
+
 def _load(name: str) -> coroconf.Config:
     return coroconf.load(FIXTURES / name)
 
@@ -41,7 +45,7 @@ def test_corosync3_example_filled_in_with_two_knet_links():
     assert (config.logging.to_logfile, config.logging.logfile) == (
         True, "/var/log/cluster/corosync.log")
     assert _names(config) == ["corosync3_example_filled.conf: transport knet: running as udpu "
-                              "over link 0; ring1_addr ignored"]
+                              "over link 0; ring1_addr ignored", QUORUM % ("corosync3_example_filled", 23)]
 
 
 def test_corosync2_multicast_example_needs_transport_udp_under_corosync3():
@@ -79,7 +83,8 @@ def test_pcs_two_node_knet_with_crypto():
     assert (config.quorum.two_node, config.quorum.wait_for_all) == (True, True)
     assert config.totem.keyfile is None  # the default, /etc/corosync/authkey
     assert _names(config) == [  # crypto is implemented: no warning for it
-        "pcs_two_node_knet.conf:7: transport knet: running as udpu over link 0"]
+        "pcs_two_node_knet.conf:7: transport knet: running as udpu over link 0",
+        QUORUM % ("pcs_two_node_knet", 28)]
 
 
 def test_proxmox_three_nodes_two_links():
@@ -93,7 +98,7 @@ def test_proxmox_three_nodes_two_links():
     assert _names(config) == [
         "proxmox_two_links.conf: transport knet: running as udpu over link 0; ring1_addr ignored",
         "proxmox_two_links.conf:46: knet options have no effect (knet runs as udpu here): "
-        "totem.link_mode"]
+        "totem.link_mode", QUORUM % ("proxmox_two_links", 33)]
 
 
 def test_man_page_add_node_example():
@@ -113,7 +118,7 @@ def test_old_openais_style_file_loads_with_every_ignored_part_reported():
                      "section 'amf'", "section 'aisexec'", "section 'service'", "logging.tags",
                      "bindnetaddr is ignored"):
         assert sum(fragment in warning for warning in warnings) == 1, fragment
-    assert len(warnings) == 9
+    assert len(warnings) == 10  # the 9 above and the quorum provider
 
 
 def test_debian_single_node_default():
@@ -122,4 +127,5 @@ def test_debian_single_node_default():
     assert [(node.nodeid, node.ring0_addr) for node in config.nodelist] == [(1, "127.0.0.1")]
     assert config.local_node(["127.0.0.1/8"]).name == "node1"
     assert coroconf.totem_params_kwargs(config)["nodes"] == 1
-    assert _names(config) == ["debian_default.conf: transport knet: running as udpu over link 0"]
+    assert _names(config) == ["debian_default.conf: transport knet: running as udpu over link 0",
+                              QUORUM % ("debian_default", 29)]
