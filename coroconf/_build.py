@@ -143,6 +143,12 @@ def _priority(src: Source, sched_rr: bool | None) -> str | None:
 
 def _system(src: Source) -> SystemConfig:
     sched_rr = _optional_switch(src, "system.sched_rr")
+    if src.text("system.qb_ipc_type") == "socket":
+        src.warn("qb_ipc_type socket is not implemented: local clients use shared memory",
+                 "system.qb_ipc_type")
+    if src.text("system.move_to_root_cgroup") == "yes":
+        src.warn("move_to_root_cgroup is not implemented: totemd stays in its cgroup",
+                 "system.move_to_root_cgroup")
     return SystemConfig(
         qb_ipc_type=src.text("system.qb_ipc_type", d.QB_IPC_TYPE) or d.QB_IPC_TYPE,
         sched_rr=sched_rr,

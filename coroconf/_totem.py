@@ -224,6 +224,11 @@ def _report_unimplemented(src: Source, transport: str, nodes: Nodelist, links: l
     if unused:
         src.warn(f"not implemented, so these totem options have no effect: {', '.join(unused)}",
                  f"totem.{unused[0]}")
+    if src.get("totem.block_unlisted_ips", "yes") != "yes":
+        # Accepting them would let in joins from nodes we have no address
+        # for (the token could not reach them): the nodelist is fixed here.
+        src.warn("block_unlisted_ips: no is not implemented: packets from addresses outside "
+                 "the nodelist are dropped", "totem.block_unlisted_ips")
     if transport == "knet":
         ignored = sorted({f"ring{n}_addr" for node in nodes for n, a in
                           enumerate(node.ring_addrs) if n > 0 and a is not None})

@@ -252,3 +252,16 @@ def test_scheduling_options_are_read_as_corosync_reads_them():
     for bad in ("-21", "20", "high", "1.5"):
         with pytest.raises(coroconf.ConfigError, match=r"system.priority: .* is not a nice value"):
             coroconf.loads(udpu("") + f"system {{\n\tpriority: {bad}\n}}\n", "corosync.conf")
+
+
+def test_system_and_totem_options_we_do_not_act_on_are_reported():
+    warnings = [str(w) for w in coroconf.loads(
+        udpu("\tblock_unlisted_ips: no\n")
+        + "system {\n\tqb_ipc_type: socket\n\tmove_to_root_cgroup: yes\n}\n").warnings]
+    assert warnings == [
+        "<string>:4: block_unlisted_ips: no is not implemented: packets from addresses outside "
+        "the nodelist are dropped",
+        "<string>:17: qb_ipc_type socket is not implemented: local clients use shared memory",
+        "<string>:18: move_to_root_cgroup is not implemented: totemd stays in its cgroup"]
+    quiet = udpu("\tblock_unlisted_ips: yes\n") + "system {\n\tqb_ipc_type: native\n}\n"
+    assert coroconf.loads(quiet).warnings == ()
