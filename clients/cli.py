@@ -41,11 +41,23 @@ def _available(module: str) -> bool:
         return True
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        number = version("coro")
+    except Exception:  # not installed (run from a source tree)
+        number = "unknown"
+    return f"coro cluster engine, version {number} (Totem SRP over udpu/udp, corosync.conf 3)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coro",
         description="Cluster engine in the Corosync family: Totem SRP, coroipc, objdb and tools.",
     )
+    parser.add_argument("-v", "--version", action="version", version=_version(),
+                        help="print the version and exit (corosync -v)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if not _available(module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,6 +31,14 @@ def test_coro_help_lists_subcommands():
     assert result.returncode == 0, result.stderr
     assert "usage: coro" in result.stdout
     assert "bench" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--version", "-v"])
+def test_coro_version(flag):
+    result = subprocess.run([sys.executable, "-m", "clients.cli", flag], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"coro cluster engine, version [0-9][^ ]* \(.*\)\n", result.stdout), result.stdout
 
 
 def test_coro_without_command_prints_help_and_fails():
