@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from totemd.settings import NodeSettings, StartupError, resolve_settings
+from totemd.settings import NodeSettings, settings_for_process
 from totemd.signal_wakeup import SignalWakeup
 
 __all__ = ["add_arguments", "run", "Supervisor", "PID_FILE"]
@@ -321,17 +321,7 @@ def _set_title(title: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``coro start``: returns 0 after a clean stop, 1 on a start-up error or a child's death."""
-    # Until the file is read: stderr, as before any configuration.
-    logging.basicConfig(level=args.log_level or "INFO", stream=sys.stderr,
-                        format="%(asctime)s coro[%(process)d] %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = resolve_settings(args.config, node_id=args.node_id, run_dir=args.run_dir,
-                                    state_dir=args.state_dir, evs_log=args.evs_log,
-                                    send_queue_bytes=args.send_queue_bytes)
-    except StartupError as error:
-        print(f"coro start: {error}", file=sys.stderr)
+    settings = settings_for_process(args, "coro")
+    if settings is None:
         return 1
-    from coroconf.logsetup import apply as apply_logging
-
-    apply_logging(settings.logging, "coro", args.log_level)
     return Supervisor(settings, args).run()

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import logging
 import os
 import signal
 import sys
 from typing import Sequence
 
-from coroconf.logsetup import apply as apply_logging
 from totemd.daemon import Daemon
 from totemd.scheduling import apply_scheduling
-from totemd.settings import StartupError, resolve_settings
+from totemd.settings import StartupError, settings_for_process
 
 __all__ = ["build_parser", "main", "PROCESS_TITLE", "PROFILE_ENV"]
 
@@ -55,19 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run totemd in the foreground until SIGTERM/SIGINT. Returns the exit status."""
     args = build_parser().parse_args(argv)
-    # Until the file is read: stderr, as before any configuration.
-    logging.basicConfig(level=args.log_level or "INFO", stream=sys.stderr,
-                        format="%(asctime)s totemd[%(process)d] %(levelname)s %(name)s: %(message)s")
     if args.parent_pid:
         _die_with_parent()
-    try:
-        settings = resolve_settings(args.config, node_id=args.node_id, run_dir=args.run_dir,
-                                    state_dir=args.state_dir, evs_log=args.evs_log,
-                                    send_queue_bytes=args.send_queue_bytes)
-    except StartupError as error:
-        print(f"totemd: {error}", file=sys.stderr)
+    settings = settings_for_process(args, "totemd")
+    if settings is None:
         return 1
-    apply_logging(settings.logging, "totemd", args.log_level)
     if args.parent_pid:
         settings.extra["parent_pid"] = args.parent_pid
     if args.send_queue_messages is not None:

@@ -15,7 +15,7 @@ from typing import Any
 from totemd.crypto import CryptoSettings, KeyError_, load_key, overhead_bytes
 from totemd.srp import TotemParams
 
-__all__ = ["NodeSettings", "StartupError", "resolve_settings"]
+__all__ = ["NodeSettings", "StartupError", "resolve_settings", "settings_for_process"]
 
 
 class StartupError(Exception):
@@ -154,3 +154,28 @@ def _crypto_settings(config: Any, config_path: str) -> CryptoSettings | None:
         raise StartupError(f"{config_path}: crypto_cipher {totem.crypto_cipher}, crypto_hash "
                            f"{totem.crypto_hash}: {error}") from error
     return CryptoSettings(cipher=totem.crypto_cipher, hash=totem.crypto_hash, key=key)
+
+
+def settings_for_process(args: Any, process: str) -> NodeSettings | None:
+    """What ``coro start`` and totemd do first: log to stderr until the file
+    is read, resolve the node's settings from ``args`` (config, node_id,
+    run_dir, state_dir, evs_log, send_queue_bytes, log_level), then follow
+    the file's logging section. None (the reason printed): the node cannot start."""
+    import logging
+    import sys
+
+    from coroconf.logsetup import apply as apply_logging
+
+    logging.basicConfig(level=args.log_level or "INFO", stream=sys.stderr,
+                        format=f"%(asctime)s {process}[%(process)d] %(levelname)s %(name)s: "
+                               "%(message)s")
+    try:
+        settings = resolve_settings(args.config, node_id=args.node_id, run_dir=args.run_dir,
+                                    state_dir=args.state_dir, evs_log=args.evs_log,
+                                    send_queue_bytes=args.send_queue_bytes)
+    except StartupError as error:
+        print(f"{'coro start' if process == 'coro' else process}: {error}", file=sys.stderr)
+        return None
+    apply_logging(settings.logging, process, args.log_level)
+    return settings
+

@@ -136,14 +136,7 @@ class ReceiveMixin:
             if stop_type is not None and len(data) > 3 and data[3] == stop_type:
                 break
         if packets:
-            stats = self.stats
-            stats.receive_reads += packets
-            stats.packets_received += packets
-            stats.bytes_received += received_bytes
-            if dropped:
-                self._count_dropped(dropped, 0)
-            if unopened:
-                stats.dropped_crypto += unopened
+            self._count_reads(packets, packets, received_bytes, 0, dropped, 0, unopened)
 
     def _read_coalesced(self, recvmsg: Callable[..., tuple[bytes, list[tuple[int, int, bytes]], int, Any]],
                         more: Callable[[int], list] | None, budget: int, frames: list[bytes],
@@ -208,23 +201,26 @@ class ReceiveMixin:
             if stop_type is not None and _ends_with_type(frames, stop_type):
                 break
         if reads:
-            stats = self.stats
-            stats.receive_reads += reads
-            stats.packets_received += count
-            stats.bytes_received += received_bytes
-            if coalesced:
-                stats.receive_coalesced_reads += coalesced
-            if dropped or bad:
-                self._count_dropped(dropped, bad)
-            if unopened:
-                stats.dropped_crypto += unopened
+            self._count_reads(reads, count, received_bytes, coalesced, dropped, bad, unopened)
 
-    def _count_dropped(self, dropped: int, bad: int) -> None:
-        """Count frames dropped by source (udpu: not from the nodelist; udp:
-        our own looped back) and coalesced reads that could not be cut."""
+    def _count_reads(self, reads: int, packets: int, received_bytes: int, coalesced: int,
+                     dropped: int, bad: int, unopened: int) -> None:
+        """A batch's counters, moved once: reads and the datagrams they held;
+        those dropped by source (udpu: not from the nodelist; udp: our own
+        looped back), coalesced reads that could not be cut, and datagrams
+        that did not open (crypto)."""
         stats = self.stats
-        if self.mode == "udpu":
-            stats.dropped_unknown_source += dropped
-        else:
-            stats.dropped_own_loopback += dropped
-        stats.dropped_bad_coalesced += bad
+        stats.receive_reads += reads
+        stats.packets_received += packets
+        stats.bytes_received += received_bytes
+        if coalesced:
+            stats.receive_coalesced_reads += coalesced
+        if dropped:
+            if self.mode == "udpu":
+                stats.dropped_unknown_source += dropped
+            else:
+                stats.dropped_own_loopback += dropped
+        if bad:
+            stats.dropped_bad_coalesced += bad
+        if unopened:
+            stats.dropped_crypto += unopened
