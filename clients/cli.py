@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "start": ("totemd.cli_start", "start a node (totemd, objdb, service engine) from corosync.conf"),
     "demo": ("clients.demo", "run the local demonstration (cluster story, or IPC demo)"),
     "config": ("coroconf.cli", "check a corosync.conf file (like corosync -t)"),
+    "blackbox": ("clients.blackbox", "print a running node's flight data (corosync-blackbox)"),
     "keygen": ("clients.keygen", "write the cluster's shared key for totem.crypto_* (corosync-keygen)"),
     "cmap": ("clients.cmapctl", "read, change and track keys in the object database"),
     "load": ("clients.load", "submit ordered messages through a running node"),

@@ -103,8 +103,6 @@ def _logging(src: Source) -> LoggingConfig:
     if to_logfile and src.text("logging.logfile") is None:
         src.warn("to_logfile is on but no logfile is set: nothing is written to a file",
                  "logging.to_logfile" if src.has("logging.to_logfile") else "logging.to_file")
-    if src.has("logging.blackbox") and _switch(src, "logging.blackbox", d.BLACKBOX):
-        src.warn("blackbox (corosync's flight recorder) is not implemented", "logging.blackbox")
     return LoggingConfig(
         timestamp=src.text("logging.timestamp", d.TIMESTAMP) or d.TIMESTAMP,
         fileline=_switch(src, "logging.fileline", d.FILELINE),

@@ -19,13 +19,21 @@ file, and from then on writes where corosync would:
 
 A line reads like corosync's: ``Nov 25 14:25:01.123 [1234] totemd notice
 [TOTEM ] A new membership (1.2c) was formed. Members joined: 3``.
+
+``blackbox: on`` (corosync's default) keeps a flight recorder: the last
+``FLIGHT_RECORDS`` lines of every subsystem at debug, whatever the targets'
+thresholds, in memory. SIGUSR2 (``coro blackbox``) makes the process write
+them to ``<state_dir>/fdata-<process>-<pid>``, as corosync-blackbox makes
+corosync write its fdata file.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import logging.handlers
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -33,7 +41,8 @@ from typing import Any
 
 from .model import LoggingConfig
 
-__all__ = ["NOTICE", "TRACE", "LEVELS", "SUBSYSTEMS", "Route", "apply", "configure", "routes", "subsystem_of"]
+__all__ = ["NOTICE", "TRACE", "LEVELS", "SUBSYSTEMS", "FLIGHT_RECORDS", "Route", "apply", "configure",
+           "flight_data_path", "install_dump", "recorder", "routes", "subsystem_of"]
 
 NOTICE = 25
 TRACE = 5
@@ -55,6 +64,7 @@ _FACILITIES = {"daemon": logging.handlers.SysLogHandler.LOG_DAEMON,
                **{f"local{n}": getattr(logging.handlers.SysLogHandler, f"LOG_LOCAL{n}")
                   for n in range(8)}}
 SYSLOG_ADDRESS = "/dev/log"
+FLIGHT_RECORDS = 4096  # lines the flight recorder keeps (bounded: a deque)
 
 
 def subsystem_of(logger_name: str) -> str:
@@ -148,6 +158,44 @@ class _SysLog(logging.handlers.SysLogHandler):
             self.handleError(record)
 
 
+class FlightRecorder(logging.Handler):
+    """The blackbox: the last ``FLIGHT_RECORDS`` lines, every level down to debug."""
+
+    def __init__(self, records: int | None = None) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: collections.deque[str] = collections.deque(maxlen=records or FLIGHT_RECORDS)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if getattr(record, "subsys", None) is None:
+                record.subsys = subsystem_of(record.name)  # type: ignore[attr-defined]
+            record.priority = _NAMES.get(record.levelno, record.levelname.lower())  # type: ignore[attr-defined]
+            self.lines.append(self.format(record))
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted
+            self.handleError(record)
+
+    def dump(self, path: str) -> str:
+        """Write the lines to ``path`` (replaced atomically); returns the path."""
+        temp = f"{path}.tmp"
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in list(self.lines)))
+        os.replace(temp, path)
+        return path
+
+
+def flight_data_path(state_dir: str, process: str, pid: int) -> str:
+    """Where a process writes its flight data when asked (SIGUSR2)."""
+    return os.path.join(state_dir, f"fdata-{process}-{pid}")
+
+
+_recorder: FlightRecorder | None = None
+
+
+def recorder() -> FlightRecorder | None:
+    """This process's flight recorder (None: blackbox off, or not configured)."""
+    return _recorder
+
+
 def _format(config: LoggingConfig, process: str) -> str:
     where = ""
     if config.fileline:
@@ -221,6 +269,12 @@ def configure(config: LoggingConfig, process: str, *, stderr_level: int | None =
                                                "[%(subsys)s] %(message)s"))
         handler.addFilter(_Route(table, "syslog", facility))
         handlers.append(handler)
+    global _recorder
+    _recorder = None
+    if config.blackbox:
+        _recorder = FlightRecorder()
+        _recorder.setFormatter(_Stamp(fmt, "hires"))
+        handlers.append(_recorder)
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
@@ -228,6 +282,8 @@ def configure(config: LoggingConfig, process: str, *, stderr_level: int | None =
     levels = [level for r in table.values()
               for level in (r.stderr, r.logfile and r.logfile[1], r.syslog and r.syslog[1])
               if level]
+    if _recorder is not None:
+        levels.append(logging.DEBUG)
     root.setLevel(min(levels) if levels else logging.CRITICAL + 1)
     for handler in handlers:
         root.addHandler(handler)
@@ -235,12 +291,36 @@ def configure(config: LoggingConfig, process: str, *, stderr_level: int | None =
 
 
 
-def apply(config: LoggingConfig | None, process: str, log_level: str | None = None) -> None:
+def apply(config: LoggingConfig | None, process: str, log_level: str | None = None,
+          state_dir: str | None = None) -> None:
     """:func:`configure` for a process's start: the file's targets (nothing
     changes without a file), ``log_level`` (a ``--log-level`` name such as
-    "DEBUG") forcing stderr on at that level, each problem logged."""
+    "DEBUG") forcing stderr on at that level, each problem logged; with
+    ``state_dir``, SIGUSR2 dumps the flight data there (install_dump)."""
     if config is None:
         return
     level = logging.getLevelName(log_level) if log_level else None
     for problem in configure(config, process, stderr_level=level):
         logging.getLogger(process).warning("logging: %s", problem)
+    if state_dir is not None:
+        install_dump(state_dir, process)
+
+
+def install_dump(state_dir: str, process: str) -> None:
+    """SIGUSR2 writes this process's flight data to ``flight_data_path``
+    (one line saying so when the blackbox is off): installed in every
+    process of a node, so ``coro blackbox`` can never kill one with it."""
+    path = flight_data_path(state_dir, process, os.getpid())
+
+    def dump(_signum: int, _frame: object) -> None:
+        try:
+            if _recorder is not None:
+                _recorder.dump(path)
+            else:
+                with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+                    handle.write("blackbox is off (logging.blackbox: off): no flight data\n")
+                os.replace(f"{path}.tmp", path)
+        except OSError as error:
+            logging.getLogger(process).warning("flight data not written to %s: %s", path,
+                                               error.strerror)
+    signal.signal(signal.SIGUSR2, dump)

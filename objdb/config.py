@@ -28,6 +28,7 @@ class LoadedConfig:
     run_dir: str
     warnings: tuple[str, ...]
     logging: Any = None  # the logging section (coroconf.LoggingConfig)
+    state_dir: str | None = None
 
 
 def host_addresses() -> list[str]:
@@ -75,7 +76,8 @@ def load_config(path: str | os.PathLike[str],
     if local is not None:
         items.append(("nodelist.local_node_pos", "u32", local.position))
     return LoadedConfig(items=items, run_dir=config.system.run_dir,
-                        warnings=tuple(config.warnings), logging=config.logging)
+                        warnings=tuple(config.warnings), logging=config.logging,
+                        state_dir=config.system.state_dir)
 
 
 def items_from_config(path: str | os.PathLike[str]) -> list[Item]:

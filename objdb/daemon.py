@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m objdb",
                                      description="the coro object database (cmap service)")
     parser.add_argument("-c", "--config", metavar="FILE", help="corosync.conf to load")
+    parser.add_argument("--state-dir", help="where the flight data goes when asked (SIGUSR2; "
+                                            "default: system.state_dir of the configuration)")
     parser.add_argument("--run-dir", help="run directory for the coroipc socket "
                                           "(default: system.run_dir of the configuration)")
     parser.add_argument("--local-address", action="append", default=None, metavar="ADDR",
@@ -187,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             loaded = load_config(args.config, args.local_address)
             store.load(loaded.items)
             config_run_dir = loaded.run_dir
-            apply_logging(loaded.logging, "objdb", args.log_level)
+            apply_logging(loaded.logging, "objdb", args.log_level,
+                          args.state_dir or loaded.state_dir)
     except (ConfigUnavailable, CmapError) as error:
         print(f"objdb: cannot load the configuration: {error}", file=sys.stderr)
         return 1

@@ -42,6 +42,7 @@ class ObjdbProcess:
               config_path: str | os.PathLike[str] | None = None,
               local_addresses: list[str] | None = None,
               ready_timeout: float = 15.0, log_level: str = "WARNING",
+              state_dir: str | os.PathLike[str] | None = None,
               env: dict[str, str] | None = None) -> "ObjdbProcess":
         """Start ``python -m objdb`` and wait until it serves.
 
@@ -52,6 +53,8 @@ class ObjdbProcess:
                 the host's; pass them when several nodes share a host).
             ready_timeout: seconds to wait for readiness.
             log_level: the daemon's log level.
+            state_dir: where its flight data goes when asked (default: the
+                configuration's system.state_dir).
             env: environment for the child (default: ours).
 
         Raises:
@@ -65,6 +68,8 @@ class ObjdbProcess:
             command += ["-c", os.fspath(config_path)]
         if run_dir is not None:
             command += ["--run-dir", os.fspath(run_dir)]
+        if state_dir is not None:
+            command += ["--state-dir", os.fspath(state_dir)]
         for address in local_addresses or ():
             command += ["--local-address", address]
         read_end, write_end = os.pipe()

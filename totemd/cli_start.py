@@ -190,6 +190,7 @@ class Supervisor:
         settings = self.settings
         try:
             self.objdb = ObjdbProcess.start(run_dir=settings.run_dir,
+                                            state_dir=settings.state_dir,
                                             config_path=settings.config_path,
                                             local_addresses=[settings.bind_address],
                                             ready_timeout=CHILD_READY_TIMEOUT_S)

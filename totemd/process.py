@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
 import os
 import signal
 import sys
 from typing import Sequence
 
+from coroconf import logsetup
 from totemd.daemon import Daemon
 from totemd.scheduling import apply_scheduling
 from totemd.settings import StartupError, settings_for_process
@@ -85,9 +87,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 os.close(args.ready_fd)
         _run_profiled(daemon) if os.environ.get(PROFILE_ENV) else daemon.run()
+    except Exception:
+        # A fatal error: the traceback, then the flight data (as corosync
+        # dumps its blackbox when it dies), then the supervisor stops the node.
+        logging.getLogger("totemd").exception("totemd failed")
+        _dump_flight_data(settings.state_dir)
+        raise
     finally:
         daemon.close()
     return 0
+
+
+def _dump_flight_data(state_dir: str) -> None:
+    recorder = logsetup.recorder()
+    if recorder is None:
+        return
+    path = logsetup.flight_data_path(state_dir, "totemd", os.getpid())
+    try:
+        recorder.dump(path)
+        print(f"totemd: flight data written to {path}", file=sys.stderr)
+    except OSError as error:
+        print(f"totemd: flight data not written to {path}: {error.strerror}", file=sys.stderr)
 
 
 #: A tuning aid: when set to a directory, totemd runs under cProfile and

@@ -176,6 +176,6 @@ def settings_for_process(args: Any, process: str) -> NodeSettings | None:
     except StartupError as error:
         print(f"{'coro start' if process == 'coro' else process}: {error}", file=sys.stderr)
         return None
-    apply_logging(settings.logging, process, args.log_level)
+    apply_logging(settings.logging, process, args.log_level, settings.state_dir)
     return settings
 

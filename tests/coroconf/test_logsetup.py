@@ -163,6 +163,40 @@ def test_what_the_section_cannot_do_is_reported():
     warnings = [str(w) for w in coroconf.loads(udpu() + "logging {\n\tto_logfile: yes\n"
                                                          "\tblackbox: on\n}\n").warnings]
     assert warnings == [
-        "<string>:16: to_logfile is on but no logfile is set: nothing is written to a file",
-        "<string>:17: blackbox (corosync's flight recorder) is not implemented"]
-    assert coroconf.loads(udpu() + "logging {\n\tblackbox: off\n}\n").warnings == ()
+        "<string>:16: to_logfile is on but no logfile is set: nothing is written to a file"]
+
+
+@pytest.fixture
+def _usr2():
+    import signal
+    previous = signal.getsignal(signal.SIGUSR2)
+    yield
+    signal.signal(signal.SIGUSR2, previous)
+
+
+def test_the_flight_recorder_keeps_the_last_lines_at_debug_and_dumps_on_sigusr2(tmp_path, monkeypatch,
+                                                                                _usr2):
+    import signal
+    monkeypatch.setattr(logsetup, "FLIGHT_RECORDS", 5)
+    stderr = io.StringIO()
+    configure(_logging("\tto_syslog: no\n"), "totemd", stream=stderr)  # blackbox: on by default
+    for n in range(8):
+        logging.getLogger("totemd.srp").debug("detail %d", n)
+    logging.getLogger("totemd").info("membership")
+    assert "detail" not in stderr.getvalue() and "membership" in stderr.getvalue()
+    logsetup.install_dump(str(tmp_path), "totemd")
+    os.kill(os.getpid(), signal.SIGUSR2)
+    lines = (tmp_path / f"fdata-totemd-{os.getpid()}").read_text().splitlines()
+    assert [line.split("] ", 2)[-1] for line in lines] == [
+        "detail 4", "detail 5", "detail 6", "detail 7", "membership"]
+    assert all(re.match(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d\.\d{3} \[\d+\] totemd ", line)
+               for line in lines)
+
+
+def test_with_the_blackbox_off_sigusr2_still_answers_and_kills_nothing(tmp_path, _usr2):
+    import signal
+    logsetup.apply(_logging("\tto_syslog: no\n\tblackbox: off\n"), "objdb", None, str(tmp_path))
+    assert logsetup.recorder() is None
+    os.kill(os.getpid(), signal.SIGUSR2)
+    assert (tmp_path / f"fdata-objdb-{os.getpid()}").read_text() == \
+        "blackbox is off (logging.blackbox: off): no flight data\n"
