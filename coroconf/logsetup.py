@@ -107,6 +107,23 @@ def routes(config: LoggingConfig) -> dict[str, Route]:
     return table
 
 
+def _annotate(record: logging.LogRecord) -> str:
+    """Give a record the fields the lines show: its subsystem (returned) and
+    corosync's name of its priority."""
+    subsys = getattr(record, "subsys", None)
+    if subsys is None:
+        subsys = record.subsys = subsystem_of(record.name)  # type: ignore[attr-defined]
+    record.priority = _NAMES.get(record.levelno, record.levelname.lower())  # type: ignore[attr-defined]
+    return subsys
+
+
+def _write_replacing(path: str, text: str) -> None:
+    """``text`` to ``path``, replacing the file at once (a reader never sees half)."""
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(f"{path}.tmp", path)
+
+
 class _Route(logging.Filter):
     """Lets a record through to one target if its subsystem's route says so."""
 
@@ -117,10 +134,7 @@ class _Route(logging.Filter):
         self._key = key
 
     def filter(self, record: logging.LogRecord) -> bool:
-        subsys = getattr(record, "subsys", None)
-        if subsys is None:
-            subsys = record.subsys = subsystem_of(record.name)  # type: ignore[attr-defined]
-        record.priority = _NAMES.get(record.levelno, record.levelname.lower())  # type: ignore[attr-defined]
+        subsys = _annotate(record)
         route = self._table.get(subsys) or self._table[""]
         setting = getattr(route, self._target)
         if setting is None:
@@ -167,19 +181,14 @@ class FlightRecorder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if getattr(record, "subsys", None) is None:
-                record.subsys = subsystem_of(record.name)  # type: ignore[attr-defined]
-            record.priority = _NAMES.get(record.levelno, record.levelname.lower())  # type: ignore[attr-defined]
+            _annotate(record)
             self.lines.append(self.format(record))
         except Exception:  # noqa: BLE001 - a record that cannot be formatted
             self.handleError(record)
 
     def dump(self, path: str) -> str:
         """Write the lines to ``path`` (replaced atomically); returns the path."""
-        temp = f"{path}.tmp"
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in list(self.lines)))
-        os.replace(temp, path)
+        _write_replacing(path, "".join(line + "\n" for line in list(self.lines)))
         return path
 
 
@@ -317,9 +326,7 @@ def install_dump(state_dir: str, process: str) -> None:
             if _recorder is not None:
                 _recorder.dump(path)
             else:
-                with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-                    handle.write("blackbox is off (logging.blackbox: off): no flight data\n")
-                os.replace(f"{path}.tmp", path)
+                _write_replacing(path, "blackbox is off (logging.blackbox: off): no flight data\n")
         except OSError as error:
             logging.getLogger(process).warning("flight data not written to %s: %s", path,
                                                error.strerror)
