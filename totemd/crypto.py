@@ -28,7 +28,16 @@ cipher needs a hash. What we do with them, on the wire (version 1):
   within a session, and sessions never share a key (a random id per start:
   no state on disk to lose). Receivers derive a sender's session key once
   and keep it (a bounded cache; only a packet that opened is cached, so
-  garbage cannot fill it).
+  garbage cannot fill it; sessions derived that did not open yet wait in
+  a second one, so a peer with another key costs one derivation).
+- Deriving a key for an unknown session costs ~9 us (HKDF, a cipher object,
+  a failed open), so a flood of forged datagrams with random session ids
+  could eat a daemon's CPU. Derivations are budgeted (``DeriveBudget``): a
+  few per second per source address and a few hundred per second in all; a
+  datagram over budget is dropped at the cost of a dict lookup (counted in
+  ``throttled``). A sender needs one derivation per process start, so a
+  member's packets still open during such a flood (its session is cached);
+  only a node starting up behind a flood from its own address must wait.
 - The header is authenticated (GCM's associated data, or under the HMAC).
 - No replay window: Totem drops what it has seen (seqs, token seqs), as with
   corosync's own crypto, which has none either.
@@ -80,6 +89,13 @@ _COUNTER = struct.Struct("!Q")
 GCM_TAG_BYTES = 16
 SESSION_PACKETS = 1 << 40  # a new session (and key) long before the counter could wrap
 SESSION_CACHE = 256        # senders' session keys kept by a receiver
+# New-session derivations (see DeriveBudget): per source and in all, a burst
+# and a rate per second; the sources tracked are bounded too.
+DERIVE_SOURCE_BURST = 8
+DERIVE_SOURCE_RATE = 2.0
+DERIVE_TOTAL_BURST = 64
+DERIVE_TOTAL_RATE = 200.0
+DERIVE_SOURCES_TRACKED = 1024
 _FAILURE_LOG_INTERVAL_S = 10.0
 
 
@@ -182,19 +198,68 @@ def _derive(key: bytes, session: bytes, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=session, info=info).derive(key)
 
 
+class DeriveBudget:
+    """Token buckets for new-session key derivations: one per source address
+    (at most ``DERIVE_SOURCES_TRACKED``, the least recently used forgotten)
+    and one for all sources. ``take(source)`` is True if a derivation may run
+    now, and spends a token of both buckets.
+
+    Args:
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    __slots__ = ("_clock", "_total", "_sources")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._total = [float(DERIVE_TOTAL_BURST), clock()]
+        self._sources: OrderedDict[str | None, list[float]] = OrderedDict()
+
+    @staticmethod
+    def _refill(bucket: list[float], now: float, burst: int, rate: float) -> None:
+        bucket[0] = min(float(burst), bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+
+    def take(self, source: str | None) -> bool:
+        now = self._clock()
+        total = self._total
+        self._refill(total, now, DERIVE_TOTAL_BURST, DERIVE_TOTAL_RATE)
+        sources = self._sources
+        bucket = sources.get(source)
+        if bucket is None:
+            bucket = sources[source] = [float(DERIVE_SOURCE_BURST), now]
+            if len(sources) > DERIVE_SOURCES_TRACKED:
+                sources.popitem(last=False)
+        else:
+            sources.move_to_end(source)
+            self._refill(bucket, now, DERIVE_SOURCE_BURST, DERIVE_SOURCE_RATE)
+        if bucket[0] < 1.0 or total[0] < 1.0:
+            return False
+        bucket[0] -= 1.0
+        total[0] -= 1.0
+        return True
+
+
 class PacketCrypto:
     """Seals and opens datagrams for one node (see the module docstring).
 
     Counters (read by the transport's statistics): ``opened``,
     ``failed`` (did not authenticate: another key, or tampered),
-    ``mismatched`` (other crypto settings or not sealed at all).
+    ``mismatched`` (other crypto settings or not sealed at all),
+    ``throttled`` (an unknown session over the derivation budget).
+
+    Args:
+        settings: the cipher, hash and key.
+        clock: monotonic seconds, for the derivation budget (tests inject one).
     """
 
-    __slots__ = ("cipher", "hash", "overhead", "opened", "failed", "mismatched", "_key",
-                 "_ids", "_info", "_key_bytes", "_digest", "_digest_bytes", "_prefix",
-                 "_counter", "_session_end", "_seal_one", "_sessions", "_last_log", "_unlogged")
+    __slots__ = ("cipher", "hash", "overhead", "opened", "failed", "mismatched", "throttled",
+                 "_key", "_ids", "_info", "_key_bytes", "_digest", "_digest_bytes", "_prefix",
+                 "_counter", "_session_end", "_seal_one", "_sessions", "_tried", "_budget", "_last_log",
+                 "_unlogged")
 
-    def __init__(self, settings: CryptoSettings) -> None:
+    def __init__(self, settings: CryptoSettings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not settings.enabled:
             raise ValueError("crypto settings with neither a cipher nor a hash")
         if settings.cipher != "none" and settings.cipher not in CIPHERS:
@@ -205,7 +270,7 @@ class PacketCrypto:
         self.cipher = settings.cipher
         self.hash = settings.hash
         self.overhead = overhead_bytes(settings.cipher, settings.hash)
-        self.opened = self.failed = self.mismatched = 0
+        self.opened = self.failed = self.mismatched = self.throttled = 0
         self._key = settings.key
         cipher_id, self._key_bytes = CIPHERS.get(settings.cipher, (0, 0))
         hash_id, self._digest_bytes = HASHES[settings.hash]
@@ -215,6 +280,11 @@ class PacketCrypto:
         self._info = f"coro totem v{VERSION} {algorithm}".encode()
         # session id -> opener (an AESGCM, or an HMAC key), most recent last
         self._sessions: OrderedDict[bytes, Any] = OrderedDict()
+        # sessions derived whose packets have not opened yet (another key,
+        # forged or altered packets): a repeat costs no derivation, and
+        # garbage filling this cache cannot push out an authenticated sender
+        self._tried: OrderedDict[bytes, Any] = OrderedDict()
+        self._budget = DeriveBudget(clock)
         self._last_log = 0.0
         self._unlogged = 0
         self._new_session()
@@ -269,9 +339,11 @@ class PacketCrypto:
 
     # -- receiving -------------------------------------------------------------
 
-    def open(self, data: bytes) -> bytes | None:
+    def open(self, data: bytes, source: str | None = None) -> bytes | None:
         """The Totem packet in a sealed datagram, or None (counted) if it does
-        not open: not sealed, other settings, another key, or altered."""
+        not open: not sealed, other settings, another key, altered, or of an
+        unknown session over the derivation budget of its ``source`` address
+        (or of all sources)."""
         overhead = self.overhead
         if len(data) < overhead or data[:4] != self._ids:
             self.mismatched += 1
@@ -279,10 +351,19 @@ class PacketCrypto:
             return None
         session = data[4:12]
         opener = self._sessions.get(session)
-        fresh = opener is None
-        if fresh:
-            secret = _derive(self._key, session, self._info, self._key_bytes or self._digest_bytes)
-            opener = AESGCM(secret) if self._key_bytes else secret
+        known = opener is not None
+        if not known:
+            opener = self._tried.get(session)
+            if opener is None:
+                if not self._budget.take(source):
+                    self.throttled += 1
+                    self._note_failure("new sender sessions arrive faster than a few per "
+                                       "second (forged datagrams?)")
+                    return None
+                secret = _derive(self._key, session, self._info,
+                                 self._key_bytes or self._digest_bytes)
+                opener = AESGCM(secret) if self._key_bytes else secret
+                self._remember(self._tried, session, opener)
         if self._key_bytes:
             try:
                 plain = opener.decrypt(b"\0\0\0\0" + data[12:HEADER_BYTES], data[HEADER_BYTES:],
@@ -297,17 +378,22 @@ class PacketCrypto:
             self.failed += 1
             self._note_failure("failed authentication (another key?)")
             return None
-        if fresh:
-            sessions = self._sessions
-            sessions[session] = opener
-            if len(sessions) > SESSION_CACHE:
-                sessions.popitem(last=False)
+        if not known:
+            del self._tried[session]
+            self._remember(self._sessions, session, opener)
         self.opened += 1
         return plain
 
-    def open_many(self, datagrams: list[bytes]) -> list[bytes]:
-        """The packets of the datagrams that open, in order (the rest counted)."""
-        opened = [self.open(data) for data in datagrams]
+    @staticmethod
+    def _remember(cache: OrderedDict[bytes, Any], session: bytes, opener: Any) -> None:
+        cache[session] = opener
+        if len(cache) > SESSION_CACHE:
+            cache.popitem(last=False)
+
+    def open_many(self, datagrams: list[bytes], source: str | None = None) -> list[bytes]:
+        """The packets of the datagrams (all from ``source``) that open, in
+        order (the rest counted)."""
+        opened = [self.open(data, source) for data in datagrams]
         if None in opened:
             return [plain for plain in opened if plain is not None]
         return opened  # type: ignore[return-value]

@@ -148,6 +148,9 @@ class TransportStats:
     # settings, not sealed, altered), counted and dropped before the core.
     crypto_enabled: int = 0
     dropped_crypto: int = 0
+    # of dropped_crypto: unknown sessions over the key-derivation budget
+    # (a flood of forged datagrams; totemd.crypto.DeriveBudget)
+    dropped_crypto_throttled: int = 0
 
 
 @dataclass(slots=True)

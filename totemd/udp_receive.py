@@ -126,7 +126,7 @@ class ReceiveMixin:
                 dropped += 1
                 continue
             if crypto is not None:
-                data = crypto.open(data)
+                data = crypto.open(data, source)
                 if data is None:
                     unopened += 1
                     continue
@@ -188,7 +188,7 @@ class ReceiveMixin:
                 dropped += segments
                 continue
             if crypto is not None:
-                opened = crypto.open_many([data] if pieces is None else pieces)
+                opened = crypto.open_many([data] if pieces is None else pieces, source)
                 unopened += segments - len(opened)
                 segments = len(opened)
                 extend(opened)
@@ -224,3 +224,4 @@ class ReceiveMixin:
             stats.dropped_bad_coalesced += bad
         if unopened:
             stats.dropped_crypto += unopened
+            stats.dropped_crypto_throttled = self.crypto.throttled

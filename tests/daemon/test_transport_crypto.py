@@ -93,6 +93,31 @@ def test_datagrams_that_do_not_open_are_counted_and_never_returned(port, theirs)
         two.close()
 
 
+def test_a_flood_of_forged_sessions_is_throttled_and_the_member_still_gets_through(port):
+    """Random session ids from a nodelist address: a few key derivations, the
+    rest dropped cheaply and counted; node 1's own packets still open."""
+    one, two = _node(1, port), _node(2, port)
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert one.unicast(2, b"hello")
+        forger.bind((PEERS[1], 0))                      # a member's address, another port
+        for session in range(300):
+            forger.sendto(bytes((0xC7, 1, 3, 3)) + session.to_bytes(8, "big") + bytes(8)
+                          + b"f" * 100, (PEERS[2], port))
+        assert one.unicast(2, b"after")
+        deadline, got = time.monotonic() + 5, []
+        while len(got) < 2 and time.monotonic() < deadline:
+            select.select([two.fileno()], [], [], 0.1)
+            got += two.receive_frames(256)
+        assert got == [b"hello", b"after"]
+        assert two.stats.dropped_crypto == 300
+        assert 0 < two.stats.dropped_crypto_throttled <= 300 - 1
+    finally:
+        forger.close()
+        one.close()
+        two.close()
+
+
 def test_nothing_of_the_packet_is_on_the_wire_in_clear(port):
     """A plain socket in node 2's place reads what node 1 sends."""
     one = _node(1, port)

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from totemd import crypto as crypto_module
-from totemd.crypto import (HEADER_BYTES, KEY_MAX_BYTES, KEY_MIN_BYTES, CryptoSettings, KeyError_,
-                           PacketCrypto, load_key, overhead_bytes, write_key)
+from totemd.crypto import (DERIVE_SOURCE_BURST, DERIVE_SOURCE_RATE, DERIVE_TOTAL_BURST,
+                           HEADER_BYTES, KEY_MAX_BYTES, KEY_MIN_BYTES, CryptoSettings, DeriveBudget,
+                           KeyError_, PacketCrypto, load_key, overhead_bytes, write_key)
 
 KEY = bytes(range(256))
 OTHER_KEY = bytes(reversed(range(256)))
@@ -51,7 +52,8 @@ def test_any_altered_byte_is_refused_and_counted(cipher, hash_):
     for index in range(len(sealed)):
         altered = bytearray(sealed)
         altered[index] ^= 0x01
-        assert receiver.open(bytes(altered)) is None
+        # each from its own address: the derivation budget is not the point here
+        assert receiver.open(bytes(altered), f"10.0.1.{index}") is None
     assert receiver.failed + receiver.mismatched == len(sealed)
     assert receiver.opened == 0
     assert receiver.open(sealed) is not None  # the unaltered one still opens
@@ -117,9 +119,79 @@ def test_the_session_cache_is_bounded_and_garbage_never_enters_it(monkeypatch):
     for _ in range(20):
         receiver.open(stranger.seal(b"x"))
     assert len(receiver._sessions) == 0
-    for _ in range(10):
-        assert receiver.open(PacketCrypto(CryptoSettings("aes256", "sha256", KEY)).seal(b"y")) == b"y"
+    for n in range(10):
+        sealed = PacketCrypto(CryptoSettings("aes256", "sha256", KEY)).seal(b"y")
+        assert receiver.open(sealed, f"10.0.0.{n}") == b"y"
     assert len(receiver._sessions) == 4
+
+
+def _forged(session: int) -> bytes:
+    """A datagram with the right ids, a random-looking session and garbage."""
+    return bytes((0xC7, 1, 3, 3)) + session.to_bytes(8, "big") + bytes(8) + b"x" * 64
+
+
+def _counting_derive(monkeypatch) -> list[int]:
+    calls = [0]
+    real = crypto_module._derive
+
+    def derive(*args):
+        calls[0] += 1
+        return real(*args)
+    monkeypatch.setattr(crypto_module, "_derive", derive)
+    return calls
+
+
+def test_forged_sessions_are_throttled_per_source_and_members_still_open(monkeypatch):
+    """A flood of random session ids costs a few derivations per source; a
+    member whose session is known, and a new one from elsewhere, still open."""
+    clock = [50.0]
+    receiver = PacketCrypto(CryptoSettings("aes256", "sha256", KEY), clock=lambda: clock[0])
+    member, newcomer, late, later = (PacketCrypto(CryptoSettings("aes256", "sha256", KEY))
+                                     for _ in range(4))
+    derives = _counting_derive(monkeypatch)   # the receiver's derivations from here on
+    assert receiver.open(member.seal(b"hello"), "10.0.0.2") == b"hello"
+    for session in range(1000):
+        assert receiver.open(_forged(session), "10.0.0.2") is None
+    assert derives[0] == DERIVE_SOURCE_BURST           # the member's one, then 7 forged
+    assert receiver.throttled == 1000 - (DERIVE_SOURCE_BURST - 1)
+    assert receiver.failed == DERIVE_SOURCE_BURST - 1
+    assert receiver.open(member.seal(b"still"), "10.0.0.2") == b"still"
+    assert receiver.open(newcomer.seal(b"new"), "10.0.0.3") == b"new"
+    clock[0] += 1.0 / DERIVE_SOURCE_RATE              # one derivation's worth of time
+    assert receiver.open(late.seal(b"late"), "10.0.0.2") == b"late"
+    assert receiver.open(later.seal(b"z"), "10.0.0.2") is None   # the refill was spent
+
+
+def test_the_budget_over_all_sources_bounds_a_flood_from_random_addresses():
+    clock = [0.0]
+    budget = DeriveBudget(lambda: clock[0])
+    granted = sum(budget.take(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}") for n in range(5000))
+    assert granted == DERIVE_TOTAL_BURST
+    assert len(budget._sources) <= crypto_module.DERIVE_SOURCES_TRACKED
+    clock[0] += 1.0
+    assert budget.take("192.0.2.1")                     # refilled with time
+
+
+def test_a_peer_with_another_key_costs_one_derivation_and_is_reported_as_such(monkeypatch,
+                                                                              caplog):
+    sender, receiver = _pair(other=OTHER_KEY)
+    derives = _counting_derive(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="totemd.crypto"):
+        for _ in range(100):
+            assert receiver.open(sender.seal(b"x"), "10.0.0.9") is None
+    assert derives[0] == 1 and receiver.failed == 100 and receiver.throttled == 0
+    assert "failed authentication" in caplog.records[0].getMessage()
+
+
+def test_an_altered_first_packet_does_not_lock_out_its_session():
+    """Garbage under a real session id (a tampered copy seen first) must not
+    stop the sender's genuine packets from opening."""
+    sender, receiver = _pair()
+    sealed = sender.seal(b"genuine")
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    assert receiver.open(tampered, "10.0.0.2") is None
+    assert receiver.open(sealed, "10.0.0.2") == b"genuine"
+    assert receiver.open(sender.seal(b"next"), "10.0.0.2") == b"next"
 
 
 @settings(max_examples=60, deadline=None)
