@@ -1,6 +1,6 @@
 """Wire codec of the cmap service (version 1), spoken over coroipc.
 
-coroipc carries (function, payload); this module owns the payload. Every
+coroipc carries (function, payload); the codec owns the payload. Every
 payload starts with the same 4-byte header, little-endian like every field::
 
     magic    u16   0xC3A9
@@ -63,13 +63,34 @@ Event (function 64, NOTIFY): ``u64 tracker id, u8 event, key, u8 has_new,
 
 ``decode_*`` check every length, code and count and raise one
 :class:`~objdb.errors.DecodeError`; trailing bytes are an error too.
+
+The codec is three modules, every name importable from this one:
+``objdb.codec_fields`` (the header, the limits and flags, keys and values),
+``objdb.codec_responses`` (each function's reply) and this module (requests
+and events).
 """
 
 from __future__ import annotations
 
 import struct
 
-from objdb.errors import ERROR_BY_STATUS, CmapError, DecodeError
+from objdb.codec_fields import (BATCH_BYTES_BUDGET, EVENT_HEADER, HELLO_INTERNAL, KIND_EVENT,
+                                KIND_REQUEST, KIND_RESPONSE, MAGIC, MAX_GET_MANY_COUNT,
+                                MAX_ITERATE_COUNT, MAX_SET_MANY_COUNT, REQUEST_HEADER,
+                                RESPONSE_HEADER, RESPONSE_OK, SET_FORCE_TYPE, VERSION, _I64, _U8,
+                                _U16, _U32, _U64, _VALUE_HEAD, _VALUE_TYPES, _Reader,
+                                _check_header, encode_key, encode_value)
+from objdb.codec_responses import (decode_empty_response, decode_get_many_response,
+                                   decode_hello_response, decode_iterate_response,
+                                   decode_response, decode_statuses_response,
+                                   decode_sync_response, decode_table_info_response,
+                                   decode_u64_response, decode_value_reply,
+                                   decode_value_response, encode_error, encode_get_many_response,
+                                   encode_hello_response, encode_iterate_response,
+                                   encode_statuses_response, encode_sync_response,
+                                   encode_table_info_response, encode_u64_response,
+                                   encode_value_response)
+from objdb.errors import DecodeError
 from objdb.messages import (Adjust, Delete, Function, Get, GetMany, Hello, Iterate, NotifyEvent,
                             Request, Set, SetItem, SetMany, SetNowait, SetNowaitMany, Sync,
                             TableInfo, TrackAdd, TrackDelete)
@@ -77,135 +98,32 @@ from objdb.store import Entry, TrackFlags
 from objdb.types import NUMERIC_STRUCTS, Value, ValueType
 # The message classes (objdb.messages) are part of this codec's API: codec.Get etc.
 
-MAGIC = 0xC3A9
-VERSION = 1
-KIND_REQUEST = 1
-KIND_RESPONSE = 2
-KIND_EVENT = 3
+__all__ = [
+    # objdb.codec_fields
+    "MAGIC", "VERSION", "KIND_REQUEST", "KIND_RESPONSE", "KIND_EVENT", "HELLO_INTERNAL",
+    "SET_FORCE_TYPE", "MAX_ITERATE_COUNT", "MAX_SET_MANY_COUNT", "MAX_GET_MANY_COUNT",
+    "BATCH_BYTES_BUDGET", "REQUEST_HEADER", "RESPONSE_HEADER", "EVENT_HEADER", "RESPONSE_OK",
+    "encode_key", "encode_value",
+    # requests and events (this module)
+    "encode_request", "encode_set", "encode_set_item", "encode_set_many", "decode_set_items",
+    "decode_set_item", "decode_request", "fast_get_key", "encode_notify", "notify_prefix",
+    "encode_notify_change", "decode_notify",
+    # objdb.codec_responses
+    "encode_error", "decode_response", "encode_value_response", "decode_value_response",
+    "decode_value_reply", "decode_empty_response", "encode_statuses_response",
+    "decode_statuses_response", "encode_sync_response", "decode_sync_response",
+    "encode_hello_response", "decode_hello_response", "encode_get_many_response",
+    "decode_get_many_response", "encode_table_info_response", "decode_table_info_response",
+    "encode_u64_response", "decode_u64_response", "encode_iterate_response",
+    "decode_iterate_response",
+    # objdb.messages
+    "Function", "Hello", "Get", "Set", "Delete", "Adjust", "Iterate", "TrackAdd", "TrackDelete",
+    "SetItem", "SetMany", "SetNowait", "Sync", "TableInfo", "SetNowaitMany", "GetMany",
+    "NotifyEvent", "Request",
+]
 
-HELLO_INTERNAL = 0x1
-SET_FORCE_TYPE = 0x1
-#: Most entries one ITERATE reply carries.
-MAX_ITERATE_COUNT = 1024
-#: Most sets one SET_MANY request carries.
-MAX_SET_MANY_COUNT = 1024
-#: Most keys one GET_MANY request carries.
-MAX_GET_MANY_COUNT = 1024
-#: Byte budget of an ITERATE reply or a SET_MANY request: they stop growing
-#: once past it (one entry may still add up to a maximum value and key), so
-#: every message fits the 256 KiB rings objdb uses (max message ~128 KiB).
-BATCH_BYTES_BUDGET = 64 * 1024
-
-_HEADER = struct.Struct("<HBB")
-_U8 = struct.Struct("<B")
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_I64 = struct.Struct("<q")
-_VALUE_HEAD = struct.Struct("<BI")
-_HELLO_REPLY = struct.Struct("<IBI")
 _NOTIFY_HEAD = struct.Struct("<QB")
-
-REQUEST_HEADER = _HEADER.pack(MAGIC, VERSION, KIND_REQUEST)
-RESPONSE_HEADER = _HEADER.pack(MAGIC, VERSION, KIND_RESPONSE)
-EVENT_HEADER = _HEADER.pack(MAGIC, VERSION, KIND_EVENT)
-RESPONSE_OK = RESPONSE_HEADER + b"\x00"
-_VALUE_TYPES = {int(value_type): value_type for value_type in ValueType}
 _EVENTS = {int(event): event for event in (TrackFlags.ADD, TrackFlags.DELETE, TrackFlags.MODIFY)}
-
-
-class _Reader:
-    """Cursor over a payload; every read checks the length first."""
-
-    __slots__ = ("data", "offset")
-
-    def __init__(self, data: bytes | memoryview, offset: int = 0) -> None:
-        self.data = data
-        self.offset = offset
-
-    def take(self, size: int) -> bytes | memoryview:
-        end = self.offset + size
-        if end > len(self.data):
-            raise DecodeError(f"message truncated: needs {end} bytes, has {len(self.data)}")
-        chunk = self.data[self.offset:end]
-        self.offset = end
-        return chunk
-
-    def unpack(self, layout: struct.Struct) -> tuple:
-        end = self.offset + layout.size
-        if end > len(self.data):
-            raise DecodeError(f"message truncated: needs {end} bytes, has {len(self.data)}")
-        fields = layout.unpack_from(self.data, self.offset)
-        self.offset = end
-        return fields
-
-    def key(self) -> str:
-        (length,) = self.unpack(_U8)
-        raw = bytes(self.take(length))
-        if not raw.isascii():
-            raise DecodeError("key is not ASCII")
-        return raw.decode("ascii")
-
-    def value(self) -> Entry:
-        type_code, length = self.unpack(_VALUE_HEAD)
-        value_type = _VALUE_TYPES.get(type_code)
-        if value_type is None:
-            raise DecodeError(f"unknown value type {type_code}")
-        raw = self.take(length)
-        layout = NUMERIC_STRUCTS.get(value_type)
-        if layout is not None:
-            if length != layout.size:
-                raise DecodeError(f"{value_type.short_name} value is {length} bytes, not {layout.size}")
-            return Entry(value_type=value_type, value=layout.unpack(raw)[0])
-        if value_type is ValueType.STRING:
-            try:
-                return Entry(value_type=value_type, value=bytes(raw).decode("utf-8"))
-            except UnicodeDecodeError:
-                raise DecodeError("str value is not valid UTF-8") from None
-        return Entry(value_type=value_type, value=bytes(raw))
-
-    def end(self) -> None:
-        if self.offset != len(self.data):
-            raise DecodeError(f"{len(self.data) - self.offset} unexpected bytes at the end")
-
-
-def _check_header(payload: bytes | memoryview, kind: int) -> _Reader:
-    if len(payload) < _HEADER.size:
-        raise DecodeError(f"message of {len(payload)} bytes is shorter than the header")
-    magic, version, found_kind = _HEADER.unpack_from(payload, 0)
-    if magic != MAGIC:
-        raise DecodeError(f"bad magic {magic:#06x}")
-    if version != VERSION:
-        raise DecodeError(f"cmap codec version {version}, this side speaks {VERSION}")
-    if found_kind != kind:
-        raise DecodeError(f"message kind {found_kind}, expected {kind}")
-    return _Reader(payload, _HEADER.size)
-
-
-# -- encoding fields ---------------------------------------------------------
-
-def encode_key(key: str) -> bytes:
-    """A key or prefix as ``u8 length`` + ASCII. Raises DecodeError if it cannot be."""
-    try:
-        raw = key.encode("ascii")
-    except UnicodeEncodeError:
-        raise DecodeError(f"key {key!r} is not ASCII") from None
-    if len(raw) > 255:
-        raise DecodeError(f"key of {len(raw)} characters does not fit the wire (255)")
-    return _U8.pack(len(raw)) + raw
-
-
-def encode_value(value_type: ValueType, value: Value) -> bytes:
-    """A typed value as ``u8 type`` + ``u32 length`` + bytes (value already checked)."""
-    layout = NUMERIC_STRUCTS.get(value_type)
-    if layout is not None:
-        raw = layout.pack(value)
-    elif value_type is ValueType.STRING:
-        assert isinstance(value, str)
-        raw = value.encode("utf-8")
-    else:
-        raw = bytes(value)  # type: ignore[arg-type]
-    return _VALUE_HEAD.pack(int(value_type), len(raw)) + raw
 
 
 # -- requests ----------------------------------------------------------------
@@ -430,61 +348,6 @@ def _decode_iterate(reader: _Reader) -> Iterate:
     return Iterate(prefix=prefix, after=after, max_count=max_count)
 
 
-# -- responses ---------------------------------------------------------------
-
-def encode_error(error: CmapError) -> bytes:
-    """A failure response carrying the error's status and message."""
-    message = str(error).encode("utf-8")[:4000]
-    return RESPONSE_HEADER + _U8.pack(error.status) + _U16.pack(len(message)) + message
-
-
-def decode_response(payload: bytes | memoryview) -> _Reader:
-    """Check a response; return a reader positioned at its result.
-
-    Raises:
-        CmapError: (the subclass for its status) the request was refused.
-        DecodeError: the response is malformed.
-    """
-    reader = _check_header(payload, KIND_RESPONSE)
-    (status,) = reader.unpack(_U8)
-    if status == 0:
-        return reader
-    error_class = ERROR_BY_STATUS.get(status)
-    if error_class is None:
-        raise DecodeError(f"unknown status {status}")
-    (length,) = reader.unpack(_U16)
-    raw = bytes(reader.take(length))
-    reader.end()
-    raise error_class(raw.decode("utf-8", errors="replace"))
-
-
-def encode_value_response(entry: Entry) -> bytes:
-    return RESPONSE_OK + encode_value(entry.value_type, entry.value)
-
-
-def decode_value_response(payload: bytes | memoryview) -> Entry:
-    reader = decode_response(payload)
-    entry = reader.value()
-    reader.end()
-    return entry
-
-
-def decode_value_reply(payload: bytes | memoryview) -> tuple[Value, ValueType]:
-    """(value, type) of a value response: :func:`decode_value_response` without the Entry.
-
-    The common case (a well-formed success) is decoded inline; anything else
-    goes through the full decoder, so errors and validation are the same.
-    """
-    if len(payload) >= 10 and payload[:5] == RESPONSE_OK:
-        type_code, length = _VALUE_HEAD.unpack_from(payload, 5)
-        value_type = _VALUE_TYPES.get(type_code)
-        layout = NUMERIC_STRUCTS.get(value_type) if value_type is not None else None
-        if layout is not None and length == layout.size and len(payload) == 10 + length:
-            return layout.unpack_from(payload, 10)[0], value_type  # type: ignore[return-value]
-    entry = decode_value_response(payload)
-    return entry.value, entry.value_type
-
-
 def fast_get_key(payload: bytes | memoryview) -> str | None:
     """The key of a well-formed GET request, or None (then use :func:`decode_request`,
     which says what is wrong). Lets the server answer the commonest request
@@ -493,171 +356,6 @@ def fast_get_key(payload: bytes | memoryview) -> str | None:
         return None
     raw = bytes(payload[5:])
     return raw.decode("ascii") if raw.isascii() else None
-
-
-def decode_empty_response(payload: bytes | memoryview) -> None:
-    decode_response(payload).end()
-
-
-def encode_statuses_response(statuses: list[int]) -> bytes:
-    return RESPONSE_OK + _U16.pack(len(statuses)) + bytes(statuses)
-
-
-def decode_statuses_response(payload: bytes | memoryview) -> list[int]:
-    """The per-item statuses of a SET_MANY reply (0 = done)."""
-    reader = decode_response(payload)
-    (count,) = reader.unpack(_U16)
-    statuses = list(bytes(reader.take(count)))
-    reader.end()
-    for status in statuses:
-        if status and status not in ERROR_BY_STATUS:
-            raise DecodeError(f"unknown status {status}")
-    return statuses
-
-
-_SYNC_HEAD = struct.Struct("<IBH")
-
-
-def encode_sync_response(failed: int, first: CmapError | None) -> bytes:
-    message = b"" if first is None else str(first).encode("utf-8")[:4000]
-    status = 0 if first is None else first.status
-    return RESPONSE_OK + _SYNC_HEAD.pack(failed, status, len(message)) + message
-
-
-def decode_sync_response(payload: bytes | memoryview) -> tuple[int, CmapError | None]:
-    """(how many SET_NOWAIT failed since the last SYNC, the first failure)."""
-    reader = decode_response(payload)
-    failed, status, length = reader.unpack(_SYNC_HEAD)
-    message = bytes(reader.take(length)).decode("utf-8", errors="replace")
-    reader.end()
-    if (failed == 0) != (status == 0):
-        raise DecodeError(f"sync reply: {failed} failed but first status {status}")
-    if status == 0:
-        return 0, None
-    error_class = ERROR_BY_STATUS.get(status)
-    if error_class is None:
-        raise DecodeError(f"unknown status {status}")
-    return failed, error_class(message)
-
-
-def encode_hello_response(privileged: bool, max_value_bytes: int) -> bytes:
-    return RESPONSE_OK + _HELLO_REPLY.pack(VERSION, int(privileged), max_value_bytes)
-
-
-def decode_hello_response(payload: bytes | memoryview) -> tuple[int, bool, int]:
-    """(server version, privileged, max value bytes)."""
-    reader = decode_response(payload)
-    version, privileged, max_value_bytes = reader.unpack(_HELLO_REPLY)
-    reader.end()
-    if privileged not in (0, 1):
-        raise DecodeError(f"privileged is {privileged}, not 0 or 1")
-    return version, bool(privileged), max_value_bytes
-
-
-def encode_get_many_response(entries: list[Entry | None]) -> bytes:
-    """A GET_MANY reply for the first of ``entries`` (None: no such key) that
-    fit :data:`BATCH_BYTES_BUDGET`; at least one is always answered."""
-    parts = []
-    size = 0
-    for entry in entries:
-        if parts and size >= BATCH_BYTES_BUDGET:
-            break
-        part = b"\x00" if entry is None else b"\x01" + encode_value(entry.value_type, entry.value)
-        parts.append(part)
-        size += len(part)
-    return b"".join([RESPONSE_OK, _U16.pack(len(parts)), *parts])
-
-
-def decode_get_many_response(payload: bytes | memoryview) -> list[Entry | None]:
-    """The entries a GET_MANY reply answered, in request order (None: no such key).
-
-    Raises:
-        DecodeError: malformed.
-    """
-    reader = decode_response(payload)
-    (count,) = reader.unpack(_U16)
-    if count > MAX_GET_MANY_COUNT:
-        raise DecodeError(f"get_many reply with {count} entries (limit {MAX_GET_MANY_COUNT})")
-    entries: list[Entry | None] = []
-    for _index in range(count):
-        (found,) = reader.unpack(_U8)
-        if found not in (0, 1):
-            raise DecodeError(f"found flag is {found}, not 0 or 1")
-        entries.append(reader.value() if found else None)
-    reader.end()
-    return entries
-
-
-_TABLE_INFO = struct.Struct("<BIQ")
-
-
-def encode_table_info_response(fd: int | None, token: int = 0) -> bytes:
-    """A TABLE_INFO reply: objdb's descriptor of the table and its token, or
-    none (``fd`` None)."""
-    if fd is None:
-        return RESPONSE_OK + _TABLE_INFO.pack(0, 0, 0)
-    return RESPONSE_OK + _TABLE_INFO.pack(1, fd, token)
-
-
-def decode_table_info_response(payload: bytes | memoryview) -> tuple[int, int] | None:
-    """(objdb's descriptor of the table, its token), or None if objdb has none.
-
-    Raises:
-        DecodeError: malformed.
-    """
-    reader = decode_response(payload)
-    present, fd, token = reader.unpack(_TABLE_INFO)
-    reader.end()
-    if present not in (0, 1):
-        raise DecodeError(f"table presence flag is {present}, not 0 or 1")
-    if not present:
-        return None
-    if fd > 0x7FFFFFFF or token == 0:
-        raise DecodeError(f"table descriptor {fd} / token {token:#x} cannot be right")
-    return fd, token
-
-
-def encode_u64_response(number: int) -> bytes:
-    return RESPONSE_OK + _U64.pack(number)
-
-
-def decode_u64_response(payload: bytes | memoryview) -> int:
-    reader = decode_response(payload)
-    (number,) = reader.unpack(_U64)
-    reader.end()
-    return number
-
-
-def encode_iterate_response(items: list[tuple[str, Entry]], more: bool) -> bytes:
-    """An ITERATE reply with as many of ``items`` as fit :data:`BATCH_BYTES_BUDGET`.
-
-    The first item always goes in; if some are left out, ``more`` is set so
-    the client asks again after the last key sent.
-    """
-    encoded = []
-    size = 0
-    for key, entry in items:
-        if encoded and size >= BATCH_BYTES_BUDGET:
-            more = True
-            break
-        chunk = encode_key(key) + encode_value(entry.value_type, entry.value)
-        encoded.append(chunk)
-        size += len(chunk)
-    return b"".join([RESPONSE_OK, _U16.pack(len(encoded)), *encoded, _U8.pack(int(more))])
-
-
-def decode_iterate_response(payload: bytes | memoryview) -> tuple[list[tuple[str, Entry]], bool]:
-    """(items, more): ``more`` means ask again with ``after`` = the last key."""
-    reader = decode_response(payload)
-    (count,) = reader.unpack(_U16)
-    if count > MAX_ITERATE_COUNT:
-        raise DecodeError(f"iterate reply with {count} items (limit {MAX_ITERATE_COUNT})")
-    items = [(reader.key(), reader.value()) for _index in range(count)]
-    (more,) = reader.unpack(_U8)
-    reader.end()
-    if more not in (0, 1):
-        raise DecodeError(f"more is {more}, not 0 or 1")
-    return items, bool(more)
 
 
 # -- events ------------------------------------------------------------------
