@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "blackbox": ("clients.blackbox", "print a running node's flight data (corosync-blackbox)"),
     "keygen": ("clients.keygen", "write the cluster's shared key for totem.crypto_* (corosync-keygen)"),
     "cmap": ("clients.cmapctl", "read, change and track keys in the object database"),
+    "cfgtool": ("clients.cfgtool", "link and node status, clean stop (corosync-cfgtool)"),
     "load": ("clients.load", "submit ordered messages through a running node"),
     "sim": ("totemd.sim.cli", "run the deterministic Totem cluster simulator over many seeds"),
     "check-evs": ("totemd.evs.cli", "check per-node event logs against the EVS rules"),

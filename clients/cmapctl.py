@@ -28,7 +28,8 @@ form: ``coro cmap dump get``. ``bin`` values are hex in the verb form
 (``\\xNN`` escapes) in text, hex in JSON.
 
 The node is found through ``--run-dir DIR``, else env ``CORO_RUN_DIR``, else
-``system.run_dir`` of the configuration given with ``-c FILE``.
+``system.run_dir`` of the configuration given with ``-c FILE``, else of
+/etc/corosync/corosync.conf if it exists, else /run/corosync (the default).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ _CS_ERROR_NAMES: dict[type, str] = {
     NotConnected: "CS_ERR_LIBRARY", ConnectionLost: "CS_ERR_LIBRARY",
 }
 _EVENT_WORDS = {TrackFlags.ADD: "create", TrackFlags.DELETE: "delete", TrackFlags.MODIFY: "modify"}
+
+
+DEFAULT_CONFIG = "/etc/corosync/corosync.conf"
 
 
 class UsageError(Exception):
@@ -122,24 +126,30 @@ def _verb_parser(verb: str) -> argparse.ArgumentParser:
 # -- finding the node ----------------------------------------------------------
 
 def resolve_run_dir(args: argparse.Namespace) -> str:
-    """--run-dir, else env CORO_RUN_DIR, else system.run_dir of -c FILE.
+    """--run-dir, else env CORO_RUN_DIR, else system.run_dir of -c FILE, else
+    that of /etc/corosync/corosync.conf if it exists, else the default run
+    directory (/run/corosync): the node a corosync tool talks to by default.
 
     Raises:
-        UsageError: none of them names a directory.
+        UsageError: the file given with -c (or the default one) cannot be read.
     """
     if getattr(args, "run_dir", None):
         return str(args.run_dir)
     if os.environ.get("CORO_RUN_DIR"):
         return os.environ["CORO_RUN_DIR"]
-    if getattr(args, "config", None):
+    config = getattr(args, "config", None)
+    if not config and os.path.exists(DEFAULT_CONFIG):
+        config = DEFAULT_CONFIG
+    if config:
         from objdb.config import ConfigUnavailable, run_dir_from_config
 
         try:
-            return run_dir_from_config(args.config)
+            return run_dir_from_config(config)
         except ConfigUnavailable as error:
-            raise UsageError(f"cannot find the node from {args.config}: {error}") from None
-    raise UsageError("no node to talk to: pass --run-dir DIR, set CORO_RUN_DIR, "
-                     "or -c corosync.conf with system.run_dir")
+            raise UsageError(f"cannot find the node from {config}: {error}") from None
+    from coroconf.defaults import RUN_DIR
+
+    return RUN_DIR
 
 
 # -- output --------------------------------------------------------------------
