@@ -86,6 +86,13 @@ def runtime_keys(run_dir: str, keys: list[str]) -> list[list[Any]]:
     return found
 
 
+def cfgtool_status(run_dir: str) -> list[str]:
+    """What ``coro cfgtool -s`` prints for the node (run inside)."""
+    from clients.cfgtool import read_view, status_lines
+
+    return status_lines(read_view(run_dir))
+
+
 # -- the story ---------------------------------------------------------------------------
 
 class _Say:
@@ -152,6 +159,7 @@ def run_cluster_demo(out: TextIO = sys.stdout, *, base_dir: str | None = None,
         ring = cluster.wait_converged()
         say(f"Nodes 1 and 2 noticed the token was lost and formed ring {_ring(ring)} without it:")
         _show_views(cluster, say)
+        _cfgtool_story(cluster, say)
 
         say("Starting node 3 again (a new incarnation).")
         cluster.restart(3)
@@ -205,6 +213,18 @@ def _message_story(cluster: Any, say: _Say) -> int:
         return 0
     say("The nodes did NOT deliver the same sequence: " + repr(orders))
     return 1
+
+
+def _cfgtool_story(cluster: Any, say: _Say) -> None:
+    try:
+        lines = cluster.worker.call("clients.demo_cluster:cfgtool_status",
+                                    str(cluster.nodes[1].run_dir), timeout_s=10.0)
+    except Exception as error:  # objdb is optional for the story
+        say(f"`coro cfgtool -s` did not answer ({error}); skipping it.")
+        return
+    say("What an operator sees on node 1 with `coro cfgtool -s` (corosync-cfgtool -s):")
+    for line in lines:
+        say("  " + line.replace("\t", "    "))
 
 
 def _cmap_story(cluster: Any, say: _Say) -> None:

@@ -19,6 +19,8 @@ STEPS = [
     "Node 3 reports ring",
     "Killing node 3 with SIGKILL.",
     "formed ring",
+    "`coro cfgtool -s`",
+    "nodeid:    3:    disconnected",
     "Starting node 3 again",
     "the rings merged into ring",
     "All 3 nodes delivered the 9 messages in the same total order.",
