@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE_MODULES = sorted(
     [*ROOT.glob("totemd/srp/*.py"), ROOT / "totemd/codec.py", ROOT / "totemd/pg.py",
      ROOT / "totemd/pg_codec.py", ROOT / "totemd/pg_unpack.py",
+     ROOT / "totemd/pg_cut.py",
      *ROOT.glob("totemd/evs/*.py"), ROOT / "objdb/store.py", ROOT / "objdb/codec.py",
      ROOT / "objdb/codec_fields.py", ROOT / "objdb/codec_responses.py"]
 )
