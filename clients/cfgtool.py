@@ -208,18 +208,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", metavar="FILE",
                         help="corosync.conf whose system.run_dir names the node")
     actions = parser.add_mutually_exclusive_group()
-    actions.add_argument("-s", dest="action", action="store_const", const="status",
-                         help="link status: each node localhost, connected or disconnected")
-    actions.add_argument("-n", dest="action", action="store_const", const="nodes",
-                         help="the other nodes, reachable or not, and their link")
+    for flag, action, help_text in (
+            ("-s", "status", "link status: each node localhost, connected or disconnected"),
+            ("-n", "nodes", "the other nodes, reachable or not, and their link"),
+            ("-H", "shutdown", "stop this node cleanly (it leaves the ring first)"),
+            ("-L", "reopen", "reopen log files (automatic here: checks the node runs)"),
+            ("-R", "reload", "reload corosync.conf on every node (needs the CFG service)")):
+        actions.add_argument(flag, dest="action", action="store_const", const=action,
+                             help=help_text)
     actions.add_argument("-a", dest="addresses_of", type=int, metavar="NODEID",
                          help="print a node's addresses")
-    actions.add_argument("-H", dest="action", action="store_const", const="shutdown",
-                         help="stop this node cleanly (it leaves the ring first)")
-    actions.add_argument("-L", dest="action", action="store_const", const="reopen",
-                         help="reopen log files (automatic here: checks the node runs)")
-    actions.add_argument("-R", dest="action", action="store_const", const="reload",
-                         help="reload corosync.conf on every node (needs the CFG service)")
     actions.add_argument("-k", dest="kill_node", type=int, metavar="NODEID",
                          help="kill a node (needs the CFG service)")
     parser.add_argument("-b", dest="brief", action="store_true", help="with -s: brief status")
