@@ -39,8 +39,9 @@ def _summary(config: Config) -> str:
     totem = config.totem
     running = (f" (runs as {totem.network_transport})"
                if totem.network_transport != totem.transport else "")
+    count = len(config.nodelist)
     return (f"{config.filename}: valid; transport {totem.transport}{running}, "
-            f"{len(config.nodelist)} nodes, token {totem.token_ms} ms, "
+            f"{count} node{'' if count == 1 else 's'}, token {totem.token_ms} ms, "
             f"consensus {totem.consensus_ms} ms")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from coroconf.cli import main
 
-from .helpers import udpu
+from .helpers import nodes, udpu
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -29,6 +29,9 @@ def test_check_valid_file(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == (f"{path}: valid; transport udpu, 2 nodes, token 3000 ms, consensus 3600 ms\n")
     assert err == ""
+    path = _write(tmp_path, udpu(rest=nodes(1)))
+    assert main(["check", path]) == 0
+    assert ", 1 node, token " in capsys.readouterr().out
 
 
 def test_check_invalid_file_names_file_and_line(tmp_path, capsys):
