@@ -96,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help=f"(corosync-cmapctl) {help_text}")
     modes.add_argument("-p", dest="load_file", metavar="FILE",
                        help="(corosync-cmapctl) load settings from FILE")
+    parser.add_argument("-m", dest="map", choices=("icmap", "stats"), default=None,
+                        help="(corosync-cmapctl) dump one map: stats (the stats.* keys) or "
+                             "icmap (the rest); without it, both")
     parser.add_argument("words", nargs=argparse.REMAINDER,
                         help="a verb and its arguments, or keys/prefixes for the flags")
 
@@ -196,9 +199,18 @@ def notification_line(note: Notification, *, as_json: bool, show_binary: bool,
 
 # -- the actions ---------------------------------------------------------------
 
+def _in_map(key: str, chosen: str | None) -> bool:
+    """corosync keeps statistics in a map of their own (``-m stats``); here
+    they are the ``stats.`` keys of the one map."""
+    return chosen is None or (chosen == "stats") == key.startswith("stats.")
+
+
 def _dump(cmap: CmapClient, prefix: str, args: argparse.Namespace, out: TextIO) -> int:
     count = 0
+    chosen = getattr(args, "map", None)
     for key, value, value_type in cmap.iter(prefix):
+        if not _in_map(key, chosen):
+            continue
         count += 1
         if args.json:
             _print(out, json.dumps(key_json(key, value_type, value)))

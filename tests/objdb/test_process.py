@@ -186,6 +186,15 @@ def test_corosync_cmapctl_compatible_output(node, coro) -> None:
     assert coro("-s", "app.bin", "bin", "-", stdin="a\\b\n").returncode == 0
     assert coro("-g", "app.bin").stdout == "app.bin (bin)\n"
     assert coro("-b", "-g", "app.bin").stdout == "app.bin (bin) = a\\\\b\\x0A\n"
+    assert coro("-s", "stats.test.count", "u64", "3").returncode == 1   # read-only for tools
+    with CmapClient.connect(node.run_dir, internal=True) as internal:   # as totemd publishes
+        internal.set("stats.test.count", 3, ValueType.UINT64)
+    stats = coro("-m", "stats").stdout.splitlines()
+    assert "stats.test.count (u64) = 3" in stats and all(l.startswith("stats.") for l in stats)
+    assert "stats.test.count" not in coro("-m", "icmap").stdout
+    assert "totem.token (u32) = 3000" in coro("-m", "icmap").stdout.splitlines()
+    assert "stats.test.count (u64) = 3" in coro().stdout.splitlines()   # no -m: both
+    assert coro("-m", "stats", "totem.").returncode == 1
     assert coro("-D", "app.").returncode == 0
     assert coro("app.").returncode == 1
     assert coro("-g").stderr == "Expected key after options\n"
