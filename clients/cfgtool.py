@@ -42,7 +42,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -72,7 +72,6 @@ class NodeView:
     members: frozenset[int]
     nodes: tuple[NodeEntry, ...]   # in node id order, this node included
     netmtu: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def node(self, nodeid: int) -> NodeEntry | None:
         return next((entry for entry in self.nodes if entry.nodeid == nodeid), None)
@@ -227,12 +226,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="with -s or -n: one JSON object a node")
 
 
-def _run_dir(args: argparse.Namespace) -> str:
-    from clients.cmapctl import resolve_run_dir
-
-    return resolve_run_dir(args)
-
-
 def _supervisor_pid(run_dir: str) -> int:
     import psutil
 
@@ -299,7 +292,7 @@ def _show(view: NodeView, args: argparse.Namespace, out: TextIO) -> int:
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``coro cfgtool``; the exit status (0 ok, 1 failed, 2 usage)."""
-    from clients.cmapctl import UsageError
+    from clients.cmapctl import UsageError, resolve_run_dir
 
     out = sys.stdout if out is None else out
     action = args.action
@@ -316,7 +309,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print("coro cfgtool: -b and -i go with -s", file=sys.stderr)
         return 2
     try:
-        run_dir = _run_dir(args)
+        run_dir = resolve_run_dir(args)
         if action == "shutdown":
             return _shutdown(run_dir, out)
         if action == "reopen":

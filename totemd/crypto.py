@@ -255,8 +255,8 @@ class PacketCrypto:
 
     __slots__ = ("cipher", "hash", "overhead", "opened", "failed", "mismatched", "throttled",
                  "_key", "_ids", "_info", "_key_bytes", "_digest", "_digest_bytes", "_prefix",
-                 "_counter", "_session_end", "_seal_one", "_sessions", "_tried", "_budget", "_last_log",
-                 "_unlogged")
+                 "_counter", "_session_end", "_seal_one", "_sessions", "_tried", "_budget",
+                 "_last_log", "_unlogged")
 
     def __init__(self, settings: CryptoSettings,
                  clock: Callable[[], float] = time.monotonic) -> None:

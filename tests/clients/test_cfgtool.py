@@ -24,9 +24,9 @@ NODELIST = {
 }
 
 
-def _keys(members: str = "1 2", **extra: object) -> dict[str, object]:
+def _keys(members: str = "1 2") -> dict[str, object]:
     return {**NODELIST, "runtime.totem.node_id": 1, "runtime.totem.members": members,
-            "runtime.totem.state": "OPERATIONAL", **extra}
+            "runtime.totem.state": "OPERATIONAL"}
 
 
 def test_status_marks_ring_members_connected_and_the_rest_disconnected():
@@ -116,10 +116,10 @@ def test_the_run_directory_falls_back_to_corosyncs_defaults_as_for_coro_cmap(mon
 
     monkeypatch.setattr(cmapctl, "DEFAULT_CONFIG", str(tmp_path / "missing.conf"))
     args = argparse.Namespace(run_dir=None, config=None)
-    assert cfgtool._run_dir(args) == "/run/corosync"
+    assert cmapctl.resolve_run_dir(args) == "/run/corosync"
     conf = tmp_path / "corosync.conf"
     conf.write_text("totem {\n version: 2\n cluster_name: t\n transport: udpu\n}\n"
                     "nodelist {\n node {\n ring0_addr: 127.0.0.1\n nodeid: 1\n }\n}\n"
                     f"system {{\n run_dir: {tmp_path}/run\n}}\n")
     monkeypatch.setattr(cmapctl, "DEFAULT_CONFIG", str(conf))
-    assert cfgtool._run_dir(argparse.Namespace(run_dir=None, config=None)) == f"{tmp_path}/run"
+    assert cmapctl.resolve_run_dir(argparse.Namespace(run_dir=None, config=None)) == f"{tmp_path}/run"
