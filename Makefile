@@ -28,8 +28,15 @@ test-fast: venv
 demo: venv
 	$(CORO) demo
 
+# Every benchmark with an issue target, each printing its table (BENCH_ARGS=--json:
+# one JSON object per line). A 3-node Totem cluster runs in a network namespace
+# as root, on 127.0.0.1-3 otherwise. The per-layer benchmarks (coro bench
+# transport|pg|local|submit|deliver) are tuning aids, run by hand.
 bench: venv
-	$(CORO) bench ipc
+	$(CORO) bench ipc $(BENCH_ARGS)
+	$(CORO) bench core $(BENCH_ARGS)
+	$(CORO) bench cmap $(BENCH_ARGS)
+	$(CORO) bench totem --nodes 3 $(BENCH_ARGS)
 
 # The slow tests with longer schedules, then the failure scenarios again with
 # every packet encrypted (aes256 + sha256). A soak test runs for longer than

@@ -21,6 +21,8 @@ corosync-cmapctl's flags and output (compatibility mode)::
     coro cmap -D PREFIX...         # delete every key under a prefix
     coro cmap -t KEY... | -T PREFIX...   # track; "q" on stdin (or EOF) ends it
     coro cmap -p FILE              # load "key type value" lines (^key deletes, ^^prefix too)
+    coro cmap -m stats|icmap       # dump the stats.* keys alone, or the rest
+    coro cmap -C TARGET            # clear statistics: totem, knet (links), ipc, schedmiss, all
 
 A dump prefix that is also a verb name ("get", "dump", ...) needs the verb
 form: ``coro cmap dump get``. ``bin`` values are hex in the verb form
@@ -43,6 +45,7 @@ import time
 from typing import Callable, TextIO
 
 from clients.cmap import CmapClient, Notification
+from objdb.clearing import CLEAR_KEYS
 from objdb.errors import (ConnectionLost, InvalidKey, InvalidValue, LimitReached, NoSuchKey,
                           NotConnected, ObjdbError, ReadOnly, TooLong, WrongType)
 from objdb.store import TrackFlags
@@ -96,6 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help=f"(corosync-cmapctl) {help_text}")
     modes.add_argument("-p", dest="load_file", metavar="FILE",
                        help="(corosync-cmapctl) load settings from FILE")
+    modes.add_argument("-C", dest="clear", choices=tuple(CLEAR_KEYS), metavar="TARGET",
+                       help="(corosync-cmapctl) clear statistics: totem (stats.srp, "
+                            "stats.totemd), knet (the links: stats.transport), ipc (local "
+                            "clients), schedmiss (loop stalls) or all; levels such as queue "
+                            "lengths stay; the processes apply it within a second")
     parser.add_argument("-m", dest="map", choices=("icmap", "stats"), default=None,
                         help="(corosync-cmapctl) dump one map: stats (the stats.* keys) or "
                              "icmap (the rest); without it, both")
@@ -398,6 +406,10 @@ def _run_compat(cmap: CmapClient, args: argparse.Namespace, out: TextIO) -> int:
     words, action = args.words, args.compat_action
     if args.load_file:
         return _compat_load(cmap, args.load_file)
+    if args.clear:
+        # Any write is the request (objdb.keys.TRIGGER_KEYS); corosync-cmapctl writes a u8.
+        cmap.set(CLEAR_KEYS[args.clear], 1, ValueType.UINT8)
+        return 0
     if action is None:
         prefixes = words or [""]
         empty = sum(1 for prefix in prefixes if _dump(cmap, prefix, args, out) == 0)
@@ -440,7 +452,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``coro cmap``; returns the exit status (0 ok, 1 failed, 2 usage)."""
     out = sys.stdout if out is None else out
     try:
-        if args.words and args.words[0] in VERBS and args.compat_action is None and not args.load_file:
+        if (args.words and args.words[0] in VERBS and args.compat_action is None
+                and not args.load_file and not args.clear):
             return _run_verb_mode(args, out)
         return _run_compat_mode(args, out)
     except UsageError as error:

@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 from coroipc import errors as ipc_errors
 from objdb import codec
+from objdb.clearing import CLEAR_KEYS, Baselines, ClearRequests
 from objdb.errors import CmapError, DecodeError, InvalidRequest, LimitReached, ReadOnly
 from objdb.keys import check_key
 from objdb.shm_table import ShmTableWriter, TableLocator, TableUnavailable
@@ -50,6 +51,8 @@ LOG = logging.getLogger("objdb.service")
 SERVICE_NAME = "cmap"
 #: Where the daemon publishes its own counters (read-only for clients).
 STATS_PREFIX = "stats.objdb."
+# Of the stats.objdb.* values, the current levels (not counters: never cleared).
+_LEVELS = frozenset({"connections", "keys", "trackers"})
 DEFAULT_MAX_TRACKERS = 1024
 DEFAULT_MAX_BAD_REQUESTS = 8
 # Plain ints: comparing with IntEnum members costs a lookup and a call per request.
@@ -118,6 +121,9 @@ class CmapService:
         self._get_cache: dict[bytes, tuple[str, Any, bytes]] = {}
         self._counts = {"requests": 0, "refused": 0, "bad_requests": 0, "events_sent": 0,
                         "dropped_slow": 0, "dropped_garbage": 0}
+        # coro cmap -C ipc|all (objdb.clearing): what stats_items publishes.
+        self._clear_requests = ClearRequests()
+        self._baselines = Baselines()
         self._handlers: dict[type, Callable[[_ConnectionState, Any], bytes | None]] = {
             codec.Get: self._get, codec.Set: self._set, codec.Delete: self._delete,
             codec.Adjust: self._adjust, codec.Iterate: self._iterate,
@@ -440,5 +446,18 @@ class CmapService:
             numbers["ipc.handshakes_failed"] = server_stats.handshakes_failed
             numbers["ipc.refused"] = server_stats.refused
             numbers["ipc.events_refused"] = server_stats.events_refused
-        return [(f"{STATS_PREFIX}{name}", ValueType.UINT64, int(value))
+        counters = {name: int(value) for name, value in numbers.items() if name not in _LEVELS}
+        if "ipc" in self._clear_requests.new_targets(self._clear_counts()):
+            self._baselines.clear(counters)
+        apply = self._baselines.apply
+        return [(f"{STATS_PREFIX}{name}", ValueType.UINT64,
+                 apply(name, counters[name]) if name in counters else int(value))
                 for name, value in sorted(numbers.items())]
+
+    def _clear_counts(self) -> dict[str, int]:
+        """target -> how many times ``stats.clear.<target>`` was written."""
+        counts = {}
+        for target, key in CLEAR_KEYS.items():
+            entry = self.store.peek(key)
+            counts[target] = entry.value if entry is not None and isinstance(entry.value, int) else 0
+        return counts

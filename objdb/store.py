@@ -16,6 +16,10 @@ Rules, decided here once:
   increment unless ``privileged=True``.
 - Increment and decrement wrap in two's complement like corosync's
   ``icmap_adjust_int`` and only work on the integer types.
+- A client's set of a trigger key (``objdb.keys.TRIGGER_KEYS``: the
+  ``stats.clear.*`` of ``coro cmap -C``) stores how many such sets there were
+  (u64), whatever value was written: each request is a change, even the same
+  value twice, so the process that acts on it sees every one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Hashable, Iterable, NamedTuple
 from objdb import keys as key_rules
 from objdb.errors import CmapError, InvalidRequest, LimitReached, NoSuchKey, ReadOnly, WrongType
 from objdb.types import INTEGER_BOUNDS, Value, ValueType, check_value, wrap_integer
+
+_UINT64 = ValueType.UINT64
 
 #: Default bound on the number of keys (a runaway writer gets LimitReached).
 DEFAULT_MAX_KEYS = 200_000
@@ -246,6 +252,7 @@ class Store:
         """
         entries, counts, max_keys = self._entries, self._counts, self._max_keys
         check_key, read_only_memo = key_rules.check_key, self._read_only_memo
+        trigger_keys = key_rules.TRIGGER_KEYS
         integer_bounds = INTEGER_BOUNDS
         errors: list[tuple[int, CmapError]] = []
         changed: list[tuple[str, Entry]] = []
@@ -270,6 +277,11 @@ class Store:
                             read_only = self._remember_read_only(key)
                         if read_only:
                             raise ReadOnly(f"key {key!r} is read-only")
+                        if key in trigger_keys:
+                            # A request, not a value (keys.TRIGGER_KEYS): count it.
+                            value_type, force_type = _UINT64, True
+                            normalised = wrap_integer(_UINT64, old[1] + 1 if old is not None
+                                                      and old[0] is _UINT64 else 1)
                     if old is None:
                         if len(entries) >= max_keys:
                             raise LimitReached(f"the store holds its maximum of {max_keys} keys")

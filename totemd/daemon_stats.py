@@ -11,7 +11,8 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from totemd.stats import DaemonStats, cmap_items
+from objdb.clearing import CLEAR_KEYS, Baselines, ClearRequests
+from totemd.stats import DaemonStats, clear_target, cmap_items
 
 if TYPE_CHECKING:
     from totemd.daemon import Daemon
@@ -83,9 +84,19 @@ class StatsMixin:
                 log.debug("objdb not reachable, statistics not published: %s", error)
                 return
             self._published.clear()
+            self._clear_requests = ClearRequests()  # another objdb: its own counts
+        try:
+            self._check_clear_requests()
+        except ObjdbError as error:
+            log.debug("stats.clear.* not read: %s", error)
         items = cmap_items(self.stats(), self.settings.config_version)
-        changed = [(key, value, value_type) for key, (value, value_type) in items.items()
-                   if self._published.get(key) != value]
+        apply = self._baselines.apply
+        changed = []
+        for key, (value, value_type) in items.items():
+            if value_type == "u64":
+                value = apply(key, value)
+            if self._published.get(key) != value:
+                changed.append((key, value, value_type))
         if not changed:
             return
         try:
@@ -102,6 +113,27 @@ class StatsMixin:
             self._counts["cmap_errors"] += 1
             log.warning("publishing statistics into objdb failed: %s", error)
             self._close_cmap()
+
+    def _check_clear_requests(self: Daemon) -> None:
+        """``coro cmap -C TARGET`` (objdb.clearing): the counters of each target
+        asked for since the last look are published from zero on; the maxima
+        of those targets restart."""
+        found = self._cmap.get_many(list(CLEAR_KEYS.values()))
+        counts = {target: entry[0] if entry is not None and isinstance(entry[0], int) else 0
+                  for target, entry in zip(CLEAR_KEYS, found)}
+        targets = self._clear_requests.new_targets(counts)
+        if not targets:
+            return
+        items = cmap_items(self.stats(), self.settings.config_version)
+        self._baselines.clear({key: value for key, (value, value_type) in items.items()
+                               if value_type == "u64" and clear_target(key) in targets})
+        if "schedmiss" in targets:
+            self._max_stall_ms = 0.0
+        if "totem" in targets:
+            self._max_turn_ms = 0.0
+        if "ipc" in targets:
+            self.service.overflow_peak_bytes = 0
+        log.info("statistics cleared: %s (stats.clear.*)", ", ".join(sorted(targets)))
 
     def _close_cmap(self: Daemon) -> None:
         cmap, self._cmap = self._cmap, None

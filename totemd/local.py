@@ -79,7 +79,7 @@ class TotemService(Service):
         # Events a subscriber could not take yet, in order: conn id -> (queue, bytes).
         self._overflow: dict[int, tuple[deque[tuple[int, Any]], list[int]]] = {}
         self.overflow_peak_bytes = 0
-        self.counts = dict.fromkeys(("connections", "requests", "bad_requests", "submitted",
+        self.counts = dict.fromkeys(("connections_total", "requests", "bad_requests", "submitted",
                                      "try_again", "try_again_reader_behind", "too_large",
                                      "events_sent", "events_overflowed",
                                      "slow_clients_disconnected", "events_too_large"), 0)
@@ -87,7 +87,7 @@ class TotemService(Service):
     # -- coroipc callbacks ---------------------------------------------------------------
 
     def on_connect(self, conn: Connection) -> None:
-        self.counts["connections"] += 1
+        self.counts["connections_total"] += 1
 
     def on_disconnect(self, conn: Connection) -> None:
         self._subscribers.pop(conn.id, None)

@@ -26,6 +26,9 @@ second, never per message)::
                                              dropped_unknown_source, socket buffer sizes
     stats.totemd.<counter>             u64   messages/bytes submitted and delivered,
                                              conf changes, loop stalls, local clients, ...
+
+``coro cmap -C TARGET`` publishes a target's counters from zero on
+(``clear_target``; ``objdb.clearing``); levels (``LEVEL_KEYS``) stay.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["DaemonStats", "MemberRecord", "cmap_items", "format_ring_id"]
+__all__ = ["DaemonStats", "LEVEL_KEYS", "MAXIMUM_KEYS", "MemberRecord", "clear_target", "cmap_items",
+           "format_ring_id"]
 
 
 def format_ring_id(ring_id: tuple[int, int]) -> str:
@@ -90,6 +94,43 @@ class DaemonStats:
 
 
 _U32, _U64, _DOUBLE, _STRING = "u32", "u64", "double", "str"
+
+#: Published stats that are levels, sizes or switches, not counts: a clear
+#: (``coro cmap -C``, objdb.clearing) leaves them as they are.
+LEVEL_KEYS = frozenset({
+    "stats.srp.sort_queue_frames", "stats.srp.mtt_rx_token", "stats.pg.send_queue_frames",
+    "stats.pg.sort_queue_frames", "stats.transport.receive_buffer_bytes",
+    "stats.transport.send_buffer_bytes", "stats.transport.gso_enabled",
+    "stats.transport.gro_enabled", "stats.transport.crypto_enabled",
+    "stats.totemd.send_queue_frames", "stats.totemd.local_connections",
+    "stats.totemd.local_subscribers", "stats.totemd.local_batch_subscribers",
+    "stats.totemd.local_overflow_bytes",
+})
+
+#: Maxima, and the target whose clear restarts them (the daemon resets them).
+MAXIMUM_KEYS = {
+    "stats.totemd.loop_stall_max_ms": "schedmiss",
+    "stats.totemd.loop_turn_max_ms": "totem",
+    "stats.totemd.local_overflow_peak_bytes": "ipc",
+}
+
+
+def clear_target(key: str) -> str | None:
+    """The ``stats.clear.<target>`` that restarts this published counter from
+    zero (corosync-cmapctl -C's targets): knet for the links' counters, ipc
+    for the local clients', schedmiss for the loop's stalls, totem for the
+    rest of stats.srp/stats.totemd; None for levels, maxima and the rest."""
+    if key in LEVEL_KEYS or key in MAXIMUM_KEYS:
+        return None
+    if key.startswith("stats.transport."):
+        return "knet"
+    if key.startswith("stats.totemd.local_"):
+        return "ipc"
+    if key.startswith("stats.totemd.loop_stall"):
+        return "schedmiss"
+    if key.startswith(("stats.srp.", "stats.totemd.")):
+        return "totem"
+    return None
 
 
 def cmap_items(stats: DaemonStats, config_version: int = 0) -> dict[str, tuple[Any, str]]:
