@@ -42,7 +42,7 @@ from typing import Any
 from .model import LoggingConfig
 
 __all__ = ["NOTICE", "TRACE", "LEVELS", "SUBSYSTEMS", "FLIGHT_RECORDS", "Route", "apply", "configure",
-           "flight_data_path", "install_dump", "recorder", "routes", "subsystem_of"]
+           "dump_flight_data", "flight_data_path", "install_dump", "recorder", "routes", "subsystem_of"]
 
 NOTICE = 25
 TRACE = 5
@@ -319,15 +319,23 @@ def install_dump(state_dir: str, process: str) -> None:
     """SIGUSR2 writes this process's flight data to ``flight_data_path``
     (one line saying so when the blackbox is off): installed in every
     process of a node, so ``coro blackbox`` can never kill one with it."""
-    path = flight_data_path(state_dir, process, os.getpid())
-
     def dump(_signum: int, _frame: object) -> None:
-        try:
-            if _recorder is not None:
-                _recorder.dump(path)
-            else:
-                _write_replacing(path, "blackbox is off (logging.blackbox: off): no flight data\n")
-        except OSError as error:
-            logging.getLogger(process).warning("flight data not written to %s: %s", path,
-                                               error.strerror)
+        dump_flight_data(state_dir, process)
     signal.signal(signal.SIGUSR2, dump)
+
+
+def dump_flight_data(state_dir: str, process: str) -> str | None:
+    """Write this process's flight data to ``flight_data_path`` (one line
+    saying so when the blackbox is off); the path, or None if it could not be
+    written (logged)."""
+    path = flight_data_path(state_dir, process, os.getpid())
+    try:
+        if _recorder is not None:
+            _recorder.dump(path)
+        else:
+            _write_replacing(path, "blackbox is off (logging.blackbox: off): no flight data\n")
+    except OSError as error:
+        logging.getLogger(process).warning("flight data not written to %s: %s", path,
+                                           error.strerror)
+        return None
+    return path

@@ -1,4 +1,5 @@
-"""Clearing statistics on request, as ``corosync-cmapctl -C TARGET`` does.
+"""Trigger keys followed by the node's processes: clearing statistics on
+request, as ``corosync-cmapctl -C TARGET`` does, and dumping flight data.
 
 An administrator (``coro cmap -C totem``) writes ``stats.clear.<target>``;
 the store counts such writes (``objdb.keys.TRIGGER_KEYS``). Each process that
@@ -8,6 +9,9 @@ counters of that target from zero in what it publishes. The counters inside
 the process go on counting (its logic and the local interface read them);
 only the published values are measured from the clear. Levels (queue
 lengths, connections, buffer sizes) are not counters and are never cleared.
+
+``runtime.blackbox.dump_flight_data`` (what corosync-blackbox writes) is
+followed the same way by totemd, which then writes its flight data.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Iterable, Mapping
 
 from objdb.keys import CLEAR_TARGETS
 
-__all__ = ["CLEAR_KEYS", "Baselines", "ClearRequests", "expand_targets"]
+__all__ = ["CLEAR_KEYS", "DUMP_FLIGHT_DATA_KEY", "Baselines", "TriggerWatch", "expand_targets"]
 
 #: target -> its trigger key.
 CLEAR_KEYS: dict[str, str] = {target: f"stats.clear.{target}" for target in CLEAR_TARGETS}
+DUMP_FLIGHT_DATA_KEY = "runtime.blackbox.dump_flight_data"
 
 
 def expand_targets(targets: Iterable[str]) -> set[str]:
@@ -28,17 +33,17 @@ def expand_targets(targets: Iterable[str]) -> set[str]:
     return set(CLEAR_TARGETS) if "all" in chosen else chosen
 
 
-class ClearRequests:
-    """Which targets were asked to be cleared since the last look."""
+class TriggerWatch:
+    """Which trigger keys were written since the last look."""
 
     def __init__(self) -> None:
         self._seen: dict[str, int] | None = None
 
-    def new_targets(self, counts: Mapping[str, int]) -> set[str]:
-        """The targets whose request count changed (``all`` expanded).
+    def changed(self, counts: Mapping[str, int]) -> set[str]:
+        """The keys (or targets) whose request count changed.
 
         Args:
-            counts: target -> its trigger key's count (0 when the key is absent).
+            counts: key -> its count (0 when the key is absent).
 
         The first look only records the counts: a process that starts has
         fresh counters, and requests made before it started are not for it.
@@ -46,8 +51,7 @@ class ClearRequests:
         seen, self._seen = self._seen, dict(counts)
         if seen is None:
             return set()
-        return expand_targets(target for target, count in counts.items()
-                              if count != seen.get(target, 0))
+        return {key for key, count in counts.items() if count != seen.get(key, 0)}
 
 
 class Baselines:

@@ -54,11 +54,11 @@ CLEAR_TARGETS: tuple[str, ...] = ("totem", "knet", "ipc", "schedmiss", "all")
 #: Keys written to ask for an action, not to hold a value: every client write
 #: is the request, and the store keeps how many there were (u64, whatever was
 #: written), so a process that reads the key sees each request as a change.
-TRIGGER_KEYS: frozenset[str] = frozenset(f"stats.clear.{target}" for target in CLEAR_TARGETS)
+TRIGGER_KEYS: frozenset[str] = frozenset(
+    {f"stats.clear.{target}" for target in CLEAR_TARGETS} | {"runtime.blackbox.dump_flight_data"})
 
 #: Exceptions to the prefixes: keys an administrator writes to trigger an action.
-WRITABLE_KEYS: frozenset[str] = TRIGGER_KEYS | {"runtime.blackbox.dump_flight_data",
-                                                "runtime.force_gather"}
+WRITABLE_KEYS: frozenset[str] = TRIGGER_KEYS | {"runtime.force_gather"}
 
 
 def check_key(key: object) -> str:

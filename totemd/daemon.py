@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 from coroipc import IpcServer
 from coroipc.errors import IpcError
-from objdb.clearing import Baselines, ClearRequests
+from objdb.clearing import Baselines, TriggerWatch
 from totemd import local_codec as wire
 from totemd.crypto import PacketCrypto
 from totemd.evslog import EventLog, next_incarnation
@@ -199,7 +199,7 @@ class Daemon(LocalSideMixin, StatsMixin):
         self._cmap: Any = None
         self._cmap_retry_ms = 0.0
         self._published: dict[str, Any] = {}
-        self._clear_requests = ClearRequests()  # coro cmap -C (objdb.clearing)
+        self._triggers = TriggerWatch()  # coro cmap -C, dump_flight_data (objdb.clearing)
         self._baselines = Baselines()
 
     # -- life cycle ----------------------------------------------------------------------

@@ -11,7 +11,8 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from objdb.clearing import CLEAR_KEYS, Baselines, ClearRequests
+from coroconf import logsetup
+from objdb.clearing import CLEAR_KEYS, DUMP_FLIGHT_DATA_KEY, Baselines, TriggerWatch, expand_targets
 from totemd.stats import DaemonStats, clear_target, cmap_items
 
 if TYPE_CHECKING:
@@ -84,11 +85,11 @@ class StatsMixin:
                 log.debug("objdb not reachable, statistics not published: %s", error)
                 return
             self._published.clear()
-            self._clear_requests = ClearRequests()  # another objdb: its own counts
+            self._triggers = TriggerWatch()  # another objdb: its own counts
         try:
-            self._check_clear_requests()
+            self._check_triggers()
         except ObjdbError as error:
-            log.debug("stats.clear.* not read: %s", error)
+            log.debug("trigger keys not read: %s", error)
         items = cmap_items(self.stats(), self.settings.config_version)
         apply = self._baselines.apply
         changed = []
@@ -114,16 +115,24 @@ class StatsMixin:
             log.warning("publishing statistics into objdb failed: %s", error)
             self._close_cmap()
 
-    def _check_clear_requests(self: Daemon) -> None:
-        """``coro cmap -C TARGET`` (objdb.clearing): the counters of each target
-        asked for since the last look are published from zero on; the maxima
-        of those targets restart."""
-        found = self._cmap.get_many(list(CLEAR_KEYS.values()))
-        counts = {target: entry[0] if entry is not None and isinstance(entry[0], int) else 0
-                  for target, entry in zip(CLEAR_KEYS, found)}
-        targets = self._clear_requests.new_targets(counts)
-        if not targets:
-            return
+    def _check_triggers(self: Daemon) -> None:
+        """The trigger keys written since the last look (objdb.clearing)."""
+        names = [*CLEAR_KEYS, "dump"]
+        found = self._cmap.get_many([*CLEAR_KEYS.values(), DUMP_FLIGHT_DATA_KEY])
+        changed = self._triggers.changed({
+            name: entry[0] if entry is not None and isinstance(entry[0], int) else 0
+            for name, entry in zip(names, found)})
+        if "dump" in changed:
+            path = logsetup.dump_flight_data(self.settings.state_dir, "totemd")
+            if path is not None:
+                log.info("flight data written to %s (%s)", path, DUMP_FLIGHT_DATA_KEY)
+            changed.discard("dump")
+        if changed:
+            self._clear_stats(expand_targets(changed))
+
+    def _clear_stats(self: Daemon, targets: set[str]) -> None:
+        """``coro cmap -C TARGET``: the counters of ``targets`` are published
+        from zero on; the maxima of those targets restart."""
         items = cmap_items(self.stats(), self.settings.config_version)
         self._baselines.clear({key: value for key, (value, value_type) in items.items()
                                if value_type == "u64" and clear_target(key) in targets})

@@ -1,6 +1,7 @@
-"""coro cmap -C TARGET (corosync-cmapctl -C): the trigger keys' counts in the
-store, which published keys each target clears, objdb's own counters, and a
-live node whose totemd and objdb restart their published counters."""
+"""coro cmap -C TARGET (corosync-cmapctl -C) and runtime.blackbox.dump_flight_data:
+the trigger keys' counts in the store, which published keys each target
+clears, objdb's own counters, and a live node whose totemd and objdb restart
+their published counters and whose totemd writes its flight data."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from clients import cmapctl
 from clients.cli import build_parser
-from objdb.clearing import Baselines, ClearRequests
+from objdb.clearing import Baselines, TriggerWatch, expand_targets
 from objdb.errors import ReadOnly
 from objdb.service import CmapService
 from objdb.store import Store
@@ -32,12 +33,14 @@ def test_every_client_write_of_a_trigger_key_is_counted_whatever_its_value():
         store.set("stats.srp.orf_token_rx", ValueType.UINT64, 0)
 
 
-def test_clear_requests_report_changed_targets_and_expand_all():
-    requests = ClearRequests()
-    assert requests.new_targets({"totem": 4, "all": 1}) == set()      # the first look records
-    assert requests.new_targets({"totem": 4, "all": 1}) == set()
-    assert requests.new_targets({"totem": 5, "all": 1}) == {"totem"}
-    assert requests.new_targets({"totem": 5, "all": 2}) == {"totem", "knet", "ipc", "schedmiss", "all"}
+def test_a_trigger_watch_reports_the_keys_written_since_its_last_look():
+    watch = TriggerWatch()
+    assert watch.changed({"totem": 4, "all": 1}) == set()      # the first look records
+    assert watch.changed({"totem": 4, "all": 1}) == set()
+    assert watch.changed({"totem": 5, "all": 1}) == {"totem"}
+    assert watch.changed({"totem": 5, "all": 2}) == {"all"}
+    assert expand_targets({"all"}) == {"totem", "knet", "ipc", "schedmiss", "all"}
+    assert expand_targets({"ipc"}) == {"ipc"}
     baselines = Baselines()
     baselines.clear({"a": 10})
     assert (baselines.apply("a", 15), baselines.apply("b", 7)) == (5, 7)
@@ -128,6 +131,13 @@ def test_a_running_node_restarts_the_counters_of_the_target_asked_for(tmp_path: 
             assert _clear(node.run_dir, "all") == 0
             wait_for(lambda: u64("stats.transport.packets_received") == 0, 5.0, "knet cleared")
             wait_for(lambda: u64("stats.objdb.requests") < requests, 5.0, "objdb's ipc cleared")
+            # corosync-blackbox's way: any write of the key, twice the same value too.
+            for round_ in (1, 2):
+                cmap.set("runtime.blackbox.dump_flight_data", "yes", ValueType.STRING)
+                wait_for(lambda: node.log_text().count("flight data written to") == round_, 5.0,
+                         f"flight data dump {round_}")
         assert "statistics cleared: totem" in node.log_text()
+        line = next(line for line in node.log_text().splitlines() if "flight data written to" in line)
+        assert Path(line.split("flight data written to ")[1].split(" (")[0]).is_file()
     finally:
         assert node.stop() == 0
