@@ -43,6 +43,10 @@ TEST_SETTINGS = ClusterSettings(nodes=3, token_ms=1000, consensus_ms=1200, join_
 if os.environ.get("CORO_CLUSTER_CRYPTO"):
     TEST_SETTINGS = replace(TEST_SETTINGS, crypto_cipher=os.environ["CORO_CLUSTER_CRYPTO"],
                             crypto_hash="sha256")
+#: ``CORO_CLUSTER_TRANSPORT=udp`` runs every scenario over IP multicast (the
+#: nodelist stays: the token is unicast to it), as ``make soak`` does.
+if os.environ.get("CORO_CLUSTER_TRANSPORT"):
+    TEST_SETTINGS = replace(TEST_SETTINGS, transport=os.environ["CORO_CLUSTER_TRANSPORT"])
 
 
 def soak_factor() -> int:

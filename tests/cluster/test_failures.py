@@ -119,6 +119,15 @@ def test_pause_for_a_multiple_of_the_token_timeout(cluster3, factor):
         cluster3.assert_safe()
 
 
+# One namespace's loopback hands one multicast datagram to every node, so
+# iptables (which sees it once, before it is handed out) cannot cut it for
+# some receivers only: a partition needs udpu, or a namespace per node.
+_PARTITION_NEEDS_UNICAST = pytest.mark.skipif(
+    TEST_SETTINGS.transport == "udp",
+    reason="CORO_CLUSTER_TRANSPORT=udp: iptables in one namespace cannot partition multicast")
+
+
+@_PARTITION_NEEDS_UNICAST
 def test_symmetric_partition_and_heal(cluster3):
     for _ in range(SOAK):
         cluster3.partition([[1], [2, 3]])
@@ -218,6 +227,7 @@ def test_five_nodes_kill_two_with_the_representative_then_restart(five):
         five.assert_safe()
 
 
+@_PARTITION_NEEDS_UNICAST
 def test_five_nodes_partition_pause_and_loss(five):
     _restore(five)
     for _ in range(SOAK):
