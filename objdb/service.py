@@ -122,7 +122,7 @@ class CmapService:
         self._counts = {"requests": 0, "refused": 0, "bad_requests": 0, "events_sent": 0,
                         "dropped_slow": 0, "dropped_garbage": 0}
         # coro cmap -C ipc|all (objdb.clearing): what stats_items publishes.
-        self._clear_requests = TriggerWatch()
+        self._triggers = TriggerWatch()
         self._baselines = Baselines()
         self._handlers: dict[type, Callable[[_ConnectionState, Any], bytes | None]] = {
             codec.Get: self._get, codec.Set: self._set, codec.Delete: self._delete,
@@ -447,7 +447,7 @@ class CmapService:
             numbers["ipc.refused"] = server_stats.refused
             numbers["ipc.events_refused"] = server_stats.events_refused
         counters = {name: int(value) for name, value in numbers.items() if name not in _LEVELS}
-        if "ipc" in expand_targets(self._clear_requests.changed(self._clear_counts())):
+        if "ipc" in expand_targets(self._triggers.changed(self._clear_counts())):
             self._baselines.clear(counters)
         apply = self._baselines.apply
         return [(f"{STATS_PREFIX}{name}", ValueType.UINT64,

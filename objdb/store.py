@@ -18,9 +18,9 @@ Rules, decided here once:
   ``icmap_adjust_int`` and only work on the integer types.
 - A client's set of a trigger key (``objdb.keys.TRIGGER_KEYS``: the
   ``stats.clear.*`` of ``coro cmap -C``, runtime.blackbox.dump_flight_data)
-  stores how many such sets there were
-  (u64), whatever value was written: each request is a change, even the same
-  value twice, so the process that acts on it sees every one.
+  stores how many such sets there were (u64), whatever value was written:
+  each request is a change, even the same value twice, so the process that
+  acts on it sees every one.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING
 
 from coroconf import logsetup
-from objdb.clearing import CLEAR_KEYS, DUMP_FLIGHT_DATA_KEY, Baselines, TriggerWatch, expand_targets
+from objdb.clearing import CLEAR_KEYS, DUMP_FLIGHT_DATA_KEY, TriggerWatch, expand_targets
 from totemd.stats import DaemonStats, clear_target, cmap_items
 
 if TYPE_CHECKING:
