@@ -18,6 +18,14 @@ Three pieces, each usable alone:
   ``iptables-restore --noflush``, so a fault schedule never passes through a
   half-applied state. On loopback every packet crosses INPUT exactly once,
   on the receiving address, so one rule per direction is enough.
+- :class:`Lan` -- a namespace per node, joined by a bridge in a hub
+  namespace: what corosync's own benchmarks call "nodes in network
+  namespaces". Needed where each node must have a network stack of its own:
+  corosync (its IPC endpoints are abstract sockets with fixed names, one per
+  namespace), and faults that must cut IP multicast for some receivers only
+  (with one namespace the kernel loops a multicast datagram back to every
+  member and iptables sees it once). Node i has :func:`lan_address` (i) on
+  its ``eth0``; each node namespace carries its own :class:`Firewall`.
 - :class:`NamespaceWorker` -- a long-lived Python process inside the
   namespace that calls ``module:function`` for us and answers in JSON. Local
   clients have to run inside the namespace: coroipc wakes its peer through
@@ -45,13 +53,18 @@ __all__ = [
     "CHAIN",
     "Firewall",
     "FaultRules",
+    "Lan",
     "Namespace",
     "NamespaceWorker",
     "NetnsError",
     "ensure_iptables",
     "is_root",
+    "lan_address",
     "loopback_address",
+    "udp_drain",
+    "udp_open",
     "udp_probe",
+    "udp_send",
 ]
 
 CHAIN = "CORO-FAULTS"
@@ -76,6 +89,19 @@ def loopback_address(index: int) -> str:
     if not 1 <= index <= 254:
         raise ValueError(f"node index {index} is outside 1..254")
     return f"127.0.0.{index}"
+
+
+# TEST-NET-1 (RFC 5737): documentation addresses, never routed anywhere; they
+# exist only on the veths of a Lan's own namespaces.
+LAN_PREFIX = "192.0.2."
+LAN_PREFIX_LENGTH = 24
+
+
+def lan_address(index: int) -> str:
+    """The address of the index-th node (1-based) of a :class:`Lan`: 192.0.2.<index>."""
+    if not 1 <= index <= 254:
+        raise ValueError(f"node index {index} is outside 1..254")
+    return f"{LAN_PREFIX}{index}"
 
 
 def _run(argv: Sequence[str], *, input_text: str | None = None,
@@ -245,10 +271,15 @@ class FaultRules:
 
     blocked: frozenset[tuple[str, str]] = frozenset()
     loss_percent: float = 0.0
+    # Sources dropped whatever the destination (unicast or a multicast
+    # group): a Lan node's firewall cuts a peer this way.
+    silenced: frozenset[str] = frozenset()
 
     def render(self) -> str:
         """The chain as iptables-restore input (replaces the chain whole)."""
         lines = ["*filter", f":{CHAIN} - [0:0]"]
+        for source in sorted(self.silenced):
+            lines.append(f"-A {CHAIN} -s {source}/32 -p udp -j DROP")
         for source, destination in sorted(self.blocked):
             lines.append(f"-A {CHAIN} -s {source}/32 -d {destination}/32 -p udp -j DROP")
         if self.loss_percent > 0:
@@ -303,18 +334,27 @@ class Firewall:
         sets = [sorted(set(group)) for group in groups]
         blocked = {(a, b) for i, left in enumerate(sets) for j, right in enumerate(sets)
                    if i != j for a in left for b in right}
-        self.apply(FaultRules(blocked=frozenset(blocked), loss_percent=self.rules.loss_percent))
+        self.apply(FaultRules(blocked=frozenset(blocked), loss_percent=self.rules.loss_percent,
+                              silenced=self.rules.silenced))
 
     def block(self, source: str, destination: str) -> None:
         """Drop what ``source`` sends to ``destination`` (one way only)."""
         blocked = set(self.rules.blocked) | {(source, destination)}
-        self.apply(FaultRules(blocked=frozenset(blocked), loss_percent=self.rules.loss_percent))
+        self.apply(FaultRules(blocked=frozenset(blocked), loss_percent=self.rules.loss_percent,
+                              silenced=self.rules.silenced))
+
+    def silence(self, sources: Iterable[str]) -> None:
+        """Drop everything from ``sources`` arriving here, multicast included
+        (replaces the silenced set; the empty set lifts it)."""
+        self.apply(FaultRules(blocked=self.rules.blocked, loss_percent=self.rules.loss_percent,
+                              silenced=frozenset(sources)))
 
     def random_loss(self, percent: float) -> None:
         """Drop ``percent`` % of all UDP packets at random (0 turns it off)."""
         if not 0 <= percent <= 100:
             raise ValueError(f"loss {percent}% is outside 0..100")
-        self.apply(FaultRules(blocked=self.rules.blocked, loss_percent=float(percent)))
+        self.apply(FaultRules(blocked=self.rules.blocked, loss_percent=float(percent),
+                              silenced=self.rules.silenced))
 
     def heal(self) -> None:
         """Remove every fault."""
@@ -337,6 +377,128 @@ class Firewall:
             if len(words) > 2 and words[0].isdigit() and words[2] == "DROP":
                 total += int(words[0])
         return total
+
+
+class Lan:
+    """Nodes in namespaces of their own, on one Ethernet segment.
+
+    A hub namespace holds a bridge (``br0``, multicast snooping off so that
+    multicast floods to every port, as on a plain switch); node i's namespace
+    has ``lo`` and ``eth0``, one end of a veth pair whose other end is a
+    bridge port in the hub, with address :func:`lan_address` (i)/24 and a
+    route for IP multicast. Nothing is routed out of the hub: the addresses
+    exist only here.
+
+    Args:
+        size: number of nodes (1..254).
+
+    Use as a context manager, or :meth:`create` / :meth:`destroy` (idempotent,
+    safe on every path: a half-built Lan is taken down by create itself).
+    """
+
+    BRIDGE = "br0"
+    DEVICE = "eth0"
+
+    def __init__(self, size: int) -> None:
+        if not 1 <= size <= 254:
+            raise ValueError(f"a Lan of {size} nodes is outside 1..254")
+        self.size = size
+        self.hub = Namespace()
+        self.nodes: dict[int, Namespace] = {i: Namespace(f"{self.hub.name}-n{i}")
+                                            for i in range(1, size + 1)}
+        self.firewalls: dict[int, Firewall] = {}
+
+    def address(self, index: int) -> str:
+        """Node ``index``'s address on the segment."""
+        if index not in self.nodes:
+            raise ValueError(f"node {index} is not on this Lan (1..{self.size})")
+        return lan_address(index)
+
+    def create(self, *, firewalls: bool = True) -> Lan:
+        """Build the hub, the bridge and every node's namespace and link.
+
+        Args:
+            firewalls: install a fault :class:`Firewall` in each node namespace.
+
+        Raises:
+            NetnsError: not root, or an ``ip``/iptables command failed (what
+                was built is removed first).
+        """
+        try:
+            self.hub.create()
+            hub = self.hub.name
+            _run(["ip", "-n", hub, "link", "add", self.BRIDGE, "type", "bridge",
+                  "mcast_snooping", "0"])
+            _run(["ip", "-n", hub, "link", "set", self.BRIDGE, "up"])
+            for index, node in self.nodes.items():
+                node.create()
+                port = f"v{index}"
+                _run(["ip", "-n", hub, "link", "add", port, "type", "veth",
+                      "peer", "name", self.DEVICE, "netns", node.name])
+                _run(["ip", "-n", hub, "link", "set", port, "master", self.BRIDGE, "up"])
+                _run(["ip", "-n", node.name, "addr", "add",
+                      f"{lan_address(index)}/{LAN_PREFIX_LENGTH}", "dev", self.DEVICE])
+                _run(["ip", "-n", node.name, "link", "set", self.DEVICE, "up"])
+                _run(["ip", "-n", node.name, "route", "replace", "224.0.0.0/4",
+                      "dev", self.DEVICE])
+                if firewalls:
+                    self.firewalls[index] = Firewall(node).install()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def partition(self, groups: Iterable[Iterable[int]]) -> None:
+        """Cut the nodes of different groups apart (both ways, multicast
+        too); nodes in no group keep their links to all."""
+        sets = [set(group) for group in groups]
+        for index, firewall in self.firewalls.items():
+            mine = next((group for group in sets if index in group), None)
+            others = (set() if mine is None
+                      else {n for group in sets if group is not mine for n in group})
+            firewall.silence(lan_address(n) for n in sorted(others))
+
+    def block(self, source: int, destination: int) -> None:
+        """Drop everything node ``source`` sends that node ``destination``
+        would receive, multicast included (one way)."""
+        firewall = self.firewalls[destination]
+        firewall.silence(set(firewall.rules.silenced) | {lan_address(source)})
+
+    def random_loss(self, percent: float) -> None:
+        """Each node drops ``percent`` % of the UDP packets it receives."""
+        for firewall in self.firewalls.values():
+            firewall.random_loss(percent)
+
+    def heal(self) -> None:
+        """Remove every fault on every node."""
+        for firewall in self.firewalls.values():
+            firewall.heal()
+
+    def dropped_packets(self) -> int:
+        """Packets the nodes' fault rules dropped so far."""
+        return sum(firewall.dropped_packets() for firewall in self.firewalls.values())
+
+    def destroy(self) -> list[int]:
+        """Kill what runs inside, delete every namespace (the veths go with
+        them). Returns the pids that had to be killed."""
+        killed: list[int] = []
+        for node in self.nodes.values():
+            killed += node.destroy()
+        killed += self.hub.destroy()
+        self.firewalls.clear()
+        return killed
+
+    def exists(self) -> bool:
+        """True while any of the Lan's namespaces is listed."""
+        listing = _run(["ip", "netns", "list"], check=False).stdout
+        names = {line.split()[0] for line in listing.splitlines() if line.strip()}
+        return bool(names & {self.hub.name, *(node.name for node in self.nodes.values())})
+
+    def __enter__(self) -> Lan:
+        return self.create()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
 
 
 class NamespaceWorker:
@@ -463,6 +625,69 @@ def udp_probe(source: str, destination: str, count: int = 50, wait_s: float = 0.
     finally:
         receiver.close()
         sender.close()
+
+
+# A probe across namespaces, in three calls on two workers: udp_open where
+# the datagrams should arrive, udp_send where they leave, udp_drain to count.
+_probe_sockets: dict[int, Any] = {}
+
+
+def udp_open(address: str, port: int, group: str | None = None) -> int:
+    """Open a receiving socket on ``port`` (kept in this worker until
+    :func:`udp_drain`): bound to ``address``, or to multicast ``group``
+    joined on the interface that has ``address``. Returns the port."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((group or address, port))
+        if group is not None:
+            membership = socket.inet_aton(group) + socket.inet_aton(address)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    _probe_sockets[port] = sock
+    return port
+
+
+def udp_send(source: str, destination: str, port: int, count: int = 50) -> int:
+    """Send ``count`` datagrams from ``source`` to ``destination``:``port``
+    (a multicast destination leaves through ``source``'s interface)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((source, 0))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(source))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        for index in range(count):
+            sock.sendto(index.to_bytes(4, "big"), (destination, port))
+            if index % 32 == 31:
+                time.sleep(0.001)  # stay below the receiver's buffer
+        return count
+    finally:
+        sock.close()
+
+
+def udp_drain(port: int, wait_s: float = 0.3) -> int:
+    """How many datagrams the socket of :func:`udp_open` got, waiting up to
+    ``wait_s`` after the last; closes it."""
+    sock = _probe_sockets.pop(port)
+    received = 0
+    try:
+        while select.select([sock], [], [], wait_s)[0]:
+            try:
+                while True:
+                    sock.recv(64)
+                    received += 1
+            except BlockingIOError:
+                pass
+        return received
+    finally:
+        sock.close()
 
 
 def _worker_main() -> int:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from scripts.netns import (Firewall, FaultRules, Namespace, NamespaceWorker, NetnsError,
-                           loopback_address)
+from scripts.netns import (Firewall, FaultRules, Lan, Namespace, NamespaceWorker, NetnsError,
+                           lan_address, loopback_address)
 
 pytestmark = [
     pytest.mark.root,
@@ -133,3 +133,53 @@ def test_worker_reports_errors_and_keeps_serving(worker):
 def test_worker_on_the_host_without_a_namespace():
     with NamespaceWorker(None) as host_worker:
         assert host_worker.call("scripts.netns:loopback_address", 3) == "127.0.0.3"
+
+
+# -- a namespace per node (Lan) ----------------------------------------------------------
+
+GROUP = "239.192.77.9"
+
+
+def _mcast_counts(lan, workers, sender, port, count=40):
+    """Datagrams each other node got of ``count`` multicast by ``sender``."""
+    others = [i for i in workers if i != sender]
+    for i in others:
+        workers[i].call("scripts.netns:udp_open", lan.address(i), port, GROUP)
+    workers[sender].call("scripts.netns:udp_send", lan.address(sender), GROUP, port, count)
+    return {i: workers[i].call("scripts.netns:udp_drain", port) for i in others}
+
+
+def test_lan_carries_unicast_and_multicast_and_cuts_multicast_per_receiver():
+    lan = Lan(3).create()
+    workers = {}
+    try:
+        workers = {i: NamespaceWorker(ns) for i, ns in lan.nodes.items()}
+        workers[3].call("scripts.netns:udp_open", lan.address(3), 6100)
+        workers[1].call("scripts.netns:udp_send", lan.address(1), lan.address(3), 6100, 40)
+        assert workers[3].call("scripts.netns:udp_drain", 6100) == 40
+        assert _mcast_counts(lan, workers, 1, 6101) == {2: 40, 3: 40}
+        # What one shared namespace cannot do: node 2 hears node 1's multicast, node 3 not.
+        lan.partition([[1, 2], [3]])
+        assert _mcast_counts(lan, workers, 1, 6102) == {2: 40, 3: 0}
+        assert _mcast_counts(lan, workers, 3, 6103) == {1: 0, 2: 0}
+        assert lan.dropped_packets() >= 120
+        lan.heal()
+        lan.block(2, 1)  # one way: 2 -> 1 only
+        assert _mcast_counts(lan, workers, 2, 6104) == {1: 0, 3: 40}
+        assert _mcast_counts(lan, workers, 1, 6105) == {2: 40, 3: 40}
+        lan.heal()
+        assert _mcast_counts(lan, workers, 3, 6106) == {1: 40, 2: 40}
+    finally:
+        for worker in workers.values():
+            worker.close()
+        killed = lan.destroy()
+    assert killed == []
+    assert not lan.exists()
+
+
+def test_lan_rejects_bad_sizes_and_addresses():
+    with pytest.raises(ValueError):
+        Lan(0)
+    with pytest.raises(ValueError):
+        Lan(2).address(3)
+    assert lan_address(4) == "192.0.2.4"
