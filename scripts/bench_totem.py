@@ -89,6 +89,9 @@ class Row:
     guest_halt_poll_ns: int | None = None
     # totem.crypto_cipher/crypto_hash of the run ("none", or "aes256/sha256").
     crypto: str = "none"
+    # "loopback": the nodes on 127.0.0.x of one namespace; "lan": a namespace
+    # per node, bridged (scripts.netns.Lan).
+    topology: str = "loopback"
 
 
 # -- measurements (run inside the namespace, in a NamespaceWorker) ------------------------
@@ -317,6 +320,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crypto-hash", choices=("none", "md5", "sha1", "sha256", "sha384", "sha512"),
                         default=None, help="totem.crypto_hash (default: sha256 with a cipher, "
                                            "else none)")
+    parser.add_argument("--topology", choices=("loopback", "lan"), default="loopback",
+                        help="loopback: the nodes on 127.0.0.1-N in one namespace (default); "
+                             "lan: a namespace per node on a bridge (192.0.2.0/24), as "
+                             "coro bench corosync runs corosync")
     parser.add_argument("--no-namespace", action="store_true",
                         help="run on the host's loopback even as root")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")
@@ -371,7 +378,9 @@ def _measure_size(cluster: Any, workers: list[Any], size: int, duration_s: float
     by_node: dict[str, float] = {}
     if sparse_samples:
         for node_id, node in cluster.nodes.items():
-            one_node = workers[0].call("scripts.bench_totem:latency", str(node.run_dir), size,
+            # A client where the node is (on a Lan each node has its namespace).
+            one_node = cluster.worker_of(node_id).call("scripts.bench_totem:latency",
+                                                       str(node.run_dir), size,
                                        sparse_samples, SPARSE_GAP_MS,
                                        timeout_s=120.0 + sparse_samples * SPARSE_GAP_MS * 0.0025)
             sparse += one_node["values_us"]
@@ -400,6 +409,9 @@ def _print_table(rows: list[Row], out: Any) -> None:
           "loop on node 1 (the next message as soon as the last is delivered); sparse: every "
           f"node in turn, one message every ~{SPARSE_GAP_MS:.0f} ms (the idle token is held "
           "between them, as with corosync's cpghum).", file=out)
+    if rows and rows[0].topology == "lan":
+        print("Topology lan: a namespace per node, bridged (192.0.2.0/24): every datagram "
+              "crosses two veths and a bridge.", file=out)
     if rows and rows[0].crypto != "none":
         print(f"Every datagram sealed: crypto {rows[0].crypto} (totemd/crypto.py).", file=out)
     poll_ns = rows[0].guest_halt_poll_ns if rows else None
@@ -428,27 +440,31 @@ def run(args: argparse.Namespace) -> int:
     if cipher != "none" and hash_ == "none":
         print("coro bench totem: a crypto cipher needs a crypto hash", file=sys.stderr)
         return 2
+    if args.topology == "lan" and (args.no_namespace or os.geteuid() != 0):
+        print("coro bench totem: --topology lan needs root (a namespace per node) and a "
+              "namespace", file=sys.stderr)
+        return 2
     base = Path(tempfile.mkdtemp(prefix="coro-bt-"))
     settings = ClusterSettings(nodes=args.nodes, token_ms=3000, consensus_ms=3600, evs_log=False,
                                use_namespace=not args.no_namespace, crypto_cipher=cipher,
-                               crypto_hash=hash_)
+                               crypto_hash=hash_, topology=args.topology)
     crypto = "none" if not settings.crypto else f"{cipher}/{hash_}"
     cluster = LocalCluster(base, settings)
     workers: list[Any] = []
     rows: list[Row] = []
     try:
         cluster.setup()
-        where = (f"namespace {cluster.namespace.name}" if cluster.namespace is not None
-                 else f"host loopback port {cluster.settings.port}")
+        where = cluster.where()
         if not args.json:
             print(f"Starting {args.nodes} node(s) in the {where} ...", file=sys.stderr)
         cluster.start()
         cluster.wait_converged(30.0)
         count = args.nodes if args.senders == "all" else 1
-        workers = [NamespaceWorker(cluster.namespace) for _ in range(count)]
+        workers = [NamespaceWorker(cluster.namespace_of(node_id)) for node_id in range(1, count + 1)]
         for size in sizes:
             row = replace(_measure_size(cluster, workers, size, args.duration,
-                                        args.latency_samples, args.sparse_samples), crypto=crypto)
+                                        args.latency_samples, args.sparse_samples), crypto=crypto,
+                          topology=args.topology)
             rows.append(row)
             if args.json:
                 print(json.dumps(asdict(row)), flush=True)

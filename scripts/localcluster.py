@@ -1,11 +1,19 @@
 """A Totem cluster of real ``coro start`` processes on one machine, for the
 failure tests (tests/cluster), ``coro demo`` and ``coro bench totem``.
 
-Node i (1-based) binds 127.0.0.i. As root the nodes run in a private network
-namespace (scripts.netns) and the network faults are iptables rules inside
-it; without root they run on the host's loopback (other addresses of
-127.0.0.0/8 work on Linux without configuration), on a free port, and only
-process faults (kill, pause, stop) are available.
+Two topologies (``ClusterSettings.topology``):
+
+- ``loopback`` (default): node i (1-based) binds 127.0.0.i. As root the
+  nodes run in one private network namespace (scripts.netns) and the network
+  faults are iptables rules inside it; without root they run on the host's
+  loopback (other addresses of 127.0.0.0/8 work on Linux without
+  configuration), on a free port, and only process faults (kill, pause,
+  stop) are available.
+- ``lan`` (root only): a namespace per node on one bridged segment
+  (scripts.netns.Lan), node i at 192.0.2.i. Each node has a network stack of
+  its own, so faults cut IP multicast per receiver too (partitions over
+  transport udp), and the packets cross veths and a bridge as between
+  corosync nodes in namespaces (the topology ``coro bench corosync`` uses).
 
 Each node gets its own corosync.conf (udpu, the whole nodelist, short
 timeouts), run_dir and state_dir under the cluster's base directory, and
@@ -34,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from scripts.netns import Firewall, Namespace, NamespaceWorker, NetnsError, is_root, loopback_address
+from scripts.netns import (Firewall, Lan, Namespace, NamespaceWorker, NetnsError, is_root,
+                           lan_address, loopback_address)
 from scripts.nodeview import NodeView, node_view, node_views, view_from_stats
 from totemd.crypto import write_key
 
@@ -78,6 +87,9 @@ class ClusterSettings:
     port: int = DEFAULT_PORT
     cluster_name: str = "coro-local"
     use_namespace: bool = True
+    # "loopback" (one namespace, 127.0.0.i) or "lan" (a namespace per node,
+    # 192.0.2.i; needs root and use_namespace).
+    topology: str = "loopback"
     evs_log: bool = True
     # "udpu" (unicast to the nodelist) or "udp" (IP multicast to
     # multicast_group; as root the namespace's lo is set up for it).
@@ -94,6 +106,10 @@ class ClusterSettings:
     @property
     def crypto(self) -> bool:
         return self.crypto_cipher != "none" or self.crypto_hash != "none"
+
+    def address(self, node_id: int) -> str:
+        """Node ``node_id``'s ring0 address in this topology."""
+        return lan_address(node_id) if self.topology == "lan" else loopback_address(node_id)
 
     def convergence_budget_s(self, rotations: int = 4, slack_s: float = 2.0) -> float:
         """L1's T_conv: token + consensus + 4 x join + a few rotations, plus
@@ -124,6 +140,8 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
     """
     if settings.transport not in ("udpu", "udp"):
         raise ValueError(f"transport {settings.transport!r} is not one of udpu, udp")
+    if settings.topology not in ("loopback", "lan"):
+        raise ValueError(f"topology {settings.topology!r} is not one of loopback, lan")
     if settings.crypto and keyfile is None:
         raise ValueError("crypto needs the keyfile")
     key_line = f"\tkeyfile: {keyfile}\n" if settings.crypto else ""
@@ -133,7 +151,7 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
             raise ValueError("learn_peers needs transport udp and the node id of the file")
         listed = range(node_id, node_id + 1)
     nodes = "".join(
-        f"\tnode {{\n\t\tring0_addr: {loopback_address(i)}\n\t\tnodeid: {i}\n"
+        f"\tnode {{\n\t\tring0_addr: {settings.address(i)}\n\t\tnodeid: {i}\n"
         f"\t\tname: node{i}\n\t}}\n" for i in listed)
     return (
         "# Written by scripts/localcluster.py for a local test cluster.\n"
@@ -175,10 +193,11 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
 
 def _multicast_keys(settings: ClusterSettings) -> str:
     """The interface keys of transport udp: the network every node's
-    address is in (127.0.0.0) and the group; nothing for udpu."""
+    address is in (127.0.0.0 or the Lan's) and the group; nothing for udpu."""
     if settings.transport != "udp":
         return ""
-    return ("\t\tbindnetaddr: 127.0.0.0\n"
+    network = settings.address(1).rsplit(".", 1)[0] + ".0"
+    return (f"\t\tbindnetaddr: {network}\n"
             f"\t\tmcastaddr: {settings.multicast_group}\n"
             "\t\tttl: 1\n")
 
@@ -234,6 +253,10 @@ class LocalCluster:
     namespace: Namespace | None = None
     firewall: Firewall | None = None
     worker: NamespaceWorker | None = None
+    # topology "lan": the namespaces, and a worker in each node's namespace
+    # (``worker`` is then node 1's).
+    lan: Lan | None = None
+    workers: dict[int, NamespaceWorker] = field(default_factory=dict)
     nodes: dict[int, Node] = field(default_factory=dict)
     starting: set[int] = field(default_factory=set)
     evs_dir: Path = field(init=False)
@@ -241,6 +264,8 @@ class LocalCluster:
     def __post_init__(self) -> None:
         self.base_dir = Path(self.base_dir)
         self.evs_dir = self.base_dir / "evs"
+        if self.settings.topology == "lan" and not (self.settings.use_namespace and is_root()):
+            raise ClusterError("topology lan needs root and use_namespace (a namespace per node)")
         if self.settings.use_namespace and not is_root():
             self.settings = _replace(self.settings, use_namespace=False)
         if not self.settings.use_namespace and self.settings.port == DEFAULT_PORT:
@@ -250,6 +275,28 @@ class LocalCluster:
     @property
     def namespaced(self) -> bool:
         return self.settings.use_namespace
+
+    def namespace_of(self, node_id: int) -> Namespace | None:
+        """The namespace node ``node_id`` runs in (None on the host); local
+        clients of the node must run there."""
+        if self.lan is not None:
+            return self.lan.nodes[node_id]
+        return self.namespace
+
+    def worker_of(self, node_id: int) -> NamespaceWorker:
+        """A worker in node ``node_id``'s namespace."""
+        worker = self.workers.get(node_id) if self.lan is not None else self.worker
+        if worker is None:
+            raise ClusterError("the cluster is not set up")
+        return worker
+
+    def where(self) -> str:
+        """Where the nodes run, for reports."""
+        if self.lan is not None:
+            return f"{len(self.lan.nodes)} namespaces bridged in {self.lan.hub.name} (192.0.2.0/24)"
+        if self.namespace is not None:
+            return f"namespace {self.namespace.name}"
+        return f"host loopback port {self.settings.port}"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -265,7 +312,9 @@ class LocalCluster:
         if self.settings.crypto:
             keyfile = str(self.base_dir / "authkey")
             write_key(keyfile)
-        if self.namespaced:
+        if self.settings.topology == "lan":
+            self.lan = Lan(self.settings.nodes).create()
+        elif self.namespaced:
             self.namespace = Namespace().create()
             if self.settings.transport == "udp":
                 self.namespace.enable_multicast()
@@ -279,9 +328,14 @@ class LocalCluster:
             config_path.write_text(render_node_config(
                 self.settings, run_dir=str(run_dir), state_dir=str(state_dir), node_id=node_id,
                 keyfile=keyfile))
-            self.nodes[node_id] = Node(node_id, loopback_address(node_id), config_path,
+            self.nodes[node_id] = Node(node_id, self.settings.address(node_id), config_path,
                                        run_dir, state_dir, node_dir / "output.log")
-        self.worker = NamespaceWorker(self.namespace)
+        if self.lan is not None:
+            self.workers = {node_id: NamespaceWorker(namespace)
+                            for node_id, namespace in self.lan.nodes.items()}
+            self.worker = self.workers[1]
+        else:
+            self.worker = NamespaceWorker(self.namespace)
         return self
 
     def start(self, node_ids: Iterable[int] | None = None) -> LocalCluster:
@@ -298,7 +352,8 @@ class LocalCluster:
         if self.settings.evs_log:
             command += ["--evs-log", str(self.evs_dir)]
         command += list(self.extra_args)
-        argv = self.namespace.argv(command) if self.namespace is not None else command
+        namespace = self.namespace_of(node.node_id)
+        argv = namespace.argv(command) if namespace is not None else command
         with open(node.output_path, "ab") as output:
             output.write(f"=== start {node.starts + 1}: {' '.join(command)}\n".encode())
             output.flush()
@@ -418,9 +473,15 @@ class LocalCluster:
             # its next start would. Nobody listens on them any more.
             for path in node.run_dir.glob("*.sock"):
                 path.unlink(missing_ok=True)
-        if self.worker is not None:
-            self.worker.close()
-            self.worker = None
+        for worker in {id(w): w for w in [*self.workers.values(), self.worker] if w}.values():
+            worker.close()
+        self.worker = None
+        self.workers = {}
+        if self.lan is not None:
+            killed = self.lan.destroy()
+            if killed:
+                forced.append(f"killed leftover processes in the namespaces: {killed}")
+            self.lan = None
         if self.namespace is not None:
             killed = self.namespace.destroy()
             if killed:
@@ -469,20 +530,39 @@ class LocalCluster:
 
     def partition(self, groups: Iterable[Iterable[int]]) -> None:
         """Cut the links between groups of node ids (symmetric)."""
-        self._firewall().partition([[loopback_address(n) for n in group] for group in groups])
+        lists = [list(group) for group in groups]
+        if self.lan is not None:
+            self.lan.partition(lists)
+            return
+        self._firewall().partition([[loopback_address(n) for n in group] for group in lists])
 
     def one_way_loss(self, source: int, destination: int) -> None:
         """Drop everything ``source`` sends to ``destination``."""
+        if self.lan is not None:
+            self.lan.block(source, destination)
+            return
         self._firewall().block(loopback_address(source), loopback_address(destination))
 
     def random_loss(self, percent: float) -> None:
-        """Drop ``percent`` % of all UDP packets."""
+        """Drop ``percent`` % of all UDP packets (on a Lan: of what each node
+        receives)."""
+        if self.lan is not None:
+            self.lan.random_loss(percent)
+            return
         self._firewall().random_loss(percent)
 
     def heal(self) -> None:
         """Remove every network fault."""
+        if self.lan is not None:
+            self.lan.heal()
         if self.firewall is not None:
             self.firewall.heal()
+
+    def dropped_packets(self) -> int:
+        """Packets the fault rules dropped so far (0 without a firewall)."""
+        if self.lan is not None:
+            return self.lan.dropped_packets()
+        return self.firewall.dropped_packets() if self.firewall is not None else 0
 
     # -- observation ---------------------------------------------------------------------
 
@@ -491,9 +571,14 @@ class LocalCluster:
         if self.worker is None:
             raise ClusterError("the cluster is not set up")
         ids = list(node_ids) if node_ids is not None else self.running()
-        answers = self.worker.call("scripts.nodeview:node_views",
-                                   {str(n): str(self.nodes[n].run_dir) for n in ids},
-                                   timeout_s=timeout_s)
+        # One call per worker: every node on a Lan has its own.
+        by_worker: dict[int, tuple[NamespaceWorker, dict[str, str]]] = {}
+        for n in ids:
+            worker = self.worker_of(n)
+            by_worker.setdefault(id(worker), (worker, {}))[1][str(n)] = str(self.nodes[n].run_dir)
+        answers: dict[str, Any] = {}
+        for worker, run_dirs in by_worker.values():
+            answers.update(worker.call("scripts.nodeview:node_views", run_dirs, timeout_s=timeout_s))
         return {int(n): view_from_stats(int(n), stats) for n, stats in answers.items()}
 
     def wait_converged(self, timeout_s: float | None = None) -> tuple[int, int]:

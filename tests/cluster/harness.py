@@ -47,6 +47,10 @@ if os.environ.get("CORO_CLUSTER_CRYPTO"):
 #: nodelist stays: the token is unicast to it), as ``make soak`` does.
 if os.environ.get("CORO_CLUSTER_TRANSPORT"):
     TEST_SETTINGS = replace(TEST_SETTINGS, transport=os.environ["CORO_CLUSTER_TRANSPORT"])
+#: ``CORO_CLUSTER_TOPOLOGY=lan`` runs every scenario with a namespace per node
+#: (scripts.netns.Lan): with udp, partitions then cut multicast too.
+if os.environ.get("CORO_CLUSTER_TOPOLOGY"):
+    TEST_SETTINGS = replace(TEST_SETTINGS, topology=os.environ["CORO_CLUSTER_TOPOLOGY"])
 
 
 def soak_factor() -> int:
@@ -157,8 +161,8 @@ class Harness:
             command = [sys.executable, "-m", "scripts.clusterload",
                        "--run-dir", str(node.run_dir), "--rate", str(rate),
                        "--size", str(size), "--safe-every", str(safe_every)]
-            argv = (self.cluster.namespace.argv(command) if self.cluster.namespace is not None
-                    else command)
+            namespace = self.cluster.namespace_of(node_id)
+            argv = namespace.argv(command) if namespace is not None else command
             with open(output, "ab") as handle:
                 process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, start_new_session=True)

@@ -121,10 +121,13 @@ def test_pause_for_a_multiple_of_the_token_timeout(cluster3, factor):
 
 # One namespace's loopback hands one multicast datagram to every node, so
 # iptables (which sees it once, before it is handed out) cannot cut it for
-# some receivers only: a partition needs udpu, or a namespace per node.
+# some receivers only: a partition needs udpu, or a namespace per node
+# (CORO_CLUSTER_TOPOLOGY=lan, as make soak runs udp; tests/cluster/
+# test_udp_multicast.py has a partition over multicast in make test).
 _PARTITION_NEEDS_UNICAST = pytest.mark.skipif(
-    TEST_SETTINGS.transport == "udp",
-    reason="CORO_CLUSTER_TRANSPORT=udp: iptables in one namespace cannot partition multicast")
+    TEST_SETTINGS.transport == "udp" and TEST_SETTINGS.topology != "lan",
+    reason="CORO_CLUSTER_TRANSPORT=udp in one namespace: iptables there cannot partition "
+           "multicast (CORO_CLUSTER_TOPOLOGY=lan can)")
 
 
 @_PARTITION_NEEDS_UNICAST
@@ -146,8 +149,7 @@ def test_one_way_loss(cluster3):
         cluster3.cluster.one_way_loss(1, 2)
         cluster3.note("one-way loss 1 -> 2")
         _hold(cluster3, 2 * TOKEN_S + TEST_SETTINGS.consensus_ms / 1000.0)
-        assert cluster3.cluster.firewall is not None
-        assert cluster3.cluster.firewall.dropped_packets() > 0
+        assert cluster3.cluster.dropped_packets() > 0
         cluster3.cluster.heal()
         cluster3.note("healed")
         cluster3.converge()
@@ -159,7 +161,7 @@ def test_random_loss_of_20_percent(cluster3):
         cluster3.cluster.random_loss(20)
         cluster3.note("20% random loss")
         _hold(cluster3, 3.0 * SOAK)
-        dropped = cluster3.cluster.firewall.dropped_packets() if cluster3.cluster.firewall else 0
+        dropped = cluster3.cluster.dropped_packets()
         assert dropped > 0
         cluster3.cluster.heal()
         cluster3.note(f"healed after {dropped} drops")
