@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ipc": ("scripts.bench_ipc", "coroipc against Python IPC peers: throughput and round trip"),
     "core": ("totemd.sim.bench", "Totem core frames and messages per second in the simulator"),
     "totem": ("scripts.bench_totem", "ordered throughput and latency on a local cluster"),
+    "corosync": ("scripts.bench_corosync", "corosync 3 + CPG itself, measured like coro bench totem (the peer)"),
     "cmap": ("scripts.bench_cmap", "objdb get/set round trips and tracking fan-out"),
     "transport": ("scripts.bench_transport", "UDP transport: GSO/GRO frames per second and CPU per visit"),
     "pg": ("scripts.bench_pg", "packing layer: CPU per frame and per message"),
