@@ -55,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -450,10 +450,6 @@ def _reap(child: subprocess.Popen[Any]) -> None:
 
 # -- the measurement -------------------------------------------------------------------------
 
-# Row gained ``topology`` with bench totem's --topology lan; fill it where it is.
-_LAN_FIELDS: dict[str, Any] = {"topology": "lan"} if "topology" in {f.name for f in fields(Row)} else {}
-
-
 def _measure_size(cluster: CorosyncCluster, peer: Path, size: int, duration_s: float,
                   senders: int, samples: int, sparse_samples: int) -> Row:
     nodes = cluster.node_ids
@@ -479,7 +475,7 @@ def _measure_size(cluster: CorosyncCluster, peer: Path, size: int, duration_s: f
                sparse_p50_us=_percentile(sparse, 0.50) if sparse else None,
                sparse_p99_us=_percentile(sparse, 0.99) if sparse else None,
                sparse_p50_by_node=by_node or None, guest_halt_poll_ns=_guest_halt_poll_ns(),
-               crypto="none", **_LAN_FIELDS)
+               crypto="none", topology="lan")
 
 
 def _print_table(rows: list[Row], notes: dict[str, str], out: Any) -> None:
