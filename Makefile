@@ -8,7 +8,7 @@ CORO := $(VENV)/bin/coro
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo bench soak clean
+.PHONY: venv test test-fast demo bench bench-peer soak clean
 
 venv: $(STAMP)
 
@@ -30,13 +30,23 @@ demo: venv
 
 # Every benchmark with an issue target, each printing its table (BENCH_ARGS=--json:
 # one JSON object per line). A 3-node Totem cluster runs in a network namespace
-# as root, on 127.0.0.1-3 otherwise. The per-layer benchmarks (coro bench
-# transport|pg|local|submit|deliver) are tuning aids, run by hand.
+# as root, on 127.0.0.1-3 otherwise. As root the same run then measures the
+# peer, corosync 3 with CPG (Debian's, installed if missing), and ours beside
+# it on the same topology (a namespace per node) with one sender, as issue 4's
+# reference figures were taken; bench-peer runs only that part. The per-layer
+# benchmarks (coro bench transport|pg|local|submit|deliver) are tuning aids, run by hand.
 bench: venv
 	$(CORO) bench ipc $(BENCH_ARGS)
 	$(CORO) bench core $(BENCH_ARGS)
 	$(CORO) bench cmap $(BENCH_ARGS)
 	$(CORO) bench totem --nodes 3 $(BENCH_ARGS)
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory bench-peer; \
+	else echo "bench-peer skipped: corosync in namespaces needs root"; fi
+
+bench-peer: venv
+	$(CORO) bench totem --nodes 3 --topology lan --senders 1 $(BENCH_ARGS)
+	$(CORO) bench corosync --nodes 3 --senders 1 $(BENCH_ARGS)
+	$(CORO) bench corosync --nodes 3 --senders 1 --transport udpu $(BENCH_ARGS)
 
 # The slow tests with longer schedules, then the failure scenarios again with
 # every packet encrypted (aes256 + sha256), and over IP multicast (transport

@@ -59,9 +59,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from scripts.bench_totem import (HALT_POLL_PATH, LATENCY_SAMPLES, REFERENCE, SIZES,
-                                 SPARSE_GAP_MS, SPARSE_SAMPLES, WARMUP_S, Row, _guest_halt_poll_ns,
-                                 _load_1m, _percentile)
+from scripts.bench_totem import (HALT_POLL_PATH, LATENCY_SAMPLES, SIZES, SPARSE_GAP_MS,
+                                 SPARSE_SAMPLES, WARMUP_S, Row, _guest_halt_poll_ns, _load_1m,
+                                 _percentile, print_rows)
 from scripts.netns import NetnsError
 
 __all__ = ["add_arguments", "run", "render_config", "CorosyncCluster", "BenchError"]
@@ -479,21 +479,13 @@ def _measure_size(cluster: CorosyncCluster, peer: Path, size: int, duration_s: f
 
 
 def _print_table(rows: list[Row], notes: dict[str, str], out: Any) -> None:
-    """bench totem's table, with the impl column wide enough for corosync-cpg."""
-    print(f"{'impl':<12} {'nodes':>5} {'size':>6} {'msgs/s':>10} {'MB/s':>8} {'p50 µs':>8} "
-          f"{'p99 µs':>8} {'sparse p50':>10} {'p99':>6} {'senders':>7} {'load':>5}  "
-          "corosync 3.1.7 (issue 4)", file=out)
-    for row in rows:
-        sparse = (f"{row.sparse_p50_us:>10.0f} {row.sparse_p99_us:>6.0f}"
-                  if row.sparse_p50_us is not None and row.sparse_p99_us is not None
-                  else f"{'-':>10} {'-':>6}")
-        print(f"{row.impl:<12} {row.nodes:>5} {row.size:>6} {row.msgs_per_s:>10.0f} "
-              f"{row.mb_per_s:>8.2f} {row.p50_us or 0:>8.0f} {row.p99_us or 0:>8.0f} {sparse} "
-              f"{row.senders:>7} {row.load_1m:>5.1f}  {REFERENCE.get(row.size, '')}", file=out)
+    """bench totem's table, then how corosync ran."""
+    print_rows(rows, out)
     print(f"corosync {notes['version']} on this machine, transport {notes['transport']}, "
           f"crypto none, token {TOKEN_MS} ms, scheduling {notes['sched']} (corosync's default); "
           "CPG clients: scripts/cpg_peer.c (the saturating ones SCHED_BATCH).", file=out)
-    print("Measured as coro bench totem: msgs/s summed over a saturating sender per node; "
+    print("Measured as coro bench totem: msgs/s summed over the senders (a saturating client "
+          "on each of the first 'senders' nodes); "
           "p50/p99 closed loop on node 1; sparse: every node in turn, one message every "
           f"~{SPARSE_GAP_MS:.0f} ms. A namespace per node, bridged (192.0.2.0/24). "
           "MB = 10^6 bytes of payload.", file=out)

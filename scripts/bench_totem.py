@@ -394,17 +394,23 @@ def _measure_size(cluster: Any, workers: list[Any], size: int, duration_s: float
                sparse_p50_by_node=by_node or None)
 
 
-def _print_table(rows: list[Row], out: Any) -> None:
-    print(f"{'impl':<11} {'nodes':>5} {'size':>6} {'msgs/s':>10} {'MB/s':>8} {'p50 µs':>8} "
+def print_rows(rows: list[Row], out: Any) -> None:
+    """The table's header and one line per row (coro bench totem and corosync)."""
+    width = max([11, *(len(row.impl) for row in rows)])
+    print(f"{'impl':<{width}} {'nodes':>5} {'size':>6} {'msgs/s':>10} {'MB/s':>8} {'p50 µs':>8} "
           f"{'p99 µs':>8} {'sparse p50':>10} {'p99':>6} {'senders':>7} {'load':>5}  "
           "corosync 3.1.7 (issue 4)", file=out)
     for row in rows:
         sparse = (f"{row.sparse_p50_us:>10.0f} {row.sparse_p99_us:>6.0f}"
                   if row.sparse_p50_us is not None and row.sparse_p99_us is not None
                   else f"{'-':>10} {'-':>6}")
-        print(f"{row.impl:<11} {row.nodes:>5} {row.size:>6} {row.msgs_per_s:>10.0f} "
+        print(f"{row.impl:<{width}} {row.nodes:>5} {row.size:>6} {row.msgs_per_s:>10.0f} "
               f"{row.mb_per_s:>8.2f} {row.p50_us or 0:>8.0f} {row.p99_us or 0:>8.0f} {sparse} "
               f"{row.senders:>7} {row.load_1m:>5.1f}  {REFERENCE.get(row.size, '')}", file=out)
+
+
+def _print_table(rows: list[Row], out: Any) -> None:
+    print_rows(rows, out)
     print("Reference latency: corosync p50 170 µs. MB = 10^6 bytes of payload. p50/p99: closed "
           "loop on node 1 (the next message as soon as the last is delivered); sparse: every "
           f"node in turn, one message every ~{SPARSE_GAP_MS:.0f} ms (the idle token is held "
