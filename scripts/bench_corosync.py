@@ -59,9 +59,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from scripts.bench_totem import (HALT_POLL_PATH, LATENCY_SAMPLES, SIZES, SPARSE_GAP_MS,
-                                 SPARSE_SAMPLES, WARMUP_S, Row, _guest_halt_poll_ns, _load_1m,
-                                 _percentile, print_rows)
+from scripts.bench_totem import (HALT_POLL_PATH, SPARSE_GAP_MS, WARMUP_S, Row,
+                                 _guest_halt_poll_ns, _load_1m, _percentile,
+                                 add_measurement_arguments, print_rows)
 from scripts.netns import NetnsError
 
 __all__ = ["add_arguments", "run", "render_config", "CorosyncCluster", "BenchError"]
@@ -497,18 +497,7 @@ def _print_table(rows: list[Row], notes: dict[str, str], out: Any) -> None:
 # -- the command ---------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nodes", type=int, choices=(1, 3), default=3, help="cluster size")
-    parser.add_argument("--duration", type=float, default=3.0, metavar="S",
-                        help="seconds of measured throughput per size (after a warm-up)")
-    parser.add_argument("--senders", choices=("1", "all"), default="all",
-                        help="nodes that send during the throughput run")
-    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES), metavar="B,B,..",
-                        help="message sizes in bytes")
-    parser.add_argument("--latency-samples", type=int, default=LATENCY_SAMPLES, metavar="N",
-                        help="round trips per size for p50/p99")
-    parser.add_argument("--sparse-samples", type=int, default=SPARSE_SAMPLES, metavar="N",
-                        help=f"messages per node and size sent one every ~{SPARSE_GAP_MS:.0f} ms "
-                             "(sparse-traffic latency; 0 skips it)")
+    add_measurement_arguments(parser)
     parser.add_argument("--transport", choices=("knet", "udpu"), default="knet",
                         help="corosync's totem.transport (default knet, corosync 3's default)")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")

@@ -302,7 +302,8 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 # -- the command ---------------------------------------------------------------------------
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say what is measured (coro bench totem and corosync)."""
     parser.add_argument("--nodes", type=int, choices=(1, 3), default=3, help="cluster size")
     parser.add_argument("--duration", type=float, default=3.0, metavar="S",
                         help="seconds of measured throughput per size (after a warm-up)")
@@ -315,6 +316,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparse-samples", type=int, default=SPARSE_SAMPLES, metavar="N",
                         help=f"messages per node and size sent one every ~{SPARSE_GAP_MS:.0f} ms "
                              "(sparse-traffic latency; 0 skips it)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_measurement_arguments(parser)
     parser.add_argument("--crypto-cipher", choices=("none", "aes128", "aes192", "aes256"),
                         default="none", help="totem.crypto_cipher of the cluster (default none)")
     parser.add_argument("--crypto-hash", choices=("none", "md5", "sha1", "sha256", "sha384", "sha512"),
