@@ -414,14 +414,19 @@ class CorosyncCluster:
         return removed
 
 
-def corosync_pids() -> set[int]:
-    """Every corosync process on the machine (by /proc/<pid>/comm)."""
+def corosync_pids(under: str | None = None) -> set[int]:
+    """Every corosync process on the machine (by /proc/<pid>/comm), or only
+    those whose command line names a path under ``under`` (one run's)."""
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "corosync":
-                    found.add(int(entry))
+                if Path(f"/proc/{entry}/comm").read_text().strip() != "corosync":
+                    continue
+                if under is not None and under not in Path(f"/proc/{entry}/cmdline").read_text(
+                        errors="replace"):
+                    continue
+                found.add(int(entry))
             except OSError:  # gone meanwhile
                 pass
     return found

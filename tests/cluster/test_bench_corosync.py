@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,19 @@ def _namespaces() -> set[str]:
     return {line.split()[0] for line in listing.splitlines() if line.strip()}
 
 
-def _libqb_shm() -> set[str]:
-    # Only libqb's entries: other tests on the machine may hold coroipc segments.
-    return {name for name in os.listdir("/dev/shm") if name.startswith("qb-")}
+def _orphaned_libqb_shm() -> set[str]:
+    """libqb's /dev/shm files whose processes are all gone (leftovers). Its
+    names carry the pids of the two ends (qb-<server>-<client>-...) or of the
+    daemon (qb-corosync-<pid>-blackbox-...); a corosync of another run on the
+    machine keeps its files, and they name live pids."""
+    orphans = set()
+    for name in os.listdir("/dev/shm"):
+        if not name.startswith("qb-"):
+            continue
+        pids = [int(number) for number in re.findall(r"-(\d+)", name)][:2]
+        if pids and not any(os.path.exists(f"/proc/{pid}") for pid in pids):
+            orphans.add(name)
+    return orphans
 
 
 @pytest.mark.root
@@ -33,7 +44,7 @@ def _libqb_shm() -> set[str]:
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a network namespace per corosync node")
 def test_bench_corosync_three_nodes_measures_and_leaves_nothing(tmp_path):
-    corosyncs, shm = corosync_pids(), _libqb_shm()
+    orphans = _orphaned_libqb_shm()
     bench = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "bench", "corosync", "--nodes", "3", "--sizes", "1024",
          "--duration", "1", "--latency-samples", "50", "--sparse-samples", "3", "--json"],
@@ -58,9 +69,9 @@ def test_bench_corosync_three_nodes_measures_and_leaves_nothing(tmp_path):
     assert sorted(row["sparse_p50_by_node"]) == ["1", "2", "3"]
     assert "left" not in err and "removed" not in err, err  # teardown found nothing to clean
     # Nothing of the run is left: its Lan's namespaces are coro-<bench pid>-*.
-    assert not corosync_pids() - corosyncs
+    assert not corosync_pids(under=str(tmp_path))
     assert not {name for name in _namespaces() if name.startswith(f"coro-{bench.pid}-")}
-    assert not _libqb_shm() - shm
+    assert not _orphaned_libqb_shm() - orphans
     assert not list(tmp_path.glob("coro-bc-*"))
 
 
