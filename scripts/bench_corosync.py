@@ -62,7 +62,7 @@ from typing import Any, Sequence
 from scripts.bench_totem import (HALT_POLL_PATH, SPARSE_GAP_MS, WARMUP_S, Row,
                                  _guest_halt_poll_ns, _load_1m, _percentile,
                                  add_measurement_arguments, print_rows)
-from scripts.netns import NetnsError
+from scripts.netns import LAN_NETWORK, NetnsError
 
 __all__ = ["add_arguments", "run", "render_config", "CorosyncCluster", "BenchError"]
 
@@ -492,7 +492,7 @@ def _print_table(rows: list[Row], notes: dict[str, str], out: Any) -> None:
     print("Measured as coro bench totem: msgs/s summed over the senders (a saturating client "
           "on each of the first 'senders' nodes); "
           "p50/p99 closed loop on node 1; sparse: every node in turn, one message every "
-          f"~{SPARSE_GAP_MS:.0f} ms. A namespace per node, bridged (192.0.2.0/24). "
+          f"~{SPARSE_GAP_MS:.0f} ms. A namespace per node, bridged ({LAN_NETWORK}). "
           "MB = 10^6 bytes of payload.", file=out)
     poll_ns = rows[0].guest_halt_poll_ns if rows else None
     if poll_ns is not None:

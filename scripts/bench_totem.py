@@ -384,10 +384,9 @@ def _measure_size(cluster: Any, workers: list[Any], size: int, duration_s: float
     if sparse_samples:
         for node_id, node in cluster.nodes.items():
             # A client where the node is (on a Lan each node has its namespace).
-            one_node = cluster.worker_of(node_id).call("scripts.bench_totem:latency",
-                                                       str(node.run_dir), size,
-                                       sparse_samples, SPARSE_GAP_MS,
-                                       timeout_s=120.0 + sparse_samples * SPARSE_GAP_MS * 0.0025)
+            one_node = cluster.worker_of(node_id).call(
+                "scripts.bench_totem:latency", str(node.run_dir), size, sparse_samples,
+                SPARSE_GAP_MS, timeout_s=120.0 + sparse_samples * SPARSE_GAP_MS * 0.0025)
             sparse += one_node["values_us"]
             by_node[str(node_id)] = one_node["p50_us"]
         sparse.sort()
@@ -421,7 +420,9 @@ def _print_table(rows: list[Row], out: Any) -> None:
           f"node in turn, one message every ~{SPARSE_GAP_MS:.0f} ms (the idle token is held "
           "between them, as with corosync's cpghum).", file=out)
     if rows and rows[0].topology == "lan":
-        print("Topology lan: a namespace per node, bridged (192.0.2.0/24): every datagram "
+        from scripts.netns import LAN_NETWORK
+
+        print(f"Topology lan: a namespace per node, bridged ({LAN_NETWORK}): every datagram "
               "crosses two veths and a bridge.", file=out)
     if rows and rows[0].crypto != "none":
         print(f"Every datagram sealed: crypto {rows[0].crypto} (totemd/crypto.py).", file=out)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from scripts.netns import (Firewall, Lan, Namespace, NamespaceWorker, NetnsError, is_root,
+from scripts.netns import (LAN_NETWORK, Firewall, Lan, Namespace, NamespaceWorker, NetnsError, is_root,
                            lan_address, loopback_address)
 from scripts.nodeview import NodeView, node_view, node_views, view_from_stats
 from totemd.crypto import write_key
@@ -293,7 +293,7 @@ class LocalCluster:
     def where(self) -> str:
         """Where the nodes run, for reports."""
         if self.lan is not None:
-            return f"{len(self.lan.nodes)} namespaces bridged in {self.lan.hub.name} (192.0.2.0/24)"
+            return f"{len(self.lan.nodes)} namespaces bridged in {self.lan.hub.name} ({LAN_NETWORK})"
         if self.namespace is not None:
             return f"namespace {self.namespace.name}"
         return f"host loopback port {self.settings.port}"

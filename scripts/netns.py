@@ -46,13 +46,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 __all__ = [
     "CHAIN",
     "Firewall",
     "FaultRules",
+    "LAN_NETWORK",
     "Lan",
     "Namespace",
     "NamespaceWorker",
@@ -95,6 +96,7 @@ def loopback_address(index: int) -> str:
 # exist only on the veths of a Lan's own namespaces.
 LAN_PREFIX = "192.0.2."
 LAN_PREFIX_LENGTH = 24
+LAN_NETWORK = f"{LAN_PREFIX}0/{LAN_PREFIX_LENGTH}"
 
 
 def lan_address(index: int) -> str:
@@ -334,27 +336,22 @@ class Firewall:
         sets = [sorted(set(group)) for group in groups]
         blocked = {(a, b) for i, left in enumerate(sets) for j, right in enumerate(sets)
                    if i != j for a in left for b in right}
-        self.apply(FaultRules(blocked=frozenset(blocked), loss_percent=self.rules.loss_percent,
-                              silenced=self.rules.silenced))
+        self.apply(replace(self.rules, blocked=frozenset(blocked)))
 
     def block(self, source: str, destination: str) -> None:
         """Drop what ``source`` sends to ``destination`` (one way only)."""
-        blocked = set(self.rules.blocked) | {(source, destination)}
-        self.apply(FaultRules(blocked=frozenset(blocked), loss_percent=self.rules.loss_percent,
-                              silenced=self.rules.silenced))
+        self.apply(replace(self.rules, blocked=self.rules.blocked | {(source, destination)}))
 
     def silence(self, sources: Iterable[str]) -> None:
         """Drop everything from ``sources`` arriving here, multicast included
         (replaces the silenced set; the empty set lifts it)."""
-        self.apply(FaultRules(blocked=self.rules.blocked, loss_percent=self.rules.loss_percent,
-                              silenced=frozenset(sources)))
+        self.apply(replace(self.rules, silenced=frozenset(sources)))
 
     def random_loss(self, percent: float) -> None:
         """Drop ``percent`` % of all UDP packets at random (0 turns it off)."""
         if not 0 <= percent <= 100:
             raise ValueError(f"loss {percent}% is outside 0..100")
-        self.apply(FaultRules(blocked=self.rules.blocked, loss_percent=float(percent),
-                              silenced=self.rules.silenced))
+        self.apply(replace(self.rules, loss_percent=float(percent)))
 
     def heal(self) -> None:
         """Remove every fault."""
