@@ -388,3 +388,67 @@ def test_the_visits_transmit_budget_is_flows():
                 for mine in range(0, 60, 5):
                     assert core._transmits_allowed(fcc, backlog, mine) == \
                         flow.transmits_allowed(17, 50, fcc, backlog, mine, previous)
+
+
+def _one_message_visit(core, stamp_own):
+    """Node 2 of a formed ring (deliver_after_token, as totemd runs it) gets
+    one small message of node 1's and then node 1's token; with
+    ``stamp_own`` it also has a small message of its own queued. Returns the
+    visit's actions, and those of ``deliver_pending`` after it."""
+    from totemd.pg import Packer
+    from totemd.sim import visit_bench
+
+    params = TotemParams(nodes=3)
+    last = codec.decode(core._last_token[1])
+    packer = Packer(params.frame_payload_max, params.max_message_size, params.max_queued_bytes)
+    packer.submit(b"from node 1")
+    seq = (last.seq + 1) & 0xFFFFFFFF
+    frame = codec.encode_mcast(Mcast(sender=1, ring_id=last.ring_id, seq=seq, safe=False,
+                                     payload=packer.take_frame().payload))
+    token = codec.encode_token(OrfToken(
+        sender=visit_bench.PREDECESSOR, ring_id=last.ring_id, seq=seq,
+        token_seq=(last.token_seq + 2) & 0xFFFFFFFF, aru=seq, aru_addr=0, fcc=1, backlog=0,
+        retrans_pending=0, rtr=()))
+    if stamp_own:
+        core.submit(b"from node 2")
+    core.receive_many([frame, token], core._now + 1.0, False)
+    visit = core.take_actions()
+    core.deliver_pending()
+    return visit, core.take_actions()
+
+
+def _delivered_messages(actions):
+    from totemd.srp.actions import DeliverFrame
+
+    return [bytes(m) for a in actions if isinstance(a, DeliverFrame) for m in a.messages]
+
+
+def test_a_visit_that_only_forwards_delivers_after_the_token():
+    """deliver_after_token: a node that stamps nothing sends the token before
+    it delivers even one frame (the token must not wait for other nodes'
+    messages; measured: the closed-loop p50 of a 3-node ring 244 -> 204 us)."""
+    import copy
+
+    from totemd.sim import visit_bench
+
+    core = copy.deepcopy(visit_bench.form_ring(TotemParams(nodes=3)))
+    visit, after = _one_message_visit(core, stamp_own=False)
+    assert any(isinstance(a, SendUnicast) for a in visit)
+    assert _delivered_messages(visit) == []
+    assert _delivered_messages(after) == [b"from node 1"]
+
+
+def test_a_visit_that_stamps_our_message_delivers_it_before_the_token():
+    """...but a visit that stamped our own (few) frames delivers them first:
+    our client's message reaches it a hop sooner."""
+    import copy
+
+    from totemd.sim import visit_bench
+
+    core = copy.deepcopy(visit_bench.form_ring(TotemParams(nodes=3)))
+    visit, after = _one_message_visit(core, stamp_own=True)
+    sends = [i for i, a in enumerate(visit) if isinstance(a, SendUnicast)]
+    assert sends and _delivered_messages(visit) == [b"from node 1", b"from node 2"]
+    from totemd.srp.actions import DeliverFrame
+    assert max(i for i, a in enumerate(visit) if isinstance(a, DeliverFrame)) < sends[-1]
+    assert _delivered_messages(after) == []

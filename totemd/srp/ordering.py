@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = ["OrderingMixin"]
 
-#: deliver_after_token: a visit with at most this many frames to deliver
-#: delivers them before it forwards the token (cheap, and the sender's own
-#: messages reach it a hop sooner); more go after the token.
+#: deliver_after_token: a visit that stamped frames of ours and has at most
+#: this many frames to deliver delivers them before it forwards the token
+#: (cheap, and our clients' own messages reach them a hop sooner); more go
+#: after the token, and so does everything a visit that stamped nothing has
+#: to deliver (other nodes' frames: the token must not wait for them).
 EARLY_DELIVERY_FRAMES = 4
 
 # Module constants for what a token visit looks up every time.
@@ -236,7 +238,7 @@ class OrderingMixin:
         out = _new_tuple(OrfToken, (me, ring.ring_id, seq, (token_seq + 1) & SEQ_MASK, aru,
                                     aru_addr, fcc, backlog, retrans_pending,
                                     tuple(rtr) if rtr else ()))
-        self._pass_token(ring, out, operational)
+        self._pass_token(ring, out, operational, count)
 
     def _transmits_allowed(self: SrpCore, token_fcc: int, token_backlog: int,
                            my_backlog: int) -> int:
@@ -255,10 +257,15 @@ class OrderingMixin:
                 allowed = share
         return allowed
 
-    def _pass_token(self: SrpCore, ring: RingState, out: OrfToken, operational: bool) -> None:
+    def _pass_token(self: SrpCore, ring: RingState, out: OrfToken, operational: bool,
+                    stamped: int) -> None:
         """The end of a visit: re-arm the token loss timer, deliver (before
         or after the token), hold or forward ``out``, and in RECOVERY see
-        whether the ring can be installed."""
+        whether the ring can be installed.
+
+        Args:
+            stamped: frames of ours this visit gave seqs to.
+        """
         # _set_timer(TOKEN_LOSS), written out.
         now = self._now
         deadline = now + self._token_loss_ms
@@ -267,15 +274,20 @@ class OrderingMixin:
         # The token warning timer is armed from COMMIT on (_arm_token_loss) and
         # re-arms itself until GATHER: a visit only notes the time (no action).
         self._token_heard_ms = now
-        # With deliver_after_token a visit with many frames to deliver sends
-        # the token first; a few (an idle ring) are delivered before, which
-        # keeps the sender's own latency at one hop less.
+        # With deliver_after_token the token goes first, except on a visit
+        # that stamped our own frames with few to deliver (an idle ring): they
+        # are delivered before, which keeps our sender's latency a hop less.
+        # A visit that only forwards delivers after: on a 3-node ring with
+        # one closed-loop client (lan, same minutes, 6 clusters each) p50
+        # 244 -> 204 us, p10 198 -> 164, when forwarders delivered <= 4
+        # frames first.
         after = False
         if operational:
             high_delivered = ring.high_delivered
             ring_aru = ring.aru
-            if (self._deliver_after_token
-                    and ((ring_aru - high_delivered) & SEQ_MASK) > EARLY_DELIVERY_FRAMES):
+            if self._deliver_after_token and ring_aru != high_delivered and (
+                    not stamped
+                    or ((ring_aru - high_delivered) & SEQ_MASK) > EARLY_DELIVERY_FRAMES):
                 after = True
             else:
                 self._delivery_owed = False
