@@ -11,6 +11,7 @@ from totemd import codec
 from totemd.srp import (GatherReason, SendMulticast, SendUnicast, SrpCore, State,
                         StateChanged, Timer, TotemParams)
 from totemd.srp import flow
+from totemd.srp.actions import DeliverFrame
 from totemd.srp.membership import JoinDecision, decide_join
 from totemd.srp.messages import (CommitEntry, CommitToken, Join, Mcast, OrfToken, RingId)
 from totemd.srp.params import SORT_QUEUE_MAX
@@ -390,15 +391,21 @@ def test_the_visits_transmit_budget_is_flows():
                         flow.transmits_allowed(17, 50, fcc, backlog, mine, previous)
 
 
-def _one_message_visit(core, stamp_own):
-    """Node 2 of a formed ring (deliver_after_token, as totemd runs it) gets
-    one small message of node 1's and then node 1's token; with
-    ``stamp_own`` it also has a small message of its own queued. Returns the
-    visit's actions, and those of ``deliver_pending`` after it."""
+def _one_message_visit(stamp_own):
+    """Node 2 of a formed ring (deliver_after_token, as totemd runs it; a
+    copy of the ring the test above formed) gets one small message of node
+    1's and then node 1's token; with ``stamp_own`` it also has a small
+    message of its own queued. Returns the visit's actions, and those of
+    ``deliver_pending`` after it."""
+    import copy
+
     from totemd.pg import Packer
     from totemd.sim import visit_bench
 
     params = TotemParams(nodes=3)
+    if not _FORMED:
+        _FORMED.append(visit_bench.form_ring(params))
+    core = copy.deepcopy(_FORMED[0])
     last = codec.decode(core._last_token[1])
     packer = Packer(params.frame_payload_max, params.max_message_size, params.max_queued_bytes)
     packer.submit(b"from node 1")
@@ -418,8 +425,6 @@ def _one_message_visit(core, stamp_own):
 
 
 def _delivered_messages(actions):
-    from totemd.srp.actions import DeliverFrame
-
     return [bytes(m) for a in actions if isinstance(a, DeliverFrame) for m in a.messages]
 
 
@@ -427,12 +432,7 @@ def test_a_visit_that_only_forwards_delivers_after_the_token():
     """deliver_after_token: a node that stamps nothing sends the token before
     it delivers even one frame (the token must not wait for other nodes'
     messages; measured: the closed-loop p50 of a 3-node ring 244 -> 204 us)."""
-    import copy
-
-    from totemd.sim import visit_bench
-
-    core = copy.deepcopy(visit_bench.form_ring(TotemParams(nodes=3)))
-    visit, after = _one_message_visit(core, stamp_own=False)
+    visit, after = _one_message_visit(stamp_own=False)
     assert any(isinstance(a, SendUnicast) for a in visit)
     assert _delivered_messages(visit) == []
     assert _delivered_messages(after) == [b"from node 1"]
@@ -441,14 +441,8 @@ def test_a_visit_that_only_forwards_delivers_after_the_token():
 def test_a_visit_that_stamps_our_message_delivers_it_before_the_token():
     """...but a visit that stamped our own (few) frames delivers them first:
     our client's message reaches it a hop sooner."""
-    import copy
-
-    from totemd.sim import visit_bench
-
-    core = copy.deepcopy(visit_bench.form_ring(TotemParams(nodes=3)))
-    visit, after = _one_message_visit(core, stamp_own=True)
+    visit, after = _one_message_visit(stamp_own=True)
     sends = [i for i, a in enumerate(visit) if isinstance(a, SendUnicast)]
     assert sends and _delivered_messages(visit) == [b"from node 1", b"from node 2"]
-    from totemd.srp.actions import DeliverFrame
     assert max(i for i, a in enumerate(visit) if isinstance(a, DeliverFrame)) < sends[-1]
     assert _delivered_messages(after) == []
