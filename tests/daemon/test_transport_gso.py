@@ -243,6 +243,26 @@ def test_send_visit_gives_the_successor_frames_and_token_in_one_send(gso):
             transport.close()
 
 
+def test_send_visit_sends_to_the_successor_first_then_the_others_in_ring_order(monkeypatch):
+    # The token's next holder is woken before the peers that only store the
+    # frames, and a later peer gets them before the token can reach it.
+    peers = {node: f"127.0.0.{node}" for node in range(1, 6)}
+    node = UdpTransport(mode="udpu", bind_address=peers[3], port=_free_port(), peers=peers).open()
+    try:
+        sent: list[tuple[int, list[bytes]]] = []
+        monkeypatch.setattr(UdpTransport, "_send_to",
+                            lambda _self, entry, batch, _size, _bytes: sent.append((entry[0], list(batch))))
+        frames = [b"f" * 1400] * 3
+        for successor, order in ((4, [4, 5, 1, 2]), (1, [1, 2, 4, 5]), (4, [4, 5, 1, 2])):
+            sent.clear()
+            assert node.send_visit(frames, successor, b"token")
+            assert [dest for dest, _batch in sent] == order
+            assert sent[0][1] == frames + [b"token"]
+            assert all(batch == frames for _dest, batch in sent[1:])
+    finally:
+        node.close()
+
+
 def test_receive_batch_stops_near_max_packets_and_holds_nothing_back():
     one, two, three = _cluster()
     try:
