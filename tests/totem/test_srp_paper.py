@@ -396,7 +396,8 @@ def _one_message_visit(stamp_own):
     copy of the ring the test above formed) gets one small message of node
     1's and then node 1's token; with ``stamp_own`` it also has a small
     message of its own queued. Returns the visit's actions, and those of
-    ``deliver_pending`` after it."""
+    ``deliver_pending`` after it, and whether the visit left our own
+    message owed (``own_delivery_owed``)."""
     import copy
 
     from totemd.pg import Packer
@@ -419,9 +420,10 @@ def _one_message_visit(stamp_own):
     if stamp_own:
         core.submit(b"from node 2")
     core.receive_many([frame, token], core._now + 1.0, False)
-    visit = core.take_actions()
+    visit, owed = core.take_actions(), core.own_delivery_owed
     core.deliver_pending()
-    return visit, core.take_actions()
+    assert not core.own_delivery_owed and not core.delivery_owed
+    return visit, core.take_actions(), owed
 
 
 def _delivered_messages(actions):
@@ -432,17 +434,17 @@ def test_a_visit_that_only_forwards_delivers_after_the_token():
     """deliver_after_token: a node that stamps nothing sends the token before
     it delivers even one frame (the token must not wait for other nodes'
     messages; measured: the closed-loop p50 of a 3-node ring 244 -> 204 us)."""
-    visit, after = _one_message_visit(stamp_own=False)
+    visit, after, owed = _one_message_visit(stamp_own=False)
     assert any(isinstance(a, SendUnicast) for a in visit)
     assert _delivered_messages(visit) == []
-    assert _delivered_messages(after) == [b"from node 1"]
+    assert not owed and _delivered_messages(after) == [b"from node 1"]
 
 
-def test_a_visit_that_stamps_our_message_delivers_it_before_the_token():
-    """...but a visit that stamped our own (few) frames delivers them first:
-    our client's message reaches it a hop sooner."""
-    visit, after = _one_message_visit(stamp_own=True)
-    sends = [i for i, a in enumerate(visit) if isinstance(a, SendUnicast)]
-    assert sends and _delivered_messages(visit) == [b"from node 1", b"from node 2"]
-    assert max(i for i, a in enumerate(visit) if isinstance(a, DeliverFrame)) < sends[-1]
-    assert _delivered_messages(after) == []
+def test_a_visit_that_stamps_our_message_forwards_first_and_says_ours_is_owed():
+    """...and so does a visit that stamped our own (few) frames, but it says
+    so (own_delivery_owed): the driver delivers them right after the token
+    (measured: mean p50 225 -> 200 us over twelve clusters each)."""
+    visit, after, owed = _one_message_visit(stamp_own=True)
+    assert any(isinstance(a, SendUnicast) for a in visit)
+    assert _delivered_messages(visit) == []
+    assert owed and _delivered_messages(after) == [b"from node 1", b"from node 2"]

@@ -16,7 +16,8 @@ duplicated on its own), an odd one packet by packet (``receive``); nodes 2,
 per message; nodes 2, 3, 5, 6, 8, ... run with ``deliver_after_token`` (as
 totemd does), and the bursty ones among them store a burst without
 delivering it (``receive_many(deliver=False)``), calling ``deliver_pending``
-``DEFERRED_DELIVERY_MS`` later unless a token visit delivered it first.
+``DEFERRED_DELIVERY_MS`` later unless a token visit delivered it first (at
+once when the visit stamped their own message: ``own_delivery_owed``).
 """
 
 from __future__ import annotations
@@ -205,6 +206,8 @@ class Cluster:
                 core.timer_expired(timer, max(local, deadline))
             elif kind == _SUBMIT:
                 self._submit(node)
+            if core.own_delivery_owed and node.core is core:
+                core.deliver_pending()  # as totemd: our message once the token is sent
             self._execute(node)
         self.now = max(self.now, end_ms)
 

@@ -172,6 +172,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         self._deliver_frames = deliver_frames
         self._deliver_after_token = deliver_after_token
         self._delivery_owed = False  # frames stored and not yet offered to _deliver_ready
+        self._own_delivery_owed = False  # ... and the last visit stamped ours (few to deliver)
         self._token_loss_ms = self._params.effective_token_ms  # a property: computed once
         # token_warning (0.0: off). The warning timer is lazy: a token visit only
         # notes its time in _token_heard_ms; the timer, when it fires, re-arms
@@ -350,6 +351,14 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
         """True while stored frames wait for ``deliver_pending`` or a token visit."""
         return self._delivery_owed
 
+    @property
+    def own_delivery_owed(self) -> bool:
+        """True when the last token visit stamped frames of ours and left at
+        most ``EARLY_DELIVERY_FRAMES`` owed (an idle ring: our client's own
+        message): a driver calls ``deliver_pending`` as soon as that visit's
+        token is sent, before other work, rather than when it has time."""
+        return self._own_delivery_owed and self._delivery_owed
+
     def deliver_pending(self) -> None:
         """Deliver what the frames stored by ``receive_many(deliver=False)`` made
         deliverable (nothing if no such frames wait)."""
@@ -357,7 +366,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             self._deliver_owed()
 
     def _deliver_owed(self) -> None:
-        self._delivery_owed = False
+        self._delivery_owed = self._own_delivery_owed = False
         ring = self._ring
         if self._state is State.OPERATIONAL and ring is not None:
             self._deliver_ready(ring)
