@@ -463,10 +463,7 @@ class Daemon(LocalSideMixin, StatsMixin):
                     if actions:
                         run(actions)
                     if core.own_delivery_owed:
-                        # The token is sent; the visit stamped our client's
-                        # message and left little else: deliver it now.
-                        core.deliver_pending()
-                        run(take_actions())
+                        self._deliver_own()
                     if self._batch_count:
                         # Our client's own message goes to it before the
                         # yield below hands the CPU to the next node: a
@@ -536,10 +533,15 @@ class Daemon(LocalSideMixin, StatsMixin):
         a timer) has its token sent by now: that message is delivered too."""
         self._run_actions(actions)
         if self.core.own_delivery_owed:
-            self.core.deliver_pending()
-            self._run_actions(self.core.take_actions())
+            self._deliver_own()
         if self._batch_count:
             self._flush_deliveries()
+
+    def _deliver_own(self) -> None:
+        """The token of a visit that stamped our client's message (and left
+        little else, ``SrpCore.own_delivery_owed``) is sent: deliver now."""
+        self.core.deliver_pending()
+        self._run_actions(self.core.take_actions())
 
     def _run_actions(self, actions: list[Any]) -> None:
         """Execute the core's actions in the order it produced them.

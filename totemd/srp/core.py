@@ -150,8 +150,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin):
             messages in a list) instead of one ``Deliver`` per message.
         deliver_after_token: keep deliveries off the token's path: a token
             visit with frames to deliver forwards (or holds) the token first
-            (unless it stamped frames of ours and has only a few) and leaves
-            them owed (``delivery_owed``), so that the
+            and leaves them owed (``delivery_owed``; ``own_delivery_owed``
+            when it stamped frames of ours and left only a few), so that the
             driver sends the token before it calls ``deliver_pending()``;
             frames stored before a token are delivered with that visit's, and
             ``receive_many(..., deliver=False)`` stores frames for a later
