@@ -83,6 +83,10 @@ def _timers(src: Source, node_count: int) -> dict[str, int]:
     }
 
 
+# The smallest link MTU knet mode cuts frames for (IPv4's minimum datagram).
+KNET_MTU_MIN = 576
+
+
 def _check_minimum(src: Source, timers: dict[str, int], name: str, field: str,
                    minimum: int) -> None:
     value = timers[field]
@@ -233,12 +237,15 @@ def _report_unimplemented(src: Source, transport: str, nodes: Nodelist, links: l
         ignored = sorted({f"ring{n}_addr" for node in nodes for n, a in
                           enumerate(node.ring_addrs) if n > 0 and a is not None})
         suffix = f"; {', '.join(ignored)} ignored" if ignored else ""
-        src.warn(f"transport knet: running as udpu over link 0{suffix}", "totem.transport")
+        src.warn(f"transport knet: running as udpu over link 0 with knet's fragmentation "
+                 f"(frames cut to the link MTU){suffix}", "totem.transport")
     knet_keys = [item.key for item in src.flat.items
                  if item.key.startswith(("totem.knet_", "totem.link_mode"))
+                 and item.key != "totem.knet_mtu"
                  or ".knet_" in item.key and item.key.startswith("totem.interface.")]
     if knet_keys:
-        src.warn(f"knet options have no effect (knet runs as udpu here): {', '.join(knet_keys)}",
+        src.warn(f"knet options have no effect (knet runs as udpu with fragmentation here): "
+                 f"{', '.join(knet_keys)}",
                  knet_keys[0])
     if nodes.nodes:
         for link in links:
@@ -272,6 +279,9 @@ def build_totem(src: Source, nodes: Nodelist) -> TotemConfig:
     _check_network(src, transport, nodes, links)
     timers = _timers(src, sum(1 for node in nodes if node.ring0_addr))
     _check_timers(src, timers, len(nodes))
+    if timers["knet_mtu"] and not KNET_MTU_MIN <= timers["knet_mtu"] <= d.NETMTU_KNET:
+        raise src.fail(f"knet_mtu ({timers['knet_mtu']} bytes) must be 0 (the interface's MTU) "
+                       f"or within {KNET_MTU_MIN}..{d.NETMTU_KNET}", "totem.knet_mtu")
     cluster_name = src.text("totem.cluster_name")
     interfaces = tuple(_interface(src, link, transport, timers, cluster_name) for link in links)
     _report_unimplemented(src, transport, nodes, links)
@@ -286,7 +296,8 @@ def build_totem(src: Source, nodes: Nodelist) -> TotemConfig:
         ip_dscp=src.integer("totem.ip_dscp", d.IP_DSCP),
         clear_node_high_bit=src.get("totem.clear_node_high_bit") == "yes",
         link_mode=src.text("totem.link_mode", d.LINK_MODE) or d.LINK_MODE,
-        netmtu=src.nonzero("totem.netmtu", d.NETMTU_UDP),
+        # knet: corosync's 64 KiB frames, cut to the link MTU (totemd.linkfrag).
+        netmtu=src.nonzero("totem.netmtu", d.NETMTU_KNET if transport == "knet" else d.NETMTU_UDP),
         block_unlisted_ips=src.get("totem.block_unlisted_ips", "yes") == "yes",
         cancel_token_hold_on_retransmit=src.get("totem.cancel_token_hold_on_retransmit") == "yes",
         knet_compression_model=src.text("totem.knet_compression_model",

@@ -10,7 +10,7 @@ import socket
 
 import psutil
 
-__all__ = ["host_addresses"]
+__all__ = ["host_addresses", "interface_mtu"]
 
 
 def host_addresses() -> list[str]:
@@ -39,3 +39,18 @@ def host_addresses() -> list[str]:
     if "." in name:
         found.append(name.split(".", 1)[0])
     return found
+
+
+def interface_mtu(address: str, default: int = 1500) -> int:
+    """The MTU of the interface that has ``address`` (knet mode's link MTU
+    when ``totem.knet_mtu`` is 0: corosync's knet finds it by PMTUd; we take
+    the local interface's, which is the path's on one segment), or
+    ``default`` if no interface has it."""
+    wanted = address.split("%", 1)[0]
+    stats = psutil.net_if_stats()
+    for name, entries in psutil.net_if_addrs().items():
+        for entry in entries:
+            if entry.family in (socket.AF_INET, socket.AF_INET6) and \
+                    entry.address.split("%", 1)[0] == wanted and name in stats and stats[name].mtu > 0:
+                return int(stats[name].mtu)
+    return default

@@ -92,6 +92,9 @@ class Row:
     # "loopback": the nodes on 127.0.0.x of one namespace; "lan": a namespace
     # per node, bridged (scripts.netns.Lan).
     topology: str = "loopback"
+    # totem.transport: "udpu" (netmtu 1500) or "knet" (corosync's knet
+    # netmtu 65536, frames cut to the link MTU: totemd.linkfrag).
+    transport: str = "udpu"
 
 
 # -- measurements (run inside the namespace, in a NamespaceWorker) ------------------------
@@ -329,6 +332,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="loopback: the nodes on 127.0.0.1-N in one namespace (default); "
                              "lan: a namespace per node on a bridge (192.0.2.0/24), as "
                              "coro bench corosync runs corosync")
+    parser.add_argument("--transport", choices=("udpu", "knet"), default="udpu",
+                        help="udpu: netmtu 1500, one frame per datagram (default); knet: "
+                             "corosync 3's default transport, netmtu 65536, frames cut to "
+                             "the link MTU as knet does")
     parser.add_argument("--no-namespace", action="store_true",
                         help="run on the host's loopback even as root")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")
@@ -424,6 +431,9 @@ def _print_table(rows: list[Row], out: Any) -> None:
 
         print(f"Topology lan: a namespace per node, bridged ({LAN_NETWORK}): every datagram "
               "crosses two veths and a bridge.", file=out)
+    if rows and rows[0].transport == "knet":
+        print("Transport knet: netmtu 65536 (corosync's knet default), frames cut to the link "
+              "MTU and joined again (totemd/linkfrag.py), as knet does for corosync.", file=out)
     if rows and rows[0].crypto != "none":
         print(f"Every datagram sealed: crypto {rows[0].crypto} (totemd/crypto.py).", file=out)
     poll_ns = rows[0].guest_halt_poll_ns if rows else None
@@ -459,7 +469,8 @@ def run(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="coro-bt-"))
     settings = ClusterSettings(nodes=args.nodes, token_ms=3000, consensus_ms=3600, evs_log=False,
                                use_namespace=not args.no_namespace, crypto_cipher=cipher,
-                               crypto_hash=hash_, topology=args.topology)
+                               crypto_hash=hash_, topology=args.topology,
+                               transport=args.transport)
     crypto = "none" if not settings.crypto else f"{cipher}/{hash_}"
     cluster = LocalCluster(base, settings)
     workers: list[Any] = []
@@ -476,7 +487,8 @@ def run(args: argparse.Namespace) -> int:
         for size in sizes:
             row = replace(_measure_size(cluster, workers, size, args.duration,
                                         args.latency_samples, args.sparse_samples), crypto=crypto,
-                          topology=args.topology)
+                          topology=args.topology, transport=args.transport,
+                          impl="coro-totem" if args.transport == "udpu" else "coro-totem-knet")
             rows.append(row)
             if args.json:
                 print(json.dumps(asdict(row)), flush=True)

@@ -80,7 +80,8 @@ class ClusterSettings:
     consensus_ms: int = 1200
     join_ms: int = 50
     merge_ms: int = 200
-    netmtu: int = 1500
+    # None: the file leaves netmtu out (corosync's default: 1500, knet 65536).
+    netmtu: int | None = None
     window_size: int = 50
     max_messages: int = 17
     fail_recv_const: int = 2500
@@ -91,8 +92,9 @@ class ClusterSettings:
     # 192.0.2.i; needs root and use_namespace).
     topology: str = "loopback"
     evs_log: bool = True
-    # "udpu" (unicast to the nodelist) or "udp" (IP multicast to
-    # multicast_group; as root the namespace's lo is set up for it).
+    # "udpu" (unicast to the nodelist), "udp" (IP multicast to
+    # multicast_group; as root the namespace's lo is set up for it) or
+    # "knet" (udpu with corosync's knet netmtu, frames cut to the link MTU).
     transport: str = "udpu"
     multicast_group: str = "239.192.77.1"
     # udp only: each node's nodelist names the node alone, so it learns its
@@ -138,8 +140,8 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
         ValueError: an unknown transport, or ``learn_peers`` without udp or
             without ``node_id``.
     """
-    if settings.transport not in ("udpu", "udp"):
-        raise ValueError(f"transport {settings.transport!r} is not one of udpu, udp")
+    if settings.transport not in ("udpu", "udp", "knet"):
+        raise ValueError(f"transport {settings.transport!r} is not one of udpu, udp, knet")
     if settings.topology not in ("loopback", "lan"):
         raise ValueError(f"topology {settings.topology!r} is not one of loopback, lan")
     if settings.crypto and keyfile is None:
@@ -168,7 +170,7 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
         f"\tjoin: {settings.join_ms}\n"
         f"\tmerge: {settings.merge_ms}\n"
         f"\tfail_recv_const: {settings.fail_recv_const}\n"
-        f"\tnetmtu: {settings.netmtu}\n"
+        f"{_netmtu_line(settings)}"
         f"\twindow_size: {settings.window_size}\n"
         f"\tmax_messages: {settings.max_messages}\n"
         "\tinterface {\n"
@@ -189,6 +191,11 @@ def render_node_config(settings: ClusterSettings, *, run_dir: str, state_dir: st
         f"\tstate_dir: {state_dir}\n"
         "}\n"
     )
+
+
+def _netmtu_line(settings: ClusterSettings) -> str:
+    """totem.netmtu, when the settings give one (else corosync's default)."""
+    return "" if settings.netmtu is None else f"\tnetmtu: {settings.netmtu}\n"
 
 
 def _multicast_keys(settings: ClusterSettings) -> str:

@@ -141,7 +141,8 @@ class Daemon(LocalSideMixin, StatsMixin):
             peers={n: a for n, a in settings.peers.items() if n != settings.node_id},
             multicast_group=settings.multicast_group, window_size=settings.params.window_size,
             netmtu=settings.params.netmtu, multicast_ttl=settings.multicast_ttl,
-            crypto=PacketCrypto(settings.crypto) if settings.crypto is not None else None)
+            crypto=PacketCrypto(settings.crypto) if settings.crypto is not None else None,
+            link_mtu=settings.link_mtu, node_id=settings.node_id)
         self.service = TotemService(self)
         self.server: IpcServer | None = None
         self.evslog: EventLog | None = None

@@ -53,6 +53,9 @@ class NodeSettings:
     # service, as for every corosync IPC service
     ipc_uids: tuple[int, ...] = ()
     ipc_gids: tuple[int, ...] = ()
+    # transport knet: the link MTU frames are cut for (totemd.linkfrag;
+    # None: udpu or udp, frames are never cut)
+    link_mtu: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,7 +89,7 @@ def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: s
         StartupError: the file is invalid or does not name this node.
     """
     import coroconf
-    from coroconf.host import host_addresses
+    from coroconf.host import host_addresses, interface_mtu
 
     try:
         config = coroconf.load(config_path)
@@ -114,15 +117,21 @@ def resolve_settings(config_path: str, *, node_id: int | None = None, run_dir: s
         overrides = {"max_queued_bytes": send_queue_bytes,
                      "max_message_size": min(send_queue_bytes, 1 << 20)}
     crypto = _crypto_settings(config, config_path)
-    if crypto is not None:
-        # Sealed datagrams must still fit netmtu: frames are cut that much smaller.
+    knet = config.totem.transport == "knet"
+    if crypto is not None and not knet:
+        # Sealed datagrams must still fit netmtu: frames are cut that much
+        # smaller (knet mode: the pieces are, see UdpTransport).
         overrides["netmtu"] = config.totem.netmtu - overhead_bytes(crypto.cipher, crypto.hash)
+    bind_address = _resolve_address(bind)
+    link_mtu = None
+    if knet:
+        link_mtu = config.totem.knet_mtu or interface_mtu(bind_address)
     try:
         params = coroconf.totem_params(config, **overrides)
     except ValueError as error:
         raise StartupError(f"{config_path}: {error}") from error
     return NodeSettings(
-        node_id=node_id, bind_address=_resolve_address(bind),
+        node_id=node_id, bind_address=bind_address, link_mtu=link_mtu,
         port=link.mcastport if link is not None else 5405,
         mode=config.totem.network_transport, peers=peers, params=params,
         run_dir=run_dir or config.system.run_dir, state_dir=state_dir or config.system.state_dir,

@@ -90,6 +90,7 @@ from totemd.gso import (
 )
 from totemd.gso import enable_gro as _enable_gro
 from totemd.gso import gso_supported as _gso_supported
+from totemd.linkfrag import Reassembler, Splitter
 from totemd.udp_receive import RECEIVE_BATCH_MAX, ReceiveMixin
 from totemd.udp_sockets import (
     BUFFER_WINDOWS,
@@ -108,6 +109,10 @@ __all__ = ["BUFFER_WINDOWS", "GRO_MAX_SEGMENTS", "GSO_MAX_BYTES", "GSO_MAX_SEGME
            "plan_batches", "socket_buffer_bytes", "split_coalesced"]
 
 log = logging.getLogger("totemd.transport")
+
+# knet mode's datagram bound: the link MTU less these, at most UDP_PAYLOAD_MAX.
+IP_UDP_HEADER_BYTES = {socket.AF_INET: 20 + 8, socket.AF_INET6: 40 + 8}
+UDP_PAYLOAD_MAX = 65507
 
 _LOST_PACKET_ERRNOS = frozenset((errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH,
                                  errno.ENETUNREACH, errno.EPERM))
@@ -151,6 +156,18 @@ class TransportStats:
     # of dropped_crypto: unknown sessions over the key-derivation budget
     # (a flood of forged datagrams; totemd.crypto.DeriveBudget)
     dropped_crypto_throttled: int = 0
+    # knet mode (totemd.linkfrag): the link MTU frames are cut for (0: no
+    # cutting), frames cut and their pieces, pieces received and frames
+    # joined from them, and pieces dropped (malformed, duplicate, evicted
+    # with a frame that never completed).
+    link_mtu: int = 0
+    frames_split: int = 0
+    fragments_sent: int = 0
+    fragments_received: int = 0
+    frames_joined: int = 0
+    fragments_malformed: int = 0
+    fragments_duplicate: int = 0
+    fragment_partials_evicted: int = 0
 
 
 @dataclass(slots=True)
@@ -172,6 +189,10 @@ class UdpTransport(ReceiveMixin):
         gro: ask the kernel for coalesced reads (UDP_GRO) where it can.
         crypto: a ``totemd.crypto.PacketCrypto``: every datagram sent is
             sealed with it and every one received opened (None: clear).
+        link_mtu: knet mode (udpu only): frames whose datagram would not fit
+            this MTU travel cut into pieces (``totemd.linkfrag``) and are
+            joined again before anyone reads them (None: never cut).
+        node_id: our node id, in the pieces' headers (knet mode).
     """
 
     mode: str
@@ -185,7 +206,12 @@ class UdpTransport(ReceiveMixin):
     gso: bool = True
     gro: bool = True
     crypto: Any = None
+    link_mtu: int | None = None
+    node_id: int = 0
     stats: TransportStats = field(default_factory=TransportStats)
+    # knet mode: cuts long frames (send) and joins their pieces (receive).
+    _splitter: Splitter | None = None
+    _reassembler: Reassembler | None = None
     _socket: socket.socket | None = None
     _peer_endpoints: dict[int, tuple[str, int]] = field(default_factory=dict)
     _known_sources: set[str] = field(default_factory=set)
@@ -218,6 +244,10 @@ class UdpTransport(ReceiveMixin):
         if self.mode == "udp" and not self.multicast_group:
             raise TransportError("transport udp needs a multicast group (totem.interface.mcastaddr)")
         family = family_of(self.bind_address)
+        if self.link_mtu is not None:
+            if self.mode != "udpu":
+                raise TransportError("link fragmentation (knet mode) runs over udpu only")
+            self._open_fragmentation(family)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self._configure(sock, family)
@@ -242,6 +272,21 @@ class UdpTransport(ReceiveMixin):
             self.learn_peer(node_id, address)
         self._rebuild_fanout()
         return self
+
+    def _open_fragmentation(self, family: socket.AddressFamily) -> None:
+        """knet mode: the datagram bound is the link MTU less the IP and UDP
+        headers (and the seal), at most what one UDP datagram can carry."""
+        assert self.link_mtu is not None
+        header = IP_UDP_HEADER_BYTES[family]
+        datagram = min(self.link_mtu - header, UDP_PAYLOAD_MAX)
+        if self.crypto is not None:
+            datagram -= self.crypto.overhead
+        try:
+            self._splitter = Splitter(self.node_id, datagram, self.stats)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise TransportError(f"link MTU {self.link_mtu} is too small: {error}") from None
+        self._reassembler = Reassembler(self.stats)  # type: ignore[arg-type]
+        self.stats.link_mtu = self.link_mtu
 
     def _reader(self, sock: socket.socket, gro: bool) -> _Reader:
         """How to drain sock: recvmsg, and a readiness poll between reads,
@@ -358,6 +403,16 @@ class UdpTransport(ReceiveMixin):
 
     def unicast(self, node_id: int, data: bytes) -> bool:
         """Send to one node. Returns False if the node's address is unknown."""
+        splitter = self._splitter
+        if splitter is not None and len(data) > splitter.datagram_bytes:
+            if node_id not in self._routes:
+                return False
+            pieces = splitter.expand((data,))
+            if self.crypto is not None:
+                pieces = self.crypto.seal_many(pieces)
+            for piece in pieces:
+                self._unicast(node_id, piece)
+            return True
         if self.crypto is not None:
             data = self.crypto.seal(data)
         return self._unicast(node_id, data)
@@ -386,6 +441,10 @@ class UdpTransport(ReceiveMixin):
 
         The same bytes go to every peer; the counters move once per call.
         """
+        splitter = self._splitter
+        if splitter is not None and len(data) > splitter.datagram_bytes:
+            self.multicast_many((data,))
+            return
         if self.crypto is not None:
             data = self.crypto.seal(data)
         self._multicast(data, exclude)
@@ -421,8 +480,12 @@ class UdpTransport(ReceiveMixin):
         socket the token is unicast on. Send errors are counted per frame.
 
         Args:
-            frames: encoded Totem frames, each at most netmtu on the wire.
+            frames: encoded Totem frames, each at most netmtu on the wire
+                (knet mode: cut into pieces where longer than a datagram).
         """
+        splitter = self._splitter
+        if splitter is not None and splitter.needed(frames):
+            frames = splitter.expand(frames)
         if self.crypto is not None:
             frames = self.crypto.seal_many(frames)
         self._multicast_many(frames)
@@ -449,9 +512,19 @@ class UdpTransport(ReceiveMixin):
         72.5 MB/s); each later peer still gets the frames before the token
         can reach it through the ring.
 
+        knet mode: frames longer than a datagram go as their pieces (each
+        frame one run); a token never is.
+
         Returns:
             False if ``dest``'s address is unknown (the frames are sent anyway).
         """
+        splitter = self._splitter
+        if splitter is not None:
+            if len(token) > splitter.datagram_bytes:
+                self.multicast_many(frames)
+                return self.unicast(dest, token)
+            if splitter.needed(frames):
+                frames = splitter.expand(frames)
         crypto = self.crypto
         if crypto is not None:
             frames = crypto.seal_many(frames)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from totemd.gso import GRO_ANCILLARY_BYTES, split_coalesced
+from totemd.linkfrag import FRAGMENT_TYPE
 from totemd.udp_sockets import TransportError
 
 __all__ = ["RECEIVE_BATCH_MAX", "RECEIVE_BUFFER_BYTES", "ReceiveMixin"]
@@ -41,6 +42,7 @@ class ReceiveMixin:
     stats: Any
     _known_sources: set[str]
     _readers: list[Any]
+    _reassembler: Any
 
     def receive_frames(self, max_packets: int = RECEIVE_BATCH_MAX, sources: list[str] | None = None,
                        stop_type: int | None = None) -> list[bytes]:
@@ -111,6 +113,7 @@ class ReceiveMixin:
         own = self.bind_address
         packets = received_bytes = dropped = unopened = 0
         crypto = self.crypto
+        joiner = self._reassembler
         # Counters move once per batch, not per packet.
         for _ in range(budget):
             try:
@@ -130,6 +133,12 @@ class ReceiveMixin:
                 if data is None:
                     unopened += 1
                     continue
+            if joiner is not None and len(data) > 3 and data[3] == FRAGMENT_TYPE:
+                joined: list[bytes] = []
+                joiner.feed((data,), source, joined)  # a piece: its frame, once complete
+                if not joined:
+                    continue
+                data = joined[0]
             append(data)
             if sources is not None:
                 sources.append(source)
@@ -161,6 +170,7 @@ class ReceiveMixin:
         own = self.bind_address
         reads = count = received_bytes = dropped = coalesced = bad = unopened = 0
         crypto = self.crypto
+        joiner = self._reassembler
         for attempt in range(budget):
             if count >= budget or (attempt and more is not None and not more(0)):
                 break
@@ -191,8 +201,14 @@ class ReceiveMixin:
                 opened = crypto.open_many([data] if pieces is None else pieces, source)
                 unopened += segments - len(opened)
                 segments = len(opened)
-                extend(opened)
-            elif pieces is None:
+                pieces = opened
+            if joiner is not None:
+                # knet mode: pieces of long frames become their frames (in place, once complete).
+                joined: list[bytes] = []
+                joiner.feed([data] if pieces is None else pieces, source, joined)
+                pieces = joined
+                segments = len(joined)
+            if pieces is None:
                 append(data)
             else:
                 extend(pieces)

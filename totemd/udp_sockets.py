@@ -49,10 +49,22 @@ def family_of(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if parsed.version == 6 else socket.AF_INET
 
 
+# Linux's SO_RCVBUFFORCE / SO_SNDBUFFORCE (not in every Python's socket module).
+_FORCED = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", 33),
+           socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", 32)}
+
+
 def set_buffers(sock: socket.socket, wanted_bytes: int) -> None:
-    """Ask for receive and send buffers of wanted_bytes; the kernel clamps
-    to what it allows (read back with getsockopt for the real size)."""
+    """Ask for receive and send buffers of wanted_bytes: past net.core's
+    rmem_max/wmem_max where we may (CAP_NET_ADMIN, as knet does: a knet
+    mode visit is ~1 MiB per peer), else what the kernel clamps to (read
+    back with getsockopt for the real size)."""
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _FORCED[option], wanted_bytes)
+            continue
+        except OSError:
+            pass  # not privileged: the plain option, clamped
         try:
             sock.setsockopt(socket.SOL_SOCKET, option, wanted_bytes)
         except OSError:

@@ -53,7 +53,7 @@ def test_check_prints_warnings_and_strict_fails_on_them(capsys):
     path = str(FIXTURES / "pcs_two_node_knet.conf")
     assert main(["check", path]) == 0
     err = capsys.readouterr().err
-    assert err.count("warning: ") == 2 and "transport knet: running as udpu" in err
+    assert err.count("warning: ") == 2 and "transport knet: running as udpu over link 0 with knet" in err
     assert "quorum service is not built yet" in err
     assert main(["check", "--strict", path]) == 1
     assert capsys.readouterr().err.endswith(f"error: {path}: 2 warning(s) and --strict\n")

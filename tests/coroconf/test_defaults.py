@@ -31,7 +31,19 @@ def test_totem_defaults_match_corosync():
 def test_transport_defaults_to_knet_and_runs_as_udpu():
     config = coroconf.loads("totem {\n\tversion: 2\n}\n" + nodes(2), "corosync.conf")
     assert (config.totem.transport, config.totem.network_transport) == ("knet", "udpu")
-    assert config.warnings == ("corosync.conf: transport knet: running as udpu over link 0",)
+    assert config.warnings == ("corosync.conf: transport knet: running as udpu over link 0 with "
+                               "knet's fragmentation (frames cut to the link MTU)",)
+    # corosync's knet netmtu (knet cuts frames to the link), udp/udpu's 1500.
+    assert (config.totem.netmtu, config.totem.knet_mtu) == (65536, 0)
+    assert coroconf.totem_params(config).netmtu == 65536
+
+
+def test_knet_mtu_is_zero_or_a_usable_link_mtu():
+    head = "totem {\n\tversion: 2\n\tknet_mtu: %d\n}\n"
+    assert coroconf.loads(head % 1500 + nodes(2)).totem.knet_mtu == 1500
+    for bad in (575, 65537):
+        with pytest.raises(coroconf.ConfigError, match="knet_mtu"):
+            coroconf.loads(head % bad + nodes(2))
 
 
 def test_udp_defaults_to_ipv4():

@@ -45,7 +45,8 @@ def test_corosync3_example_filled_in_with_two_knet_links():
     assert (config.logging.to_logfile, config.logging.logfile) == (
         True, "/var/log/cluster/corosync.log")
     assert _names(config) == ["corosync3_example_filled.conf: transport knet: running as udpu "
-                              "over link 0; ring1_addr ignored", QUORUM % ("corosync3_example_filled", 23)]
+                              "over link 0 with knet's fragmentation (frames cut to the link MTU); "
+                              "ring1_addr ignored", QUORUM % ("corosync3_example_filled", 23)]
 
 
 def test_corosync2_multicast_example_needs_transport_udp_under_corosync3():
@@ -83,7 +84,7 @@ def test_pcs_two_node_knet_with_crypto():
     assert (config.quorum.two_node, config.quorum.wait_for_all) == (True, True)
     assert config.totem.keyfile is None  # the default, /etc/corosync/authkey
     assert _names(config) == [  # crypto is implemented: no warning for it
-        "pcs_two_node_knet.conf:7: transport knet: running as udpu over link 0",
+        "pcs_two_node_knet.conf:7: transport knet: running as udpu over link 0 with knet's fragmentation (frames cut to the link MTU)",
         QUORUM % ("pcs_two_node_knet", 28)]
 
 
@@ -96,8 +97,8 @@ def test_proxmox_three_nodes_two_links():
     assert config.totem.token_ms == 3650
     assert (config.totem.crypto_cipher, config.totem.crypto_hash) == ("aes256", "sha256")  # secauth
     assert _names(config) == [
-        "proxmox_two_links.conf: transport knet: running as udpu over link 0; ring1_addr ignored",
-        "proxmox_two_links.conf:46: knet options have no effect (knet runs as udpu here): "
+        "proxmox_two_links.conf: transport knet: running as udpu over link 0 with knet's fragmentation (frames cut to the link MTU); ring1_addr ignored",
+        "proxmox_two_links.conf:46: knet options have no effect (knet runs as udpu with fragmentation here): "
         "totem.link_mode", QUORUM % ("proxmox_two_links", 33)]
 
 
@@ -127,5 +128,5 @@ def test_debian_single_node_default():
     assert [(node.nodeid, node.ring0_addr) for node in config.nodelist] == [(1, "127.0.0.1")]
     assert config.local_node(["127.0.0.1/8"]).name == "node1"
     assert coroconf.totem_params_kwargs(config)["nodes"] == 1
-    assert _names(config) == ["debian_default.conf: transport knet: running as udpu over link 0",
+    assert _names(config) == ["debian_default.conf: transport knet: running as udpu over link 0 with knet's fragmentation (frames cut to the link MTU)",
                               QUORUM % ("debian_default", 29)]

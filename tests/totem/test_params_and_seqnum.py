@@ -35,7 +35,7 @@ def test_token_coefficient_per_node_above_two():
      r"^consensus_ms \(10.0 ms\) must be at least join_ms \(50.0 ms\)$"),
     ({"consensus_ms": 3000.0, "nodes": 3},
      r"^consensus_ms \(3000.0 ms\) must be at least 1.2 x token \(4380.0 ms\) with 3 or more nodes$"),
-    ({"netmtu": 100}, r"^netmtu \(100 bytes\) must be within 256..65535$"),
+    ({"netmtu": 100}, r"^netmtu \(100 bytes\) must be within 256..65536$"),
     ({"window_size": -1}, r"^window_size \(-1\) must not be negative$"),
 ])
 def test_invalid_params_are_named(kwargs, message):

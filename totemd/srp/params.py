@@ -163,8 +163,8 @@ class TotemParams:
         if self.window_size > SORT_QUEUE_MAX // 4:
             raise ParamsError(f"window_size ({self.window_size}) must be at most "
                               f"{SORT_QUEUE_MAX // 4}")
-        if not 256 <= self.netmtu <= 65535:
-            raise ParamsError(f"netmtu ({self.netmtu} bytes) must be within 256..65535")
+        if not 256 <= self.netmtu <= 65536:
+            raise ParamsError(f"netmtu ({self.netmtu} bytes) must be within 256..65536")
         if self.max_queued_bytes < self.max_message_size:
             raise ParamsError(
                 f"max_queued_bytes ({self.max_queued_bytes}) must be at least "
