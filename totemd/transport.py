@@ -29,6 +29,12 @@ node id and multicast a frame to every node.
   sockets sit behind one epoll descriptor, so the daemon still waits on one
   file descriptor.
 
+knet mode (``transport: knet``, ``link_mtu`` set; udpu underneath): frames
+longer than a datagram may be on the link (link MTU less the IP/UDP headers
+and the seal) leave as their pieces (``totemd.linkfrag.Splitter``), every
+piece sealed on its own; the readers join them again (``Reassembler``)
+before any caller sees a frame. Tokens and short frames go whole.
+
 Self-delivery: the core delivers its own multicasts without a round trip
 through the network, so the transport never needs to loop frames back; for
 ``udp`` the looped-back copy is recognised by source address and dropped.

@@ -4,8 +4,10 @@ Reads drain the transport's receiving sockets (udp: the group's, then the
 node's own), check every datagram's source (udpu: a nodelist address; udp:
 not our own looped-back multicast), cut coalesced GRO reads back into their
 frames (``gso.split_coalesced``), open sealed datagrams (``totemd.crypto``:
-what does not open is counted in ``dropped_crypto``), and stop right after a
-token when asked to (see ``receive_frames``). Counters move once per batch.
+what does not open is counted in ``dropped_crypto``), join the pieces of
+knet mode's long frames (``totemd.linkfrag.Reassembler``), and stop right
+after a token when asked to (see ``receive_frames``). Counters move once per
+batch.
 """
 
 from __future__ import annotations
