@@ -21,9 +21,12 @@ a frame but the last are the same length, so a frame leaves in one GSO send
 The Totem core never sees a piece: the transport hands it whole frames. What
 is malformed (bad header, index out of range, a piece count that disagrees
 with earlier pieces, a frame that would exceed ``FRAME_MAX_BYTES``) is
-counted and dropped, as are duplicates; partial frames are bounded in number
-(``PARTIAL_MAX``, the oldest evicted and counted): a sender that dies
-mid-frame or a lost piece costs at most that much memory.
+counted and dropped, as are duplicates of a piece of a frame still being
+joined (a copy that comes after its frame was joined starts a partial frame
+that never completes: Totem drops the duplicate frame it would have been);
+partial frames are bounded in number (``PARTIAL_MAX``, the oldest evicted
+and counted): a sender that dies mid-frame or a lost piece costs at most
+that much memory.
 """
 
 from __future__ import annotations
@@ -116,6 +119,8 @@ class Reassembler:
     __slots__ = ("stats", "_partials", "_partial_max")
 
     def __init__(self, stats: FragmentStats | None = None, partial_max: int = PARTIAL_MAX) -> None:
+        if partial_max < 1:
+            raise ValueError(f"partial_max ({partial_max}) must be at least 1")
         self.stats = stats if stats is not None else FragmentStats()
         self._partials: dict[tuple[str, int, int], _Partial] = {}
         self._partial_max = partial_max
@@ -155,6 +160,9 @@ class Reassembler:
         partials = self._partials
         partial = partials.get(key)
         if partial is None:
+            if len(payload) > FRAME_MAX_BYTES:
+                stats.fragments_malformed += 1
+                return None
             if len(partials) >= self._partial_max:
                 # The oldest partial frame is the one least likely to complete.
                 del partials[next(iter(partials))]
@@ -213,8 +221,9 @@ class Splitter:
             if len(data) <= limit:
                 out.append(data)
                 continue
-            self._serial = (self._serial + 1) & _SERIAL_MASK
-            pieces = split(data, self.sender, self._serial, self.piece_bytes)
+            serial = (self._serial + 1) & _SERIAL_MASK
+            pieces = split(data, self.sender, serial, self.piece_bytes)
+            self._serial = serial
             stats.frames_split += 1
             stats.fragments_sent += len(pieces)
             out.extend(pieces)

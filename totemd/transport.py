@@ -96,7 +96,7 @@ from totemd.gso import (
 )
 from totemd.gso import enable_gro as _enable_gro
 from totemd.gso import gso_supported as _gso_supported
-from totemd.linkfrag import Reassembler, Splitter
+from totemd.linkfrag import PIECES_MAX, Reassembler, Splitter
 from totemd.udp_receive import RECEIVE_BATCH_MAX, ReceiveMixin
 from totemd.udp_sockets import (
     BUFFER_WINDOWS,
@@ -283,6 +283,8 @@ class UdpTransport(ReceiveMixin):
         """knet mode: the datagram bound is the link MTU less the IP and UDP
         headers (and the seal), at most what one UDP datagram can carry."""
         assert self.link_mtu is not None
+        if not self.node_id:
+            raise TransportError("link fragmentation (knet mode) needs our node id for the pieces")
         header = IP_UDP_HEADER_BYTES[family]
         datagram = min(self.link_mtu - header, UDP_PAYLOAD_MAX)
         if self.crypto is not None:
@@ -291,6 +293,9 @@ class UdpTransport(ReceiveMixin):
             self._splitter = Splitter(self.node_id, datagram, self.stats)  # type: ignore[arg-type]
         except ValueError as error:
             raise TransportError(f"link MTU {self.link_mtu} is too small: {error}") from None
+        if -(-self.netmtu // self._splitter.piece_bytes) > PIECES_MAX:
+            raise TransportError(f"link MTU {self.link_mtu} is too small: a frame of netmtu "
+                                 f"{self.netmtu} would need more than {PIECES_MAX} pieces")
         self._reassembler = Reassembler(self.stats)  # type: ignore[arg-type]
         self.stats.link_mtu = self.link_mtu
 
@@ -449,7 +454,11 @@ class UdpTransport(ReceiveMixin):
         """
         splitter = self._splitter
         if splitter is not None and len(data) > splitter.datagram_bytes:
-            self.multicast_many((data,))
+            pieces = splitter.expand((data,))
+            if self.crypto is not None:
+                pieces = self.crypto.seal_many(pieces)
+            for piece in pieces:
+                self._multicast(piece, exclude)
             return
         if self.crypto is not None:
             data = self.crypto.seal(data)

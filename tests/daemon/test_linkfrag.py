@@ -523,3 +523,9 @@ def test_stats_default_to_their_own_and_may_be_shared():
     out: list[bytes] = []
     reassembler.feed(splitter.expand([_frame(498, 1)]), SOURCE, out)
     assert shared == FragmentStats(frames_split=1, fragments_sent=6, fragments_received=6, frames_joined=1)
+
+
+def test_reassembler_needs_room_for_one_partial_frame():
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="partial_max"):
+            Reassembler(partial_max=bad)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from totemd.crypto import CryptoSettings, PacketCrypto
-from totemd.linkfrag import FRAGMENT_TYPE, FRAME_MAX_BYTES, HEADER_SIZE
+from totemd.linkfrag import FRAGMENT_TYPE, FRAME_MAX_BYTES, HEADER_SIZE, PIECES_MAX, split
 from totemd.transport import TransportError, UdpTransport
 
 PEERS = {1: "127.0.0.1", 2: "127.0.0.2"}
@@ -103,10 +103,11 @@ def test_multicast_many_delivers_long_and_short_frames_whole_and_in_order(opened
     two = opened(2, link_mtu=LINK_MTU, **options)
     assert one.stats.link_mtu == two.stats.link_mtu == LINK_MTU
     bound = _datagram_bound(one)
+    # ~130 pieces: well within the receive buffer (net.core.rmem_max) of an idle reader.
     frames = [_frame(60000, 1), _frame(100, 2), _frame(61234, 3), _frame(bound, 4), _frame(bound + 1, 5),
-              _frame(65476, 6), _frame(1, 7), _frame(62000, 8)]
+              _frame(65476, 6), _frame(1, 7)]
     long_frames = [frame for frame in frames if len(frame) > bound]
-    assert len(long_frames) == 5
+    assert len(long_frames) == 4
     one.multicast_many(frames)
     got = _receive(two, len(frames))
     assert [data for data, _source in got] == frames
@@ -214,24 +215,25 @@ def test_the_datagram_bound_is_at_most_what_one_udp_datagram_carries(opened):
 
 
 def test_a_transport_without_link_mtu_passes_pieces_through_unjoined(opened):
-    one = opened(1, link_mtu=LINK_MTU)
-    two = opened(2)  # no knet mode: it does not know pieces
+    plain = opened(1)  # no knet mode: it does not know pieces
+    knet = opened(2, link_mtu=LINK_MTU)
     frame = _frame(5000, 1)
-    assert one.unicast(2, frame)
-    count = _pieces([frame], _datagram_bound(one))
-    got = [data for data, _source in _receive(two, count)]
-    assert len(got) == count == one.stats.fragments_sent
-    assert all(piece[3] == FRAGMENT_TYPE for piece in got)
-    assert [int.from_bytes(piece[15:17], "big") for piece in got] == [count] * count
+    assert knet.unicast(1, frame)
+    count = _pieces([frame], _datagram_bound(knet))
+    got = [data for data, _source in _receive(plain, count)]
+    assert len(got) == count == knet.stats.fragments_sent
+    # Each a piece: type FRAGMENT_TYPE, sender node 2, its first serial, index, count.
+    assert [(piece[3], piece[5:9], piece[9:13], piece[13:15], piece[15:17]) for piece in got] == [
+        (FRAGMENT_TYPE, (2).to_bytes(4, "big"), (1).to_bytes(4, "big"), index.to_bytes(2, "big"),
+         count.to_bytes(2, "big")) for index in range(count)]
     assert b"".join(piece[HEADER_SIZE:] for piece in got) == frame
-    assert _nothing_more(two) == []
-    assert two.stats.link_mtu == two.stats.fragments_received == two.stats.frames_joined == 0
+    assert _nothing_more(plain) == []
+    assert plain.stats.link_mtu == plain.stats.fragments_received == plain.stats.frames_joined == 0
 
 
 def test_pieces_from_two_senders_each_join(opened):
     one, two, three = (opened(node, TRIO, link_mtu=LINK_MTU) for node in (1, 2, 3))
     from_one, from_three = _frame(40000, 1), _frame(40000, 3)
-    # Both senders' first frame has serial 1: the source keeps them apart.
     one.multicast(from_one)
     three.multicast(from_three)
     got = _receive(two, 2)
@@ -239,11 +241,44 @@ def test_pieces_from_two_senders_each_join(opened):
     assert two.stats.frames_joined == 2 and two.stats.fragments_malformed == 0
 
 
+@pytest.mark.parametrize("gro", [True, False], ids=["gro", "no-gro"])
+def test_the_receiver_keeps_pieces_of_two_sources_apart_and_counts_bad_ones(opened, gro):
+    """Two nodelist addresses send interleaved pieces with the same sender
+    and serial (two nodes configured with one node id): neither frame mixes
+    with the other; a malformed and a duplicate piece are counted, never returned."""
+    two = opened(2, TRIO, link_mtu=LINK_MTU, gro=gro)
+    first, second = _frame(3000, 1), _frame(3000, 3)
+    pieces_one, pieces_three = split(first, 1, 1, 1000), split(second, 1, 1, 1000)
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        senders[0].bind((TRIO[1], 0))
+        senders[1].bind((TRIO[3], 0))
+        destination = (TRIO[2], two.port)
+        for piece_one, piece_three in zip(pieces_one[:-1], pieces_three[:-1]):
+            senders[0].sendto(piece_one, destination)
+            senders[1].sendto(piece_three, destination)
+        senders[1].sendto(pieces_three[0], destination)                            # a duplicate
+        senders[0].sendto(pieces_one[0][:4] + bytes([1]) + pieces_one[0][5:], destination)  # flags set
+        senders[1].sendto(pieces_three[-1], destination)
+        senders[0].sendto(pieces_one[-1], destination)
+        got = _receive(two, 2)
+    finally:
+        for sender in senders:
+            sender.close()
+    assert got == [(second, "127.0.0.3"), (first, "127.0.0.1")]
+    stats = two.stats
+    assert (stats.fragments_received, stats.frames_joined, stats.fragments_duplicate,
+            stats.fragments_malformed) == (len(pieces_one) + len(pieces_three) + 2, 2, 1, 1)
+    assert _nothing_more(two) == []
+
+
 def test_knet_mode_refuses_udp_and_too_small_a_link_mtu():
     with pytest.raises(TransportError, match="udpu only"):
         UdpTransport(mode="udp", bind_address="127.0.0.1", port=0, multicast_group="239.192.7.7",
                      link_mtu=LINK_MTU, node_id=1).open()
-    smallest = IPV4_UDP_HEADERS + HEADER_SIZE + 1
+    # The smallest link MTU: a frame of netmtu (the transport's 1500 here)
+    # must fit PIECES_MAX pieces, so each piece carries at least 2 bytes.
+    smallest = IPV4_UDP_HEADERS + HEADER_SIZE + -(-1500 // PIECES_MAX)
     for link_mtu in (0, IPV4_UDP_HEADERS, smallest - 1):
         with pytest.raises(TransportError, match=rf"^link MTU {link_mtu} is too small"):
             UdpTransport(mode="udpu", bind_address="127.0.0.1", port=0, link_mtu=link_mtu, node_id=1).open()
@@ -259,3 +294,22 @@ def test_knet_mode_refuses_udp_and_too_small_a_link_mtu():
             assert transport.stats.link_mtu == link_mtu
         finally:
             transport.close()
+
+
+def test_knet_mode_refuses_a_link_mtu_too_small_for_netmtu_and_a_missing_node_id():
+    with pytest.raises(TransportError, match="more than 1024 pieces"):
+        UdpTransport(mode="udpu", bind_address="127.0.0.1", port=0, link_mtu=100, node_id=1,
+                     netmtu=65536).open()
+    with pytest.raises(TransportError, match="node id"):
+        UdpTransport(mode="udpu", bind_address="127.0.0.1", port=0, link_mtu=LINK_MTU).open()
+
+
+def test_multicast_of_a_long_frame_honours_exclude(opened):
+    peers = {1: "127.0.0.1", 2: "127.0.0.2", 3: "127.0.0.3"}
+    one = opened(1, peers=peers, link_mtu=LINK_MTU)
+    two = opened(2, peers=peers, link_mtu=LINK_MTU)
+    three = opened(3, peers=peers, link_mtu=LINK_MTU)
+    frame = _frame(5000, 9)
+    one.multicast(frame, exclude=[3])
+    assert [data for data, _source in _receive(two, 1)] == [frame]
+    assert _nothing_more(three) == [] and three.stats.fragments_received == 0
