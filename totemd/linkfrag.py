@@ -31,6 +31,7 @@ that much memory.
 
 from __future__ import annotations
 
+import random
 import struct
 from dataclasses import dataclass
 
@@ -191,18 +192,22 @@ class Reassembler:
 
 class Splitter:
     """The sending side: cuts what is longer than ``datagram_bytes``, numbering
-    frames with this node's serial counter."""
+    frames with this node's serial counter (from a random start, or ``serial``)."""
 
     __slots__ = ("sender", "datagram_bytes", "piece_bytes", "stats", "_serial")
 
-    def __init__(self, sender: int, datagram_bytes: int, stats: FragmentStats | None = None) -> None:
+    def __init__(self, sender: int, datagram_bytes: int, stats: FragmentStats | None = None,
+                 serial: int | None = None) -> None:
         if datagram_bytes <= HEADER_SIZE:
             raise ValueError(f"a datagram of {datagram_bytes} bytes leaves no room for a piece")
         self.sender = sender
         self.datagram_bytes = datagram_bytes
         self.piece_bytes = datagram_bytes - HEADER_SIZE
         self.stats = stats if stats is not None else FragmentStats()
-        self._serial = 0
+        # A random start (unless given): a restarted node must not number its
+        # frames as its last incarnation did, or a partial frame left from
+        # then (a lost piece) would take pieces of a new frame into it.
+        self._serial = (random.getrandbits(32) if serial is None else serial) & _SERIAL_MASK
 
     def needed(self, frames: list[bytes] | tuple[bytes, ...]) -> bool:
         """True if any of ``frames`` is too long for one datagram."""

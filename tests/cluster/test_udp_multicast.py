@@ -48,8 +48,10 @@ def test_the_udp_config_names_the_group_and_udpu_stays_the_default():
     default = loads(render_node_config(ClusterSettings(), run_dir="/r", state_dir="/s"))
     assert default.totem.network_transport == "udpu"
     assert default.totem.interface(0).mcastaddr is None
-    with pytest.raises(ValueError, match="knet"):
-        render_node_config(replace(UDP_SETTINGS, transport="knet"), run_dir="/r", state_dir="/s")
+    with pytest.raises(ValueError, match="sctp"):
+        render_node_config(replace(UDP_SETTINGS, transport="sctp"), run_dir="/r", state_dir="/s")
+    knet = loads(render_node_config(replace(UDP_SETTINGS, transport="knet"), run_dir="/r", state_dir="/s"))
+    assert (knet.totem.transport, knet.totem.netmtu) == ("knet", 65536)  # corosync's knet default
     alone = loads(render_node_config(replace(UDP_SETTINGS, learn_peers=True), run_dir="/r",
                                      state_dir="/s", node_id=2))
     assert [node.nodeid for node in alone.nodelist] == [2]

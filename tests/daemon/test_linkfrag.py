@@ -140,7 +140,7 @@ def test_short_frames_go_unchanged_and_the_bound_is_inclusive():
 def test_pieces_of_a_frame_are_equal_but_the_last_and_never_pass_the_bound(case, sender):
     bound, sizes = case
     frames = _frames(sizes)
-    splitter = Splitter(sender, bound)
+    splitter = Splitter(sender, bound, serial=0)
     datagrams = splitter.expand(frames)
     serial = 0
     position = 0
@@ -471,7 +471,7 @@ def test_the_serial_wraps_at_2_to_the_32():
 
 
 def test_each_cut_frame_takes_the_next_serial_and_short_ones_take_none():
-    splitter = Splitter(8, 64)
+    splitter = Splitter(8, 64, serial=0)
     datagrams = splitter.expand([_frame(100, 1), b"short", _frame(100, 2), _frame(64, 3), _frame(65, 4)])
     serials = [_header(data)[5] for data in datagrams if len(data) > 3 and data[3] == FRAGMENT_TYPE]
     assert sorted(set(serials)) == [1, 2, 3]
@@ -529,3 +529,10 @@ def test_reassembler_needs_room_for_one_partial_frame():
     for bad in (0, -1):
         with pytest.raises(ValueError, match="partial_max"):
             Reassembler(partial_max=bad)
+
+
+def test_a_new_splitter_does_not_number_frames_as_the_last_one_did():
+    # A restarted node: its pieces must not join a partial frame its last
+    # incarnation left (same sender, same serial) at the receivers.
+    first = [Splitter(7, 100).expand([b"x" * 500])[0][9:13] for _ in range(4)]
+    assert len(set(first)) > 1
