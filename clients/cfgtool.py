@@ -131,7 +131,14 @@ def view_from_keys(keys: dict[str, Any]) -> NodeView:
     return NodeView(local_id=local_id, transport=transport,
                     state=str(keys.get("runtime.totem.state", "?")), members=members,
                     nodes=tuple(by_id[nodeid] for nodeid in sorted(by_id)),
-                    netmtu=int(keys.get("totem.netmtu", 1500)))
+                    netmtu=_link_mtu(keys))
+
+
+def _link_mtu(keys: dict[str, Any]) -> int:
+    """The MTU of the link: knet mode's (stats.transport.link_mtu: frames are
+    cut to it, as corosync-cfgtool shows knet's), else totem.netmtu."""
+    link = int(keys.get("stats.transport.link_mtu", 0) or 0)
+    return link if link else int(keys.get("totem.netmtu", 1500))
 
 
 def read_view(run_dir: str) -> NodeView:
@@ -146,7 +153,8 @@ def read_view(run_dir: str) -> NodeView:
     try:
         with CmapClient.connect(run_dir) as cmap:
             keys: dict[str, Any] = {}
-            for prefix in ("nodelist.", "totem.transport", "totem.netmtu", "runtime.totem.",
+            for prefix in ("nodelist.", "totem.transport", "totem.netmtu",
+                           "stats.transport.link_mtu", "runtime.totem.",
                            "runtime.members."):
                 for key, value, _type in cmap.iter(prefix):
                     keys[key] = value

@@ -123,3 +123,10 @@ def test_the_run_directory_falls_back_to_corosyncs_defaults_as_for_coro_cmap(mon
                     f"system {{\n run_dir: {tmp_path}/run\n}}\n")
     monkeypatch.setattr(cmapctl, "DEFAULT_CONFIG", str(conf))
     assert cmapctl.resolve_run_dir(argparse.Namespace(run_dir=None, config=None)) == f"{tmp_path}/run"
+
+
+def test_a_knet_node_shows_the_link_mtu_its_frames_are_cut_to():
+    keys = {**_keys(), "totem.netmtu": 65536, "stats.transport.link_mtu": 1500}
+    lines = cfgtool.node_lines(cfgtool.view_from_keys(keys))
+    assert lines[2] == "   LINK: 0 udpu (10.0.0.1->10.0.0.2) enabled connected mtu: 1500"
+    assert cfgtool.view_from_keys({**keys, "stats.transport.link_mtu": 0}).netmtu == 65536
