@@ -83,10 +83,6 @@ def _timers(src: Source, node_count: int) -> dict[str, int]:
     }
 
 
-# The smallest link MTU knet mode cuts frames for (IPv4's minimum datagram).
-KNET_MTU_MIN = 576
-
-
 def _check_minimum(src: Source, timers: dict[str, int], name: str, field: str,
                    minimum: int) -> None:
     value = timers[field]
@@ -279,9 +275,9 @@ def build_totem(src: Source, nodes: Nodelist) -> TotemConfig:
     _check_network(src, transport, nodes, links)
     timers = _timers(src, sum(1 for node in nodes if node.ring0_addr))
     _check_timers(src, timers, len(nodes))
-    if timers["knet_mtu"] and not KNET_MTU_MIN <= timers["knet_mtu"] <= d.NETMTU_KNET:
+    if timers["knet_mtu"] and not d.KNET_MTU_MIN <= timers["knet_mtu"] <= d.NETMTU_KNET:
         raise src.fail(f"knet_mtu ({timers['knet_mtu']} bytes) must be 0 (the interface's MTU) "
-                       f"or within {KNET_MTU_MIN}..{d.NETMTU_KNET}", "totem.knet_mtu")
+                       f"or within {d.KNET_MTU_MIN}..{d.NETMTU_KNET}", "totem.knet_mtu")
     cluster_name = src.text("totem.cluster_name")
     interfaces = tuple(_interface(src, link, transport, timers, cluster_name) for link in links)
     _report_unimplemented(src, transport, nodes, links)

@@ -69,6 +69,7 @@ KNET_PONG_COUNT = 2
 KNET_TRANSPORT = "udp"
 KNET_PMTUD_INTERVAL_S = 30
 KNET_MTU = 0  # 0: automatic
+KNET_MTU_MIN = 576  # the smallest link MTU knet mode cuts frames for (IPv4's minimum datagram)
 KNET_COMPRESSION_MODEL = "none"
 KNET_COMPRESSION_THRESHOLD_BYTES = 0  # 0: knet's own default (100 bytes)
 KNET_COMPRESSION_LEVEL = 0

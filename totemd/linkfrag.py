@@ -85,7 +85,8 @@ def split(frame: bytes, sender: int, serial: int, piece_bytes: int) -> list[byte
 
 @dataclass(slots=True)
 class FragmentStats:
-    """Counters of link fragmentation (transport statistics ``fragment_*``)."""
+    """Counters of link fragmentation (``TransportStats`` extends them:
+    published as ``stats.transport.*``)."""
 
     frames_split: int = 0
     fragments_sent: int = 0

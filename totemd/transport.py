@@ -40,7 +40,8 @@ through the network, so the transport never needs to loop frames back; for
 ``udp`` the looped-back copy is recognised by source address and dropped.
 
 Socket buffers are sized for ``window_size x netmtu`` frames with headroom
-(corosync sizes them the same way), clamped by what the kernel allows. The
+(corosync sizes them the same way), past net.core's maxima where the daemon
+may (SO_RCVBUFFORCE, as knet does), else clamped by what the kernel allows. The
 sockets are made in ``totemd.udp_sockets`` (setup only).
 
 Batched I/O (Linux UDP GSO and GRO, planned and cut in ``totemd.gso``):
@@ -96,7 +97,7 @@ from totemd.gso import (
 )
 from totemd.gso import enable_gro as _enable_gro
 from totemd.gso import gso_supported as _gso_supported
-from totemd.linkfrag import PIECES_MAX, Reassembler, Splitter
+from totemd.linkfrag import PIECES_MAX, FragmentStats, Reassembler, Splitter
 from totemd.udp_receive import RECEIVE_BATCH_MAX, ReceiveMixin
 from totemd.udp_sockets import (
     BUFFER_WINDOWS,
@@ -132,7 +133,7 @@ _Reader = Callable[[int, list, "list[str] | None"], None]
 
 
 @dataclass(slots=True)
-class TransportStats:
+class TransportStats(FragmentStats):
     """Counters, readable by local programs through the daemon's statistics."""
 
     packets_sent: int = 0
@@ -162,18 +163,9 @@ class TransportStats:
     # of dropped_crypto: unknown sessions over the key-derivation budget
     # (a flood of forged datagrams; totemd.crypto.DeriveBudget)
     dropped_crypto_throttled: int = 0
-    # knet mode (totemd.linkfrag): the link MTU frames are cut for (0: no
-    # cutting), frames cut and their pieces, pieces received and frames
-    # joined from them, and pieces dropped (malformed, duplicate, evicted
-    # with a frame that never completed).
+    # knet mode: the link MTU frames are cut for (0: no cutting); the
+    # cutting and joining counters are FragmentStats' (totemd.linkfrag).
     link_mtu: int = 0
-    frames_split: int = 0
-    fragments_sent: int = 0
-    fragments_received: int = 0
-    frames_joined: int = 0
-    fragments_malformed: int = 0
-    fragments_duplicate: int = 0
-    fragment_partials_evicted: int = 0
 
 
 @dataclass(slots=True)
@@ -290,13 +282,13 @@ class UdpTransport(ReceiveMixin):
         if self.crypto is not None:
             datagram -= self.crypto.overhead
         try:
-            self._splitter = Splitter(self.node_id, datagram, self.stats)  # type: ignore[arg-type]
+            self._splitter = Splitter(self.node_id, datagram, self.stats)
         except ValueError as error:
             raise TransportError(f"link MTU {self.link_mtu} is too small: {error}") from None
         if -(-self.netmtu // self._splitter.piece_bytes) > PIECES_MAX:
             raise TransportError(f"link MTU {self.link_mtu} is too small: a frame of netmtu "
                                  f"{self.netmtu} would need more than {PIECES_MAX} pieces")
-        self._reassembler = Reassembler(self.stats)  # type: ignore[arg-type]
+        self._reassembler = Reassembler(self.stats)
         self.stats.link_mtu = self.link_mtu
 
     def _reader(self, sock: socket.socket, gro: bool) -> _Reader:
